@@ -1,1 +1,40 @@
-fn main() {}
+//! The `berth` binary: parses the command line, sets up logging, and hands
+//! each subcommand to the library crate that owns it. It holds no registry,
+//! builder, mirror or bumper logic of its own; errors reach the user as one
+//! line saying what failed and how to fix it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod logging;
+mod serve;
+
+/// berth: Nix closures to running pods.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the OCI registry (filesystem blobs and SQLite under --data).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the cause chain, outermost first.
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

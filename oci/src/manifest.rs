@@ -57,6 +57,9 @@ pub struct ContentRef {
     pub size: u64,
     /// Its declared media type.
     pub media_type: String,
+    /// Where a non-distributable ("foreign") layer can be fetched from; such
+    /// a layer need not be pushed to the registry.
+    pub urls: Vec<String>,
 }
 
 /// A parsed manifest or index, with the media type it is stored under.
@@ -92,6 +95,7 @@ fn content_ref(d: &SpecDescriptor) -> Result<ContentRef, ManifestError> {
         digest: d.digest().to_string().parse()?,
         size: d.size(),
         media_type: d.media_type().to_string(),
+        urls: d.urls().clone().unwrap_or_default(),
     })
 }
 

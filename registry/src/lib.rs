@@ -1,1 +1,138 @@
-//! placeholder
+//! `berth-registry` is berth's OCI registry: the distribution-spec v1.1 API
+//! over a pluggable blob store and SQLite metadata. `berth serve` builds a
+//! [`Registry`] from a [`config::Config`] and hands it, with an already-bound
+//! listener and a shutdown future, to [`serve`].
+//!
+//! # Layout
+//! - [`api`]: the axum edge — one `/v2/{*rest}` handler, a pure path parser,
+//!   endpoint handlers, and the one `ApiError` → OCI error JSON mapping.
+//! - [`storage`]: the `BlobStore` trait, its filesystem and in-memory
+//!   implementations, and their shared conformance suite.
+//! - [`metadata`]: repositories, blobs per repository, manifests, tags and
+//!   upload sessions in SQLite.
+//! - [`metrics`]: Prometheus counters served at `/metrics`.
+//! - [`config`]: the `berth serve` configuration file.
+//!
+//! It must never parse GitOps YAML or build images.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_oci::Hasher;
+use tokio::net::TcpListener;
+
+pub mod api;
+pub mod config;
+pub mod metadata;
+pub mod metrics;
+pub mod storage;
+
+use metadata::Metadata;
+use storage::{Blobs, UploadId};
+
+/// Bounds on what a client may ask of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest accepted (413 above).
+    pub max_manifest_bytes: u64,
+    /// Largest `n` for tag lists and the catalog (and the page size when
+    /// `n` is absent).
+    pub max_page_size: usize,
+    /// How long an upload or manifest body may stall before the request is
+    /// abandoned.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_page_size: 1000,
+            body_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// In-process state of an upload session between requests.
+#[derive(Debug, Default)]
+struct SessionState {
+    busy: bool,
+    hasher: Option<(u64, Hasher)>,
+}
+
+/// A registry: blob store, metadata, limits and counters.
+#[derive(Debug)]
+pub struct Registry {
+    blobs: Blobs,
+    meta: Arc<Metadata>,
+    limits: Limits,
+    metrics: metrics::Metrics,
+    sessions: Mutex<HashMap<UploadId, SessionState>>,
+}
+
+/// Why a registry could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be prepared.
+    #[error("preparing data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The metadata database could not be opened.
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+}
+
+impl Registry {
+    /// A registry over the given parts.
+    pub fn new(blobs: Blobs, meta: Metadata, limits: Limits) -> Self {
+        Self {
+            blobs,
+            meta: Arc::new(meta),
+            limits,
+            metrics: metrics::Metrics::default(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The embedded default: filesystem blobs and SQLite metadata under
+    /// `data` (`<data>/blobs`, `<data>/uploads`, `<data>/metadata.sqlite`).
+    pub fn open_local(data: &Path, fsync: bool, limits: Limits) -> Result<Self, OpenError> {
+        let store =
+            storage::FsBlobStore::open(data, fsync).map_err(|source| OpenError::DataDir {
+                path: data.to_owned(),
+                source,
+            })?;
+        let meta = Metadata::open(&data.join("metadata.sqlite"))?;
+        Ok(Self::new(Blobs::Fs(store), meta, limits))
+    }
+
+    /// An in-memory registry (tests).
+    pub fn in_memory(limits: Limits) -> Result<Self, OpenError> {
+        Ok(Self::new(
+            Blobs::Memory(storage::MemoryBlobStore::new()),
+            Metadata::in_memory()?,
+            limits,
+        ))
+    }
+}
+
+/// Serve the registry on `listener` until `shutdown` completes, then stop
+/// accepting and wait for in-flight requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = api::router(registry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,554 @@
+//! Blob endpoints: GET/HEAD (with single byte ranges) and DELETE of
+//! `/v2/<name>/blobs/<digest>`, and the upload protocol — POST to start (or
+//! mount, or upload monolithically), PATCH chunks in order, GET status, PUT
+//! to finish, DELETE to cancel.
+//!
+//! Upload bytes are hashed while they stream to the store; a blob is
+//! published only after its digest checks out, and the acknowledged length
+//! of a session lives in the metadata, so a session survives a restart (the
+//! hash is then recomputed from the stored bytes). One request at a time may
+//! work on a session.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_oci::{Algorithm, Digest, ErrorCode, Hasher, validate_name};
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode, header};
+
+use super::{ApiError, Params, db_write, empty};
+use crate::Registry;
+use crate::storage::{BlobStore, StorageError, UploadId, UploadWriter};
+
+fn blob_unknown(name: &str, digest: &Digest) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUnknown,
+        format!("blob {digest} is not in repository {name}"),
+    )
+}
+
+fn upload_unknown(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadUnknown,
+        format!("upload {id} is not known"),
+    )
+}
+
+/// Parse a `Range` request header against a blob of `size` bytes: `None` to
+/// serve the whole blob (no header, or one this server ignores, as RFC 9110
+/// allows), or the range, or 416.
+fn parse_range(value: Option<&str>, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => start..end.saturating_add(1).min(size),
+        (Ok(start), Err(_)) if b.is_empty() => start..size,
+        (Err(_), Ok(suffix)) if a.is_empty() && suffix > 0 => size.saturating_sub(suffix)..size,
+        _ => return Ok(None),
+    };
+    if range.start >= size || range.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("range {spec} is outside the blob of {size} bytes"),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .with_detail(serde_json::json!({ "size": size })));
+    }
+    Ok(Some(range))
+}
+
+/// GET or HEAD a blob.
+pub(super) async fn get(
+    r: &Arc<Registry>,
+    name: &str,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let size = r
+        .meta
+        .repo_blob(name, digest)?
+        .ok_or_else(|| blob_unknown(name, digest))?;
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header("Docker-Content-Digest", digest.to_string());
+    if head {
+        return Ok(builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size)
+            .body(Body::empty())
+            .expect("valid headers"));
+    }
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match parse_range(range_header, size) {
+        Err(e) => {
+            let mut resp = axum::response::IntoResponse::into_response(e);
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+        Ok(range) => range,
+    };
+    let stream = r.blobs.read(digest, range.clone()).await?;
+    let metrics = r.clone();
+    let stream = stream.inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            metrics.metrics.bytes_out(c.len() as u64, true);
+        }
+    });
+    let builder = match range {
+        Some(rg) => builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, rg.end - rg.start)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", rg.start, rg.end - 1),
+            ),
+        None => builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size),
+    };
+    Ok(builder
+        .body(Body::from_stream(stream))
+        .expect("valid headers"))
+}
+
+/// DELETE a blob from a repository. Its bytes stay until garbage collection
+/// finds that nothing refers to them.
+pub(super) async fn delete(
+    r: &Arc<Registry>,
+    name: &str,
+    digest: &Digest,
+) -> Result<Response, ApiError> {
+    let (n, d) = (name.to_owned(), digest.clone());
+    if db_write(r, move |m| m.unlink_blob(&n, &d)).await? {
+        Ok(empty(StatusCode::ACCEPTED, &[]))
+    } else {
+        Err(blob_unknown(name, digest))
+    }
+}
+
+/// Exclusive use of an upload session for one request, carrying the
+/// streaming hash between requests.
+struct Claim<'a> {
+    r: &'a Registry,
+    id: UploadId,
+    /// A hash of the session's first `.0` bytes.
+    hasher: Option<(u64, Hasher)>,
+    /// The session ended (finished or cancelled): forget its state.
+    ended: bool,
+}
+
+impl<'a> Claim<'a> {
+    fn take(r: &'a Registry, id: UploadId) -> Result<Self, ApiError> {
+        let mut sessions = r.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let state = sessions.entry(id).or_default();
+        if state.busy {
+            return Err(ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("upload {id} is in use by another request; retry when it completes"),
+            )
+            .with_status(StatusCode::CONFLICT));
+        }
+        state.busy = true;
+        let hasher = state.hasher.take();
+        Ok(Self {
+            r,
+            id,
+            hasher,
+            ended: false,
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.r.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if self.ended {
+            sessions.remove(&self.id);
+        } else if let Some(state) = sessions.get_mut(&self.id) {
+            state.busy = false;
+            state.hasher = self.hasher.take();
+        }
+    }
+}
+
+/// Stream a request body into the upload at `offset`, hashing as it goes.
+/// Returns the upload's new length; nothing is acknowledged here.
+async fn append_body(
+    r: &Registry,
+    claim: &mut Claim<'_>,
+    offset: u64,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let mut writer = r.blobs.append_upload(claim.id, offset).await?;
+    let mut hasher = match claim.hasher.take() {
+        Some((covered, h)) if covered == offset => Some(h),
+        _ if offset == 0 => Some(Algorithm::Sha256.hasher()),
+        _ => None,
+    };
+    let mut stream = body.into_data_stream();
+    loop {
+        let next = tokio::time::timeout(r.limits.body_idle_timeout, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!(
+                        "no upload data for {}s; the request was abandoned",
+                        r.limits.body_idle_timeout.as_secs()
+                    ),
+                )
+            })?;
+        match next {
+            None => break,
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("reading the upload body: {e}"),
+                ));
+            }
+            Some(Ok(chunk)) => {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                writer.write(chunk).await?;
+            }
+        }
+    }
+    let len = writer.finish().await?;
+    r.metrics.bytes_in(len - offset);
+    claim.hasher = hasher.map(|h| (len, h));
+    Ok(len)
+}
+
+/// Publish the first `len` bytes of an upload as `digest` after checking
+/// them, and link it into `name`. On a mismatch the session is discarded.
+async fn publish(
+    r: &Arc<Registry>,
+    name: &str,
+    claim: &mut Claim<'_>,
+    len: u64,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    let actual = match claim.hasher.take() {
+        Some((covered, h)) if covered == len && h.algorithm() == digest.algorithm() => h.finish(),
+        _ => {
+            r.blobs
+                .hash_upload(claim.id, len, digest.algorithm())
+                .await?
+        }
+    };
+    if &actual != digest {
+        discard(r, claim).await?;
+        return Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("uploaded content hashes to {actual}, not {digest}; the upload was discarded"),
+        ));
+    }
+    r.blobs.commit_upload(claim.id, len, digest).await?;
+    let (n, d, id) = (name.to_owned(), digest.clone(), claim.id);
+    db_write(r, move |m| m.link_blob(&n, &d, len, Some(id))).await?;
+    claim.ended = true;
+    r.metrics.upload_completed();
+    Ok(())
+}
+
+async fn discard(r: &Arc<Registry>, claim: &mut Claim<'_>) -> Result<(), ApiError> {
+    claim.ended = true;
+    r.blobs.abort_upload(claim.id).await?;
+    let id = claim.id;
+    db_write(r, move |m| m.delete_upload(id)).await
+}
+
+fn created_blob(name: &str, digest: &Digest) -> Response {
+    empty(
+        StatusCode::CREATED,
+        &[
+            ("Location", format!("/v2/{name}/blobs/{digest}")),
+            ("Docker-Content-Digest", digest.to_string()),
+        ],
+    )
+}
+
+fn range_value(len: u64) -> String {
+    format!("0-{}", len.saturating_sub(1))
+}
+
+fn session_headers(name: &str, id: UploadId, len: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("Location", format!("/v2/{name}/blobs/uploads/{id}")),
+        ("Range", range_value(len)),
+        ("Docker-Upload-UUID", id.to_string()),
+    ]
+}
+
+fn parse_digest_param(params: &Params) -> Result<Option<Digest>, ApiError> {
+    params
+        .get("digest")
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))
+        })
+        .transpose()
+}
+
+async fn new_session(r: &Arc<Registry>, name: &str) -> Result<UploadId, ApiError> {
+    let id = UploadId::new();
+    r.blobs.create_upload(id).await?;
+    let n = name.to_owned();
+    db_write(r, move |m| m.create_upload(id, &n)).await?;
+    r.metrics.upload_started();
+    Ok(id)
+}
+
+/// POST `/v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new
+/// session.
+pub(super) async fn start(
+    r: &Arc<Registry>,
+    name: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Some(mount) = params.get("mount") {
+        let digest = mount
+            .parse::<Digest>()
+            .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
+        // Without `from`, or from a repository that lacks the blob, fall back
+        // to a new session, as the spec asks.
+        if let Some(from) = params.get("from").filter(|f| validate_name(f).is_ok()) {
+            if let Some(size) = r.meta.repo_blob(from, &digest)? {
+                let (n, d) = (name.to_owned(), digest.clone());
+                db_write(r, move |m| m.link_blob(&n, &d, size, None)).await?;
+                return Ok(created_blob(name, &digest));
+            }
+        }
+    } else if let Some(digest) = parse_digest_param(params)? {
+        let id = new_session(r, name).await?;
+        let mut claim = Claim::take(r, id)?;
+        let result = async {
+            let len = append_body(r, &mut claim, 0, body).await?;
+            check_length(headers, 0, len)?;
+            publish(r, name, &mut claim, len, &digest).await
+        }
+        .await;
+        if let Err(e) = result {
+            if !claim.ended {
+                discard(r, &mut claim).await?;
+            }
+            return Err(e);
+        }
+        return Ok(created_blob(name, &digest));
+    }
+    let id = new_session(r, name).await?;
+    let mut h = session_headers(name, id, 0);
+    h.push(("OCI-Chunk-Min-Length", "0".to_owned()));
+    Ok(empty(StatusCode::ACCEPTED, &h))
+}
+
+/// The session `id` in repository `name`, claimed for this request.
+fn session<'a>(r: &'a Registry, name: &str, id: &str) -> Result<(Claim<'a>, u64), ApiError> {
+    let uid = UploadId::parse(id).ok_or_else(|| upload_unknown(id))?;
+    let rec = r.meta.upload(uid)?.ok_or_else(|| upload_unknown(id))?;
+    if rec.repository != name {
+        return Err(upload_unknown(id));
+    }
+    let claim = Claim::take(r, uid)?;
+    Ok((claim, rec.size))
+}
+
+/// Parse `Content-Range` of an upload chunk: `<start>-<end>` (the spec's
+/// form) or `bytes <start>-<end>/<total>`.
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must be <start>-<end> with start <= end",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+        (Ok(a), Ok(b)) if a <= b => Ok(Some((a, b))),
+        _ => Err(bad()),
+    }
+}
+
+fn out_of_order(name: &str, id: UploadId, have: u64, start: u64) -> ApiError {
+    let mut e = ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("chunk starts at byte {start}, but the upload has {have} bytes; resume at {have}"),
+    )
+    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+    e = e.with_detail(
+        serde_json::json!({ "location": format!("/v2/{name}/blobs/uploads/{id}"), "size": have }),
+    );
+    e
+}
+
+/// Check a declared `Content-Length` against what arrived.
+fn check_length(headers: &HeaderMap, offset: u64, len: u64) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n != len - offset => Err(ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("Content-Length says {n} bytes but {} arrived", len - offset),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// PATCH a chunk onto a session.
+pub(super) async fn patch(
+    r: &Arc<Registry>,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (mut claim, have) = session(r, name, id)?;
+    let range = content_range(headers)?;
+    if let Some((start, _)) = range {
+        if start != have {
+            let mut resp = axum::response::IntoResponse::into_response(out_of_order(
+                name, claim.id, have, start,
+            ));
+            for (k, v) in session_headers(name, claim.id, have) {
+                if let Ok(v) = v.parse() {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            return Ok(resp);
+        }
+    }
+    let len = append_body(r, &mut claim, have, body).await?;
+    if let Some((start, end)) = range {
+        if len != end + 1 {
+            return Err(ApiError::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "Content-Range {start}-{end} announced {} bytes but {} arrived; chunk discarded",
+                    end - start + 1,
+                    len - have
+                ),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+        }
+    }
+    check_length(headers, have, len)?;
+    let uid = claim.id;
+    db_write(r, move |m| m.set_upload_size(uid, len)).await?;
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &session_headers(name, uid, len),
+    ))
+}
+
+/// GET the status of a session.
+pub(super) fn status(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response, ApiError> {
+    let uid = UploadId::parse(id).ok_or_else(|| upload_unknown(id))?;
+    let rec = r.meta.upload(uid)?.ok_or_else(|| upload_unknown(id))?;
+    if rec.repository != name {
+        return Err(upload_unknown(id));
+    }
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &session_headers(name, uid, rec.size),
+    ))
+}
+
+/// PUT to finish a session, with an optional last chunk.
+pub(super) async fn finish(
+    r: &Arc<Registry>,
+    name: &str,
+    id: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest_param(params)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "finishing an upload needs ?digest=<digest>",
+        )
+    })?;
+    let (mut claim, have) = session(r, name, id)?;
+    if let Some((start, _)) = content_range(headers)? {
+        if start != have {
+            return Err(out_of_order(name, claim.id, have, start));
+        }
+    }
+    let no_body = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    let len = if no_body {
+        have
+    } else {
+        let len = append_body(r, &mut claim, have, body).await?;
+        check_length(headers, have, len)?;
+        len
+    };
+    match publish(r, name, &mut claim, len, &digest).await {
+        Err(ApiError::Storage(StorageError::UploadNotFound(_))) => Err(upload_unknown(id)),
+        other => other,
+    }?;
+    Ok(created_blob(name, &digest))
+}
+
+/// DELETE a session.
+pub(super) async fn cancel(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response, ApiError> {
+    let (mut claim, _) = session(r, name, id)?;
+    discard(r, &mut claim).await?;
+    Ok(empty(StatusCode::NO_CONTENT, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_table() {
+        type Want = Result<Option<Range<u64>>, ()>;
+        let cases: &[(Option<&str>, Want)] = &[
+            (None, Ok(None)),
+            (Some("bytes=0-9"), Ok(Some(0..10))),
+            (Some("bytes=5-"), Ok(Some(5..100))),
+            (Some("bytes=-10"), Ok(Some(90..100))),
+            (Some("bytes=-1000"), Ok(Some(0..100))),
+            (Some("bytes=90-1000"), Ok(Some(90..100))),
+            (Some("bytes=100-"), Err(())),
+            (Some("bytes=200-300"), Err(())),
+            (Some("bytes=0-1,5-6"), Ok(None)),
+            (Some("bytes=9-0"), Ok(None)),
+            (Some("items=0-1"), Ok(None)),
+            (Some("bytes=x-y"), Ok(None)),
+        ];
+        for (h, want) in cases {
+            let got = parse_range(*h, 100).map_err(|_| ());
+            assert_eq!(&got, want, "{h:?}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Manifest endpoints — GET/HEAD/PUT/DELETE `/v2/<name>/manifests/<ref>` —
+//! and the discovery endpoints built on manifest metadata: tag lists, the
+//! catalog and the referrers API. A manifest is accepted only after its
+//! digest is checked and every blob and child manifest it references is
+//! known to the repository.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use berth_oci::{Digest, ErrorCode, Manifest, media_type};
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::json;
+
+use super::route::ManifestRef;
+use super::{ApiError, Params, db_write, empty};
+use crate::Registry;
+use crate::metadata::{ManifestKey, NewManifest};
+
+fn key(reference: &ManifestRef) -> ManifestKey<'_> {
+    match reference {
+        ManifestRef::Tag(t) => ManifestKey::Tag(t),
+        ManifestRef::Digest(d) => ManifestKey::Digest(d),
+    }
+}
+
+fn manifest_unknown(name: &str, reference: &ManifestRef) -> ApiError {
+    let r = match reference {
+        ManifestRef::Tag(t) => t.clone(),
+        ManifestRef::Digest(d) => d.to_string(),
+    };
+    ApiError::new(
+        ErrorCode::ManifestUnknown,
+        format!("manifest {r} is not in repository {name}"),
+    )
+}
+
+/// GET or HEAD a manifest.
+pub(super) fn get(
+    r: &Arc<Registry>,
+    name: &str,
+    reference: &ManifestRef,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let m = r
+        .meta
+        .manifest(name, key(reference), !head)?
+        .ok_or_else(|| manifest_unknown(name, reference))?;
+    let digest = m.digest.to_string();
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, &m.media_type)
+        .header(header::CONTENT_LENGTH, m.size)
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header("Docker-Content-Digest", digest);
+    let body = if head {
+        Body::empty()
+    } else {
+        r.metrics.bytes_out(m.size, false);
+        Body::from(m.content)
+    };
+    Ok(builder.body(body).expect("valid headers"))
+}
+
+/// Read a body of at most `limit` bytes; a larger one is refused with 413
+/// before it is all read.
+async fn read_limited(r: &Registry, body: Body, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("manifest is larger than the registry's limit of {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(r.limits.body_idle_timeout, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::ManifestInvalid,
+                    "timed out reading the manifest body",
+                )
+            })?;
+        match next {
+            None => break,
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest body: {e}"),
+                ));
+            }
+            Some(Ok(chunk)) => {
+                if out.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+    }
+    r.metrics.bytes_in(out.len() as u64);
+    Ok(out)
+}
+
+/// PUT a manifest by tag or digest.
+pub(super) async fn put(
+    r: &Arc<Registry>,
+    name: &str,
+    reference: &ManifestRef,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = r.limits.max_manifest_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "manifest of {len} bytes is larger than the registry's limit of {limit} bytes"
+                ),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+    }
+    let content = read_limited(r, body, limit).await?;
+    let digest = match reference {
+        ManifestRef::Digest(want) => {
+            let actual = want.algorithm().digest(&content);
+            if &actual != want {
+                return Err(ApiError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest content hashes to {actual}, not {want}"),
+                ));
+            }
+            actual
+        }
+        ManifestRef::Tag(_) => Digest::sha256(&content),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let manifest = Manifest::parse(&content, content_type)
+        .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+    let invalid =
+        |e: berth_oci::ManifestError| ApiError::new(ErrorCode::ManifestInvalid, e.to_string());
+
+    // Every referenced blob (except foreign layers) and child manifest must
+    // already be in this repository.
+    let blobs = manifest.blobs().map_err(invalid)?;
+    let wanted: Vec<(&Digest, u64)> = blobs
+        .iter()
+        .filter(|b| b.urls.is_empty())
+        .map(|b| (&b.digest, b.size))
+        .collect();
+    let missing = r.meta.missing_blobs(name, &wanted)?;
+    let children = manifest.children().map_err(invalid)?;
+    let child_digests: Vec<&Digest> = children.iter().map(|c| &c.digest).collect();
+    let missing_children = r.meta.missing_manifests(name, &child_digests)?;
+    if let Some(d) = missing.first().or(missing_children.first()) {
+        return Err(ApiError::new(
+            ErrorCode::ManifestBlobUnknown,
+            format!(
+                "manifest references {d}, which is not in repository {name} (or has another size)"
+            ),
+        )
+        .with_detail(json!({ "digest": d.to_string() })));
+    }
+
+    let subject = manifest.subject().map_err(invalid)?.map(|s| s.digest);
+    let artifact_type = manifest.artifact_type();
+    let annotations = manifest
+        .annotations()
+        .filter(|a| !a.is_empty())
+        .map(|a| serde_json::to_string(a).unwrap_or_default());
+    let media_type = manifest.media_type().to_owned();
+    let tag = match reference {
+        ManifestRef::Tag(t) => Some(t.clone()),
+        ManifestRef::Digest(_) => None,
+    };
+    {
+        let (name, digest, subject) = (name.to_owned(), digest.clone(), subject.clone());
+        db_write(r, move |meta| {
+            meta.put_manifest(
+                &name,
+                &NewManifest {
+                    digest: &digest,
+                    media_type: &media_type,
+                    artifact_type: artifact_type.as_deref(),
+                    subject: subject.as_ref(),
+                    annotations,
+                    content: &content,
+                },
+                tag.as_deref(),
+            )
+        })
+        .await?;
+    }
+    let mut headers = vec![
+        ("Location", format!("/v2/{name}/manifests/{digest}")),
+        ("Docker-Content-Digest", digest.to_string()),
+    ];
+    if let Some(s) = subject {
+        headers.push(("OCI-Subject", s.to_string()));
+    }
+    Ok(empty(StatusCode::CREATED, &headers))
+}
+
+/// DELETE a manifest (by digest: the manifest and its tags) or a tag (by
+/// tag: only the tag).
+pub(super) async fn delete(
+    r: &Arc<Registry>,
+    name: &str,
+    reference: &ManifestRef,
+) -> Result<Response, ApiError> {
+    let (n, reference2) = (name.to_owned(), reference.clone());
+    let existed = db_write(r, move |meta| match &reference2 {
+        ManifestRef::Digest(d) => meta.delete_manifest(&n, d),
+        ManifestRef::Tag(t) => meta.delete_tag(&n, t),
+    })
+    .await?;
+    if existed {
+        Ok(empty(StatusCode::ACCEPTED, &[]))
+    } else {
+        Err(manifest_unknown(name, reference))
+    }
+}
+
+/// Parse `n` and `last` for a paged list.
+fn page(r: &Registry, params: &Params) -> Result<(usize, Option<String>), ApiError> {
+    let max = r.limits.max_page_size;
+    let n = match params.get("n") {
+        None => max,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= max => n,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::PaginationNumberInvalid,
+                    format!("n must be a number from 0 to {max}, not {v:?}"),
+                )
+                .with_detail(json!({ "n": v, "max": max })));
+            }
+        },
+    };
+    Ok((n, params.get("last").cloned()))
+}
+
+fn json_response(value: &serde_json::Value, content_type: &str, link: Option<String>) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, body.len());
+    if let Some(l) = link {
+        b = b.header(header::LINK, l);
+    }
+    b.body(Body::from(body)).expect("valid headers")
+}
+
+/// Cut a page fetched with one extra row, returning the `Link` to the next.
+fn next_link(items: &mut Vec<String>, n: usize, base: &str) -> Option<String> {
+    if items.len() > n {
+        items.truncate(n);
+        let last = items.last()?;
+        Some(format!("<{base}?n={n}&last={last}>; rel=\"next\""))
+    } else {
+        None
+    }
+}
+
+/// GET `/v2/<name>/tags/list`.
+pub(super) fn tags(r: &Arc<Registry>, name: &str, params: &Params) -> Result<Response, ApiError> {
+    let (n, last) = page(r, params)?;
+    let mut tags = r.meta.tags(name, last.as_deref(), n + 1)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NameUnknown,
+            format!("repository {name} is not known"),
+        )
+    })?;
+    let link = next_link(&mut tags, n, &format!("/v2/{name}/tags/list"));
+    Ok(json_response(
+        &json!({ "name": name, "tags": tags }),
+        "application/json",
+        link,
+    ))
+}
+
+/// GET `/v2/_catalog`.
+pub(super) fn catalog(r: &Arc<Registry>, params: &Params) -> Result<Response, ApiError> {
+    let (n, last) = page(r, params)?;
+    let mut repos = r.meta.catalog(last.as_deref(), n + 1)?;
+    let link = next_link(&mut repos, n, "/v2/_catalog");
+    Ok(json_response(
+        &json!({ "repositories": repos }),
+        "application/json",
+        link,
+    ))
+}
+
+/// GET `/v2/<name>/referrers/<digest>`.
+pub(super) fn referrers(
+    r: &Arc<Registry>,
+    name: &str,
+    subject: &Digest,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let filter = params.get("artifactType").filter(|t| !t.is_empty());
+    let list = r
+        .meta
+        .referrers(name, subject, filter.map(String::as_str))?;
+    let manifests: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|m| {
+            let mut d = json!({
+                "mediaType": m.media_type,
+                "digest": m.digest.to_string(),
+                "size": m.size,
+            });
+            if let Some(t) = m.artifact_type {
+                d["artifactType"] = json!(t);
+            }
+            if let Some(a) = m
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut resp = json_response(&index, media_type::OCI_INDEX, None);
+    if filter.is_some() {
+        resp.headers_mut().insert(
+            "OCI-Filters-Applied",
+            http::HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(resp)
+}

@@ -1,0 +1,230 @@
+//! The HTTP edge of the registry: the axum router, the single `/v2/{*rest}`
+//! handler that parses the path with [`route::parse`] and dispatches on
+//! method and route, `/metrics`, `/healthz`, and the request-metrics layer.
+//!
+//! Layering: routes (here) → the endpoint handlers in [`manifests`] and
+//! [`blobs`] → [`crate::metadata`] and [`crate::storage`]. Handlers return
+//! `Result<Response, ApiError>`; the conversion to the OCI error JSON happens
+//! once, in [`error::ApiError`]. Only this module knows axum routes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use berth_oci::ErrorCode;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+
+use crate::Registry;
+
+mod blobs;
+pub mod error;
+mod manifests;
+pub mod route;
+
+pub use error::ApiError;
+use route::Route;
+
+/// The label a response carries for the request metrics.
+#[derive(Debug, Clone, Copy)]
+struct RouteLabel(&'static str);
+
+/// The query string as key → value (the last value wins).
+type Params = HashMap<String, String>;
+
+/// Build the registry's router.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn_with_state(registry.clone(), record))
+        .with_state(registry)
+}
+
+async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("other", |l| l.0);
+    registry.metrics.request(
+        route,
+        method.as_str(),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    resp
+}
+
+fn api_version(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+async fn base() -> Response {
+    let mut resp =
+        api_version(([(header::CONTENT_TYPE, "application/json")], "{}").into_response());
+    resp.extensions_mut().insert(RouteLabel("base"));
+    resp
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+    let open = registry.meta.upload_count().unwrap_or(0);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        registry.metrics.render(open),
+    )
+        .into_response()
+}
+
+/// Decode `%XX` escapes in a path; malformed escapes are left as they are
+/// (and then fail the name or digest grammar).
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 3 <= b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn label(route: &Route) -> &'static str {
+    match route {
+        Route::Base => "base",
+        Route::Catalog => "catalog",
+        Route::Tags { .. } => "tags",
+        Route::Manifest { .. } => "manifest",
+        Route::Blob { .. } => "blob",
+        Route::UploadStart { .. } | Route::Upload { .. } => "upload",
+        Route::Referrers { .. } => "referrers",
+    }
+}
+
+async fn dispatch(
+    State(registry): State<Arc<Registry>>,
+    method: Method,
+    uri: Uri,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let rest = percent_decode(uri.path().strip_prefix("/v2/").unwrap_or(""));
+    let (result, label) = match route::parse(&rest) {
+        Ok(route) => {
+            let label = label(&route);
+            (
+                handle(&registry, method, route, params, headers, body).await,
+                label,
+            )
+        }
+        Err(e) => (Err(e.into()), "invalid"),
+    };
+    let mut resp = api_version(result.unwrap_or_else(IntoResponse::into_response));
+    resp.extensions_mut().insert(RouteLabel(label));
+    resp
+}
+
+async fn handle(
+    r: &Arc<Registry>,
+    method: Method,
+    route: Route,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let head = method == Method::HEAD;
+    match (method, route) {
+        (Method::GET | Method::HEAD, Route::Base) => Ok(base().await),
+        (Method::GET, Route::Catalog) => manifests::catalog(r, &params),
+        (Method::GET, Route::Tags { name }) => manifests::tags(r, &name, &params),
+        (Method::GET | Method::HEAD, Route::Manifest { name, reference }) => {
+            manifests::get(r, &name, &reference, head)
+        }
+        (Method::PUT, Route::Manifest { name, reference }) => {
+            manifests::put(r, &name, &reference, &headers, body).await
+        }
+        (Method::DELETE, Route::Manifest { name, reference }) => {
+            manifests::delete(r, &name, &reference).await
+        }
+        (Method::GET, Route::Referrers { name, digest }) => {
+            manifests::referrers(r, &name, &digest, &params)
+        }
+        (Method::GET | Method::HEAD, Route::Blob { name, digest }) => {
+            blobs::get(r, &name, &digest, &headers, head).await
+        }
+        (Method::DELETE, Route::Blob { name, digest }) => blobs::delete(r, &name, &digest).await,
+        (Method::POST, Route::UploadStart { name }) => {
+            blobs::start(r, &name, &params, &headers, body).await
+        }
+        (Method::GET, Route::Upload { name, id }) => blobs::status(r, &name, &id),
+        (Method::PATCH, Route::Upload { name, id }) => {
+            blobs::patch(r, &name, &id, &headers, body).await
+        }
+        (Method::PUT, Route::Upload { name, id }) => {
+            blobs::finish(r, &name, &id, &params, &headers, body).await
+        }
+        (Method::DELETE, Route::Upload { name, id }) => blobs::cancel(r, &name, &id).await,
+        (method, route) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "{method} is not supported on the {} endpoint",
+                label(&route)
+            ),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// Run a metadata write on the blocking pool (commits may wait on the disk).
+async fn db_write<T: Send + 'static>(
+    r: &Arc<Registry>,
+    f: impl FnOnce(&crate::metadata::Metadata) -> Result<T, crate::metadata::MetadataError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let meta = r.meta.clone();
+    tokio::task::spawn_blocking(move || f(&meta))
+        .await
+        .map_err(|e| crate::storage::StorageError::Io(std::io::Error::other(e)))?
+        .map_err(Into::into)
+}
+
+/// A response with no body and the given headers.
+fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
+    let mut resp = Response::builder().status(status);
+    for (k, v) in headers {
+        resp = resp.header(*k, v);
+    }
+    resp.header(header::CONTENT_LENGTH, "0")
+        .body(Body::empty())
+        .expect("static headers are valid")
+}
+
+#[cfg(test)]
+mod tests;

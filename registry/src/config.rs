@@ -1,0 +1,198 @@
+//! The `berth serve` configuration: what the config file (TOML, rendered by
+//! the NixOS module) may say, its defaults, and its validation. Every field
+//! has a default, so an empty file — or none — is the embedded default:
+//! filesystem blobs and SQLite under `./berth-data`, on `127.0.0.1:5000`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Limits;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory (blobs, uploads, metadata).
+    pub data: PathBuf,
+    /// Blob storage settings.
+    pub storage: StorageConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data: PathBuf::from("berth-data"),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Blob storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Flush each blob and its directory entry to disk before it is
+    /// published, so acknowledged blobs survive power loss.
+    pub fsync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { fsync: true }
+    }
+}
+
+/// Request limits, in config-file units.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest page of tags or repositories.
+    pub max_page_size: usize,
+    /// Seconds an upload body may stall.
+    pub body_idle_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_manifest_bytes: l.max_manifest_bytes,
+            max_page_size: l.max_page_size,
+            body_idle_timeout_secs: l.body_idle_timeout.as_secs(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `berth_registry=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Parse a TOML configuration file's text and validate it.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_manifest_bytes < 1024 {
+            return Err(ConfigError(format!(
+                "limits.max_manifest_bytes = {} is too small (at least 1024)",
+                l.max_manifest_bytes
+            )));
+        }
+        if l.max_page_size == 0 {
+            return Err(ConfigError(
+                "limits.max_page_size must be at least 1".into(),
+            ));
+        }
+        if l.body_idle_timeout_secs == 0 {
+            return Err(ConfigError(
+                "limits.body_idle_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.data.as_os_str().is_empty() {
+            return Err(ConfigError("data must name a directory".into()));
+        }
+        Ok(())
+    }
+
+    /// The runtime limits this configuration describes.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_manifest_bytes: self.limits.max_manifest_bytes,
+            max_page_size: self.limits.max_page_size,
+            body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.data, PathBuf::from("berth-data"));
+        assert!(c.storage.fsync);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn full_file_and_errors() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = "0.0.0.0:5001"
+            data = "/var/lib/berth"
+            [storage]
+            fsync = false
+            [limits]
+            max_manifest_bytes = 1048576
+            max_page_size = 50
+            body_idle_timeout_secs = 5
+            [log]
+            format = "json"
+            level = "debug"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits().max_page_size, 50);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(
+            toml::from_str::<Config>("lisen = \"x\"").is_err(),
+            "unknown keys are refused"
+        );
+        let bad: Config = toml::from_str("[limits]\nmax_page_size = 0").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,763 @@
+//! Registry metadata in SQLite: repositories, which blobs each repository may
+//! serve, manifests (their bytes, media type, subject and artifact type),
+//! tags, and upload sessions. This is the registry's source of truth for what
+//! exists; the blob store is only consulted for bytes, and nothing here ever
+//! lists it.
+//!
+//! One writer connection and a few reader connections share a WAL database,
+//! so reads never wait for writes. Methods are synchronous; the API runs
+//! writes on the blocking pool. Every multi-row change is one transaction,
+//! so a crash leaves either the old or the new state.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_oci::Digest;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::storage::UploadId;
+
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = r#"
+CREATE TABLE repositories (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE repository_blobs (
+    repo_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest TEXT NOT NULL REFERENCES blobs(digest),
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
+CREATE TABLE manifests (
+    repo_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    artifact_type TEXT,
+    subject TEXT,
+    annotations TEXT,
+    size INTEGER NOT NULL,
+    content BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifests_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+CREATE TABLE tags (
+    repo_id INTEGER NOT NULL REFERENCES repositories(id),
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, name)
+) WITHOUT ROWID;
+CREATE INDEX tags_digest ON tags(repo_id, digest);
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    repository TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+const READERS: usize = 4;
+
+/// Why a metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// SQLite failed.
+    #[error("metadata database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value does not parse back.
+    #[error("metadata database holds a malformed {what}: {value:?}")]
+    Corrupt {
+        /// What kind of value.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The database was written by a newer berth.
+    #[error(
+        "metadata schema version {0} is newer than this berth understands ({SCHEMA_VERSION}); upgrade berth"
+    )]
+    TooNew(i64),
+}
+
+type Result<T> = std::result::Result<T, MetadataError>;
+
+/// A manifest as stored.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type it is served as.
+    pub media_type: String,
+    /// Its bytes (empty when only the head was asked for).
+    pub content: Vec<u8>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What a new manifest is stored with.
+#[derive(Debug, Clone)]
+pub struct NewManifest<'a> {
+    /// Its digest (already verified against `content`).
+    pub digest: &'a Digest,
+    /// Its media type.
+    pub media_type: &'a str,
+    /// Its artifact type, for the referrers API.
+    pub artifact_type: Option<&'a str>,
+    /// The digest of its subject, if any.
+    pub subject: Option<&'a Digest>,
+    /// Its annotations as a JSON object, if any.
+    pub annotations: Option<String>,
+    /// Its bytes.
+    pub content: &'a [u8],
+}
+
+/// A manifest that refers to another, as the referrers API lists it.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type.
+    pub artifact_type: Option<String>,
+    /// Its annotations as a JSON object, if any.
+    pub annotations: Option<String>,
+}
+
+/// An upload session as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The repository it was started in.
+    pub repository: String,
+    /// Bytes acknowledged so far.
+    pub size: u64,
+}
+
+/// How a manifest is addressed.
+#[derive(Debug, Clone, Copy)]
+pub enum ManifestKey<'a> {
+    /// By tag.
+    Tag(&'a str),
+    /// By digest.
+    Digest(&'a Digest),
+}
+
+/// The SQLite metadata store.
+#[derive(Debug)]
+pub struct Metadata {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn parse_digest(s: String) -> Result<Digest> {
+    s.parse().map_err(|_| MetadataError::Corrupt {
+        what: "digest",
+        value: s,
+    })
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding a connection cannot leave a half-done
+    // transaction visible (SQLite rolls it back), so the connection is usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL with NORMAL is durable across process crashes; only power loss can
+    // roll back the last transactions, never corrupt the database.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl Metadata {
+    /// Open (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let writer = Connection::open(path)?;
+        configure(&writer)?;
+        let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(MetadataError::TooNew(version));
+        }
+        if version == 0 {
+            writer.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        }
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open(path)?;
+                configure(&c)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// An in-memory database shared by its connections (tests).
+    pub fn in_memory() -> Result<Self> {
+        let name = format!(
+            "file:berth-{}?mode=memory&cache=shared",
+            uuid::Uuid::new_v4()
+        );
+        let open = || -> Result<Connection> {
+            let c = Connection::open_with_flags(
+                &name,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(c)
+        };
+        let writer = open()?;
+        writer.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?;
+        // Shared-cache connections lock tables, not the file: a single reader
+        // connection avoids reader/writer lock conflicts in tests.
+        let readers = vec![Mutex::new(open()?)];
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        lock(&self.readers[start % n])
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.writer)
+    }
+
+    fn repo_id(tx: &Connection, name: &str) -> Result<i64> {
+        tx.prepare_cached(
+            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET name = name RETURNING id",
+        )?
+        .query_row(params![name, now()], |r| r.get(0))
+        .map_err(Into::into)
+    }
+
+    // ---- blobs ----
+
+    /// The size of `digest` if repository `repo` may serve it.
+    pub fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT b.size FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repo_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ?1 AND rb.digest = ?2",
+        )?;
+        let size: Option<i64> = st
+            .query_row(params![repo, digest.to_string()], |r| r.get(0))
+            .optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    /// The size of `digest` if any repository holds it.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let conn = self.reader();
+        let size: Option<i64> = conn
+            .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
+            .query_row([digest.to_string()], |r| r.get(0))
+            .optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    /// Record that `digest` (of `size` bytes, already published in the blob
+    /// store) may be served from `repo`, and end upload `upload` if given —
+    /// in one transaction.
+    pub fn link_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        upload: Option<UploadId>,
+    ) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let id = Self::repo_id(&tx, repo)?;
+        let d = digest.to_string();
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![d, size as i64, now()])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO repository_blobs (repo_id, digest) VALUES (?1, ?2)",
+        )?
+        .execute(params![id, d])?;
+        if let Some(u) = upload {
+            tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
+                .execute([u.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stop serving `digest` from `repo`. Returns whether it was linked. The
+    /// bytes stay until garbage collection finds nothing refers to them.
+    pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let conn = self.writer();
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM repository_blobs WHERE digest = ?2
+                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            )?
+            .execute(params![repo, digest.to_string()])?;
+        Ok(n > 0)
+    }
+
+    // ---- uploads ----
+
+    /// Record a new upload session.
+    pub fn create_upload(&self, id: UploadId, repo: &str) -> Result<()> {
+        let t = now();
+        self.writer()
+            .prepare_cached(
+                "INSERT INTO uploads (id, repository, size, started_at, updated_at) VALUES (?1, ?2, 0, ?3, ?3)",
+            )?
+            .execute(params![id.to_string(), repo, t])?;
+        Ok(())
+    }
+
+    /// An upload session, if it exists.
+    pub fn upload(&self, id: UploadId) -> Result<Option<UploadRecord>> {
+        let conn = self.reader();
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT repository, size FROM uploads WHERE id = ?1")?
+            .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(repository, size)| UploadRecord {
+            repository,
+            size: size as u64,
+        }))
+    }
+
+    /// Record that the first `size` bytes of an upload are acknowledged.
+    pub fn set_upload_size(&self, id: UploadId, size: u64) -> Result<()> {
+        self.writer()
+            .prepare_cached("UPDATE uploads SET size = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id.to_string(), size as i64, now()])?;
+        Ok(())
+    }
+
+    /// Forget an upload session.
+    pub fn delete_upload(&self, id: UploadId) -> Result<()> {
+        self.writer()
+            .prepare_cached("DELETE FROM uploads WHERE id = ?1")?
+            .execute([id.to_string()])?;
+        Ok(())
+    }
+
+    /// Number of open upload sessions.
+    pub fn upload_count(&self) -> Result<u64> {
+        let conn = self.reader();
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM uploads")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    // ---- manifests and tags ----
+
+    /// Of `digests`, those that `repo` cannot serve as blobs (with their
+    /// recorded size when the registry has them elsewhere or at another size).
+    pub fn missing_blobs(&self, repo: &str, digests: &[(&Digest, u64)]) -> Result<Vec<Digest>> {
+        let mut missing = Vec::new();
+        for (d, size) in digests {
+            if self.repo_blob(repo, d)? != Some(*size) {
+                missing.push((*d).clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Of `digests`, those that are not manifests in `repo`.
+    pub fn missing_manifests(&self, repo: &str, digests: &[&Digest]) -> Result<Vec<Digest>> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = ?1 AND m.digest = ?2",
+        )?;
+        let mut missing = Vec::new();
+        for d in digests {
+            if !st.exists(params![repo, d.to_string()])? {
+                missing.push((*d).clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Store a manifest in `repo` and point `tag` at it, in one transaction.
+    pub fn put_manifest(&self, repo: &str, m: &NewManifest<'_>, tag: Option<&str>) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let id = Self::repo_id(&tx, repo)?;
+        let d = m.digest.to_string();
+        let t = now();
+        tx.prepare_cached(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(repo_id, digest) DO NOTHING",
+        )?
+        .execute(params![
+            id,
+            d,
+            m.media_type,
+            m.artifact_type,
+            m.subject.map(ToString::to_string),
+            m.annotations,
+            m.content.len() as i64,
+            m.content,
+            t
+        ])?;
+        if let Some(tag) = tag {
+            tx.prepare_cached(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )?
+            .execute(params![id, tag, d, t])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A manifest by tag or digest; with `with_content` false, `content` is
+    /// left empty (HEAD requests).
+    pub fn manifest(
+        &self,
+        repo: &str,
+        key: ManifestKey<'_>,
+        with_content: bool,
+    ) -> Result<Option<StoredManifest>> {
+        let conn = self.reader();
+        let content = if with_content { "m.content" } else { "x''" };
+        let (sql, arg) = match key {
+            ManifestKey::Tag(t) => (
+                format!(
+                    "SELECT m.digest, m.media_type, m.size, {content} FROM tags t
+                     JOIN repositories r ON r.id = t.repo_id
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                     WHERE r.name = ?1 AND t.name = ?2"
+                ),
+                t.to_owned(),
+            ),
+            ManifestKey::Digest(d) => (
+                format!(
+                    "SELECT m.digest, m.media_type, m.size, {content} FROM manifests m
+                     JOIN repositories r ON r.id = m.repo_id
+                     WHERE r.name = ?1 AND m.digest = ?2"
+                ),
+                d.to_string(),
+            ),
+        };
+        let row: Option<(String, String, i64, Vec<u8>)> = conn
+            .prepare_cached(&sql)?
+            .query_row(params![repo, arg], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        row.map(|(digest, media_type, size, content)| {
+            Ok(StoredManifest {
+                digest: parse_digest(digest)?,
+                media_type,
+                content,
+                size: size as u64,
+            })
+        })
+        .transpose()
+    }
+
+    /// Delete a manifest and every tag that points at it. Returns whether
+    /// it existed.
+    pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let Some(id) = tx
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+            .query_row([repo], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let d = digest.to_string();
+        tx.prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?
+            .execute(params![id, d])?;
+        let n = tx
+            .prepare_cached("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
+            .execute(params![id, d])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Delete a tag, leaving its manifest. Returns whether it existed.
+    pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        let n = self
+            .writer()
+            .prepare_cached(
+                "DELETE FROM tags WHERE name = ?2
+                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            )?
+            .execute(params![repo, tag])?;
+        Ok(n > 0)
+    }
+
+    /// Up to `n` tags of `repo` sorted after `last`, or `None` if the
+    /// repository is unknown.
+    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Vec<String>>> {
+        let conn = self.reader();
+        let Some(id) = conn
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+            .query_row([repo], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut st = conn.prepare_cached(
+            "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?;
+        let tags = st
+            .query_map(params![id, last.unwrap_or(""), n as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(Some(tags))
+    }
+
+    /// Up to `n` repository names (that hold at least one manifest) sorted
+    /// after `last`.
+    pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT name FROM repositories r WHERE name > ?1
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+             ORDER BY name LIMIT ?2",
+        )?;
+        let names = st
+            .query_map(params![last.unwrap_or(""), n as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those
+    /// of one artifact type, in digest order.
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+             ORDER BY m.digest",
+        )?;
+        let rows = st
+            .query_map(params![repo, subject.to_string(), artifact_type], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(digest, media_type, size, artifact_type, annotations)| {
+                Ok(Referrer {
+                    digest: parse_digest(digest)?,
+                    media_type,
+                    size: size as u64,
+                    artifact_type,
+                    annotations,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest<'a>(
+        d: &'a Digest,
+        subject: Option<&'a Digest>,
+        content: &'a [u8],
+    ) -> NewManifest<'a> {
+        NewManifest {
+            digest: d,
+            media_type: berth_oci::media_type::OCI_MANIFEST,
+            artifact_type: Some("application/x.test"),
+            subject,
+            annotations: None,
+            content,
+        }
+    }
+
+    #[test]
+    fn blobs_are_scoped_to_repositories() {
+        let m = Metadata::in_memory().unwrap();
+        let d = Digest::sha256(b"x");
+        assert_eq!(m.repo_blob("a", &d).unwrap(), None);
+        m.link_blob("a", &d, 1, None).unwrap();
+        assert_eq!(m.repo_blob("a", &d).unwrap(), Some(1));
+        assert_eq!(m.repo_blob("b", &d).unwrap(), None);
+        assert_eq!(m.blob_size(&d).unwrap(), Some(1));
+        assert_eq!(m.missing_blobs("b", &[(&d, 1)]).unwrap(), vec![d.clone()]);
+        assert!(m.missing_blobs("a", &[(&d, 1)]).unwrap().is_empty());
+        assert_eq!(
+            m.missing_blobs("a", &[(&d, 2)]).unwrap().len(),
+            1,
+            "size must match"
+        );
+        assert!(m.unlink_blob("a", &d).unwrap());
+        assert!(!m.unlink_blob("a", &d).unwrap());
+        assert_eq!(m.repo_blob("a", &d).unwrap(), None);
+    }
+
+    #[test]
+    fn uploads_lifecycle() {
+        let m = Metadata::in_memory().unwrap();
+        let id = UploadId::new();
+        m.create_upload(id, "repo").unwrap();
+        assert_eq!(m.upload_count().unwrap(), 1);
+        m.set_upload_size(id, 42).unwrap();
+        assert_eq!(
+            m.upload(id).unwrap(),
+            Some(UploadRecord {
+                repository: "repo".into(),
+                size: 42
+            })
+        );
+        m.link_blob("repo", &Digest::sha256(b"y"), 42, Some(id))
+            .unwrap();
+        assert_eq!(m.upload(id).unwrap(), None);
+    }
+
+    #[test]
+    fn manifests_tags_referrers() {
+        let m = Metadata::in_memory().unwrap();
+        let d1 = Digest::sha256(b"m1");
+        let d2 = Digest::sha256(b"m2");
+        m.put_manifest("r", &manifest(&d1, None, b"m1"), Some("v1"))
+            .unwrap();
+        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), Some("v2"))
+            .unwrap();
+        let got = m
+            .manifest("r", ManifestKey::Tag("v1"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.digest.clone(), got.content.as_slice()),
+            (d1.clone(), &b"m1"[..])
+        );
+        let head = m
+            .manifest("r", ManifestKey::Digest(&d2), false)
+            .unwrap()
+            .unwrap();
+        assert!(head.content.is_empty());
+        assert_eq!(head.size, 2);
+        assert!(
+            m.manifest("other", ManifestKey::Digest(&d2), false)
+                .unwrap()
+                .is_none()
+        );
+
+        // Retagging moves the tag.
+        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), Some("v1"))
+            .unwrap();
+        assert_eq!(
+            m.manifest("r", ManifestKey::Tag("v1"), false)
+                .unwrap()
+                .unwrap()
+                .digest,
+            d2
+        );
+
+        assert_eq!(m.tags("r", None, 10).unwrap().unwrap(), ["v1", "v2"]);
+        assert_eq!(m.tags("r", Some("v1"), 10).unwrap().unwrap(), ["v2"]);
+        assert_eq!(m.tags("r", None, 1).unwrap().unwrap(), ["v1"]);
+        assert_eq!(m.tags("nope", None, 1).unwrap(), None);
+        assert_eq!(m.catalog(None, 10).unwrap(), ["r"]);
+
+        let refs = m.referrers("r", &d1, None).unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].digest, d2);
+        assert!(
+            m.referrers("r", &d1, Some("application/other"))
+                .unwrap()
+                .is_empty()
+        );
+
+        assert_eq!(m.missing_manifests("r", &[&d1, &d2]).unwrap().len(), 0);
+        assert!(m.delete_tag("r", "v2").unwrap());
+        assert!(
+            m.manifest("r", ManifestKey::Digest(&d2), false)
+                .unwrap()
+                .is_some()
+        );
+        assert!(m.delete_manifest("r", &d2).unwrap());
+        assert!(
+            m.manifest("r", ManifestKey::Tag("v1"), false)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            m.tags("r", None, 10).unwrap().unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn reopening_a_file_database_keeps_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let d = Digest::sha256(b"z");
+        Metadata::open(&path)
+            .unwrap()
+            .link_blob("a", &d, 1, None)
+            .unwrap();
+        assert_eq!(
+            Metadata::open(&path).unwrap().repo_blob("a", &d).unwrap(),
+            Some(1)
+        );
+    }
+}
