@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -114,6 +114,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Parse a query string (`a=1&b=x%3Ay`); never fails, so a malformed query
+/// reaches the handlers as missing or odd values that they reject properly.
+fn parse_query(q: &str) -> Params {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
 fn label(route: &Route) -> &'static str {
     match route {
         Route::Base => "base",
@@ -130,11 +145,11 @@ async fn dispatch(
     State(registry): State<Arc<Registry>>,
     method: Method,
     uri: Uri,
-    Query(params): Query<Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let rest = percent_decode(uri.path().strip_prefix("/v2/").unwrap_or(""));
+    let params = parse_query(uri.query().unwrap_or(""));
     let (result, label) = match route::parse(&rest) {
         Ok(route) => {
             let label = label(&route);
