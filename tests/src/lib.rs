@@ -2,8 +2,358 @@
 //! real `berth` binary and real third-party programs — skopeo, umoci, podman,
 //! containerd, the oras Python SDK — against it. This library part owns the
 //! harness those suites share: finding the binary, starting a server on
-//! `127.0.0.1:0` and reading the address it printed, and locating peer
-//! programs with a failure message that names their install step.
+//! `127.0.0.1:0` and reading the address it printed, locating peer programs
+//! with a failure message that names their install step, and a small HTTP
+//! client for asserting on the wire.
 //!
 //! Tests here reach nothing but 127.0.0.0/8 and network namespaces they
 //! create and delete themselves.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The install step printed when a peer program is missing.
+pub const INSTALL_HINT: &str = "run ./scripts/test (it installs the test programs), or: apt-get install -y skopeo umoci podman containerd";
+
+/// Path to the `berth` binary under test: `$BERTH_BIN`, or the one cargo
+/// built next to this test executable.
+pub fn berth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/berth
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berth"))
+        .expect("test executable lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first with `cargo build -p berth` (./scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Find `program` on PATH, or fail the test with the install step.
+pub fn require(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{program} is not installed: {INSTALL_HINT}");
+}
+
+/// Run a command to completion; fail the test with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run a command and return its stdout as text.
+pub fn run_text(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd).stdout).expect("utf-8 output")
+}
+
+/// A running `berth serve` process.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    /// The address it bound.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Start `berth serve --listen 127.0.0.1:0 --data <data>` with extra
+    /// arguments and wait for it to print its address.
+    pub fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(berth_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read berth serve's first line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("berth serve printed no address: {line:?}"));
+        Self {
+            child: Some(child),
+            addr,
+            data: data.to_owned(),
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `<addr>` as registry host for clients (`127.0.0.1:PORT`).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Kill the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        run(Command::new("kill").arg("-TERM").arg(c.id().to_string()));
+        c.wait().expect("wait for berth serve")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP response for assertions.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The first OCI error code in the body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Send one HTTP request to a loopback server; non-2xx statuses are
+/// returned, not raised.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_http(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Like [`http`], but a transport failure (the server is gone) is an `Err`.
+pub fn try_http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    assert!(
+        url.starts_with("http://127."),
+        "tests talk to loopback only: {url}"
+    );
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .redirects(0)
+        .build();
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = if body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE") {
+        req.call()
+    } else {
+        req.send_bytes(body)
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = resp.header(&k).unwrap_or_default().to_owned();
+            (k, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    if method != "HEAD" {
+        resp.into_reader()
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading the body: {e}"))?;
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    berth_oci::Digest::sha256(data).to_string()
+}
+
+/// Make an OCI layout at `dir` with image `tag` of `layers` files (each a
+/// separate layer, `size` random bytes), using umoci. Returns the layout
+/// path.
+pub fn umoci_image(dir: &Path, tag: &str, layers: usize, size: usize) -> PathBuf {
+    require("umoci");
+    let layout = dir.join("layout");
+    let img = format!("{}:{tag}", layout.display());
+    if !layout.exists() {
+        run(Command::new("umoci")
+            .arg("init")
+            .arg("--layout")
+            .arg(&layout));
+    }
+    run(Command::new("umoci").args(["new", "--image", &img]));
+    for i in 0..layers {
+        let root = dir.join(format!("layer{i}"));
+        std::fs::create_dir_all(root.join("data")).expect("mkdir");
+        let content: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+        std::fs::write(root.join("data").join(format!("file{i}")), content).expect("write");
+        run(Command::new("umoci")
+            .args(["insert", "--image", &img])
+            .arg(root.join("data"))
+            .arg(format!("/data{i}")));
+    }
+    run(Command::new("umoci").args(["config", "--image", &img, "--config.cmd", "/bin/true"]));
+    layout
+}
+
+/// Send raw request bytes over TCP and return (status, body): for paths that
+/// an HTTP client would normalise (`/v2/../x`) or headers it would fix.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::Write;
+    assert!(addr.ip().is_loopback(), "tests talk to loopback only");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(request).expect("send");
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = match text.find("\r\n\r\n") {
+        Some(i) => resp[i + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+#[cfg(test)]
+mod tidy {
+    //! Repository-wide checks that are cheaper as a test than as review.
+
+    use std::path::Path;
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn every_module_opens_with_a_doc_paragraph() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let mut files = Vec::new();
+        for krate in [
+            "oci", "builder", "registry", "mirror", "bumper", "cli", "tests",
+        ] {
+            rust_files(&root.join(krate).join("src"), &mut files);
+            rust_files(&root.join(krate).join("tests"), &mut files);
+            rust_files(
+                &root.join(krate).join("fuzz").join("fuzz_targets"),
+                &mut files,
+            );
+        }
+        assert!(
+            files.len() > 20,
+            "found only {} Rust files under {}",
+            files.len(),
+            root.display()
+        );
+        let undocumented: Vec<String> = files
+            .iter()
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).expect("read source");
+                !text
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with("#!["))
+                    .is_some_and(|l| l.starts_with("//!"))
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "these modules do not open with a `//!` paragraph saying what they own: {undocumented:#?}"
+        );
+    }
+}

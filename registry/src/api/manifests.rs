@@ -63,8 +63,12 @@ pub(super) fn get(
     Ok(builder.body(body).expect("valid headers"))
 }
 
+/// Bytes of an oversized body read and discarded before answering 413, so
+/// that a client still sending gets the answer rather than a broken pipe.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// Read a body of at most `limit` bytes; a larger one is refused with 413
-/// before it is all read.
+/// (after draining up to [`DRAIN_LIMIT`] bytes of it).
 async fn read_limited(r: &Registry, body: Body, limit: u64) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -75,6 +79,7 @@ async fn read_limited(r: &Registry, body: Body, limit: u64) -> Result<Vec<u8>, A
     };
     let mut stream = body.into_data_stream();
     let mut out = Vec::new();
+    let mut seen = 0u64;
     loop {
         let next = tokio::time::timeout(r.limits.body_idle_timeout, stream.next())
             .await
@@ -93,14 +98,22 @@ async fn read_limited(r: &Registry, body: Body, limit: u64) -> Result<Vec<u8>, A
                 ));
             }
             Some(Ok(chunk)) => {
-                if out.len() as u64 + chunk.len() as u64 > limit {
-                    return Err(too_large());
+                seen += chunk.len() as u64;
+                if seen > limit {
+                    out = Vec::new();
+                    if seen > DRAIN_LIMIT {
+                        return Err(too_large());
+                    }
+                } else {
+                    out.extend_from_slice(&chunk);
                 }
-                out.extend_from_slice(&chunk);
             }
         }
     }
-    r.metrics.bytes_in(out.len() as u64);
+    r.metrics.bytes_in(seen);
+    if seen > limit {
+        return Err(too_large());
+    }
     Ok(out)
 }
 
@@ -113,21 +126,6 @@ pub(super) async fn put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limit = r.limits.max_manifest_bytes;
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::new(
-                ErrorCode::SizeInvalid,
-                format!(
-                    "manifest of {len} bytes is larger than the registry's limit of {limit} bytes"
-                ),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
-        }
-    }
     let content = read_limited(r, body, limit).await?;
     let digest = match reference {
         ManifestRef::Digest(want) => {

@@ -1,1 +1,7 @@
-//! e2e
+//! End-to-end suites: the real `berth` binary against real clients. One
+//! test binary with a module per peer program (ripgrep's layout), so the
+//! harness compiles once.
+
+mod bad_input;
+mod clients;
+mod crash;
