@@ -300,6 +300,19 @@ impl Metadata {
         Ok(size.map(|s| s as u64))
     }
 
+    /// The size of `digest` if some repository may serve it.
+    pub fn linked_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let conn = self.reader();
+        let size: Option<i64> = conn
+            .prepare_cached(
+                "SELECT b.size FROM blobs b WHERE b.digest = ?1
+                 AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
+            )?
+            .query_row([digest.to_string()], |r| r.get(0))
+            .optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
     /// Record that `digest` (of `size` bytes, already published in the blob
     /// store) may be served from `repo`, and end upload `upload` if given —
     /// in one transaction.
@@ -424,8 +437,8 @@ impl Metadata {
         Ok(missing)
     }
 
-    /// Store a manifest in `repo` and point `tag` at it, in one transaction.
-    pub fn put_manifest(&self, repo: &str, m: &NewManifest<'_>, tag: Option<&str>) -> Result<()> {
+    /// Store a manifest in `repo` and point `tags` at it, in one transaction.
+    pub fn put_manifest(&self, repo: &str, m: &NewManifest<'_>, tags: &[String]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let id = Self::repo_id(&tx, repo)?;
@@ -447,7 +460,7 @@ impl Metadata {
             m.content,
             t
         ])?;
-        if let Some(tag) = tag {
+        for tag in tags {
             tx.prepare_cached(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -677,9 +690,9 @@ mod tests {
         let m = Metadata::in_memory().unwrap();
         let d1 = Digest::sha256(b"m1");
         let d2 = Digest::sha256(b"m2");
-        m.put_manifest("r", &manifest(&d1, None, b"m1"), Some("v1"))
+        m.put_manifest("r", &manifest(&d1, None, b"m1"), &["v1".into()])
             .unwrap();
-        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), Some("v2"))
+        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), &["v2".into()])
             .unwrap();
         let got = m
             .manifest("r", ManifestKey::Tag("v1"), true)
@@ -702,7 +715,7 @@ mod tests {
         );
 
         // Retagging moves the tag.
-        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), Some("v1"))
+        m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), &["v1".into()])
             .unwrap();
         assert_eq!(
             m.manifest("r", ManifestKey::Tag("v1"), false)

@@ -52,6 +52,8 @@ fn parse_range(value: Option<&str>, size: u64) -> Result<Option<Range<u64>>, Api
     let (a, b) = (a.trim(), b.trim());
     let range = match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(start), Ok(end)) if start <= end => start..end.saturating_add(1).min(size),
+        // Go's net/http and nginx answer 416 here, and clients expect it.
+        (Ok(_), Ok(_)) => size..size,
         (Ok(start), Err(_)) if b.is_empty() => start..size,
         (Err(_), Ok(suffix)) if a.is_empty() && suffix > 0 => size.saturating_sub(suffix)..size,
         _ => return Ok(None),
@@ -328,10 +330,16 @@ pub(super) async fn start(
         let digest = mount
             .parse::<Digest>()
             .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, e.to_string()))?;
-        // Without `from`, or from a repository that lacks the blob, fall back
-        // to a new session, as the spec asks.
-        if let Some(from) = params.get("from").filter(|f| validate_name(f).is_ok()) {
-            if let Some(size) = r.meta.repo_blob(from, &digest)? {
+        // From the named repository, or without `from` from any repository
+        // that holds it; otherwise fall back to a new session, as the spec
+        // asks. (Access control will limit both to what the caller may pull.)
+        let source = match params.get("from") {
+            Some(from) if validate_name(from).is_ok() => r.meta.repo_blob(from, &digest)?,
+            Some(_) => None,
+            None => r.meta.linked_blob_size(&digest)?,
+        };
+        {
+            if let Some(size) = source {
                 let (n, d) = (name.to_owned(), digest.clone());
                 db_write(r, move |m| m.link_blob(&n, &d, size, None)).await?;
                 return Ok(created_blob(name, &digest));
@@ -542,7 +550,7 @@ mod tests {
             (Some("bytes=100-"), Err(())),
             (Some("bytes=200-300"), Err(())),
             (Some("bytes=0-1,5-6"), Ok(None)),
-            (Some("bytes=9-0"), Ok(None)),
+            (Some("bytes=9-0"), Err(())),
             (Some("items=0-1"), Ok(None)),
             (Some("bytes=x-y"), Ok(None)),
         ];

@@ -122,9 +122,11 @@ pub(super) async fn put(
     r: &Arc<Registry>,
     name: &str,
     reference: &ManifestRef,
+    params: &Params,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let tags = tags_to_set(reference, params)?;
     let limit = r.limits.max_manifest_bytes;
     let content = read_limited(r, body, limit).await?;
     let digest = match reference {
@@ -177,12 +179,13 @@ pub(super) async fn put(
         .filter(|a| !a.is_empty())
         .map(|a| serde_json::to_string(a).unwrap_or_default());
     let media_type = manifest.media_type().to_owned();
-    let tag = match reference {
-        ManifestRef::Tag(t) => Some(t.clone()),
-        ManifestRef::Digest(_) => None,
-    };
     {
-        let (name, digest, subject) = (name.to_owned(), digest.clone(), subject.clone());
+        let (name, digest, subject, tags) = (
+            name.to_owned(),
+            digest.clone(),
+            subject.clone(),
+            tags.clone(),
+        );
         db_write(r, move |meta| {
             meta.put_manifest(
                 &name,
@@ -194,7 +197,7 @@ pub(super) async fn put(
                     annotations,
                     content: &content,
                 },
-                tag.as_deref(),
+                &tags,
             )
         })
         .await?;
@@ -206,7 +209,39 @@ pub(super) async fn put(
     if let Some(s) = subject {
         headers.push(("OCI-Subject", s.to_string()));
     }
+    if matches!(reference, ManifestRef::Digest(_)) && !tags.is_empty() {
+        headers.push(("OCI-Tag", tags.join(", ")));
+    }
     Ok(empty(StatusCode::CREATED, &headers))
+}
+
+/// Most `?tag=` parameters accepted on one manifest PUT.
+const MAX_TAG_PARAMS: usize = 100;
+
+/// The tags a PUT sets: the path's tag, or the `tag` query parameters of a
+/// PUT by digest (distribution-spec 1.1.1).
+fn tags_to_set(reference: &ManifestRef, params: &Params) -> Result<Vec<String>, ApiError> {
+    match reference {
+        ManifestRef::Tag(t) => Ok(vec![t.clone()]),
+        ManifestRef::Digest(_) => {
+            let tags: Vec<String> = params.all("tag").cloned().collect();
+            if tags.len() > MAX_TAG_PARAMS {
+                return Err(ApiError::new(
+                    ErrorCode::TagInvalid,
+                    format!(
+                        "at most {MAX_TAG_PARAMS} tag parameters per request, not {}",
+                        tags.len()
+                    ),
+                )
+                .with_status(StatusCode::URI_TOO_LONG));
+            }
+            for t in &tags {
+                berth_oci::validate_tag(t)
+                    .map_err(|e| ApiError::new(ErrorCode::TagInvalid, e.to_string()))?;
+            }
+            Ok(tags)
+        }
+    }
 }
 
 /// DELETE a manifest (by digest: the manifest and its tags) or a tag (by

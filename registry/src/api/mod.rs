@@ -7,7 +7,6 @@
 //! `Result<Response, ApiError>`; the conversion to the OCI error JSON happens
 //! once, in [`error::ApiError`]. Only this module knows axum routes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +33,21 @@ use route::Route;
 #[derive(Debug, Clone, Copy)]
 struct RouteLabel(&'static str);
 
-/// The query string as key → value (the last value wins).
-type Params = HashMap<String, String>;
+/// A parsed query string; keys may repeat (`?tag=a&tag=b`).
+#[derive(Debug, Default)]
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The last value of `key`.
+    fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Every value of `key`, in order.
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v)
+    }
+}
 
 /// Build the registry's router.
 pub fn router(registry: Arc<Registry>) -> Router {
@@ -117,16 +129,18 @@ fn percent_decode(s: &str) -> String {
 /// Parse a query string (`a=1&b=x%3Ay`); never fails, so a malformed query
 /// reaches the handlers as missing or odd values that they reject properly.
 fn parse_query(q: &str) -> Params {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
-            )
-        })
-        .collect()
+    Params(
+        q.split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (
+                    percent_decode(&k.replace('+', " ")),
+                    percent_decode(&v.replace('+', " ")),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn label(route: &Route) -> &'static str {
@@ -182,7 +196,7 @@ async fn handle(
             manifests::get(r, &name, &reference, head)
         }
         (Method::PUT, Route::Manifest { name, reference }) => {
-            manifests::put(r, &name, &reference, &headers, body).await
+            manifests::put(r, &name, &reference, &params, &headers, body).await
         }
         (Method::DELETE, Route::Manifest { name, reference }) => {
             manifests::delete(r, &name, &reference).await

@@ -456,10 +456,9 @@ async fn cross_repository_mount() {
         t.get(&format!("/v2/dst/blobs/{d}")).await.body.as_ref(),
         b"shared layer"
     );
-    // From a repository without the blob, or without `from`: a new session.
+    // From a repository without the blob (or a malformed one): a new session.
     for q in [
         format!("mount={d}&from=elsewhere"),
-        format!("mount={d}"),
         format!("mount={d}&from=BAD"),
     ] {
         let r = t
@@ -475,6 +474,26 @@ async fn cross_repository_mount() {
     t.get(&format!("/v2/third/blobs/{d}"))
         .await
         .oci_error(404, "BLOB_UNKNOWN");
+    // Without `from`, from any repository holding it; or a session if none does.
+    let r = t
+        .req(
+            Method::POST,
+            &format!("/v2/fourth/blobs/uploads/?mount={d}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let absent = Digest::sha256(b"held by nobody");
+    let r = t
+        .req(
+            Method::POST,
+            &format!("/v2/fourth/blobs/uploads/?mount={absent}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
     t.req(
         Method::POST,
         "/v2/third/blobs/uploads/?mount=bogus&from=src",
@@ -684,6 +703,47 @@ async fn manifest_validation() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn push_by_digest_with_tag_parameters() {
+    let t = T::new();
+    let cfg = t.push_blob("tp", b"{}").await;
+    let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cfg.to_string(), "size": 2}, "layers": []}))
+    .unwrap();
+    let d = Digest::sha256(&m);
+    let ct = [("Content-Type", OCI_MANIFEST)];
+    let r = t
+        .req(
+            Method::PUT,
+            &format!("/v2/tp/manifests/{d}?tag=1.2.3&tag=1.2&tag=latest"),
+            &ct,
+            m.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("OCI-Tag"), "1.2.3, 1.2, latest");
+    assert_eq!(
+        t.get("/v2/tp/tags/list").await.json()["tags"],
+        json!(["1.2", "1.2.3", "latest"])
+    );
+    t.req(
+        Method::PUT,
+        &format!("/v2/tp/manifests/{d}?tag=ok&tag=-bad"),
+        &ct,
+        m.clone(),
+    )
+    .await
+    .oci_error(400, "TAG_INVALID");
+    let many: String = (0..101).map(|i| format!("tag=t{i}&")).collect();
+    t.req(Method::PUT, &format!("/v2/tp/manifests/{d}?{many}"), &ct, m)
+        .await
+        .oci_error(414, "TAG_INVALID");
+    assert_eq!(
+        t.get("/v2/tp/tags/list").await.json()["tags"],
+        json!(["1.2", "1.2.3", "latest"])
+    );
 }
 
 #[tokio::test]
