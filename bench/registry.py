@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Registry benchmark: berth serve, Debian's docker-registry (CNCF
+distribution 2.8.2) and nginx, side by side in one run on 127.0.0.1.
+
+Measures manifest GET by tag (wrk, 64 connections: requests/s and p99),
+1 GiB blob GET (MB/s, curl), 1 GiB push with skopeo (wall time), and
+berth's idle and loaded RSS; writes the table with ratios to
+docs/benchmarks.md. This is a benchmark, not a test: it asserts nothing.
+
+    python3 bench/registry.py            # builds berth --release first
+    BERTH_BIN=target/release/berth python3 bench/registry.py
+
+Needs: apt-get install -y wrk nginx-light docker-registry skopeo curl
+"""
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+
+
+def need(*programs):
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        sys.exit(
+            f"bench: missing {' '.join(missing)}: "
+            "apt-get install -y wrk nginx-light docker-registry skopeo curl"
+        )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+                           capture_output=True, text=True)
+        if r.stdout.strip() not in ("", "000"):
+            return
+        time.sleep(0.1)
+    sys.exit(f"bench: {url} did not come up")
+
+
+def rss_kib(pid, field="VmRSS"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest(), os.path.getsize(path)
+
+
+def make_layout(work):
+    """An OCI layout whose one layer is 1 GiB of random bytes."""
+    layout = work / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    big = work / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(GIB // (64 << 20)):
+            f.write(os.urandom(64 << 20))
+    layer_digest, layer_size = sha256_file(big)
+    os.rename(big, blobs / layer_digest.split(":")[1])
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    (blobs / config_digest.split(":")[1]).write_bytes(config)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer_size}],
+    }).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (blobs / manifest_digest.split(":")[1]).write_bytes(manifest)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest_digest, "size": len(manifest),
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+    }))
+    return layout, layer_digest, manifest
+
+
+class Proc:
+    def __init__(self, name, argv, **kw):
+        self.name = name
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def start_berth(work, binary):
+    data = work / "berth-data"
+    p = Proc("berth", [binary, "serve", "--listen", "127.0.0.1:0", "--data", str(data)],
+             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+             env={**os.environ, "RUST_LOG": "warn"})
+    line = p.p.stdout.readline()
+    m = re.search(r"http://(\S+)", line)
+    if not m:
+        sys.exit(f"bench: berth printed {line!r}")
+    return p, m.group(1)
+
+
+def start_docker_registry(work):
+    port = free_port()
+    cfg = work / "docker-registry.yml"
+    cfg.write_text(f"""version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {work / 'dreg-data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+""")
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    p = Proc("docker-registry", ["docker-registry", "serve", str(cfg)],
+             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_http(f"http://127.0.0.1:{port}/v2/")
+    return p, f"127.0.0.1:{port}"
+
+
+def start_nginx(work, root):
+    port = free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""worker_processes auto;
+daemon off;
+pid {work / 'nginx.pid'};
+error_log {work / 'nginx-error.log'} error;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fastcgi;
+  uwsgi_temp_path {work}/nginx-uwsgi;
+  scgi_temp_path {work}/nginx-scgi;
+  types {{ application/vnd.oci.image.manifest.v1+json json; }}
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+  }}
+}}
+""")
+    p = Proc("nginx", ["nginx", "-c", str(conf), "-p", str(work)],
+             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return p, f"127.0.0.1:{port}"
+
+
+def skopeo_push(layout, host, repo):
+    start = time.perf_counter()
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                    f"oci:{layout}:latest", f"docker://{host}/{repo}:latest"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def wrk(url):
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency",
+         "-H", "Accept: application/vnd.oci.image.manifest.v1+json", url],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        sys.exit(f"bench: {url} answered {errors.group(1)} errors:\n{out}")
+    return rps, float(p99.group(1)) * scale
+
+
+def blob_get(url):
+    speeds = []
+    for _ in range(RUNS):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
+                             check=True, capture_output=True, text=True).stdout.split()
+        if int(out[1]) != GIB:
+            sys.exit(f"bench: {url} sent {out[1]} bytes")
+        speeds.append(float(out[0]) / 1e6)
+    return statistics.median(speeds)
+
+
+def main():
+    need("wrk", "nginx", "docker-registry", "skopeo", "curl")
+    binary = os.environ.get("BERTH_BIN")
+    if not binary:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "berth"], cwd=ROOT, check=True)
+        binary = str(ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release" / "berth")
+    work = Path(tempfile.mkdtemp(prefix="berth-bench-"))
+    procs = []
+    try:
+        print("bench: writing a 1 GiB layer", file=sys.stderr)
+        layout, layer_digest, manifest = make_layout(work)
+        static = work / "static"
+        (static / "v2" / "bench" / "big" / "manifests").mkdir(parents=True)
+        (static / "v2" / "bench" / "big" / "manifests" / "latest").write_bytes(manifest)
+        (static / "v2" / "bench" / "big" / "blobs").mkdir(parents=True)
+        os.link(layout / "blobs" / "sha256" / layer_digest.split(":")[1],
+                static / "v2" / "bench" / "big" / "blobs" / layer_digest)
+
+        berth, berth_host = start_berth(work, binary)
+        procs.append(berth)
+        time.sleep(1)
+        idle_rss = rss_kib(berth.p.pid)
+        dreg, dreg_host = start_docker_registry(work)
+        procs.append(dreg)
+        nginx, nginx_host = start_nginx(work, static)
+        procs.append(nginx)
+
+        # Push: each run into a fresh repository, so nothing is skipped.
+        push = {"berth": [], "docker-registry": []}
+        for i in range(RUNS):
+            for name, host in (("berth", berth_host), ("docker-registry", dreg_host)):
+                print(f"bench: skopeo push to {name} ({i + 1}/{RUNS})", file=sys.stderr)
+                push[name].append(skopeo_push(layout, host, f"bench/push{i}"))
+        skopeo_push(layout, berth_host, "bench/big")
+        skopeo_push(layout, dreg_host, "bench/big")
+        push = {k: statistics.median(v) for k, v in push.items()}
+
+        path = "/v2/bench/big/manifests/latest"
+        manifest_get = {}
+        for name, host in (("berth", berth_host), ("docker-registry", dreg_host), ("nginx", nginx_host)):
+            print(f"bench: wrk manifest GET on {name}", file=sys.stderr)
+            manifest_get[name] = wrk(f"http://{host}{path}")
+
+        blob_path = f"/v2/bench/big/blobs/{layer_digest}"
+        blob = {}
+        for name, host in (("berth", berth_host), ("docker-registry", dreg_host), ("nginx", nginx_host)):
+            print(f"bench: 1 GiB blob GET from {name}", file=sys.stderr)
+            blob[name] = blob_get(f"http://{host}{blob_path}")
+        loaded_rss = rss_kib(berth.p.pid, "VmHWM")
+        dreg_rss = rss_kib(dreg.p.pid, "VmHWM")
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    b, d, n = manifest_get["berth"], manifest_get["docker-registry"], manifest_get["nginx"]
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    rows = [
+        ("manifest GET by tag, requests/s (wrk -c64)", f"{b[0]:,.0f}", f"{d[0]:,.0f}", f"{n[0]:,.0f}",
+         f"{b[0] / d[0]:.1f}× docker-registry", "≥ 10×"),
+        ("manifest GET by tag, p99 latency", f"{b[1]:.2f} ms", f"{d[1]:.2f} ms", f"{n[1]:.2f} ms",
+         f"{b[1] / d[1]:.3f}× docker-registry", "< 10 ms"),
+        ("1 GiB blob GET, MB/s (curl)", f"{blob['berth']:,.0f}", f"{blob['docker-registry']:,.0f}",
+         f"{blob['nginx']:,.0f}", f"{blob['berth'] / blob['nginx']:.2f}× nginx", "≥ 0.8× nginx"),
+        ("1 GiB push with skopeo, wall time", f"{push['berth']:.2f} s", f"{push['docker-registry']:.2f} s", "—",
+         f"{push['berth'] / push['docker-registry']:.2f}× docker-registry", "≤ 0.5×"),
+        ("RSS idle", f"{idle_rss / 1024:.1f} MiB", "—", "—", "", "≤ 30 MiB"),
+        ("RSS peak over the whole run", f"{loaded_rss / 1024:.1f} MiB", f"{dreg_rss / 1024:.1f} MiB", "—",
+         f"{loaded_rss / dreg_rss:.2f}× docker-registry", "≤ 64 MiB"),
+    ]
+    table = ["| measure | berth | docker-registry 2.8.2 | nginx (static file) | ratio | target |",
+             "|---|---|---|---|---|---|"]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    section = "\n".join([
+        "## Registry: berth serve vs docker-registry vs nginx",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"all three servers and the clients on 127.0.0.1 in one run; berth is a release build with "
+        f"default settings (fsync on), docker-registry uses its filesystem driver, nginx serves the same "
+        f"files with sendfile. wrk: 2 threads, 64 connections, {WRK_SECONDS} s; blob GET and push: median "
+        f"of {RUNS} runs. RSS is berth's VmRSS after start-up (idle) and VmHWM after every load below "
+        f"(peak).",
+        "",
+        "Reproduce: `python3 bench/registry.py` (needs `apt-get install -y wrk nginx-light "
+        "docker-registry skopeo curl`).",
+        "",
+        *table,
+        "",
+    ])
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    start = text.find("## Registry: berth serve")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    doc.write_text(text)
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
