@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_oci::{Algorithm, Digest};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{BlobStore, BlobStream, StorageError, UploadId, UploadWriter, check_range};
 
-/// Bytes read from disk per chunk of a blob GET.
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes read from disk per chunk of a blob GET: small enough that a reused
+/// chunk stays in the CPU cache between the file read and the socket write.
+const READ_CHUNK: usize = 256 << 10;
+/// Chunks read ahead of the socket per blob GET.
+const READ_AHEAD: usize = 8;
 /// Bytes buffered by an upload writer before one write to disk.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -80,13 +83,134 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Appends to an upload file, buffering up to [`WRITE_BUFFER`] bytes.
+/// Read buffers of one blob GET, recycled once the HTTP layer has sent and
+/// dropped them: a recycled buffer is still in the CPU cache, and neither
+/// zeroed again nor faulted in, which is most of the cost of a fresh one.
+#[derive(Debug, Default, Clone)]
+struct ChunkPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// One chunk lent out as `Bytes`; dropping it returns the buffer.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: ChunkPool,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut free = self.pool.0.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < 2 * READ_AHEAD {
+            free.push(buf);
+        }
+    }
+}
+
+impl ChunkPool {
+    fn take(&self) -> Vec<u8> {
+        let recycled = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        recycled.unwrap_or_else(|| vec![0; READ_CHUNK])
+    }
+
+    fn chunk(&self, buf: Vec<u8>, len: usize) -> Bytes {
+        Bytes::from_owner(PooledChunk {
+            buf,
+            len,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A blob's bytes as a stream of pooled chunks. Pages already in the page
+/// cache are read right on the task that writes them to the socket (with
+/// `RWF_NOWAIT`, so the read can never wait for the disk), keeping each
+/// chunk in one core's cache from file to socket; a chunk that would need
+/// the disk is read on the blocking pool instead.
+struct FileChunks {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    pool: ChunkPool,
+    pending: Option<tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>>,
+}
+
+impl futures_util::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(handle) = this.pending.as_mut() {
+            let done = std::task::ready!(std::pin::Pin::new(handle).poll(cx));
+            this.pending = None;
+            let res = done
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map(|(buf, n)| {
+                    this.pos += n as u64;
+                    this.pool.chunk(buf, n)
+                });
+            return Poll::Ready(Some(res));
+        }
+        if this.pos >= this.end {
+            return Poll::Ready(None);
+        }
+        let want = (this.end - this.pos).min(READ_CHUNK as u64) as usize;
+        let mut buf = this.pool.take();
+        let nowait = rustix::io::preadv2(
+            &*this.file,
+            &mut [io::IoSliceMut::new(&mut buf[..want])],
+            this.pos,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        match nowait {
+            Ok(0) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("blob file ended {} bytes early", this.end - this.pos),
+            )))),
+            Ok(n) => {
+                this.pos += n as u64;
+                Poll::Ready(Some(Ok(this.pool.chunk(buf, n))))
+            }
+            Err(e) if e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::OPNOTSUPP && e != rustix::io::Errno::NOSYS => {
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Err(_) => {
+                // Not cached (or no RWF_NOWAIT): let a blocking thread wait
+                // for the disk.
+                let (file, pos) = (this.file.clone(), this.pos);
+                this.pending = Some(tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    file.read_exact_at(&mut buf[..want], pos).map(|()| (buf, want))
+                }));
+                self.poll_next(cx)
+            }
+        }
+    }
+}
+
+/// Bytes written between background flushes of an upload to disk.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// Appends to an upload file, buffering up to [`WRITE_BUFFER`] bytes. With
+/// fsync on, it starts flushing written data to disk in the background
+/// every [`SYNC_EVERY`] bytes, so the fsync that publishing waits for has
+/// little left to do.
 #[derive(Debug)]
 pub struct FsWriter {
     file: Arc<File>,
     pending: Vec<Bytes>,
     pending_len: usize,
     len: u64,
+    fsync: bool,
+    synced_at: u64,
+    sync: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl FsWriter {
@@ -104,7 +228,15 @@ impl FsWriter {
             }
             Ok(())
         })
-        .await
+        .await?;
+        let idle = self.sync.as_ref().is_none_or(|t| t.is_finished());
+        if self.fsync && idle && self.len - self.synced_at >= SYNC_EVERY {
+            self.synced_at = self.len;
+            let file = self.file.clone();
+            // Best effort: the fsync before publishing is the one that counts.
+            self.sync = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        Ok(())
     }
 }
 
@@ -157,24 +289,13 @@ impl BlobStore for FsBlobStore {
             Ok((file, range))
         })
         .await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-        tokio::task::spawn_blocking(move || {
-            let mut file = file;
-            let mut left = range.end - range.start;
-            while left > 0 {
-                let want = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let res = file.read_exact(&mut buf).map(|()| buf.freeze());
-                let failed = res.is_err();
-                if tx.blocking_send(res).is_err() || failed {
-                    return;
-                }
-                left -= want as u64;
-            }
-        });
-        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-        })))
+        Ok(Box::pin(FileChunks {
+            file: Arc::new(file),
+            pos: range.start,
+            end: range.end,
+            pool: ChunkPool::default(),
+            pending: None,
+        }))
     }
 
     async fn create_upload(&self, id: UploadId) -> Result<(), StorageError> {
@@ -209,6 +330,9 @@ impl BlobStore for FsBlobStore {
             pending: Vec::new(),
             pending_len: 0,
             len: offset,
+            fsync: self.fsync,
+            synced_at: offset,
+            sync: None,
         })
     }
 
