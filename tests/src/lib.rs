@@ -137,8 +137,26 @@ impl Server {
 
     /// Stop with SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("server is running");
+        self.terminate();
+        self.wait()
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let c = self.child.as_ref().expect("server is running");
         run(Command::new("kill").arg("-TERM").arg(c.id().to_string()));
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("poll berth serve").is_none())
+    }
+
+    /// Wait for the process to exit; returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
         c.wait().expect("wait for berth serve")
     }
 }

@@ -137,6 +137,7 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     let (n, d) = (name.to_owned(), digest.clone());
     if db_write(r, move |m| m.unlink_blob(&n, &d)).await? {
+        tracing::info!(repository = name, %digest, "blob unlinked");
         Ok(empty(StatusCode::ACCEPTED, &[]))
     } else {
         Err(blob_unknown(name, digest))

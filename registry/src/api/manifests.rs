@@ -202,6 +202,7 @@ pub(super) async fn put(
         })
         .await?;
     }
+    tracing::info!(repository = name, %digest, ?tags, "manifest pushed");
     let mut headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
@@ -258,6 +259,7 @@ pub(super) async fn delete(
     })
     .await?;
     if existed {
+        tracing::info!(repository = name, ?reference, "manifest or tag deleted");
         Ok(empty(StatusCode::ACCEPTED, &[]))
     } else {
         Err(manifest_unknown(name, reference))

@@ -173,11 +173,55 @@ fn kill_9_during_concurrent_uploads_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn sigterm_drains_and_exits_cleanly() {
+fn sigterm_drains_an_in_flight_upload_then_exits_cleanly() {
+    use std::io::{Read, Write};
+
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("data"), &[]);
-    let r = http("GET", &format!("{}/v2/", server.url()), &[], b"");
-    assert_eq!(r.status, 200);
-    let status = server.stop();
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start(&data_dir, &[]);
+    let r = http(
+        "POST",
+        &format!("{}/v2/drain/blobs/uploads/", server.url()),
+        &[],
+        b"",
+    );
+    let loc = r.header("location").unwrap().to_owned();
+    let body: Vec<u8> = (0..1_000_000).map(|_| rand::random::<u8>()).collect();
+    let d = sha256(&body);
+
+    // Half the body is in flight when SIGTERM arrives.
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "PUT {loc}?digest={d} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.host(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body[..500_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.is_running(),
+        "the server quit with a request in flight"
+    );
+    // It no longer accepts new connections.
+    assert!(try_http("GET", &format!("{}/v2/", server.url()), &[], b"").is_err());
+
+    conn.write_all(&body[500_000..]).unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let status = server.wait();
     assert!(status.success(), "berth serve exited with {status}");
+
+    // The drained upload was published.
+    let server = Server::start(&data_dir, &[]);
+    let r = http(
+        "GET",
+        &format!("{}/v2/drain/blobs/{d}", server.url()),
+        &[],
+        b"",
+    );
+    assert_eq!(sha256(&r.body), d);
 }
