@@ -123,6 +123,32 @@ pub(crate) async fn run<S: BlobStore>(store: &S) {
     store.commit_upload(id, 3, &abc).await.unwrap();
     assert_eq!(read_all(store, &abc, None).await, b"abc");
 
+    // A writer dropped mid-write (its request went away) never interleaves
+    // with the next append at the acknowledged offset.
+    let id = UploadId::new();
+    store.create_upload(id).await.unwrap();
+    {
+        let mut w = store.append_upload(id, 0).await.unwrap();
+        for _ in 0..8 {
+            w.write(Bytes::from(vec![0xEE; 1 << 20])).await.unwrap();
+        }
+    }
+    let fresh: Vec<u8> = (0..9_000_000u32).map(|i| (i % 7) as u8).collect();
+    assert_eq!(append(store, id, 0, &[&fresh]).await, fresh.len() as u64);
+    let d = Digest::sha256(&fresh);
+    assert_eq!(
+        store
+            .hash_upload(id, fresh.len() as u64, Algorithm::Sha256)
+            .await
+            .unwrap(),
+        d
+    );
+    store
+        .commit_upload(id, fresh.len() as u64, &d)
+        .await
+        .unwrap();
+    assert_eq!(read_all(store, &d, None).await, fresh);
+
     // Aborting discards; aborting twice is fine; unknown ids are errors.
     let id = UploadId::new();
     store.create_upload(id).await.unwrap();

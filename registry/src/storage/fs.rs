@@ -7,6 +7,7 @@
 //! File I/O runs on tokio's blocking pool in large chunks; reads stream
 //! through a small bounded channel so memory stays flat for any blob size.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -27,11 +28,17 @@ const READ_AHEAD: usize = 8;
 /// Bytes buffered by an upload writer before one write to disk.
 const WRITE_BUFFER: usize = 1 << 20;
 
+/// Exclusive use of one upload file, held by its writer and by every write
+/// that writer started, so a write still running after its request was
+/// dropped can never interleave with the next request's.
+type UploadGuard = Arc<tokio::sync::OwnedMutexGuard<()>>;
+
 /// Blobs and uploads under one directory.
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     root: Arc<PathBuf>,
     fsync: bool,
+    upload_locks: Arc<std::sync::Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl FsBlobStore {
@@ -47,7 +54,28 @@ impl FsBlobStore {
         Ok(Self {
             root: Arc::new(root),
             fsync,
+            upload_locks: Arc::default(),
         })
+    }
+
+    /// Wait until no writer or write of upload `id` is running, and hold it.
+    async fn lock_upload(&self, id: UploadId) -> UploadGuard {
+        let lock = self
+            .upload_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        Arc::new(lock.lock_owned().await)
+    }
+
+    /// Forget the lock of an upload that has ended.
+    fn forget_upload(&self, id: UploadId) {
+        self.upload_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -210,7 +238,9 @@ impl futures_util::Stream for FileChunks {
 /// Bytes written between background flushes of an upload to disk.
 const SYNC_EVERY: u64 = 64 << 20;
 
-/// Appends to an upload file, buffering up to [`WRITE_BUFFER`] bytes. With
+/// Appends to an upload file, buffering up to [`WRITE_BUFFER`] bytes. One
+/// buffer at a time is written on the blocking pool while the next one is
+/// received, so the copy into the page cache overlaps the network. With
 /// fsync on, it starts flushing written data to disk in the background
 /// every [`SYNC_EVERY`] bytes, so the fsync that publishing waits for has
 /// little left to do.
@@ -220,27 +250,38 @@ pub struct FsWriter {
     pending: Vec<Bytes>,
     pending_len: usize,
     len: u64,
+    /// The write of the previous buffer, if still running.
+    writing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    guard: UploadGuard,
     fsync: bool,
     synced_at: u64,
     sync: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl FsWriter {
+    /// Wait for the buffer being written, if any, and surface its error.
+    async fn wait_written(&mut self) -> Result<(), StorageError> {
+        if let Some(w) = self.writing.take() {
+            w.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// Start writing the buffered chunks (after the previous write is done,
+    /// so the file is written in order).
     async fn flush_pending(&mut self) -> Result<(), StorageError> {
+        self.wait_written().await?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let chunks = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        let file = self.file.clone();
-        blocking(move || {
+        let (file, guard) = (self.file.clone(), self.guard.clone());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let _held = guard;
             let mut f = &*file;
-            for c in &chunks {
-                f.write_all(c)?;
-            }
-            Ok(())
-        })
-        .await?;
+            chunks.iter().try_for_each(|c| f.write_all(c))
+        }));
         let idle = self.sync.as_ref().is_none_or(|t| t.is_finished());
         if self.fsync && idle && self.len - self.synced_at >= SYNC_EVERY {
             self.synced_at = self.len;
@@ -265,6 +306,7 @@ impl UploadWriter for FsWriter {
 
     async fn finish(mut self) -> Result<u64, StorageError> {
         self.flush_pending().await?;
+        self.wait_written().await?;
         Ok(self.len)
     }
 }
@@ -320,6 +362,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn append_upload(&self, id: UploadId, offset: u64) -> Result<FsWriter, StorageError> {
+        let guard = self.lock_upload(id).await;
         let path = self.upload_path(id);
         let file = blocking(move || {
             let mut file = match OpenOptions::new().write(true).open(&path) {
@@ -342,6 +385,8 @@ impl BlobStore for FsBlobStore {
             pending: Vec::new(),
             pending_len: 0,
             len: offset,
+            writing: None,
+            guard,
             fsync: self.fsync,
             synced_at: offset,
             sync: None,
@@ -354,6 +399,7 @@ impl BlobStore for FsBlobStore {
         len: u64,
         algorithm: Algorithm,
     ) -> Result<Digest, StorageError> {
+        let _guard = self.lock_upload(id).await;
         let path = self.upload_path(id);
         blocking(move || {
             let file = match File::open(&path) {
@@ -390,10 +436,11 @@ impl BlobStore for FsBlobStore {
         len: u64,
         digest: &Digest,
     ) -> Result<(), StorageError> {
+        let guard = self.lock_upload(id).await;
         let src = self.upload_path(id);
         let dst = self.blob_path(digest);
         let fsync = self.fsync;
-        blocking(move || {
+        let published = blocking(move || {
             let file = match OpenOptions::new().write(true).open(&src) {
                 Ok(f) => f,
                 Err(e) => return not_found_as(e, || StorageError::UploadNotFound(id)),
@@ -413,10 +460,18 @@ impl BlobStore for FsBlobStore {
             }
             Ok(())
         })
-        .await
+        .await;
+        if published.is_ok() {
+            self.forget_upload(id);
+        }
+        drop(guard);
+        published
     }
 
     async fn abort_upload(&self, id: UploadId) -> Result<(), StorageError> {
+        let guard = self.lock_upload(id).await;
+        self.forget_upload(id);
+        drop(guard);
         match tokio::fs::remove_file(self.upload_path(id)).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
