@@ -247,15 +247,42 @@ def wrk(url):
     return rps, float(p99.group(1)) * scale
 
 
-def blob_get(url, size):
-    speeds = []
-    for _ in range(RUNS):
-        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
-                             check=True, capture_output=True, text=True).stdout.split()
-        if int(out[1]) != size:
-            sys.exit(f"bench: {url} sent {out[1]} bytes, not {size}")
-        speeds.append(float(out[0]) / 1e6)
-    return statistics.median(speeds)
+def cpu_seconds(pid):
+    """CPU time (user + system) used so far by a process and its children."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    ticks = 0
+    for p in [str(pid), *children]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid, cpu):
+    """Pin a process, its threads and its children (nginx workers) to `cpu`."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for p in [str(pid), *children]:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), p], check=True, stdout=subprocess.DEVNULL)
+
+
+def blob_get_once(url, size):
+    out = subprocess.run(["taskset", "-c", "1", "curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
+                         check=True, capture_output=True, text=True).stdout.split()
+    if int(out[1]) != size:
+        sys.exit(f"bench: {url} sent {out[1]} bytes, not {size}")
+    return float(out[0]) / 1e6
+
+
+def blob_gets(urls, size, runs):
+    """Median MB/s per server, with the servers' GETs interleaved run by run
+    (after one warm-up each) so that drift in the machine's speed falls on
+    all of them alike."""
+    speeds = {name: [] for name in urls}
+    for url in urls.values():
+        blob_get_once(url, size)
+    for _ in range(runs):
+        for name, url in urls.items():
+            speeds[name].append(blob_get_once(url, size))
+    return {name: statistics.median(v) for name, v in speeds.items()}
 
 
 def main():
@@ -327,10 +354,20 @@ def main():
             manifest_get[name] = wrk(f"http://{host}{path}")
 
         blob_path = f"/v2/bench/big/blobs/{layer_digest}"
-        blob = {}
-        for name, host in (("berth", berth_host), ("docker-registry", dreg_host), ("nginx", nginx_host)):
-            print(f"bench: 1 GiB blob GET from {name}", file=sys.stderr)
-            blob[name] = blob_get(f"http://{host}{blob_path}", layer_size)
+        print("bench: 1 GiB blob GETs, interleaved", file=sys.stderr)
+        # Each server on core 0 and curl on core 1, so the scheduler's
+        # placement (the largest source of run-to-run noise here) is the same
+        # for all three.
+        for p in (berth, dreg, nginx):
+            pin(p.p.pid, 0)
+        cpu_before = {n: cpu_seconds(p.p.pid) for n, p in
+                      (("berth", berth), ("docker-registry", dreg), ("nginx", nginx))}
+        gets = 2 * RUNS + 1
+        blob = blob_gets({name: f"http://{host}{blob_path}" for name, host in
+                          (("berth", berth_host), ("docker-registry", dreg_host), ("nginx", nginx_host))},
+                         layer_size, gets)
+        blob_cpu = {n: (cpu_seconds(p.p.pid) - cpu_before[n]) / (gets + 1) / (layer_size / GIB)
+                    for n, p in (("berth", berth), ("docker-registry", dreg), ("nginx", nginx))}
         loaded_rss = rss_kib(berth.p.pid, "VmHWM")
         dreg_rss = rss_kib(dreg.p.pid, "VmHWM")
     finally:
@@ -351,6 +388,8 @@ def main():
          f"{b[1] / d[1]:.3f}× docker-registry", "< 10 ms"),
         ("1 GiB blob GET, MB/s (curl)", f"{blob['berth']:,.0f}", f"{blob['docker-registry']:,.0f}",
          f"{blob['nginx']:,.0f}", f"{blob['berth'] / blob['nginx']:.2f}× nginx", "≥ 0.8× nginx"),
+        ("… server CPU time per GiB sent", f"{blob_cpu['berth']:.2f} s", f"{blob_cpu['docker-registry']:.2f} s",
+         f"{blob_cpu['nginx']:.2f} s", f"{blob_cpu['berth'] / blob_cpu['nginx']:.2f}× nginx", ""),
         ("1 GiB push with skopeo, wall time", f"{push['berth']:.2f} s", f"{push['docker-registry']:.2f} s", "—",
          f"{push['berth'] / push['docker-registry']:.2f}× docker-registry", "≤ 0.5× (see note)"),
         ("… of which skopeo's own CPU time (user+sys)", f"{push_cpu['berth']:.2f} s",
@@ -371,8 +410,9 @@ def main():
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
         f"all three servers and the clients on 127.0.0.1 in one run; berth is a release build with "
         f"default settings (fsync on), docker-registry uses its filesystem driver, nginx serves the same "
-        f"files (sendfile off with 1 MiB output buffers, its fastest setting here). wrk: 2 threads, 64 connections, {WRK_SECONDS} s; blob GET and push: median "
-        f"of {RUNS} runs. RSS is berth's VmRSS at rest after the image was pushed (idle) and its "
+        f"files (sendfile off with 1 MiB output buffers, its fastest setting here). wrk: 2 threads, 64 connections, {WRK_SECONDS} s; blob GET: median of "
+        f"{2 * RUNS + 1} runs interleaved across the three servers after a warm-up, each server "
+        f"pinned to core 0 and curl to core 1; push: median of {RUNS} runs. RSS is berth's VmRSS at rest after the image was pushed (idle) and its "
         f"VmHWM after every load below (peak).",
         "",
         "Reproduce: `python3 bench/registry.py` (needs `apt-get install -y wrk nginx-light "

@@ -18,7 +18,7 @@ use berth_oci::{Algorithm, Digest, ErrorCode, Hasher, validate_name};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 
-use super::{ApiError, Params, db_write, empty};
+use super::{ApiError, Params, db_write, empty, next_chunk};
 use crate::Registry;
 use crate::storage::{BlobStore, StorageError, UploadId, UploadWriter};
 
@@ -204,33 +204,13 @@ async fn append_body(
         _ => None,
     };
     let mut stream = body.into_data_stream();
-    loop {
-        let next = tokio::time::timeout(r.limits.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    format!(
-                        "no upload data for {}s; the request was abandoned",
-                        r.limits.body_idle_timeout.as_secs()
-                    ),
-                )
-            })?;
-        match next {
-            None => break,
-            Some(Err(e)) => {
-                return Err(ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("reading the upload body: {e}"),
-                ));
-            }
-            Some(Ok(chunk)) => {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                writer.write(chunk).await?;
-            }
+    while let Some(chunk) =
+        next_chunk(r, &mut stream, ErrorCode::BlobUploadInvalid, "upload").await?
+    {
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
         }
+        writer.write(chunk).await?;
     }
     let len = writer.finish().await?;
     r.metrics.bytes_in(len - offset);

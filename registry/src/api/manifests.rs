@@ -9,12 +9,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use berth_oci::{Digest, ErrorCode, Manifest, media_type};
-use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
 use super::route::ManifestRef;
-use super::{ApiError, Params, db_write, empty};
+use super::{ApiError, Params, db_write, empty, next_chunk};
 use crate::Registry;
 use crate::metadata::{ManifestKey, NewManifest};
 
@@ -80,34 +79,17 @@ async fn read_limited(r: &Registry, body: Body, limit: u64) -> Result<Vec<u8>, A
     let mut stream = body.into_data_stream();
     let mut out = Vec::new();
     let mut seen = 0u64;
-    loop {
-        let next = tokio::time::timeout(r.limits.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::ManifestInvalid,
-                    "timed out reading the manifest body",
-                )
-            })?;
-        match next {
-            None => break,
-            Some(Err(e)) => {
-                return Err(ApiError::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("reading the manifest body: {e}"),
-                ));
+    while let Some(chunk) =
+        next_chunk(r, &mut stream, ErrorCode::ManifestInvalid, "manifest body").await?
+    {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            out = Vec::new();
+            if seen > DRAIN_LIMIT {
+                return Err(too_large());
             }
-            Some(Ok(chunk)) => {
-                seen += chunk.len() as u64;
-                if seen > limit {
-                    out = Vec::new();
-                    if seen > DRAIN_LIMIT {
-                        return Err(too_large());
-                    }
-                } else {
-                    out.extend_from_slice(&chunk);
-                }
-            }
+        } else {
+            out.extend_from_slice(&chunk);
         }
     }
     r.metrics.bytes_in(seen);

@@ -244,6 +244,31 @@ async fn db_write<T: Send + 'static>(
         .map_err(Into::into)
 }
 
+/// The next chunk of a request body, or `None` at its end. A body that
+/// stalls for longer than `limits.body_idle_timeout`, or breaks off, is an
+/// error with `code`; `what` names the body in the message.
+async fn next_chunk(
+    r: &Registry,
+    stream: &mut axum::body::BodyDataStream,
+    code: ErrorCode,
+    what: &str,
+) -> Result<Option<bytes::Bytes>, ApiError> {
+    use futures_util::StreamExt;
+    let idle = r.limits.body_idle_timeout;
+    match tokio::time::timeout(idle, stream.next()).await {
+        Err(_) => Err(ApiError::new(
+            code,
+            format!(
+                "no {what} data for {}s; the request was abandoned",
+                idle.as_secs()
+            ),
+        )),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(ApiError::new(code, format!("reading the {what}: {e}"))),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+    }
+}
+
 /// A response with no body and the given headers.
 fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
     let mut resp = Response::builder().status(status);
