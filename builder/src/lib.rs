@@ -4,6 +4,19 @@
 //! with a pinned compressor, assembles config and manifest, and writes an OCI
 //! layout or archive or pushes through the `berth-oci` client.
 //!
-//! Not built yet (issue "Builder"). It must never open a socket except
-//! through the `berth-oci` client, and its output must be a pure function of
-//! its input: same spec in, same bytes out, on any machine and thread count.
+//! It must never open a socket except through the `berth-oci` client, and
+//! its output must be a pure function of its input: same spec in, same bytes
+//! out, on any machine and thread count.
+//!
+//! # Layout
+//! - [`spec`]: the image spec (version 1) and its validation.
+//! - [`plan`]: the layer plan, a pure function of the closure graph.
+//!
+//! Still to come (issue "Builder"): canonical tar, pinned compression, the
+//! layer cache, image assembly, SBOM, outputs and push.
+
+pub mod plan;
+pub mod spec;
+
+pub use plan::{LayerPlan, PlannedLayer, plan_layers};
+pub use spec::{ImageSpec, SpecError};
