@@ -11,10 +11,12 @@
 //! # Layout
 //! - [`spec`]: the image spec (version 1) and its validation.
 //! - [`plan`]: the layer plan, a pure function of the closure graph.
+//! - [`canonical_tar`]: the one tar byte stream a layer's files become.
 //!
-//! Still to come (issue "Builder"): canonical tar, pinned compression, the
+//! Still to come (issue "Builder"): pinned compression, the
 //! layer cache, image assembly, SBOM, outputs and push.
 
+pub mod canonical_tar;
 pub mod plan;
 pub mod spec;
 
