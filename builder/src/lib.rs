@@ -12,11 +12,13 @@
 //! - [`spec`]: the image spec (version 1) and its validation.
 //! - [`plan`]: the layer plan, a pure function of the closure graph.
 //! - [`canonical_tar`]: the one tar byte stream a layer's files become.
+//! - [`compress`]: pinned block-parallel gzip/zstd with a compressor id.
 //!
-//! Still to come (issue "Builder"): pinned compression, the
+//! Still to come (issue "Builder"): the
 //! layer cache, image assembly, SBOM, outputs and push.
 
 pub mod canonical_tar;
+pub mod compress;
 pub mod plan;
 pub mod spec;
 
