@@ -160,12 +160,13 @@ impl LayerEntries {
         Ok(())
     }
 
-    /// Add a store path and everything under it, with store modes. Its
-    /// parents (`nix`, `nix/store`) are added as 0555 directories.
-    pub fn add_store_path(&mut self, store_path: &str) -> Result<(), TarError> {
+    /// Add a store path and everything under it, with store modes, reading
+    /// it from `source` (the path itself, or its copy under another root).
+    /// Its parents (`nix`, `nix/store`) are added as 0555 directories.
+    pub fn add_store_path(&mut self, store_path: &str, source: &Path) -> Result<(), TarError> {
         let root = tar_path(store_path);
         self.parents(&root, 0o555)?;
-        self.add_tree(Path::new(store_path), root)
+        self.add_tree(source, root)
     }
 
     fn add_tree(&mut self, src: &Path, dst: Vec<u8>) -> Result<(), TarError> {
@@ -473,7 +474,7 @@ mod tests {
 
     fn build(root: &Path, opts: TarOptions) -> Vec<u8> {
         let mut e = LayerEntries::new();
-        e.add_store_path(root.to_str().unwrap()).unwrap();
+        e.add_store_path(root.to_str().unwrap(), root).unwrap();
         e.add_dir("/tmp", 0o1777).unwrap();
         e.add_file("/etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o444)
             .unwrap();
@@ -651,7 +652,7 @@ mod tests {
         assert!(st.success());
         let mut e = LayerEntries::new();
         assert!(matches!(
-            e.add_store_path(fifo.to_str().unwrap()),
+            e.add_store_path(fifo.to_str().unwrap(), &fifo),
             Err(TarError::SpecialFile(_))
         ));
     }

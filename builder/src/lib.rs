@@ -13,14 +13,17 @@
 //! - [`plan`]: the layer plan, a pure function of the closure graph.
 //! - [`canonical_tar`]: the one tar byte stream a layer's files become.
 //! - [`compress`]: pinned block-parallel gzip/zstd with a compressor id.
+//! - [`image`]: layers, config and manifest into an OCI image layout.
 //!
-//! Still to come (issue "Builder"): the
+//! Still to come (issue "Builder"): parallel layers, the
 //! layer cache, image assembly, SBOM, outputs and push.
 
 pub mod canonical_tar;
 pub mod compress;
+pub mod image;
 pub mod plan;
 pub mod spec;
 
+pub use image::{BuildError, BuildOptions, BuiltImage, build_image};
 pub use plan::{LayerPlan, PlannedLayer, plan_layers};
 pub use spec::{ImageSpec, SpecError};

@@ -1,0 +1,463 @@
+//! Image assembly: from a validated spec and its layer plan to blobs in an
+//! OCI image layout — each layer in one pass (canonical tar → diff_id →
+//! block-parallel compression → digest, straight into a temporary file that
+//! is renamed to its digest), then the config (with one history entry per
+//! layer naming its store paths) and the manifest (with the compressor id
+//! and store paths as layer annotations and `org.opencontainers.image.*`
+//! annotations). JSON is written with sorted keys, so the same spec gives
+//! the same bytes.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use berth_oci::{Digest, ImageLayout, media_type};
+use serde_json::{Value, json};
+
+use crate::canonical_tar::{LayerEntries, TarError, TarOptions};
+use crate::compress::{BlockCompressor, Compression, HashingWriter};
+use crate::plan::{LayerPlan, plan_layers};
+use crate::spec::{ExtraFile, ImageSpec};
+
+/// The layer annotation that lists a layer's store paths (newline-separated).
+pub const STORE_PATHS_ANNOTATION: &str = "io.berth.store-paths";
+/// The layer annotation that records the compressor id.
+pub const COMPRESSOR_ANNOTATION: &str = "io.berth.compressor";
+
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Writing a layer's tar failed (a store path missing, unreadable, …).
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// The output layout failed.
+    #[error(transparent)]
+    Layout(#[from] berth_oci::layout::LayoutError),
+    /// An I/O error while writing a blob.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A store path in the closure is not on this machine.
+    #[error(
+        "store path {0} is not present under {1}; build or fetch it first (nix-store --realise)"
+    )]
+    MissingStorePath(String, PathBuf),
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Layer compression.
+    pub compression: Compression,
+    /// Threads for compression.
+    pub threads: usize,
+    /// Tar ownership and time.
+    pub tar: TarOptions,
+    /// Where store paths are read from: `/` for the real store, or the root
+    /// of a chroot store (`<root>/nix/store/…`).
+    pub store_root: PathBuf,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tar: TarOptions::from_env(),
+            store_root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// One built layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltLayer {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The store paths in it (empty for the extra-files layer).
+    pub store_paths: Vec<String>,
+}
+
+/// A built image, its blobs in the layout.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The manifest digest.
+    pub manifest_digest: Digest,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The config digest.
+    pub config_digest: Digest,
+    /// Layers, bottom first.
+    pub layers: Vec<BuiltLayer>,
+    /// The plan they came from.
+    pub plan: LayerPlan,
+}
+
+fn source_of(opts: &BuildOptions, store_path: &str) -> PathBuf {
+    opts.store_root.join(store_path.trim_start_matches('/'))
+}
+
+/// Write one layer's blob into the layout.
+fn write_layer(
+    entries: &LayerEntries,
+    layout: &ImageLayout,
+    opts: &BuildOptions,
+) -> Result<(Digest, u64, Digest), BuildError> {
+    let dir = layout.root().join("blobs").join("sha256");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BuildError::Io { path, source }
+    };
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
+    let file = tmp.as_file().try_clone().map_err(io(tmp.path()))?;
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let compressor = BlockCompressor::new(sink, opts.compression, opts.threads);
+    let mut tar = HashingWriter::new(compressor);
+    entries.write_to(&mut tar, opts.tar)?;
+    let (compressor, diff_id, _) = tar.finish();
+    let (sink, _) = compressor.finish().map_err(io(tmp.path()))?;
+    let (mut buf, digest, size) = sink.finish();
+    buf.flush().map_err(io(tmp.path()))?;
+    drop(buf);
+    let dest = layout.blob_path(&digest);
+    tmp.persist(&dest).map_err(|e| BuildError::Io {
+        path: dest.clone(),
+        source: e.error,
+    })?;
+    Ok((digest, size, diff_id))
+}
+
+fn extra_files_entries(spec: &ImageSpec) -> Result<LayerEntries, BuildError> {
+    let mut e = LayerEntries::new();
+    // Directories first, so an explicit mode is not overridden by an
+    // implied parent of a later file.
+    for f in &spec.extra_files {
+        if let ExtraFile::Directory { path, .. } = f {
+            e.add_dir(path, f.mode_bits().unwrap_or(0o555))?;
+        }
+    }
+    for f in &spec.extra_files {
+        match f {
+            ExtraFile::File { path, contents, .. } => {
+                e.add_file(path, contents.as_bytes(), f.mode_bits().unwrap_or(0o444))?;
+            }
+            ExtraFile::Symlink { path, target } => e.add_symlink(path, target)?,
+            ExtraFile::Directory { .. } => {}
+        }
+    }
+    Ok(e)
+}
+
+/// Build the image of `spec` into `layout` and tag it `tag` there.
+pub fn build_image(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    layout: &ImageLayout,
+    tag: Option<&str>,
+) -> Result<BuiltImage, BuildError> {
+    for p in &spec.closure {
+        let src = source_of(opts, &p.path);
+        if std::fs::symlink_metadata(&src).is_err() {
+            return Err(BuildError::MissingStorePath(
+                p.path.clone(),
+                opts.store_root.clone(),
+            ));
+        }
+    }
+    let plan = plan_layers(spec);
+    let mut layers = Vec::with_capacity(plan.layer_count());
+    for planned in &plan.layers {
+        let mut entries = LayerEntries::new();
+        for p in &planned.paths {
+            entries.add_store_path(p, &source_of(opts, p))?;
+        }
+        let (digest, size, diff_id) = write_layer(&entries, layout, opts)?;
+        layers.push(BuiltLayer {
+            digest,
+            size,
+            diff_id,
+            store_paths: planned.paths.clone(),
+        });
+    }
+    if plan.extra_files_layer {
+        let (digest, size, diff_id) = write_layer(&extra_files_entries(spec)?, layout, opts)?;
+        layers.push(BuiltLayer {
+            digest,
+            size,
+            diff_id,
+            store_paths: Vec::new(),
+        });
+    }
+
+    let config = config_json(spec, &layers);
+    let config_digest = layout.write_blob(&config)?;
+    let manifest = manifest_json(spec, opts, &config_digest, config.len(), &layers);
+    let manifest_digest = layout.write_blob(&manifest)?;
+    let descriptor = oci_descriptor(&manifest_digest, manifest.len(), spec);
+    layout.add_manifest(descriptor, tag)?;
+    Ok(BuiltImage {
+        manifest_digest,
+        manifest,
+        config_digest,
+        layers,
+        plan,
+    })
+}
+
+fn history_line(layer: &BuiltLayer) -> String {
+    if layer.store_paths.is_empty() {
+        "berth: extra files".to_owned()
+    } else {
+        format!("berth: {}", layer.store_paths.join(" "))
+    }
+}
+
+fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
+    let mut config = serde_json::to_value(&spec.config).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = config.as_object_mut() {
+        if obj.is_empty() {
+            config = json!({});
+        }
+    }
+    let value = json!({
+        "created": spec.created,
+        "architecture": spec.architecture,
+        "os": spec.os,
+        "config": config,
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+        },
+        "history": layers.iter().map(|l| json!({
+            "created": spec.created,
+            "created_by": history_line(l),
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&value).expect("JSON values serialise")
+}
+
+fn manifest_json(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    config: &Digest,
+    config_size: usize,
+    layers: &[BuiltLayer],
+) -> Vec<u8> {
+    let mut annotations: BTreeMap<String, String> = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.created".into(),
+        spec.created.clone(),
+    );
+    if let Some(name) = &spec.name {
+        annotations.insert("org.opencontainers.image.title".into(), name.clone());
+    }
+    annotations.extend(spec.annotations.clone());
+    let layer_descs: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            let mut a = BTreeMap::new();
+            a.insert(COMPRESSOR_ANNOTATION.to_owned(), opts.compression.id());
+            if !l.store_paths.is_empty() {
+                a.insert(STORE_PATHS_ANNOTATION.to_owned(), l.store_paths.join("\n"));
+            }
+            json!({
+                "mediaType": opts.compression.media_type(),
+                "digest": l.digest.to_string(),
+                "size": l.size,
+                "annotations": a,
+            })
+        })
+        .collect();
+    let value = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": media_type::OCI_CONFIG,
+            "digest": config.to_string(),
+            "size": config_size,
+        },
+        "layers": layer_descs,
+        "annotations": annotations,
+    });
+    serde_json::to_vec(&value).expect("JSON values serialise")
+}
+
+fn oci_descriptor(digest: &Digest, size: usize, spec: &ImageSpec) -> berth_oci::spec::Descriptor {
+    let mut d = berth_oci::spec::Descriptor::new(
+        berth_oci::spec::MediaType::ImageManifest,
+        size as u64,
+        digest
+            .to_string()
+            .parse::<berth_oci::spec::Digest>()
+            .expect("a berth digest is an OCI digest"),
+    );
+    d.set_platform(Some(
+        berth_oci::spec::PlatformBuilder::default()
+            .architecture(berth_oci::spec::Arch::from(spec.architecture.as_str()))
+            .os(berth_oci::spec::Os::from(spec.os.as_str()))
+            .build()
+            .expect("architecture and os are set"),
+    ));
+    d
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::spec::tests::sp;
+
+    /// A chroot store under `root` with app → lib, app → data, lib → lib
+    /// (self-reference), and its spec.
+    pub(crate) fn fixture(root: &Path) -> ImageSpec {
+        let mk = |name: &str, files: &[(&str, &[u8], u32)]| {
+            let dir = root.join(sp(name).trim_start_matches('/'));
+            for (rel, contents, mode) in files {
+                let p = dir.join(rel);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, contents).unwrap();
+                fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+            }
+        };
+        mk(
+            "app-1.0",
+            &[("bin/app", b"#!/bin/sh\necho hello from app\n", 0o755)],
+        );
+        mk(
+            "lib-2.0",
+            &[("lib/libx.so", &[0x7f, b'E', b'L', b'F', 1, 2, 3][..], 0o644)],
+        );
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        mk("data-3.0", &[("share/data.bin", &big, 0o644)]);
+        let json = serde_json::json!({
+            "version": 1,
+            "name": "fixture",
+            "closure": [
+                {"path": sp("app-1.0"), "narHash": "sha256:a", "narSize": 100, "references": [sp("lib-2.0"), sp("data-3.0")]},
+                {"path": sp("lib-2.0"), "narHash": "sha256:b", "narSize": 200, "references": [sp("lib-2.0")]},
+                {"path": sp("data-3.0"), "narHash": "sha256:c", "narSize": 3_000_000, "references": []},
+            ],
+            "roots": [sp("app-1.0")],
+            "config": {"Entrypoint": [format!("{}/bin/app", sp("app-1.0"))], "Env": ["PATH=/bin"]},
+            "extraFiles": [
+                {"type": "directory", "path": "/tmp", "mode": "1777"},
+                {"type": "symlink", "path": "/bin", "target": format!("{}/bin", sp("app-1.0"))},
+                {"type": "file", "path": "/etc/passwd", "contents": "root:x:0:0::/:/bin/sh\n"},
+            ],
+            "annotations": {"org.opencontainers.image.revision": "abc123"},
+        });
+        ImageSpec::parse(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn build(root: &Path, out: &Path, threads: usize, compression: Compression) -> BuiltImage {
+        let opts = BuildOptions {
+            compression,
+            threads,
+            tar: TarOptions::default(),
+            store_root: root.to_owned(),
+        };
+        let layout = ImageLayout::create(out).unwrap();
+        build_image(&fixture(root), &opts, &layout, Some("latest")).unwrap()
+    }
+
+    #[test]
+    fn builds_are_reproducible_across_directories_and_threads() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let one = build(
+            &a.path().join("store"),
+            &a.path().join("out"),
+            1,
+            Compression::default(),
+        );
+        let two = build(
+            &b.path().join("store"),
+            &b.path().join("out"),
+            2,
+            Compression::default(),
+        );
+        assert_eq!(one.manifest_digest, two.manifest_digest);
+        assert_eq!(one.layers.len(), 4, "three store paths and the extra files");
+        // The format is pinned: this digest changes only when the output
+        // bytes do (tar, compression, config or manifest layout).
+        assert_eq!(
+            one.manifest_digest.to_string(),
+            "sha256:75ea794f6e2c334cd4881d10f592bc894c977a3e301727bb2873722ca84937a8",
+            "the image format changed; if on purpose, update the golden digest"
+        );
+    }
+
+    #[test]
+    fn manifest_and_config_carry_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = build(
+            &dir.path().join("store"),
+            &dir.path().join("out"),
+            2,
+            Compression::Zstd { level: 3 },
+        );
+        let m: Value = serde_json::from_slice(&img.manifest).unwrap();
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.revision"],
+            "abc123"
+        );
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.title"],
+            "fixture"
+        );
+        let layers = m["layers"].as_array().unwrap();
+        assert!(
+            layers
+                .iter()
+                .all(|l| l["mediaType"] == media_type::OCI_LAYER_ZSTD)
+        );
+        assert!(layers.iter().all(|l| {
+            l["annotations"][COMPRESSOR_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .starts_with("zstd;")
+        }));
+        assert_eq!(
+            layers[0]["annotations"][STORE_PATHS_ANNOTATION],
+            sp("data-3.0")
+        );
+        let layout = ImageLayout::open(dir.path().join("out")).unwrap();
+        let config: Value =
+            serde_json::from_slice(&layout.read_blob(&img.config_digest).unwrap()).unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+        assert_eq!(config["history"][3]["created_by"], "berth: extra files");
+        assert_eq!(config["config"]["Env"][0], "PATH=/bin");
+        assert_eq!(config["created"], "1970-01-01T00:00:01Z");
+        let found = layout.find_manifest(Some("latest")).unwrap().unwrap();
+        assert_eq!(found.digest().to_string(), img.manifest_digest.to_string());
+        // Every blob verifies.
+        for l in &img.layers {
+            layout.read_blob(&l.digest).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_missing_store_path_is_a_clear_error_and_tags_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let spec = fixture(&root);
+        fs::remove_dir_all(root.join(sp("lib-2.0").trim_start_matches('/'))).unwrap();
+        let layout = ImageLayout::create(dir.path().join("out")).unwrap();
+        let opts = BuildOptions {
+            store_root: root,
+            ..BuildOptions::default()
+        };
+        let err = build_image(&spec, &opts, &layout, Some("latest")).unwrap_err();
+        assert!(err.to_string().contains("lib-2.0 is not present"), "{err}");
+        assert!(layout.find_manifest(Some("latest")).unwrap().is_none());
+    }
+}
