@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build;
 mod logging;
 mod serve;
 
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Run the OCI registry (filesystem blobs and SQLite under --data).
     Serve(serve::ServeArgs),
+    /// Build a reproducible layered image from an image spec.
+    Build(build::BuildArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Build(args) => build::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
