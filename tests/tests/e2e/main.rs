@@ -3,5 +3,6 @@
 //! harness compiles once.
 
 mod bad_input;
+mod build;
 mod clients;
 mod crash;

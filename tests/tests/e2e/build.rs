@@ -1,0 +1,285 @@
+//! `berth build` on a real Nix closure: hand-written busybox derivations are
+//! built with Debian's nix-bin, the spec comes from `nix path-info --json
+//! --recursive`, and the image berth writes is read by skopeo and run by
+//! podman. Building again elsewhere, with another thread count, gives the
+//! same manifest digest.
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::{berth_bin, require, run, run_text};
+use serde_json::{Value, json};
+
+const NIX_HINT: &str =
+    "run ./scripts/test (it installs them), or: apt-get install -y nix-bin busybox-static";
+
+fn nix(cmd: &str) -> Command {
+    assert!(
+        Path::new(&format!("/usr/bin/{cmd}")).exists(),
+        "{cmd} is not installed: {NIX_HINT}"
+    );
+    let mut c = Command::new(cmd);
+    // No binary cache is reachable here: do not wait for one.
+    c.args(["--option", "substituters", ""]);
+    c
+}
+
+/// Build the test closure and return (app store path, path-info JSON).
+fn nix_closure(dir: &Path) -> (String, Value) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "busybox is not installed: {NIX_HINT}");
+    std::fs::create_dir_all(dir.join("bbdir/bin")).unwrap();
+    std::fs::copy(busybox, dir.join("bbdir/bin/busybox")).unwrap();
+    std::fs::write(
+        dir.join("default.nix"),
+        r#"
+let
+  bbdir = builtins.path { path = ./bbdir; name = "busybox-static"; };
+  bb = "${bbdir}/bin/busybox";
+  mk = name: script: builtins.derivation {
+    inherit name; system = builtins.currentSystem;
+    builder = bb; args = [ "sh" "-c" script ];
+  };
+in rec {
+  liba = mk "berth-e2e-liba-1.0" ''${bb} mkdir -p $out/lib; ${bb} echo "liba says hi" > $out/lib/liba.txt'';
+  app = mk "berth-e2e-app-1.0" ''
+    ${bb} mkdir -p $out/bin
+    ${bb} printf '#!${bb} sh\n${bb} cat ${liba}/lib/liba.txt\n${bb} echo app ran\n' > $out/bin/app
+    ${bb} chmod 555 $out/bin/app
+  '';
+}
+"#,
+    )
+    .unwrap();
+    let app = run_text(
+        nix("nix-build")
+            .arg(dir)
+            .args(["-A", "app", "--no-out-link"]),
+    )
+    .trim()
+    .to_owned();
+    let info = run_text(
+        nix("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "path-info",
+                "--json",
+                "--recursive",
+            ])
+            .arg(&app),
+    );
+    (app, serde_json::from_str(&info).unwrap())
+}
+
+fn berth_build(spec: &Path, out: &str, extra: &[&str]) -> String {
+    run_text(
+        Command::new(berth_bin())
+            .arg("build")
+            .arg(spec)
+            .args(["-o", out])
+            .args(extra),
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn a_nix_closure_becomes_an_image_that_podman_runs() {
+    require("skopeo");
+    require("podman");
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let paths = closure.as_array().unwrap().len();
+    assert_eq!(paths, 3, "app, liba and busybox: {closure}");
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({
+            "version": 1,
+            "name": "e2e",
+            "closure": closure,
+            "roots": [app],
+            "config": {"Entrypoint": [format!("{app}/bin/app")], "Env": ["LANG=C"]},
+            "extraFiles": [{"type": "directory", "path": "/tmp", "mode": "1777"}],
+            "annotations": {"org.opencontainers.image.revision": "e2e"},
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let out = dir.path().join("layout");
+    let digest = berth_build(
+        &spec,
+        &format!("oci:{}:v1", out.display()),
+        &["--threads", "2"],
+    );
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "stdout is the digest: {digest:?}"
+    );
+
+    let inspect: Value = serde_json::from_str(&run_text(
+        Command::new("skopeo").args(["inspect", &format!("oci:{}:v1", out.display())]),
+    ))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(
+        inspect["Layers"].as_array().unwrap().len(),
+        paths + 1,
+        "a layer per path and the extra files"
+    );
+    let raw: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:v1", out.display()),
+    ])))
+    .unwrap();
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.revision"],
+        "e2e"
+    );
+    let annotated: Vec<&str> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["annotations"]["io.berth.store-paths"].as_str())
+        .collect();
+    assert!(annotated.contains(&app.as_str()), "{annotated:?}");
+
+    // podman runs it (runc with cgroupfs works in this sandbox).
+    let root = dir.path().join("podman");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--runtime",
+                "runc",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args);
+        c
+    };
+    // Load it as an OCI archive (a tar of the layout), as a user would.
+    let archive = dir.path().join("image.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&out)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
+    let loaded = run_text(&mut podman(&[
+        "load",
+        "--quiet",
+        "-i",
+        archive.to_str().unwrap(),
+    ]));
+    let image = loaded
+        .trim()
+        .rsplit([' ', ','])
+        .next()
+        .unwrap_or_else(|| panic!("podman load printed {loaded:?}"))
+        .to_owned();
+    let printed = run_text(&mut podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &image,
+    ]));
+    assert!(printed.contains("liba says hi\napp ran"), "{printed}");
+    run(&mut podman(&["rmi", "--all", "--force"]));
+
+    // Same spec, another directory, one thread: same digest.
+    let again = berth_build(
+        &spec,
+        &format!("oci:{}", dir.path().join("again").display()),
+        &["--threads", "1"],
+    );
+    assert_eq!(again, digest);
+}
+
+#[test]
+fn bad_specs_fail_with_one_line_and_tag_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let write = |name: &str, v: Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let mut dangling = closure.clone();
+    dangling[0]["references"] = json!(["/nix/store/00000000000000000000000000000000-not-there"]);
+    let mut missing = closure.clone();
+    missing
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"path": "/nix/store/11111111111111111111111111111111-never-built", "narHash": "sha256:x", "narSize": 1, "references": []}));
+    let cases = [
+        (
+            write(
+                "v9.json",
+                json!({"version": 9, "closure": closure, "roots": [app]}),
+            ),
+            "version 9 is not supported",
+        ),
+        (
+            write(
+                "dangling.json",
+                json!({"version": 1, "closure": dangling, "roots": [app]}),
+            ),
+            "not in the closure",
+        ),
+        (
+            write(
+                "outside.json",
+                json!({"version": 1, "closure": [{"path": "/usr/bin", "narHash": "x", "narSize": 1}], "roots": ["/usr/bin"]}),
+            ),
+            "not in the store",
+        ),
+        (
+            write(
+                "config.json",
+                json!({"version": 1, "closure": closure, "roots": [app], "config": {"Env": ["oops"]}}),
+            ),
+            "NAME=value",
+        ),
+        (
+            write(
+                "missing.json",
+                json!({"version": 1, "closure": missing, "roots": [app, "/nix/store/11111111111111111111111111111111-never-built"]}),
+            ),
+            "is not present",
+        ),
+    ];
+    for (spec, want) in cases {
+        let out = dir.path().join("out");
+        let result = Command::new(berth_bin())
+            .arg("build")
+            .arg(&spec)
+            .arg("-o")
+            .arg(format!("oci:{}", out.display()))
+            .output()
+            .unwrap();
+        assert!(!result.status.success(), "{} should fail", spec.display());
+        assert!(result.stdout.is_empty(), "no digest on failure");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(want), "want {want:?} in {stderr}");
+        // Nothing is tagged as if it were complete.
+        if let Ok(index) = std::fs::read(out.join("index.json")) {
+            let index: Value = serde_json::from_slice(&index).unwrap();
+            assert_eq!(index["manifests"], json!([]), "{}", spec.display());
+        }
+    }
+}
