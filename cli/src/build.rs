@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
 use berth_builder::{BuildOptions, ImageSpec, build_image};
-use berth_oci::ImageLayout;
+use berth_oci::client::{Client, ClientOptions, Credentials};
+use berth_oci::{Digest, ImageLayout, Reference};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -16,9 +17,32 @@ pub(crate) struct BuildArgs {
     /// The image spec (JSON; see docs/image-spec.md).
     spec: PathBuf,
     /// Output: `oci:DIR` or `oci:DIR:TAG` (an OCI image layout; TAG
-    /// defaults to `latest`).
-    #[arg(short, long = "output", required = true)]
+    /// defaults to `latest`). May be repeated.
+    #[arg(short, long = "output", required_unless_present = "push")]
     outputs: Vec<String>,
+    /// Push to this reference (`host[:port]/repo[:tag]`), uploading only
+    /// what the registry lacks.
+    #[arg(long)]
+    push: Option<String>,
+    /// Talk HTTP, not HTTPS, to the registry (always so for loopback).
+    #[arg(long)]
+    plain_http: bool,
+    /// Docker-style auth.json with credentials (default:
+    /// $REGISTRY_AUTH_FILE, then ~/.docker/config.json when present).
+    #[arg(long)]
+    authfile: Option<PathBuf>,
+    /// Registry user name (with --password or BERTH_PASSWORD).
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    /// Registry password or token.
+    #[arg(long, env = "BERTH_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// A repository in the same registry to mount shared blobs from.
+    #[arg(long)]
+    mount_from: Option<String>,
+    /// Parallel blob uploads.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
     /// Layer compression: gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, default_value = "gzip")]
     compression: String,
@@ -64,25 +88,91 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let mut opts = BuildOptions {
         compression,
         tar: TarOptions::from_env(),
-        store_root: args.store_root,
+        store_root: args.store_root.clone(),
         ..BuildOptions::default()
     };
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
-    let mut digest = None;
+    let push = args
+        .push
+        .as_deref()
+        .map(|r| {
+            r.parse::<Reference>()
+                .with_context(|| format!("--push {r}"))
+        })
+        .transpose()?;
+    let mut built: Option<(ImageLayout, Digest)> = None;
     for output in &outputs {
         match output {
             Output::Oci { dir, tag } => {
                 let layout = ImageLayout::create(dir)
                     .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
                 let image = build_image(&spec, &opts, &layout, Some(tag))?;
-                digest = Some(image.manifest_digest);
+                built = Some((layout, image.manifest_digest));
             }
         }
     }
-    if let Some(d) = digest {
-        println!("{d}");
+    // Pushing without a layout output builds into a temporary one.
+    let _scratch;
+    let (layout, digest) = match built {
+        Some(b) => b,
+        None => {
+            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let layout =
+                ImageLayout::create(dir.path()).context("cannot create a temporary OCI layout")?;
+            let image = build_image(&spec, &opts, &layout, None)?;
+            _scratch = dir;
+            (layout, image.manifest_digest)
+        }
+    };
+    if let Some(dest) = push {
+        let credentials = credentials(&args, dest.registry())?;
+        let client = Client::new(ClientOptions {
+            plain_http: args.plain_http,
+            credentials,
+            parallel: args.parallel.max(1),
+            mount_from: args.mount_from.clone(),
+            ..ClientOptions::default()
+        });
+        let report = client.push_image(&layout, &digest, &dest)?;
+        eprintln!(
+            "pushed {dest}: {} blobs uploaded ({} bytes with the manifest), {} mounted, {} already there",
+            report.uploaded.len(),
+            report.bytes,
+            report.mounted.len(),
+            report.skipped.len()
+        );
     }
+    println!("{digest}");
     Ok(())
+}
+
+fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
+    if let (Some(u), Some(p)) = (&args.username, &args.password) {
+        return Ok(Credentials::Basic {
+            username: u.clone(),
+            password: p.clone(),
+        });
+    }
+    let file = args
+        .authfile
+        .clone()
+        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
+        .or_else(|| {
+            let p = PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json");
+            p.exists().then_some(p)
+        });
+    match file {
+        None => Ok(Credentials::Anonymous),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read credentials file {}", path.display()))?;
+            Ok(Credentials::from_auth_json(
+                &text,
+                registry,
+                &path.display().to_string(),
+            )?)
+        }
+    }
 }

@@ -12,10 +12,11 @@
 //! - [`layout`]: `ImageLayout`, an OCI image-layout directory.
 //! - [`error`]: `ErrorCode` and the error JSON body.
 //!
-//! The registry client (push with HEAD-skip and cross-repository mount, pull,
-//! token auth) joins this crate with the builder's push; it is the only part
-//! that will do network I/O.
+//! - [`client`]: the registry client (push with HEAD-skip, cross-repository
+//!   mount, parallel uploads, retries, Basic and Bearer auth) — the only
+//!   module that does network I/O.
 
+pub mod client;
 pub mod digest;
 pub mod error;
 pub mod layout;

@@ -283,3 +283,200 @@ fn bad_specs_fail_with_one_line_and_tag_nothing() {
         }
     }
 }
+
+/// A metric's value from berth serve's /metrics.
+fn metric(server: &berth_tests::Server, name: &str) -> u64 {
+    let text = String::from_utf8(
+        berth_tests::http("GET", &format!("{}/metrics", server.url()), &[], b"").body,
+    )
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn push_uploads_only_what_the_registry_lacks() {
+    require("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let spec_for = |closure: &Value, app: &str, name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            json!({"version": 1, "closure": closure, "roots": [app], "config": {"Entrypoint": [format!("{app}/bin/app")]}})
+                .to_string(),
+        )
+        .unwrap();
+        p
+    };
+    let spec = spec_for(&closure, &app, "spec.json");
+    let server = berth_tests::Server::start(&dir.path().join("registry"), &[]);
+    let dest = format!("{}/e2e/pushed:v1", server.host());
+
+    let digest = berth_build(
+        &spec,
+        &format!("oci:{}", dir.path().join("l1").display()),
+        &["--push", &dest],
+    );
+    let inspect: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .unwrap();
+    assert_eq!(
+        inspect["Digest"],
+        digest.as_str(),
+        "the registry serves the built manifest"
+    );
+
+    // No change: HEADs only, nothing uploaded but the manifest.
+    let (uploads, received) = (
+        metric(&server, "berth_registry_uploads_started_total"),
+        metric(&server, "berth_registry_received_bytes_total"),
+    );
+    let again = berth_build(
+        &spec,
+        &format!("oci:{}", dir.path().join("l2").display()),
+        &["--push", &dest],
+    );
+    assert_eq!(again, digest);
+    assert_eq!(
+        metric(&server, "berth_registry_uploads_started_total"),
+        uploads,
+        "no upload session opened"
+    );
+    let manifest_len = std::fs::read(dir.path().join("l1/blobs/sha256").join(&digest[7..]))
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        metric(&server, "berth_registry_received_bytes_total") - received,
+        manifest_len
+    );
+
+    // Another repository of the same registry: blobs are mounted, not sent.
+    let received = metric(&server, "berth_registry_received_bytes_total");
+    berth_build(
+        &spec,
+        &format!("oci:{}", dir.path().join("l3").display()),
+        &["--push", &format!("{}/e2e/copy:v1", server.host())],
+    );
+    assert_eq!(
+        metric(&server, "berth_registry_received_bytes_total") - received,
+        manifest_len
+    );
+
+    // Change liba (and so app, which references it): only their layers and
+    // the config go up.
+    let default_nix = std::fs::read_to_string(dir.path().join("default.nix")).unwrap();
+    std::fs::write(
+        dir.path().join("default.nix"),
+        default_nix.replace("liba says hi", "liba says hello"),
+    )
+    .unwrap();
+    let (app2, closure2) = nix_closure_rebuild(dir.path());
+    let spec2 = spec_for(&closure2, &app2, "spec2.json");
+    let out2 = dir.path().join("l4");
+    let received = metric(&server, "berth_registry_received_bytes_total");
+    let digest2 = berth_build(
+        &spec2,
+        &format!("oci:{}", out2.display()),
+        &["--push", &dest],
+    );
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(out2.join("blobs/sha256").join(&digest2[7..])).unwrap(),
+    )
+    .unwrap();
+    let old: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("l1/blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    let old_layers: Vec<&Value> = old["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    let new_bytes: u64 = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !old_layers.contains(&&l["digest"]))
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum::<u64>()
+        + m["config"]["size"].as_u64().unwrap();
+    let changed = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !old_layers.contains(&&l["digest"]))
+        .count();
+    assert_eq!(
+        changed, 2,
+        "liba's and app's layers changed, busybox's did not"
+    );
+    let manifest2_len = std::fs::read(out2.join("blobs/sha256").join(&digest2[7..]))
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        metric(&server, "berth_registry_received_bytes_total") - received,
+        new_bytes + manifest2_len,
+        "exactly the changed layers, the config and the manifest were sent"
+    );
+}
+
+/// Rebuild after default.nix changed.
+fn nix_closure_rebuild(dir: &Path) -> (String, Value) {
+    let app = run_text(
+        nix("nix-build")
+            .arg(dir)
+            .args(["-A", "app", "--no-out-link"]),
+    )
+    .trim()
+    .to_owned();
+    let info = run_text(
+        nix("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "path-info",
+                "--json",
+                "--recursive",
+            ])
+            .arg(&app),
+    );
+    (app, serde_json::from_str(&info).unwrap())
+}
+
+#[test]
+fn an_unreachable_registry_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({"version": 1, "closure": closure, "roots": [app]}).to_string(),
+    )
+    .unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(berth_bin())
+        .arg("build")
+        .arg(&spec)
+        .args(["--push", &format!("127.0.0.1:{port}/x/y:z")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach registry"), "{stderr}");
+}
