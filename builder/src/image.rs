@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use berth_oci::{Digest, ImageLayout, media_type};
 use serde_json::{Value, json};
 
+use crate::cache::{CachedLayer, LayerCache};
 use crate::canonical_tar::{LayerEntries, TarError, TarOptions};
 use crate::compress::{BlockCompressor, Compression, HashingWriter};
 use crate::plan::{LayerPlan, plan_layers};
@@ -60,6 +61,8 @@ pub struct BuildOptions {
     /// Where store paths are read from: `/` for the real store, or the root
     /// of a chroot store (`<root>/nix/store/…`).
     pub store_root: PathBuf,
+    /// The layer cache, if any.
+    pub cache: Option<LayerCache>,
 }
 
 impl Default for BuildOptions {
@@ -69,6 +72,7 @@ impl Default for BuildOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tar: TarOptions::from_env(),
             store_root: PathBuf::from("/"),
+            cache: None,
         }
     }
 }
@@ -173,28 +177,48 @@ pub fn build_image(
         }
     }
     let plan = plan_layers(spec);
-    let mut layers = Vec::with_capacity(plan.layer_count());
-    for planned in &plan.layers {
-        let mut entries = LayerEntries::new();
-        for p in &planned.paths {
-            entries.add_store_path(p, &source_of(opts, p))?;
-        }
-        let (digest, size, diff_id) = write_layer(&entries, layout, opts)?;
-        layers.push(BuiltLayer {
-            digest,
-            size,
-            diff_id,
-            store_paths: planned.paths.clone(),
-        });
-    }
+    // What to build: each planned layer, then the extra files.
+    let mut jobs: Vec<(Vec<String>, Option<&[ExtraFile]>)> = plan
+        .layers
+        .iter()
+        .map(|l| (l.paths.clone(), None))
+        .collect();
     if plan.extra_files_layer {
-        let (digest, size, diff_id) = write_layer(&extra_files_entries(spec)?, layout, opts)?;
-        layers.push(BuiltLayer {
-            digest,
-            size,
-            diff_id,
-            store_paths: Vec::new(),
-        });
+        jobs.push((Vec::new(), Some(&spec.extra_files)));
+    }
+    let results: Vec<std::sync::Mutex<Option<Result<BuiltLayer, BuildError>>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // Largest first, so the long layers start early; the results keep the
+    // plan's order, so the output does not depend on who finished first.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    let size_of = |i: usize| -> u64 {
+        jobs[i]
+            .0
+            .iter()
+            .filter_map(|p| spec.path_info(p))
+            .map(|p| p.nar_size)
+            .sum()
+    };
+    order.sort_by_key(|&i| std::cmp::Reverse(size_of(i)));
+    let next = std::sync::Mutex::new(order.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1).min(jobs.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let Some(i) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                        return;
+                    };
+                    let (paths, extra) = &jobs[i];
+                    let built = build_one(spec, opts, layout, paths, *extra);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
+                }
+            });
+        }
+    });
+    let mut layers = Vec::with_capacity(jobs.len());
+    for r in results {
+        let r = r.into_inner().unwrap_or_else(|e| e.into_inner());
+        layers.push(r.expect("every job ran")?);
     }
 
     let config = config_json(spec, &layers);
@@ -209,6 +233,70 @@ pub fn build_image(
         config_digest,
         layers,
         plan,
+    })
+}
+
+/// Build (or find in the cache) one layer: store `paths`, or the extra
+/// files.
+fn build_one(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    layout: &ImageLayout,
+    paths: &[String],
+    extra: Option<&[ExtraFile]>,
+) -> Result<BuiltLayer, BuildError> {
+    let compressor = opts.compression.id();
+    let tar = format!(
+        "mtime={};uid={};gid={}",
+        opts.tar.mtime, opts.tar.uid, opts.tar.gid
+    );
+    let mut parts: Vec<String> = vec![compressor, tar];
+    match extra {
+        Some(files) => parts.push(serde_json::to_string(files).expect("extra files serialise")),
+        None => {
+            for p in paths {
+                let hash = spec.path_info(p).map_or("", |i| i.nar_hash.as_str());
+                parts.push(format!("{p}\n{hash}"));
+            }
+        }
+    }
+    let key = LayerCache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+    if let Some(hit) = opts.cache.as_ref().and_then(|c| c.get(&key)) {
+        if layout.has_blob(&hit.digest) {
+            return Ok(BuiltLayer {
+                digest: hit.digest,
+                size: hit.size,
+                diff_id: hit.diff_id,
+                store_paths: paths.to_vec(),
+            });
+        }
+    }
+    let entries = match extra {
+        Some(_) => extra_files_entries(spec)?,
+        None => {
+            let mut entries = LayerEntries::new();
+            for p in paths {
+                entries.add_store_path(p, &source_of(opts, p))?;
+            }
+            entries
+        }
+    };
+    let (digest, size, diff_id) = write_layer(&entries, layout, opts)?;
+    if let Some(cache) = &opts.cache {
+        cache.put(
+            &key,
+            &CachedLayer {
+                digest: digest.clone(),
+                size,
+                diff_id: diff_id.clone(),
+            },
+        );
+    }
+    Ok(BuiltLayer {
+        digest,
+        size,
+        diff_id,
+        store_paths: paths.to_vec(),
     })
 }
 
@@ -365,6 +453,7 @@ pub(crate) mod tests {
             threads,
             tar: TarOptions::default(),
             store_root: root.to_owned(),
+            cache: None,
         };
         let layout = ImageLayout::create(out).unwrap();
         build_image(&fixture(root), &opts, &layout, Some("latest")).unwrap()
@@ -394,6 +483,38 @@ pub(crate) mod tests {
             "sha256:75ea794f6e2c334cd4881d10f592bc894c977a3e301727bb2873722ca84937a8",
             "the image format changed; if on purpose, update the golden digest"
         );
+    }
+
+    #[test]
+    fn a_warm_cache_gives_the_same_image_without_reading_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let spec = fixture(&root);
+        let layout = ImageLayout::create(dir.path().join("out")).unwrap();
+        let opts = BuildOptions {
+            store_root: root.clone(),
+            cache: Some(LayerCache::new(dir.path().join("cache"))),
+            threads: 2,
+            tar: TarOptions::default(),
+            ..BuildOptions::default()
+        };
+        let cold = build_image(&spec, &opts, &layout, Some("latest")).unwrap();
+        // Make the store unreadable in a way a rebuild would notice: the
+        // warm build must not look at it.
+        let data = root
+            .join(sp("data-3.0").trim_start_matches('/'))
+            .join("share/data.bin");
+        fs::write(&data, b"changed behind Nix's back").unwrap();
+        let warm = build_image(&spec, &opts, &layout, Some("latest")).unwrap();
+        assert_eq!(warm.manifest_digest, cold.manifest_digest);
+        // Without the cache the change shows (so the warm build really did
+        // not read it).
+        let uncached = BuildOptions {
+            cache: None,
+            ..opts
+        };
+        let fresh = build_image(&spec, &uncached, &layout, Some("latest")).unwrap();
+        assert_ne!(fresh.manifest_digest, cold.manifest_digest);
     }
 
     #[test]

@@ -13,11 +13,16 @@
 //! - [`plan`]: the layer plan, a pure function of the closure graph.
 //! - [`canonical_tar`]: the one tar byte stream a layer's files become.
 //! - [`compress`]: pinned block-parallel gzip/zstd with a compressor id.
-//! - [`image`]: layers, config and manifest into an OCI image layout.
+//! - [`image`]: layers (in parallel), config and manifest into an OCI
+//!   image layout.
+//! - [`cache`]: layer descriptors keyed by store paths' narHashes, tar
+//!   format and compressor id.
 //!
-//! Still to come (issue "Builder"): parallel layers, the
-//! layer cache, image assembly, SBOM, outputs and push.
+//! Pushing goes through `berth_oci::client`. Still to come (issue
+//! "Builder"): archive outputs, multi-architecture indexes, the SBOM
+//! referrer, `--verify`, `--nix` and progress bars.
 
+pub mod cache;
 pub mod canonical_tar;
 pub mod compress;
 pub mod image;

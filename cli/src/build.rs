@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use berth_builder::cache::LayerCache;
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
 use berth_builder::{BuildOptions, ImageSpec, build_image};
@@ -52,6 +53,13 @@ pub(crate) struct BuildArgs {
     /// Read store paths from this root (a chroot store) instead of `/`.
     #[arg(long, default_value = "/")]
     store_root: PathBuf,
+    /// Layer cache and push staging directory (default
+    /// $XDG_CACHE_HOME/berth or ~/.cache/berth).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Build every layer from the store, ignoring the cache.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 enum Output {
@@ -93,6 +101,10 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     };
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
+    }
+    let cache_dir = args.cache_dir.clone().or_else(LayerCache::default_dir);
+    if !args.no_cache {
+        opts.cache = cache_dir.as_ref().map(LayerCache::new);
     }
     let push = args
         .push

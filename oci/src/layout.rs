@@ -236,6 +236,10 @@ impl ImageLayout {
     ) -> Result<(), LayoutError> {
         let mut index = self.index()?;
         let mut manifests = index.manifests().clone();
+        if ref_name.is_none() {
+            // An unnamed entry is recorded once per digest.
+            manifests.retain(|m| ref_name_of(m).is_some() || m.digest() != descriptor.digest());
+        }
         if let Some(name) = ref_name {
             manifests.retain(|m| ref_name_of(m) != Some(name));
             let mut ann = descriptor.annotations().clone().unwrap_or_default();

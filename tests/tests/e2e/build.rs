@@ -72,9 +72,11 @@ in rec {
     (app, serde_json::from_str(&info).unwrap())
 }
 
+/// `berth build` with its cache in the test's directory (beside the spec).
 fn berth_build(spec: &Path, out: &str, extra: &[&str]) -> String {
     run_text(
         Command::new(berth_bin())
+            .env("XDG_CACHE_HOME", spec.parent().unwrap().join("cache"))
             .arg("build")
             .arg(spec)
             .args(["-o", out])
@@ -265,6 +267,7 @@ fn bad_specs_fail_with_one_line_and_tag_nothing() {
     for (spec, want) in cases {
         let out = dir.path().join("out");
         let result = Command::new(berth_bin())
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
             .arg("build")
             .arg(&spec)
             .arg("-o")
@@ -469,6 +472,7 @@ fn an_unreachable_registry_is_a_one_line_error() {
         .unwrap()
         .port();
     let out = Command::new(berth_bin())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .arg("build")
         .arg(&spec)
         .args(["--push", &format!("127.0.0.1:{port}/x/y:z")])
