@@ -236,6 +236,29 @@ impl LayerEntries {
         )
     }
 
+    /// Add a regular file at absolute `path` whose contents are read from
+    /// `source` when the tar is written; parents are 0755 directories.
+    pub fn add_source_file(
+        &mut self,
+        path: &str,
+        source: &Path,
+        mode: u32,
+    ) -> Result<(), TarError> {
+        let meta = fs::metadata(source).map_err(io_err("stat", source))?;
+        let p = tar_path(path);
+        self.parents(&p, 0o755)?;
+        self.insert(
+            p,
+            Entry {
+                mode,
+                body: Body::File {
+                    source: source.to_owned(),
+                    size: meta.len(),
+                },
+            },
+        )
+    }
+
     /// Add a directory at absolute `path` with `mode`.
     pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<(), TarError> {
         let p = tar_path(path);

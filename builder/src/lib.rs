@@ -15,13 +15,15 @@
 //! - [`compress`]: pinned block-parallel gzip/zstd with a compressor id.
 //! - [`image`]: layers (in parallel), config and manifest into an OCI
 //!   image layout.
+//! - [`archive`]: reproducible `oci-archive` and `docker-archive` files.
 //! - [`cache`]: layer descriptors keyed by store paths' narHashes, tar
 //!   format and compressor id.
 //!
 //! Pushing goes through `berth_oci::client`. Still to come (issue
-//! "Builder"): archive outputs, multi-architecture indexes, the SBOM
+//! "Builder"): multi-architecture indexes, the SBOM
 //! referrer, `--verify`, `--nix` and progress bars.
 
+pub mod archive;
 pub mod cache;
 pub mod canonical_tar;
 pub mod compress;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use berth_builder::archive::{ArchiveKind, write_archive};
 use berth_builder::cache::LayerCache;
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
@@ -17,8 +18,9 @@ use clap::Args;
 pub(crate) struct BuildArgs {
     /// The image spec (JSON; see docs/image-spec.md).
     spec: PathBuf,
-    /// Output: `oci:DIR` or `oci:DIR:TAG` (an OCI image layout; TAG
-    /// defaults to `latest`). May be repeated.
+    /// Output: `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE[:TAG]`
+    /// or `docker-archive:FILE[:NAME:TAG]` (for `podman load`/`docker
+    /// load`). TAG defaults to `latest`. May be repeated.
     #[arg(short, long = "output", required_unless_present = "push")]
     outputs: Vec<String>,
     /// Push to this reference (`host[:port]/repo[:tag]`), uploading only
@@ -64,22 +66,56 @@ pub(crate) struct BuildArgs {
 
 enum Output {
     Oci { dir: PathBuf, tag: String },
+    Archive { file: PathBuf, kind: ArchiveKind },
 }
 
 fn parse_output(s: &str) -> Result<Output> {
-    match s.split_once(':') {
-        Some(("oci", rest)) if !rest.is_empty() => {
-            let (dir, tag) = match rest.rsplit_once(':') {
-                Some((d, t)) if !d.is_empty() => (d, t),
-                _ => (rest, "latest"),
-            };
-            berth_oci::validate_tag(tag).with_context(|| format!("in output {s:?}"))?;
-            Ok(Output::Oci {
-                dir: PathBuf::from(dir),
-                tag: tag.to_owned(),
+    let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+    if rest.is_empty() {
+        bail!(
+            "output {s:?} is not supported; use oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]"
+        );
+    }
+    let (path, name) = match rest.split_once(':') {
+        Some((p, n)) if !p.is_empty() => (p, Some(n)),
+        _ => (rest, None),
+    };
+    let tag = |t: Option<&str>| -> Result<String> {
+        let t = t.unwrap_or("latest");
+        berth_oci::validate_tag(t).with_context(|| format!("in output {s:?}"))?;
+        Ok(t.to_owned())
+    };
+    match kind {
+        "oci" => Ok(Output::Oci {
+            dir: PathBuf::from(path),
+            tag: tag(name)?,
+        }),
+        "oci-archive" => Ok(Output::Archive {
+            file: PathBuf::from(path),
+            kind: ArchiveKind::Oci { tag: tag(name)? },
+        }),
+        "docker-archive" => {
+            let repo_tag = name
+                .map(|n| {
+                    // NAME:TAG, NAME alone meaning NAME:latest.
+                    let full = if n.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')) {
+                        n.to_owned()
+                    } else {
+                        format!("{n}:latest")
+                    };
+                    full.parse::<Reference>()
+                        .with_context(|| format!("in output {s:?}"))?;
+                    Ok::<_, anyhow::Error>(full)
+                })
+                .transpose()?;
+            Ok(Output::Archive {
+                file: PathBuf::from(path),
+                kind: ArchiveKind::Docker { repo_tag },
             })
         }
-        _ => bail!("output {s:?} is not supported; use oci:DIR[:TAG]"),
+        _ => bail!(
+            "output {s:?} is not supported; use oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]"
+        ),
     }
 }
 
@@ -116,13 +152,11 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         .transpose()?;
     let mut built: Option<(ImageLayout, Digest)> = None;
     for output in &outputs {
-        match output {
-            Output::Oci { dir, tag } => {
-                let layout = ImageLayout::create(dir)
-                    .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
-                let image = build_image(&spec, &opts, &layout, Some(tag))?;
-                built = Some((layout, image.manifest_digest));
-            }
+        if let Output::Oci { dir, tag } = output {
+            let layout = ImageLayout::create(dir)
+                .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
+            let image = build_image(&spec, &opts, &layout, Some(tag))?;
+            built.get_or_insert((layout, image.manifest_digest));
         }
     }
     // Pushing without a layout output builds into a temporary one.
@@ -138,6 +172,12 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             (layout, image.manifest_digest)
         }
     };
+    for output in &outputs {
+        if let Output::Archive { file, kind } = output {
+            write_archive(&layout, &digest, kind, file)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+    }
     if let Some(dest) = push {
         let credentials = credentials(&args, dest.registry())?;
         let client = Client::new(ClientOptions {

@@ -168,26 +168,29 @@ fn a_nix_closure_becomes_an_image_that_podman_runs() {
             .args(args);
         c
     };
-    // Load it as an OCI archive (a tar of the layout), as a user would.
-    let archive = dir.path().join("image.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&out)
-        .arg("-cf")
-        .arg(&archive)
-        .arg("."));
+    // The Docker archive loads with podman under the name it carries, and
+    // the OCI archive reads back with skopeo.
+    let docker = dir.path().join("image.tar");
+    let oci = dir.path().join("oci.tar");
+    let again = berth_build(
+        &spec,
+        &format!("docker-archive:{}:berth-e2e/app:v1", docker.display()),
+        &["-o", &format!("oci-archive:{}:v2", oci.display())],
+    );
+    assert_eq!(again, digest, "archives come from the same image");
+    let from_archive: Value = serde_json::from_str(&run_text(
+        Command::new("skopeo").args(["inspect", &format!("oci-archive:{}:v2", oci.display())]),
+    ))
+    .unwrap();
+    assert_eq!(from_archive["Digest"], digest.as_str());
     let loaded = run_text(&mut podman(&[
         "load",
         "--quiet",
         "-i",
-        archive.to_str().unwrap(),
+        docker.to_str().unwrap(),
     ]));
-    let image = loaded
-        .trim()
-        .rsplit([' ', ','])
-        .next()
-        .unwrap_or_else(|| panic!("podman load printed {loaded:?}"))
-        .to_owned();
+    assert!(loaded.contains("berth-e2e/app:v1"), "{loaded}");
+    let image = "berth-e2e/app:v1".to_owned();
     let printed = run_text(&mut podman(&[
         "run",
         "--rm",
