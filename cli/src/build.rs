@@ -17,11 +17,33 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
     /// The image spec (JSON; see docs/image-spec.md).
-    spec: PathBuf,
+    #[arg(required_unless_present = "nix", conflicts_with = "nix")]
+    spec: Option<PathBuf>,
+    /// Build from these store paths instead of a spec: the closure comes
+    /// from `nix path-info --json --recursive`, the config from the flags
+    /// below.
+    #[arg(long, num_args = 1.., value_name = "STOREPATH")]
+    nix: Vec<String>,
+    /// With --nix: the entrypoint (repeat for each argument).
+    #[arg(long, requires = "nix")]
+    entrypoint: Vec<String>,
+    /// With --nix: the default command (repeat for each argument).
+    #[arg(long, requires = "nix")]
+    cmd: Vec<String>,
+    /// With --nix: an environment entry NAME=value (repeatable).
+    #[arg(long, requires = "nix")]
+    env: Vec<String>,
+    /// With --nix: the image name.
+    #[arg(long, requires = "nix")]
+    name: Option<String>,
+    /// Rebuild and check that the registry holds exactly this image at
+    /// REF (exit status 1 if not); writes and pushes nothing.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["outputs", "push"])]
+    verify: Option<String>,
     /// Output: `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE[:TAG]`
     /// or `docker-archive:FILE[:NAME:TAG]` (for `podman load`/`docker
     /// load`). TAG defaults to `latest`. May be repeated.
-    #[arg(short, long = "output", required_unless_present = "push")]
+    #[arg(short, long = "output", required_unless_present_any = ["push", "verify"])]
     outputs: Vec<String>,
     /// Push to this reference (`host[:port]/repo[:tag]`), uploading only
     /// what the registry lacks.
@@ -126,9 +148,14 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         .map(|o| parse_output(o))
         .collect::<Result<_>>()?;
     let compression = Compression::parse(&args.compression).map_err(anyhow::Error::msg)?;
-    let text = std::fs::read(&args.spec)
-        .with_context(|| format!("cannot read image spec {}", args.spec.display()))?;
-    let spec = ImageSpec::parse(&text).with_context(|| format!("in {}", args.spec.display()))?;
+    let spec = match &args.spec {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read image spec {}", path.display()))?;
+            ImageSpec::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => spec_from_nix(&args)?,
+    };
     let mut opts = BuildOptions {
         compression,
         tar: TarOptions::from_env(),
@@ -178,6 +205,30 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
                 .with_context(|| format!("cannot write {}", file.display()))?;
         }
     }
+    if let Some(reference) = &args.verify {
+        let dest: Reference = reference
+            .parse()
+            .with_context(|| format!("--verify {reference}"))?;
+        let client = Client::new(ClientOptions {
+            plain_http: args.plain_http,
+            credentials: credentials(&args, dest.registry())?,
+            ..ClientOptions::default()
+        });
+        let remote = client.manifest_digest(
+            dest.registry(),
+            dest.repository(),
+            &dest.manifest_reference(),
+        )?;
+        match remote {
+            Some(d) if d == digest => {
+                eprintln!("verified: {dest} is {digest}, as built");
+            }
+            Some(d) => bail!(
+                "{dest} is {d}, but this spec builds {digest}: the image differs from its inputs"
+            ),
+            None => bail!("{dest} does not exist in the registry (this spec builds {digest})"),
+        }
+    }
     if let Some(dest) = push {
         let credentials = credentials(&args, dest.registry())?;
         let client = Client::new(ClientOptions {
@@ -198,6 +249,63 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     }
     println!("{digest}");
     Ok(())
+}
+
+/// The spec for `--nix`: the closure from `nix path-info`, roots and
+/// config from the flags.
+fn spec_from_nix(args: &BuildArgs) -> Result<ImageSpec> {
+    let out = std::process::Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--json",
+            "--recursive",
+        ])
+        .args(&args.nix)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run `nix path-info` (is Nix installed and on PATH?)")?;
+    if !out.status.success() {
+        bail!(
+            "`nix path-info` failed for {}: are the paths built?",
+            args.nix.join(" ")
+        );
+    }
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .context("`nix path-info --json` printed something else than JSON")?;
+    // Nix before 2.19 prints a list; later versions an object keyed by path.
+    let closure = match info {
+        serde_json::Value::Array(list) => list,
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(path, mut v)| {
+                v["path"] = serde_json::Value::String(path);
+                v
+            })
+            .collect(),
+        _ => bail!("`nix path-info --json` printed neither a list nor an object"),
+    };
+    let mut config = serde_json::Map::new();
+    for (key, values) in [
+        ("Entrypoint", &args.entrypoint),
+        ("Cmd", &args.cmd),
+        ("Env", &args.env),
+    ] {
+        if !values.is_empty() {
+            config.insert(key.into(), serde_json::json!(values));
+        }
+    }
+    let mut spec = serde_json::json!({
+        "version": berth_builder::spec::SPEC_VERSION,
+        "closure": closure,
+        "roots": args.nix,
+        "config": config,
+    });
+    if let Some(name) = &args.name {
+        spec["name"] = serde_json::json!(name);
+    }
+    ImageSpec::parse(spec.to_string().as_bytes()).context("the spec made from nix path-info")
 }
 
 fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {

@@ -443,6 +443,43 @@ impl Client {
         }
     }
 
+    /// The digest of the manifest `reference` (tag or digest) of `repo`,
+    /// or `None` if the registry has no such manifest. The digest is
+    /// computed from the bytes served, not taken from a header.
+    pub fn manifest_digest(
+        &self,
+        registry: &str,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, ClientError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
+        let scope = format!("repository:{repo}:pull");
+        let accept = crate::media_type::MANIFEST_TYPES.join(", ");
+        let call = Call {
+            method: "GET",
+            registry,
+            url: &url,
+            scope: &scope,
+            headers: &[("Accept", &accept)],
+        };
+        let r = self.send(&call, Body::Empty, &[200, 404])?;
+        if r.status() == 404 {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        r.into_reader()
+            .take(16 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ClientError::Unreachable {
+                registry: registry.to_owned(),
+                cause: e.to_string(),
+            })?;
+        let algorithm = reference
+            .parse::<Digest>()
+            .map_or(crate::digest::Algorithm::Sha256, |d| d.algorithm());
+        Ok(Some(algorithm.digest(&bytes)))
+    }
+
     /// Whether `repo` holds blob `digest`.
     pub fn blob_exists(
         &self,

@@ -487,3 +487,51 @@ fn an_unreachable_registry_is_a_one_line_error() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach registry"), "{stderr}");
 }
+
+#[test]
+fn nix_paths_push_verify_and_pull_with_containerd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = nix_closure(dir.path());
+    let server = berth_tests::Server::start(&dir.path().join("registry"), &[]);
+    let dest = format!("{}/e2e/from-nix:v1", server.host());
+    let berth = |extra: &[&str]| {
+        let mut c = Command::new(berth_bin());
+        c.env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .args([
+                "build",
+                "--nix",
+                &app,
+                "--entrypoint",
+                &format!("{app}/bin/app"),
+            ])
+            .args(extra);
+        c
+    };
+    let digest = run_text(&mut berth(&["--push", &dest])).trim().to_owned();
+
+    // The registry holds exactly what the inputs build.
+    let verified = run_text(&mut berth(&["--verify", &dest]));
+    assert_eq!(verified.trim(), digest);
+    let differs = berth(&["--env", "EXTRA=1", "--verify", &dest])
+        .output()
+        .unwrap();
+    assert_eq!(differs.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&differs.stderr).contains("differs from its inputs"));
+
+    // containerd pulls and unpacks it (native snapshotter, its own root).
+    let cd = berth_tests::Containerd::start(&dir.path().join("containerd"));
+    run(cd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &dest,
+    ]));
+    let list = run_text(cd.ctr().args(["images", "ls"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&dest) && l.contains(&digest)),
+        "{list}"
+    );
+}

@@ -4,10 +4,9 @@
 //! artifact with a `subject`, found again through the referrers API).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use berth_tests::{Server, http, require, run, run_text, umoci_image};
+use berth_tests::{Containerd, Server, http, require, run, run_text, umoci_image};
 use serde_json::Value;
 
 /// The manifest digest that `index.json` of a layout names `tag`.
@@ -158,77 +157,6 @@ fn podman_pulls_into_vfs_storage() {
     ]));
     assert_eq!(digest.trim(), want);
     run(&mut podman(&["rmi", "--all", "--force"]));
-}
-
-/// A containerd of the test's own: own root, state, socket, native
-/// snapshotter, no CRI.
-struct Containerd {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Self {
-        require("containerd");
-        require("ctr");
-        std::fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("containerd.sock");
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#,
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = socket.display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not create its socket; log: {}",
-                std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, socket }
-    }
-
-    fn ctr(&self) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address").arg(&self.socket);
-        c
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
