@@ -186,16 +186,26 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             built.get_or_insert((layout, image.manifest_digest));
         }
     }
-    // Pushing without a layout output builds into a temporary one.
+    // Archives, pushes and verification without a layout output stage in
+    // the cache's layout, so an unchanged layer is neither rebuilt nor
+    // re-read (or in a temporary layout when there is no cache).
     let _scratch;
     let (layout, digest) = match built {
         Some(b) => b,
         None => {
-            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-            let layout =
-                ImageLayout::create(dir.path()).context("cannot create a temporary OCI layout")?;
+            let staging = match (&opts.cache, &cache_dir) {
+                (Some(_), Some(dir)) => dir.join("staging"),
+                _ => {
+                    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+                    let path = dir.path().to_owned();
+                    _scratch = dir;
+                    path
+                }
+            };
+            let layout = ImageLayout::create(&staging).with_context(|| {
+                format!("cannot create the staging layout {}", staging.display())
+            })?;
             let image = build_image(&spec, &opts, &layout, None)?;
-            _scratch = dir;
             (layout, image.manifest_digest)
         }
     };

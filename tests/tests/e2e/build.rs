@@ -508,6 +508,17 @@ fn nix_paths_push_verify_and_pull_with_containerd() {
         c
     };
     let digest = run_text(&mut berth(&["--push", &dest])).trim().to_owned();
+    // Without -o, the push staged in the cache's layout (so a no-op rebuild
+    // reads nothing), and the layer cache has an entry per layer.
+    let cache = dir.path().join("cache/berth");
+    assert!(
+        cache
+            .join("staging/blobs/sha256")
+            .join(&digest[7..])
+            .is_file(),
+        "staged manifest"
+    );
+    assert!(std::fs::read_dir(cache.join("layers")).unwrap().count() >= 3);
 
     // The registry holds exactly what the inputs build.
     let verified = run_text(&mut berth(&["--verify", &dest]));
