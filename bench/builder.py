@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 NIX = ["--option", "substituters", ""]
@@ -222,15 +224,7 @@ def main():
         "when its blob is in the layout being written, so `-o oci:NEWDIR` rebuilds every layer.",
         "",
     ])
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    start = text.find("## Builder: berth build")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    doc.write_text(text)
+    write_section("Builder: berth build", section)
     print("\n".join(table))
 
 

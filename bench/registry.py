@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
@@ -433,15 +435,7 @@ def main():
         "writeback and nothing is skipped as already present.",
         "",
     ])
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    start = text.find("## Registry: berth serve")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    doc.write_text(text)
+    write_section("Registry: berth serve", section)
     print("\n".join(table))
 
 

@@ -51,25 +51,7 @@ in rec {
 "#,
     )
     .unwrap();
-    let app = run_text(
-        nix("nix-build")
-            .arg(dir)
-            .args(["-A", "app", "--no-out-link"]),
-    )
-    .trim()
-    .to_owned();
-    let info = run_text(
-        nix("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command",
-                "path-info",
-                "--json",
-                "--recursive",
-            ])
-            .arg(&app),
-    );
-    (app, serde_json::from_str(&info).unwrap())
+    nix_closure_rebuild(dir)
 }
 
 /// `berth build` with its cache in the test's directory (beside the spec).
@@ -435,7 +417,8 @@ fn push_uploads_only_what_the_registry_lacks() {
     );
 }
 
-/// Rebuild after default.nix changed.
+/// Build `app` from `dir/default.nix` and return (its store path, its
+/// path-info JSON).
 fn nix_closure_rebuild(dir: &Path) -> (String, Value) {
     let app = run_text(
         nix("nix-build")
