@@ -6,7 +6,10 @@
 //! never read again.
 //!
 //! Entries are small JSON files written atomically; a corrupt or foreign
-//! entry is treated as a miss, never trusted.
+//! entry is treated as a miss, never trusted. The cache also keeps each
+//! built blob (hard-linked, so no copy) in its own OCI layout, `staging`,
+//! from which a hit is linked into whatever layout is being written: a
+//! build into a fresh directory still reads no unchanged store path.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +61,49 @@ impl LayerCache {
             h.update(p.as_bytes());
         }
         h.finish()
+    }
+
+    /// The cache's own layout: built blobs, and the staging area for
+    /// pushes without another output.
+    pub fn staging(&self) -> PathBuf {
+        self.dir.join("staging")
+    }
+
+    /// Keep the blob `digest` of `layout` in the cache (a hard link; best
+    /// effort).
+    pub fn keep_blob(&self, layout: &berth_oci::ImageLayout, digest: &Digest) {
+        let Ok(staging) = berth_oci::ImageLayout::create(self.staging()) else {
+            return;
+        };
+        let (src, dst) = (layout.blob_path(digest), staging.blob_path(digest));
+        if src != dst && !dst.exists() {
+            let _ = std::fs::hard_link(&src, &dst);
+        }
+    }
+
+    /// Put the cached blob `digest` into `layout`: a hard link when both are
+    /// on one filesystem, else a copy checked against the digest. Returns
+    /// whether the layout now has it.
+    pub fn provide_blob(&self, layout: &berth_oci::ImageLayout, digest: &Digest) -> bool {
+        let src = self
+            .staging()
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex());
+        let dst = layout.blob_path(digest);
+        if dst.exists() {
+            return true;
+        }
+        if !src.is_file() {
+            return false;
+        }
+        if std::fs::hard_link(&src, &dst).is_ok() {
+            return true;
+        }
+        match std::fs::File::open(&src) {
+            Ok(f) => layout.write_blob_from(f, Some(digest)).is_ok(),
+            Err(_) => false,
+        }
     }
 
     fn path(&self, key: &Digest) -> PathBuf {
@@ -116,5 +162,18 @@ mod tests {
         assert_eq!(cache.get(&key), Some(layer));
         std::fs::write(dir.path().join("layers").join(key.hex()), b"{garbage").unwrap();
         assert!(cache.get(&key).is_none());
+    }
+
+    #[test]
+    fn blobs_are_kept_and_provided() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(dir.path().join("cache"));
+        let a = berth_oci::ImageLayout::create(dir.path().join("a")).unwrap();
+        let b = berth_oci::ImageLayout::create(dir.path().join("b")).unwrap();
+        let d = a.write_blob(b"layer bytes").unwrap();
+        assert!(!cache.provide_blob(&b, &d), "nothing kept yet");
+        cache.keep_blob(&a, &d);
+        assert!(cache.provide_blob(&b, &d));
+        assert_eq!(b.read_blob(&d).unwrap(), b"layer bytes");
     }
 }

@@ -261,8 +261,8 @@ fn build_one(
         }
     }
     let key = LayerCache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>());
-    if let Some(hit) = opts.cache.as_ref().and_then(|c| c.get(&key)) {
-        if layout.has_blob(&hit.digest) {
+    if let Some((cache, hit)) = opts.cache.as_ref().and_then(|c| Some((c, c.get(&key)?))) {
+        if cache.provide_blob(layout, &hit.digest) {
             return Ok(BuiltLayer {
                 digest: hit.digest,
                 size: hit.size,
@@ -283,6 +283,7 @@ fn build_one(
     };
     let (digest, size, diff_id) = write_layer(&entries, layout, opts)?;
     if let Some(cache) = &opts.cache {
+        cache.keep_blob(layout, &digest);
         cache.put(
             &key,
             &CachedLayer {
@@ -507,6 +508,13 @@ pub(crate) mod tests {
         fs::write(&data, b"changed behind Nix's back").unwrap();
         let warm = build_image(&spec, &opts, &layout, Some("latest")).unwrap();
         assert_eq!(warm.manifest_digest, cold.manifest_digest);
+        // Also into a fresh layout: the cache links its kept blobs in.
+        let other = ImageLayout::create(dir.path().join("other")).unwrap();
+        let linked = build_image(&spec, &opts, &other, Some("latest")).unwrap();
+        assert_eq!(linked.manifest_digest, cold.manifest_digest);
+        for l in &linked.layers {
+            other.read_blob(&l.digest).unwrap();
+        }
         // Without the cache the change shows (so the warm build really did
         // not read it).
         let uncached = BuildOptions {

@@ -193,8 +193,8 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let (layout, digest) = match built {
         Some(b) => b,
         None => {
-            let staging = match (&opts.cache, &cache_dir) {
-                (Some(_), Some(dir)) => dir.join("staging"),
+            let staging = match &opts.cache {
+                Some(cache) => cache.staging(),
                 _ => {
                     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
                     let path = dir.path().to_owned();
