@@ -16,12 +16,12 @@
 //! - [`image`]: layers (in parallel), config and manifest into an OCI
 //!   image layout.
 //! - [`archive`]: reproducible `oci-archive` and `docker-archive` files.
+//! - [`sbom`]: the CycloneDX SBOM, attached as an OCI 1.1 referrer.
 //! - [`cache`]: layer descriptors keyed by store paths' narHashes, tar
 //!   format and compressor id.
 //!
 //! Pushing goes through `berth_oci::client`. Still to come (issue
-//! "Builder"): multi-architecture indexes, the SBOM
-//! referrer, `--verify`, `--nix` and progress bars.
+//! "Builder"): multi-architecture indexes and progress bars.
 
 pub mod archive;
 pub mod cache;
@@ -29,6 +29,7 @@ pub mod canonical_tar;
 pub mod compress;
 pub mod image;
 pub mod plan;
+pub mod sbom;
 pub mod spec;
 
 pub use image::{BuildError, BuildOptions, BuiltImage, build_image};

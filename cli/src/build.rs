@@ -9,6 +9,7 @@ use berth_builder::archive::{ArchiveKind, write_archive};
 use berth_builder::cache::LayerCache;
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
+use berth_builder::sbom::write_sbom;
 use berth_builder::{BuildOptions, ImageSpec, build_image};
 use berth_oci::client::{Client, ClientOptions, Credentials};
 use berth_oci::{Digest, ImageLayout, Reference};
@@ -68,6 +69,9 @@ pub(crate) struct BuildArgs {
     /// Parallel blob uploads.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Do not attach the CycloneDX SBOM (an OCI 1.1 referrer of the image).
+    #[arg(long)]
+    no_sbom: bool,
     /// Layer compression: gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, default_value = "gzip")]
     compression: String,
@@ -183,6 +187,14 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             let layout = ImageLayout::create(dir)
                 .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
             let image = build_image(&spec, &opts, &layout, Some(tag))?;
+            if !args.no_sbom {
+                write_sbom(
+                    &spec,
+                    &layout,
+                    &image.manifest_digest,
+                    image.manifest.len() as u64,
+                )?;
+            }
             built.get_or_insert((layout, image.manifest_digest));
         }
     }
@@ -249,6 +261,16 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             ..ClientOptions::default()
         });
         let report = client.push_image(&layout, &digest, &dest)?;
+        if !args.no_sbom {
+            let size = layout.read_blob(&digest)?.len() as u64;
+            let sbom = write_sbom(&spec, &layout, &digest, size)?;
+            let by_digest: Reference = format!("{}/{}@{sbom}", dest.registry(), dest.repository())
+                .parse()
+                .expect("a pushed reference with a digest parses");
+            client
+                .push_image(&layout, &sbom, &by_digest)
+                .context("the image was pushed, but its SBOM was not")?;
+        }
         eprintln!(
             "pushed {dest}: {} blobs uploaded ({} bytes with the manifest), {} mounted, {} already there",
             report.uploaded.len(),

@@ -308,7 +308,7 @@ fn push_uploads_only_what_the_registry_lacks() {
     let digest = berth_build(
         &spec,
         &format!("oci:{}", dir.path().join("l1").display()),
-        &["--push", &dest],
+        &["--push", &dest, "--no-sbom"],
     );
     let inspect: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
         "inspect",
@@ -330,7 +330,7 @@ fn push_uploads_only_what_the_registry_lacks() {
     let again = berth_build(
         &spec,
         &format!("oci:{}", dir.path().join("l2").display()),
-        &["--push", &dest],
+        &["--push", &dest, "--no-sbom"],
     );
     assert_eq!(again, digest);
     assert_eq!(
@@ -351,7 +351,7 @@ fn push_uploads_only_what_the_registry_lacks() {
     berth_build(
         &spec,
         &format!("oci:{}", dir.path().join("l3").display()),
-        &["--push", &format!("{}/e2e/copy:v1", server.host())],
+        &["--push", &format!("{}/e2e/copy:v1", server.host()), "--no-sbom"],
     );
     assert_eq!(
         metric(&server, "berth_registry_received_bytes_total") - received,
@@ -373,7 +373,7 @@ fn push_uploads_only_what_the_registry_lacks() {
     let digest2 = berth_build(
         &spec2,
         &format!("oci:{}", out2.display()),
-        &["--push", &dest],
+        &["--push", &dest, "--no-sbom"],
     );
     let m: Value = serde_json::from_slice(
         &std::fs::read(out2.join("blobs/sha256").join(&digest2[7..])).unwrap(),
@@ -502,6 +502,49 @@ fn nix_paths_push_verify_and_pull_with_containerd() {
         "staged manifest"
     );
     assert!(std::fs::read_dir(cache.join("layers")).unwrap().count() >= 3);
+
+    // The SBOM is attached as a referrer, one component per store path.
+    let refs = berth_tests::http(
+        "GET",
+        &format!("{}/v2/e2e/from-nix/referrers/{digest}", server.url()),
+        &[],
+        b"",
+    )
+    .json();
+    let list = refs["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{refs}");
+    assert_eq!(list[0]["artifactType"], "application/vnd.cyclonedx+json");
+    let sbom_manifest = berth_tests::http(
+        "GET",
+        &format!(
+            "{}/v2/e2e/from-nix/manifests/{}",
+            server.url(),
+            list[0]["digest"].as_str().unwrap()
+        ),
+        &[],
+        b"",
+    )
+    .json();
+    let sbom = berth_tests::http(
+        "GET",
+        &format!(
+            "{}/v2/e2e/from-nix/blobs/{}",
+            server.url(),
+            sbom_manifest["layers"][0]["digest"].as_str().unwrap()
+        ),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["components"].as_array().unwrap().len(), 3);
+    assert!(
+        sbom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "berth-e2e-app" && c["version"] == "1.0")
+    );
 
     // The registry holds exactly what the inputs build.
     let verified = run_text(&mut berth(&["--verify", &dest]));
