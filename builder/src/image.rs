@@ -301,6 +301,65 @@ fn build_one(
     })
 }
 
+/// Write a multi-architecture OCI index over `images` (each with the spec
+/// it was built from, for its platform) into `layout`, name it `tag`
+/// there, and return its digest. Platforms must differ.
+pub fn write_index(
+    layout: &ImageLayout,
+    images: &[(&ImageSpec, &BuiltImage)],
+    tag: Option<&str>,
+) -> Result<Digest, BuildError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (spec, _) in images {
+        if !seen.insert((spec.os.as_str(), spec.architecture.as_str())) {
+            return Err(BuildError::Io {
+                path: layout.root().to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "two specs are for {}/{}; an index needs one image per platform",
+                        spec.os, spec.architecture
+                    ),
+                ),
+            });
+        }
+    }
+    let manifests: Vec<Value> = images
+        .iter()
+        .map(|(spec, image)| {
+            json!({
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": image.manifest_digest.to_string(),
+                "size": image.manifest.len(),
+                "platform": {"architecture": spec.architecture, "os": spec.os},
+            })
+        })
+        .collect();
+    let created = images
+        .iter()
+        .map(|(s, _)| s.created.as_str())
+        .max()
+        .unwrap_or(crate::spec::DEFAULT_CREATED);
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+        "annotations": {"org.opencontainers.image.created": created},
+    });
+    let bytes = serde_json::to_vec(&index).expect("JSON values serialise");
+    let digest = layout.write_blob(&bytes)?;
+    let descriptor = berth_oci::spec::Descriptor::new(
+        berth_oci::spec::MediaType::ImageIndex,
+        bytes.len() as u64,
+        digest
+            .to_string()
+            .parse::<berth_oci::spec::Digest>()
+            .expect("a berth digest is an OCI digest"),
+    );
+    layout.add_manifest(descriptor, tag)?;
+    Ok(digest)
+}
+
 fn history_line(layer: &BuiltLayer) -> String {
     if layer.store_paths.is_empty() {
         "berth: extra files".to_owned()

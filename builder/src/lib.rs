@@ -21,7 +21,7 @@
 //!   format and compressor id.
 //!
 //! Pushing goes through `berth_oci::client`. Still to come (issue
-//! "Builder"): multi-architecture indexes and progress bars.
+//! "Builder"): progress bars.
 
 pub mod archive;
 pub mod cache;
@@ -32,6 +32,6 @@ pub mod plan;
 pub mod sbom;
 pub mod spec;
 
-pub use image::{BuildError, BuildOptions, BuiltImage, build_image};
+pub use image::{BuildError, BuildOptions, BuiltImage, build_image, write_index};
 pub use plan::{LayerPlan, PlannedLayer, plan_layers};
 pub use spec::{ImageSpec, SpecError};

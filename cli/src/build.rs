@@ -10,16 +10,25 @@ use berth_builder::cache::LayerCache;
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
 use berth_builder::sbom::write_sbom;
-use berth_builder::{BuildOptions, ImageSpec, build_image};
+use berth_builder::{BuildOptions, ImageSpec, build_image, write_index};
 use berth_oci::client::{Client, ClientOptions, Credentials};
 use berth_oci::{Digest, ImageLayout, Reference};
 use clap::Args;
 
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
-    /// The image spec (JSON; see docs/image-spec.md).
-    #[arg(required_unless_present = "nix", conflicts_with = "nix")]
-    spec: Option<PathBuf>,
+    /// Image specs (JSON; see docs/image-spec.md); several, one per
+    /// platform, with --index.
+    #[arg(
+        required_unless_present = "nix",
+        conflicts_with = "nix",
+        value_name = "SPEC"
+    )]
+    specs: Vec<PathBuf>,
+    /// Tie the images of several specs together in one multi-architecture
+    /// OCI index (their platforms come from each spec).
+    #[arg(long)]
+    index: bool,
     /// Build from these store paths instead of a spec: the closure comes
     /// from `nix path-info --json --recursive`, the config from the flags
     /// below.
@@ -145,34 +154,30 @@ fn parse_output(s: &str) -> Result<Output> {
     }
 }
 
+/// What was built: the image (or index) digest, and each image with its
+/// SBOM, for pushing.
+struct Built {
+    top: Digest,
+    images: Vec<(Digest, Option<Digest>)>,
+}
+
 pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let outputs: Vec<Output> = args
         .outputs
         .iter()
         .map(|o| parse_output(o))
         .collect::<Result<_>>()?;
-    let compression = Compression::parse(&args.compression).map_err(anyhow::Error::msg)?;
-    let spec = match &args.spec {
-        Some(path) => {
-            let text = std::fs::read(path)
-                .with_context(|| format!("cannot read image spec {}", path.display()))?;
-            ImageSpec::parse(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => spec_from_nix(&args)?,
-    };
-    let mut opts = BuildOptions {
-        compression,
-        tar: TarOptions::from_env(),
-        store_root: args.store_root.clone(),
-        ..BuildOptions::default()
-    };
-    if let Some(t) = args.threads {
-        opts.threads = t.max(1);
+    let specs = load_specs(&args)?;
+    if specs.len() > 1 && !args.index {
+        bail!(
+            "{} specs make one multi-architecture image only with --index",
+            specs.len()
+        );
     }
-    let cache_dir = args.cache_dir.clone().or_else(LayerCache::default_dir);
-    if !args.no_cache {
-        opts.cache = cache_dir.as_ref().map(LayerCache::new);
+    if args.index && outputs.iter().any(|o| matches!(o, Output::Archive { .. })) {
+        bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
     }
+    let opts = build_options(&args)?;
     let push = args
         .push
         .as_deref()
@@ -181,106 +186,233 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
                 .with_context(|| format!("--push {r}"))
         })
         .transpose()?;
-    let mut built: Option<(ImageLayout, Digest)> = None;
-    for output in &outputs {
-        if let Output::Oci { dir, tag } = output {
-            let layout = ImageLayout::create(dir)
-                .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
-            let image = build_image(&spec, &opts, &layout, Some(tag))?;
-            if !args.no_sbom {
-                write_sbom(
-                    &spec,
-                    &layout,
-                    &image.manifest_digest,
-                    image.manifest.len() as u64,
-                )?;
-            }
-            built.get_or_insert((layout, image.manifest_digest));
-        }
-    }
-    // Archives, pushes and verification without a layout output stage in
-    // the cache's layout, so an unchanged layer is neither rebuilt nor
-    // re-read (or in a temporary layout when there is no cache).
+
+    // Build once: into the first layout output, else into the cache's own
+    // layout (so an unchanged layer is neither rebuilt nor re-read), else
+    // into a temporary one.
+    let mut oci_outputs = outputs.iter().filter_map(|o| match o {
+        Output::Oci { dir, tag } => Some((dir, tag)),
+        Output::Archive { .. } => None,
+    });
+    let first = oci_outputs.next();
     let _scratch;
-    let (layout, digest) = match built {
-        Some(b) => b,
-        None => {
-            let staging = match &opts.cache {
-                Some(cache) => cache.staging(),
-                _ => {
-                    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-                    let path = dir.path().to_owned();
-                    _scratch = dir;
-                    path
-                }
-            };
-            let layout = ImageLayout::create(&staging).with_context(|| {
-                format!("cannot create the staging layout {}", staging.display())
-            })?;
-            let image = build_image(&spec, &opts, &layout, None)?;
-            (layout, image.manifest_digest)
+    let (work_dir, tag) = match (first, &opts.cache) {
+        (Some((dir, tag)), _) => (dir.clone(), Some(tag.as_str())),
+        (None, Some(cache)) => (cache.staging(), None),
+        (None, None) => {
+            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let path = dir.path().to_owned();
+            _scratch = dir;
+            (path, None)
         }
     };
+    let layout = ImageLayout::create(&work_dir)
+        .with_context(|| format!("cannot create the OCI layout {}", work_dir.display()))?;
+    let built = build_all(&args, &specs, &opts, &layout, tag)?;
+
+    for (dir, tag) in oci_outputs {
+        let other = ImageLayout::create(dir)
+            .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
+        copy_image(&layout, &other, &built, tag)?;
+    }
     for output in &outputs {
         if let Output::Archive { file, kind } = output {
-            write_archive(&layout, &digest, kind, file)
+            write_archive(&layout, &built.top, kind, file)
                 .with_context(|| format!("cannot write {}", file.display()))?;
         }
     }
     if let Some(reference) = &args.verify {
-        let dest: Reference = reference
-            .parse()
-            .with_context(|| format!("--verify {reference}"))?;
+        verify(&args, &layout, &built.top, reference)?;
+    }
+    if let Some(dest) = push {
         let client = Client::new(ClientOptions {
             plain_http: args.plain_http,
             credentials: credentials(&args, dest.registry())?,
-            ..ClientOptions::default()
-        });
-        let remote = client.manifest_digest(
-            dest.registry(),
-            dest.repository(),
-            &dest.manifest_reference(),
-        )?;
-        match remote {
-            Some(d) if d == digest => {
-                eprintln!("verified: {dest} is {digest}, as built");
-            }
-            Some(d) => bail!(
-                "{dest} is {d}, but this spec builds {digest}: the image differs from its inputs"
-            ),
-            None => bail!("{dest} does not exist in the registry (this spec builds {digest})"),
-        }
-    }
-    if let Some(dest) = push {
-        let credentials = credentials(&args, dest.registry())?;
-        let client = Client::new(ClientOptions {
-            plain_http: args.plain_http,
-            credentials,
             parallel: args.parallel.max(1),
             mount_from: args.mount_from.clone(),
             ..ClientOptions::default()
         });
-        let report = client.push_image(&layout, &digest, &dest)?;
-        if !args.no_sbom {
-            let size = layout.read_blob(&digest)?.len() as u64;
-            let sbom = write_sbom(&spec, &layout, &digest, size)?;
-            let by_digest: Reference = format!("{}/{}@{sbom}", dest.registry(), dest.repository())
+        let by_digest = |d: &Digest| -> Reference {
+            format!("{}/{}@{d}", dest.registry(), dest.repository())
                 .parse()
-                .expect("a pushed reference with a digest parses");
-            client
-                .push_image(&layout, &sbom, &by_digest)
-                .context("the image was pushed, but its SBOM was not")?;
+                .expect("a pushed reference with a digest parses")
+        };
+        let mut total = berth_oci::client::PushReport::default();
+        let mut add = |r: berth_oci::client::PushReport| {
+            total.uploaded.extend(r.uploaded);
+            total.mounted.extend(r.mounted);
+            total.skipped.extend(r.skipped);
+            total.bytes += r.bytes;
+        };
+        // Children before the index that names them.
+        if args.index {
+            for (image, _) in &built.images {
+                add(client.push_image(&layout, image, &by_digest(image))?);
+            }
+        }
+        add(client.push_image(&layout, &built.top, &dest)?);
+        for (image, sbom) in &built.images {
+            if let Some(sbom) = sbom {
+                add(client
+                    .push_image(&layout, sbom, &by_digest(sbom))
+                    .with_context(|| {
+                        format!("the image was pushed, but the SBOM of {image} was not")
+                    })?);
+            }
         }
         eprintln!(
-            "pushed {dest}: {} blobs uploaded ({} bytes with the manifest), {} mounted, {} already there",
-            report.uploaded.len(),
-            report.bytes,
-            report.mounted.len(),
-            report.skipped.len()
+            "pushed {dest}: {} blobs uploaded ({} bytes with the manifests), {} mounted, {} already there",
+            total.uploaded.len(),
+            total.bytes,
+            total.mounted.len(),
+            total.skipped.len()
         );
     }
-    println!("{digest}");
+    println!("{}", built.top);
     Ok(())
+}
+
+fn load_specs(args: &BuildArgs) -> Result<Vec<ImageSpec>> {
+    if args.specs.is_empty() {
+        return Ok(vec![spec_from_nix(args)?]);
+    }
+    args.specs
+        .iter()
+        .map(|path| {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read image spec {}", path.display()))?;
+            ImageSpec::parse(&text).with_context(|| format!("in {}", path.display()))
+        })
+        .collect()
+}
+
+fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
+    let mut opts = BuildOptions {
+        compression: Compression::parse(&args.compression).map_err(anyhow::Error::msg)?,
+        tar: TarOptions::from_env(),
+        store_root: args.store_root.clone(),
+        ..BuildOptions::default()
+    };
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    if !args.no_cache {
+        opts.cache = args
+            .cache_dir
+            .clone()
+            .or_else(LayerCache::default_dir)
+            .map(LayerCache::new);
+    }
+    Ok(opts)
+}
+
+/// Build every spec (and its SBOM) into `layout`; with --index, tie them
+/// together in an index tagged `tag`.
+fn build_all(
+    args: &BuildArgs,
+    specs: &[ImageSpec],
+    opts: &BuildOptions,
+    layout: &ImageLayout,
+    tag: Option<&str>,
+) -> Result<Built> {
+    let mut images = Vec::new();
+    let image_tag = if args.index { None } else { tag };
+    for spec in specs {
+        let image = build_image(spec, opts, layout, image_tag)?;
+        let sbom = (!args.no_sbom)
+            .then(|| {
+                write_sbom(
+                    spec,
+                    layout,
+                    &image.manifest_digest,
+                    image.manifest.len() as u64,
+                )
+            })
+            .transpose()?;
+        images.push((image, sbom));
+    }
+    let top = if args.index {
+        let entries: Vec<(&ImageSpec, &berth_builder::BuiltImage)> =
+            specs.iter().zip(images.iter().map(|(i, _)| i)).collect();
+        write_index(layout, &entries, tag)?
+    } else {
+        images[0].0.manifest_digest.clone()
+    };
+    Ok(Built {
+        top,
+        images: images
+            .into_iter()
+            .map(|(i, s)| (i.manifest_digest, s))
+            .collect(),
+    })
+}
+
+/// Hard-link (or copy) everything `built` needs from `from` into `to`, and
+/// name the top manifest `tag` there.
+fn copy_image(from: &ImageLayout, to: &ImageLayout, built: &Built, tag: &str) -> Result<()> {
+    let mut manifests: Vec<&Digest> = vec![&built.top];
+    for (image, sbom) in &built.images {
+        manifests.push(image);
+        manifests.extend(sbom);
+    }
+    let mut blobs: Vec<Digest> = Vec::new();
+    for m in &manifests {
+        blobs.push((*m).clone());
+        let bytes = from.read_blob(m)?;
+        let parsed = berth_oci::Manifest::parse(&bytes, None)?;
+        blobs.extend(parsed.blobs()?.into_iter().map(|b| b.digest));
+    }
+    for d in &blobs {
+        let (src, dst) = (from.blob_path(d), to.blob_path(d));
+        if !dst.exists() && std::fs::hard_link(&src, &dst).is_err() {
+            let f = std::fs::File::open(&src)
+                .with_context(|| format!("cannot read {}", src.display()))?;
+            to.write_blob_from(f, Some(d))?;
+        }
+    }
+    let top = from.read_blob(&built.top)?;
+    let parsed = berth_oci::Manifest::parse(&top, None)?;
+    let media = if berth_oci::media_type::is_index(parsed.media_type()) {
+        berth_oci::spec::MediaType::ImageIndex
+    } else {
+        berth_oci::spec::MediaType::ImageManifest
+    };
+    let descriptor = berth_oci::spec::Descriptor::new(
+        media,
+        top.len() as u64,
+        built
+            .top
+            .to_string()
+            .parse::<berth_oci::spec::Digest>()
+            .expect("a berth digest is an OCI digest"),
+    );
+    to.add_manifest(descriptor, Some(tag))?;
+    Ok(())
+}
+
+fn verify(args: &BuildArgs, _layout: &ImageLayout, digest: &Digest, reference: &str) -> Result<()> {
+    let dest: Reference = reference
+        .parse()
+        .with_context(|| format!("--verify {reference}"))?;
+    let client = Client::new(ClientOptions {
+        plain_http: args.plain_http,
+        credentials: credentials(args, dest.registry())?,
+        ..ClientOptions::default()
+    });
+    match client.manifest_digest(
+        dest.registry(),
+        dest.repository(),
+        &dest.manifest_reference(),
+    )? {
+        Some(d) if &d == digest => {
+            eprintln!("verified: {dest} is {digest}, as built");
+            Ok(())
+        }
+        Some(d) => {
+            bail!("{dest} is {d}, but this spec builds {digest}: the image differs from its inputs")
+        }
+        None => bail!("{dest} does not exist in the registry (this spec builds {digest})"),
+    }
 }
 
 /// The spec for `--nix`: the closure from `nix path-info`, roots and

@@ -351,7 +351,11 @@ fn push_uploads_only_what_the_registry_lacks() {
     berth_build(
         &spec,
         &format!("oci:{}", dir.path().join("l3").display()),
-        &["--push", &format!("{}/e2e/copy:v1", server.host()), "--no-sbom"],
+        &[
+            "--push",
+            &format!("{}/e2e/copy:v1", server.host()),
+            "--no-sbom",
+        ],
     );
     assert_eq!(
         metric(&server, "berth_registry_received_bytes_total") - received,
@@ -571,4 +575,102 @@ fn nix_paths_push_verify_and_pull_with_containerd() {
             .any(|l| l.starts_with(&dest) && l.contains(&digest)),
         "{list}"
     );
+}
+
+#[test]
+fn several_specs_make_one_multi_architecture_index() {
+    require("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let spec_for = |arch: &str| {
+        let p = dir.path().join(format!("{arch}.json"));
+        std::fs::write(
+            &p,
+            json!({"version": 1, "closure": closure, "roots": [app], "architecture": arch})
+                .to_string(),
+        )
+        .unwrap();
+        p
+    };
+    let (amd, arm) = (spec_for("amd64"), spec_for("arm64"));
+    let server = berth_tests::Server::start(&dir.path().join("registry"), &[]);
+    let dest = format!("{}/e2e/multi:v1", server.host());
+    let out = dir.path().join("layout");
+    let digest = run_text(
+        Command::new(berth_bin())
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .arg("build")
+            .arg(&amd)
+            .arg(&arm)
+            .args([
+                "--index",
+                "-o",
+                &format!("oci:{}:multi", out.display()),
+                "--push",
+                &dest,
+            ]),
+    )
+    .trim()
+    .to_owned();
+
+    let raw: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let archs: Vec<&str> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    for arch in ["amd64", "arm64"] {
+        let inspect: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+            "--override-arch",
+            arch,
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ])))
+        .unwrap();
+        assert_eq!(inspect["Architecture"], arch);
+    }
+    // The layout output holds the same index under its tag.
+    let from_layout: Value = serde_json::from_str(&run_text(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:multi", out.display()),
+    ])))
+    .unwrap();
+    assert_eq!(from_layout, raw);
+    let registry_digest = berth_tests::http(
+        "HEAD",
+        &format!("{}/v2/e2e/multi/manifests/v1", server.url()),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        registry_digest.header("docker-content-digest"),
+        Some(digest.as_str())
+    );
+
+    // Two images for one platform cannot share an index.
+    let dup = Command::new(berth_bin())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .arg("build")
+        .arg(&amd)
+        .arg(&amd)
+        .args([
+            "--index",
+            "-o",
+            &format!("oci:{}", dir.path().join("dup").display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("one image per platform"));
 }
