@@ -49,8 +49,22 @@ pub enum BuildError {
     MissingStorePath(String, PathBuf),
 }
 
+/// Receives progress while an image builds (for progress bars). Calls come
+/// from several threads.
+pub trait BuildProgress: Send + Sync {
+    /// The plan is made: `layers` layers over `bytes` NAR bytes.
+    fn planned(&self, layers: usize, bytes: u64);
+    /// `bytes` more bytes of layer tar were written (hashed and compressed).
+    fn tarred(&self, bytes: u64);
+    /// A layer is done (built, or found in the cache).
+    fn layer_done(&self);
+}
+
+/// A shared progress receiver.
+pub type Progress = std::sync::Arc<dyn BuildProgress>;
+
 /// How to build.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BuildOptions {
     /// Layer compression.
     pub compression: Compression,
@@ -63,6 +77,57 @@ pub struct BuildOptions {
     pub store_root: PathBuf,
     /// The layer cache, if any.
     pub cache: Option<LayerCache>,
+    /// Progress receiver, if any.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("compression", &self.compression)
+            .field("threads", &self.threads)
+            .field("tar", &self.tar)
+            .field("store_root", &self.store_root)
+            .field("cache", &self.cache)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Reports bytes written through it to a progress receiver, in 1 MiB steps.
+struct Reporting<W> {
+    inner: W,
+    progress: Option<Progress>,
+    pending: u64,
+}
+
+impl<W: Write> Write for Reporting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(p) = &self.progress {
+            self.pending += n as u64;
+            if self.pending >= 1 << 20 {
+                p.tarred(std::mem::take(&mut self.pending));
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Reporting<W> {
+    /// Report what is left and return the inner writer.
+    fn finish(self) -> W {
+        if let Some(p) = &self.progress {
+            if self.pending > 0 {
+                p.tarred(self.pending);
+            }
+        }
+        self.inner
+    }
 }
 
 impl Default for BuildOptions {
@@ -73,6 +138,7 @@ impl Default for BuildOptions {
             tar: TarOptions::from_env(),
             store_root: PathBuf::from("/"),
             cache: None,
+            progress: None,
         }
     }
 }
@@ -124,9 +190,13 @@ fn write_layer(
     let file = tmp.as_file().try_clone().map_err(io(tmp.path()))?;
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let compressor = BlockCompressor::new(sink, opts.compression, opts.threads);
-    let mut tar = HashingWriter::new(compressor);
+    let mut tar = Reporting {
+        inner: HashingWriter::new(compressor),
+        progress: opts.progress.clone(),
+        pending: 0,
+    };
     entries.write_to(&mut tar, opts.tar)?;
-    let (compressor, diff_id, _) = tar.finish();
+    let (compressor, diff_id, _) = tar.finish().finish();
     let (sink, _) = compressor.finish().map_err(io(tmp.path()))?;
     let (mut buf, digest, size) = sink.finish();
     buf.flush().map_err(io(tmp.path()))?;
@@ -186,6 +256,9 @@ pub fn build_image(
     if plan.extra_files_layer {
         jobs.push((Vec::new(), Some(&spec.extra_files)));
     }
+    if let Some(p) = &opts.progress {
+        p.planned(jobs.len(), spec.closure.iter().map(|c| c.nar_size).sum());
+    }
     let results: Vec<std::sync::Mutex<Option<Result<BuiltLayer, BuildError>>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     // Largest first, so the long layers start early; the results keep the
@@ -210,6 +283,9 @@ pub fn build_image(
                     };
                     let (paths, extra) = &jobs[i];
                     let built = build_one(spec, opts, layout, paths, *extra);
+                    if let Some(p) = &opts.progress {
+                        p.layer_done();
+                    }
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
                 }
             });
@@ -514,6 +590,7 @@ pub(crate) mod tests {
             tar: TarOptions::default(),
             store_root: root.to_owned(),
             cache: None,
+            progress: None,
         };
         let layout = ImageLayout::create(out).unwrap();
         build_image(&fixture(root), &opts, &layout, Some("latest")).unwrap()
@@ -582,6 +659,51 @@ pub(crate) mod tests {
         };
         let fresh = build_image(&spec, &uncached, &layout, Some("latest")).unwrap();
         assert_ne!(fresh.manifest_digest, cold.manifest_digest);
+    }
+
+    #[test]
+    fn progress_is_reported_for_every_layer_and_byte() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        #[derive(Default)]
+        struct Count {
+            layers: AtomicU64,
+            planned: AtomicU64,
+            bytes: AtomicU64,
+            done: AtomicU64,
+        }
+        impl BuildProgress for Count {
+            fn planned(&self, layers: usize, bytes: u64) {
+                self.layers.store(layers as u64, Ordering::SeqCst);
+                self.planned.store(bytes, Ordering::SeqCst);
+            }
+            fn tarred(&self, bytes: u64) {
+                self.bytes.fetch_add(bytes, Ordering::SeqCst);
+            }
+            fn layer_done(&self) {
+                self.done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let spec = fixture(&root);
+        let count = std::sync::Arc::new(Count::default());
+        let opts = BuildOptions {
+            store_root: root,
+            tar: TarOptions::default(),
+            progress: Some(count.clone()),
+            ..BuildOptions::default()
+        };
+        let layout = ImageLayout::create(dir.path().join("out")).unwrap();
+        let img = build_image(&spec, &opts, &layout, None).unwrap();
+        assert_eq!(count.layers.load(Ordering::SeqCst), 4);
+        assert_eq!(count.done.load(Ordering::SeqCst), 4);
+        assert_eq!(count.planned.load(Ordering::SeqCst), 3_000_300);
+        // Every byte of every layer tar was reported.
+        let config: Value =
+            serde_json::from_slice(&layout.read_blob(&img.config_digest).unwrap()).unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+        let tar_bytes = count.bytes.load(Ordering::SeqCst);
+        assert!(tar_bytes > 3_000_000 && tar_bytes % 512 == 0, "{tar_bytes}");
     }
 
     #[test]

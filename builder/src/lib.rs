@@ -20,8 +20,8 @@
 //! - [`cache`]: layer descriptors keyed by store paths' narHashes, tar
 //!   format and compressor id.
 //!
-//! Pushing goes through `berth_oci::client`. Still to come (issue
-//! "Builder"): progress bars.
+//! Pushing goes through `berth_oci::client`; progress goes to an optional
+//! [`image::BuildProgress`] receiver (the CLI draws bars with it).
 
 pub mod archive;
 pub mod cache;

@@ -81,6 +81,9 @@ pub(crate) struct BuildArgs {
     /// Do not attach the CycloneDX SBOM (an OCI 1.1 referrer of the image).
     #[arg(long)]
     no_sbom: bool,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    #[arg(long, short)]
+    quiet: bool,
     /// Layer compression: gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, default_value = "gzip")]
     compression: String,
@@ -208,7 +211,16 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     };
     let layout = ImageLayout::create(&work_dir)
         .with_context(|| format!("cannot create the OCI layout {}", work_dir.display()))?;
-    let built = build_all(&args, &specs, &opts, &layout, tag)?;
+    let bars = crate::progress::BuildBars::new(args.quiet);
+    let opts = BuildOptions {
+        progress: bars.clone().map(|b| b as berth_builder::image::Progress),
+        ..opts
+    };
+    let built = build_all(&args, &specs, &opts, &layout, tag);
+    if let Some(b) = &bars {
+        b.finish();
+    }
+    let built = built?;
 
     for (dir, tag) in oci_outputs {
         let other = ImageLayout::create(dir)

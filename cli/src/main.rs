@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod logging;
+mod progress;
 mod serve;
 
 /// berth: Nix closures to running pods.

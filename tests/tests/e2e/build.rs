@@ -674,3 +674,47 @@ fn several_specs_make_one_multi_architecture_index() {
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("one image per platform"));
 }
+
+#[test]
+fn progress_bars_on_a_terminal_and_silence_without_one() {
+    let script = require("script");
+    let dir = tempfile::tempdir().unwrap();
+    let (app, closure) = nix_closure(dir.path());
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({"version": 1, "closure": closure, "roots": [app]}).to_string(),
+    )
+    .unwrap();
+    let cmd = format!(
+        "{} build {} -o oci:{} --no-cache",
+        berth_bin().display(),
+        spec.display(),
+        dir.path().join("tty").display()
+    );
+    // script(1) gives berth a pseudo-terminal and records what it drew.
+    let typescript = dir.path().join("typescript");
+    run(Command::new(script).arg("-qc").arg(&cmd).arg(&typescript));
+    let drawn = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        drawn.contains("layers") && drawn.contains("tarred, hashed, compressed"),
+        "{drawn}"
+    );
+
+    let piped = Command::new(berth_bin())
+        .arg("build")
+        .arg(&spec)
+        .args([
+            "-o",
+            &format!("oci:{}", dir.path().join("pipe").display()),
+            "--no-cache",
+        ])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "no bars without a terminal: {:?}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+}
