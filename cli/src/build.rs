@@ -237,11 +237,13 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         verify(&args, &layout, &built.top, reference)?;
     }
     if let Some(dest) = push {
+        let push_bar = crate::progress::PushBar::new(args.quiet);
         let client = Client::new(ClientOptions {
             plain_http: args.plain_http,
             credentials: credentials(&args, dest.registry())?,
             parallel: args.parallel.max(1),
             mount_from: args.mount_from.clone(),
+            progress: push_bar.as_ref().map(crate::progress::PushBar::hook),
             ..ClientOptions::default()
         });
         let by_digest = |d: &Digest| -> Reference {
@@ -271,6 +273,9 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
                         format!("the image was pushed, but the SBOM of {image} was not")
                     })?);
             }
+        }
+        if let Some(b) = &push_bar {
+            b.finish();
         }
         eprintln!(
             "pushed {dest}: {} blobs uploaded ({} bytes with the manifests), {} mounted, {} already there",

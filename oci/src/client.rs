@@ -164,6 +164,43 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// What a push reports as it goes (for progress bars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEvent {
+    /// The image's blobs total this many bytes.
+    Planned(u64),
+    /// This many bytes were sent.
+    Sent(u64),
+    /// A blob of this size needed no upload (present or mounted).
+    Skipped(u64),
+}
+
+/// A receiver of [`PushEvent`]s, called from the upload threads.
+#[derive(Clone)]
+pub struct PushProgress(pub std::sync::Arc<dyn Fn(PushEvent) + Send + Sync>);
+
+impl std::fmt::Debug for PushProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushProgress")
+    }
+}
+
+/// Counts the bytes read through it into a [`PushProgress`].
+struct Counted<R> {
+    inner: R,
+    progress: Option<PushProgress>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = &self.progress {
+            (p.0)(PushEvent::Sent(n as u64));
+        }
+        Ok(n)
+    }
+}
+
 /// How to talk to registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -177,6 +214,8 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// A repository in the same registry to offer as the mount source.
     pub mount_from: Option<String>,
+    /// Progress receiver, if any.
+    pub progress: Option<PushProgress>,
 }
 
 impl Default for ClientOptions {
@@ -187,6 +226,7 @@ impl Default for ClientOptions {
             parallel: 4,
             attempts: 4,
             mount_from: None,
+            progress: None,
         }
     }
 }
@@ -387,7 +427,10 @@ impl Client {
                     Ok(f) => req
                         .set("Content-Length", &size.to_string())
                         .set("Content-Type", "application/octet-stream")
-                        .send(f),
+                        .send(Counted {
+                            inner: f,
+                            progress: self.opts.progress.clone(),
+                        }),
                     Err(e) => return Err(e.into()),
                 },
             };
@@ -561,6 +604,9 @@ impl Client {
         let bytes = layout.read_blob(manifest)?;
         let parsed = Manifest::parse(&bytes, None)?;
         let blobs = parsed.blobs()?;
+        if let Some(p) = &self.opts.progress {
+            (p.0)(PushEvent::Planned(blobs.iter().map(|b| b.size).sum()));
+        }
         let report = Mutex::new(PushReport::default());
         let next = Mutex::new(blobs.iter());
         let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
@@ -591,6 +637,9 @@ impl Client {
                                         )
                                 });
                         let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
+                        if let (Some(p), Ok((0 | 1, _))) = (&self.opts.progress, &outcome) {
+                            (p.0)(PushEvent::Skipped(blob.size));
+                        }
                         match outcome {
                             Ok((0, _)) => rep.skipped.push(blob.digest.clone()),
                             Ok((1, _)) => rep.mounted.push(blob.digest.clone()),

@@ -694,12 +694,26 @@ fn progress_bars_on_a_terminal_and_silence_without_one() {
     );
     // script(1) gives berth a pseudo-terminal and records what it drew.
     let typescript = dir.path().join("typescript");
-    run(Command::new(script).arg("-qc").arg(&cmd).arg(&typescript));
+    run(Command::new(&script).arg("-qc").arg(&cmd).arg(&typescript));
     let drawn = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
     assert!(
         drawn.contains("layers") && drawn.contains("tarred, hashed, compressed"),
         "{drawn}"
     );
+
+    // And a push draws its own bar.
+    let server = berth_tests::Server::start(&dir.path().join("registry"), &[]);
+    let push = format!(
+        "{} build {} --push {}/e2e/bars:v1 --no-cache --cache-dir {}",
+        berth_bin().display(),
+        spec.display(),
+        server.host(),
+        dir.path().join("cache").display()
+    );
+    let pushed = dir.path().join("push-typescript");
+    run(Command::new(&script).arg("-qc").arg(&push).arg(&pushed));
+    let drawn = String::from_utf8_lossy(&std::fs::read(&pushed).unwrap()).into_owned();
+    assert!(drawn.contains("present blobs count as done"), "{drawn}");
 
     let piped = Command::new(berth_bin())
         .arg("build")
