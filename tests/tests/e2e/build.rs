@@ -421,6 +421,19 @@ fn push_uploads_only_what_the_registry_lacks() {
     );
 }
 
+/// The test closure and a spec with just its closure and root, written
+/// to `dir/spec.json`.
+fn minimal_spec(dir: &Path) -> std::path::PathBuf {
+    let (app, closure) = nix_closure(dir);
+    let spec = dir.join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({"version": 1, "closure": closure, "roots": [app]}).to_string(),
+    )
+    .unwrap();
+    spec
+}
+
 /// Build `app` from `dir/default.nix` and return (its store path, its
 /// path-info JSON).
 fn nix_closure_rebuild(dir: &Path) -> (String, Value) {
@@ -448,13 +461,7 @@ fn nix_closure_rebuild(dir: &Path) -> (String, Value) {
 #[test]
 fn an_unreachable_registry_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, closure) = nix_closure(dir.path());
-    let spec = dir.path().join("spec.json");
-    std::fs::write(
-        &spec,
-        json!({"version": 1, "closure": closure, "roots": [app]}).to_string(),
-    )
-    .unwrap();
+    let spec = minimal_spec(dir.path());
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -679,13 +686,7 @@ fn several_specs_make_one_multi_architecture_index() {
 fn progress_bars_on_a_terminal_and_silence_without_one() {
     let script = require("script");
     let dir = tempfile::tempdir().unwrap();
-    let (app, closure) = nix_closure(dir.path());
-    let spec = dir.path().join("spec.json");
-    std::fs::write(
-        &spec,
-        json!({"version": 1, "closure": closure, "roots": [app]}).to_string(),
-    )
-    .unwrap();
+    let spec = minimal_spec(dir.path());
     let cmd = format!(
         "{} build {} -o oci:{} --no-cache",
         berth_bin().display(),
