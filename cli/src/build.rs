@@ -234,7 +234,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         }
     }
     if let Some(reference) = &args.verify {
-        verify(&args, &layout, &built.top, reference)?;
+        verify(&args, &built.top, reference)?;
     }
     if let Some(dest) = push {
         let push_bar = crate::progress::PushBar::new(args.quiet);
@@ -407,7 +407,7 @@ fn copy_image(from: &ImageLayout, to: &ImageLayout, built: &Built, tag: &str) ->
     Ok(())
 }
 
-fn verify(args: &BuildArgs, _layout: &ImageLayout, digest: &Digest, reference: &str) -> Result<()> {
+fn verify(args: &BuildArgs, digest: &Digest, reference: &str) -> Result<()> {
     let dest: Reference = reference
         .parse()
         .with_context(|| format!("--verify {reference}"))?;

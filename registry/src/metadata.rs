@@ -480,29 +480,28 @@ impl Metadata {
         with_content: bool,
     ) -> Result<Option<StoredManifest>> {
         let conn = self.reader();
-        let content = if with_content { "m.content" } else { "x''" };
+        // Static statements (cached once per connection); ?3 says whether
+        // the bytes are wanted.
         let (sql, arg) = match key {
             ManifestKey::Tag(t) => (
-                format!(
-                    "SELECT m.digest, m.media_type, m.size, {content} FROM tags t
-                     JOIN repositories r ON r.id = t.repo_id
-                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
-                     WHERE r.name = ?1 AND t.name = ?2"
-                ),
+                "SELECT m.digest, m.media_type, m.size, CASE WHEN ?3 THEN m.content ELSE x'' END
+                 FROM tags t
+                 JOIN repositories r ON r.id = t.repo_id
+                 JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
                 t.to_owned(),
             ),
             ManifestKey::Digest(d) => (
-                format!(
-                    "SELECT m.digest, m.media_type, m.size, {content} FROM manifests m
-                     JOIN repositories r ON r.id = m.repo_id
-                     WHERE r.name = ?1 AND m.digest = ?2"
-                ),
+                "SELECT m.digest, m.media_type, m.size, CASE WHEN ?3 THEN m.content ELSE x'' END
+                 FROM manifests m
+                 JOIN repositories r ON r.id = m.repo_id
+                 WHERE r.name = ?1 AND m.digest = ?2",
                 d.to_string(),
             ),
         };
         let row: Option<(String, String, i64, Vec<u8>)> = conn
-            .prepare_cached(&sql)?
-            .query_row(params![repo, arg], |r| {
+            .prepare_cached(sql)?
+            .query_row(params![repo, arg, with_content], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
