@@ -429,6 +429,7 @@ def main():
         "wall time against either registry, so no server can make this push take half as long. "
         "The curl push sends the same 1 GiB blob with POST + PUT and hashes nothing, so it measures "
         "the registries: receive, hash, write and (berth) fsync before answering 201.",
+        "- The blob GET ratio moves between runs on this shared 2-core machine: five runs on 2026-11-22 gave 0.74–0.87× nginx with the same GET code (server CPU per GiB 1.05–1.25× nginx's), so the 0.8× target is met in some runs and missed in others; it is not a settled pass.",
         "- berth keeps fsync on (each blob and its directory entry are on disk before the 201); "
         "docker-registry does not fsync.",
         "- Every timed push goes to a fresh registry after `sync`, so no run pays for another's "
