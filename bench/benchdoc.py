@@ -13,7 +13,8 @@ def write_section(heading, section):
     start = text.find(f"## {heading}")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        rest = text[end + 1:] if end >= 0 else ""
+        text = text[:start] + section.rstrip("\n") + ("\n\n" + rest if rest else "\n")
     else:
         text = text.rstrip() + "\n\n" + section
     DOC.write_text(text)
