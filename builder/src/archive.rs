@@ -1,17 +1,21 @@
 //! Image archives: `oci-archive` (a tar of an OCI image layout holding just
 //! one image) and `docker-archive` (the `manifest.json` that `docker load`
 //! and `podman load` read, naming the config and layers by their
-//! `blobs/sha256/…` paths as Docker 25's `docker save` does). Both are
-//! written with the canonical tar writer, so they are reproducible too, and
-//! atomically: a failed write leaves no file that looks complete.
+//! `blobs/sha256/…` paths as Docker 25's `docker save` does). Both hold
+//! the blob directories, the layers bottom first, the config, the manifest
+//! and then the archive's index files, with the canonical tar's fixed
+//! metadata, so they are reproducible too; they are written atomically: a
+//! failed write leaves no file that looks complete. [`crate::stream`]
+//! writes the same bytes for an uncompressed image without a layout.
 
-use std::io::BufWriter;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use berth_oci::{Digest, ImageLayout, Manifest};
 use serde_json::json;
 
-use crate::canonical_tar::{LayerEntries, TarOptions};
+use crate::canonical_tar::{BLOCK, TarError, TarOptions, dir_header, file_header, padding};
 use crate::image::BuildError;
 
 /// Which archive to write.
@@ -36,7 +40,88 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     }
 }
 
-/// Write the image `manifest` of `layout` as an archive at `dest`.
+/// Mode of files in an archive.
+pub(crate) const FILE_MODE: u32 = 0o444;
+/// Mode of directories in an archive.
+const DIR_MODE: u32 = 0o555;
+
+/// The archive name of a blob: `blobs/sha256/<hex>`.
+pub(crate) fn blob_name(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm(), d.hex())
+}
+
+/// What every archive starts with: the `blobs/` and `blobs/sha256/`
+/// directories. The layers follow, bottom first, then [`archive_tail`].
+pub(crate) fn archive_head() -> Vec<u8> {
+    let mut head = Vec::new();
+    for d in ["blobs/", "blobs/sha256/"] {
+        head.extend_from_slice(&dir_header(d, DIR_MODE, TarOptions::default()));
+    }
+    head
+}
+
+/// What follows the layers: the config and manifest blobs, then Docker's
+/// `manifest.json` or the OCI layout's `index.json` and `oci-layout`, then
+/// the end of the archive. A Docker archive carries no OCI layout files:
+/// with them, loaders take it for an OCI archive and ignore the RepoTags of
+/// manifest.json.
+pub(crate) fn archive_tail(
+    kind: &ArchiveKind,
+    config: (&Digest, &[u8]),
+    manifest: (&Digest, &[u8]),
+    manifest_media_type: &str,
+    layers: &[&Digest],
+) -> Vec<u8> {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (blob_name(config.0), config.1.to_vec()),
+        (blob_name(manifest.0), manifest.1.to_vec()),
+    ];
+    match kind {
+        ArchiveKind::Docker { repo_tag } => {
+            let docker = json!([{
+                "Config": blob_name(config.0),
+                "RepoTags": repo_tag.iter().collect::<Vec<_>>(),
+                "Layers": layers.iter().map(|d| blob_name(d)).collect::<Vec<_>>(),
+            }]);
+            files.push((
+                "manifest.json".into(),
+                serde_json::to_vec(&docker).expect("JSON"),
+            ));
+        }
+        ArchiveKind::Oci { tag } => {
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": berth_oci::media_type::OCI_INDEX,
+                "manifests": [{
+                    "mediaType": manifest_media_type,
+                    "digest": manifest.0.to_string(),
+                    "size": manifest.1.len(),
+                    "annotations": {"org.opencontainers.image.ref.name": tag},
+                }],
+            });
+            files.push((
+                "index.json".into(),
+                serde_json::to_vec(&index).expect("JSON"),
+            ));
+            files.push((
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ));
+        }
+    }
+    let mut tail = Vec::new();
+    for (name, bytes) in &files {
+        let size = bytes.len() as u64;
+        tail.extend_from_slice(&file_header(name, FILE_MODE, size, TarOptions::default()));
+        tail.extend_from_slice(bytes);
+        tail.resize(tail.len() + padding(size), 0);
+    }
+    tail.resize(tail.len() + 2 * BLOCK, 0);
+    tail
+}
+
+/// Write the image `manifest` of `layout` as an archive at `dest`: the
+/// same bytes [`crate::stream::stream_archive`] writes for the same image.
 pub fn write_archive(
     layout: &ImageLayout,
     manifest: &Digest,
@@ -44,61 +129,18 @@ pub fn write_archive(
     dest: &Path,
 ) -> Result<(), BuildError> {
     let manifest_bytes = layout.read_blob(manifest)?;
-    let parsed = Manifest::parse(&manifest_bytes, None).map_err(|e| BuildError::Io {
+    let invalid = |e: &dyn std::fmt::Display| BuildError::Io {
         path: layout.blob_path(manifest),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
-    let blobs = parsed.blobs().map_err(|e| BuildError::Io {
-        path: layout.blob_path(manifest),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
-
-    let mut e = LayerEntries::new();
-    // A Docker archive carries no OCI layout files: with them, loaders take
-    // it for an OCI archive and ignore the RepoTags of manifest.json.
-    if let ArchiveKind::Oci { tag } = kind {
-        e.add_file("/oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o444)?;
-        let index = json!({
-            "schemaVersion": 2,
-            "mediaType": berth_oci::media_type::OCI_INDEX,
-            "manifests": [{
-                "mediaType": parsed.media_type(),
-                "digest": manifest.to_string(),
-                "size": manifest_bytes.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }],
-        });
-        e.add_file(
-            "/index.json",
-            &serde_json::to_vec(&index).expect("JSON"),
-            0o444,
-        )?;
-    }
-    let blob_name = |d: &Digest| format!("blobs/{}/{}", d.algorithm(), d.hex());
-    e.add_source_file(
-        &format!("/{}", blob_name(manifest)),
-        &layout.blob_path(manifest),
-        0o444,
-    )?;
-    for b in &blobs {
-        e.add_source_file(
-            &format!("/{}", blob_name(&b.digest)),
-            &layout.blob_path(&b.digest),
-            0o444,
-        )?;
-    }
-    if let ArchiveKind::Docker { repo_tag } = kind {
-        let docker = json!([{
-            "Config": blob_name(&blobs[0].digest),
-            "RepoTags": repo_tag.iter().collect::<Vec<_>>(),
-            "Layers": blobs[1..].iter().map(|b| blob_name(&b.digest)).collect::<Vec<_>>(),
-        }]);
-        e.add_file(
-            "/manifest.json",
-            &serde_json::to_vec(&docker).expect("JSON"),
-            0o444,
-        )?;
-    }
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    };
+    let parsed = Manifest::parse(&manifest_bytes, None).map_err(|e| invalid(&e))?;
+    let blobs = parsed.blobs().map_err(|e| invalid(&e))?;
+    let Some((config, layers)) = blobs.split_first() else {
+        return Err(invalid(
+            &"an archive holds one image manifest, not an index",
+        ));
+    };
+    let config_bytes = layout.read_blob(&config.digest)?;
 
     let dir = dest
         .parent()
@@ -107,8 +149,34 @@ pub fn write_archive(
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        e.write_to(&mut w, TarOptions::default())?;
-        std::io::Write::flush(&mut w).map_err(io(dest))?;
+        w.write_all(&archive_head()).map_err(io(dest))?;
+        for layer in layers {
+            let path = layout.blob_path(&layer.digest);
+            let src = File::open(&path).map_err(io(&path))?;
+            let size = src.metadata().map_err(io(&path))?.len();
+            if size != layer.size {
+                return Err(TarError::Changed(path).into());
+            }
+            let name = blob_name(&layer.digest);
+            w.write_all(&file_header(&name, FILE_MODE, size, TarOptions::default()))
+                .map_err(io(dest))?;
+            let copied = std::io::copy(&mut src.take(size), &mut w).map_err(io(&path))?;
+            if copied != size {
+                return Err(TarError::Changed(path).into());
+            }
+            w.write_all(&[0u8; BLOCK][..padding(size)])
+                .map_err(io(dest))?;
+        }
+        let layer_digests: Vec<&Digest> = layers.iter().map(|l| &l.digest).collect();
+        w.write_all(&archive_tail(
+            kind,
+            (&config.digest, &config_bytes),
+            (manifest, &manifest_bytes),
+            parsed.media_type(),
+            &layer_digests,
+        ))
+        .map_err(io(dest))?;
+        w.flush().map_err(io(dest))?;
     }
     tmp.persist(dest).map_err(|err| BuildError::Io {
         path: dest.to_owned(),

@@ -69,6 +69,14 @@ impl LayerCache {
         self.dir.join("staging")
     }
 
+    /// Where the cache keeps the blob `digest` (it may not be there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.staging()
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
     /// Keep the blob `digest` of `layout` in the cache (a hard link; best
     /// effort).
     pub fn keep_blob(&self, layout: &berth_oci::ImageLayout, digest: &Digest) {
@@ -85,11 +93,7 @@ impl LayerCache {
     /// on one filesystem, else a copy checked against the digest. Returns
     /// whether the layout now has it.
     pub fn provide_blob(&self, layout: &berth_oci::ImageLayout, digest: &Digest) -> bool {
-        let src = self
-            .staging()
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex());
+        let src = self.blob_path(digest);
         let dst = layout.blob_path(digest);
         if dst.exists() {
             return true;

@@ -17,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-const BLOCK: usize = 512;
+/// The tar block size.
+pub const BLOCK: usize = 512;
 /// Largest size the 11 octal digits of a ustar size field can hold.
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
@@ -302,6 +303,26 @@ impl LayerEntries {
         self.entries.is_empty()
     }
 
+    /// The exact length of what [`Self::write_to`] writes, from the sizes
+    /// recorded when the entries were added (a file that changed since is
+    /// an error when it is written).
+    pub fn tar_len(&self) -> u64 {
+        let mut n = 2 * BLOCK as u64;
+        for (path, entry) in &self.entries {
+            let dir = u64::from(entry.body == Body::Dir);
+            let (size, link): (u64, &[u8]) = match &entry.body {
+                Body::Dir => (0, b""),
+                Body::File { size, .. } => (*size, b""),
+                Body::Inline(c) => (c.len() as u64, b""),
+                Body::Symlink(t) => (0, t),
+            };
+            let name_len = path.len() as u64 + dir;
+            n += header_len(name_len, link.len() as u64, size);
+            n += size + padding(size) as u64;
+        }
+        n
+    }
+
     /// Write the tar, entries in bytewise path order, then the two zero
     /// blocks that end an archive. Returns the bytes written.
     pub fn write_to(&self, out: &mut impl Write, opts: TarOptions) -> Result<u64, TarError> {
@@ -370,11 +391,7 @@ impl<W: Write> Write for Counting<'_, W> {
 }
 
 fn pad(w: &mut impl Write, size: u64) -> io::Result<()> {
-    let rem = (size % BLOCK as u64) as usize;
-    if rem != 0 {
-        w.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
-    }
-    Ok(())
+    w.write_all(&[0u8; BLOCK][..padding(size)])
 }
 
 /// Write `value` as zero-padded octal with a NUL terminator into `field`.
@@ -383,6 +400,34 @@ fn octal(field: &mut [u8], value: u64) {
     let s = format!("{value:0digits$o}");
     field[..digits].copy_from_slice(&s.as_bytes()[s.len() - digits..]);
     field[digits] = 0;
+}
+
+/// The length of [`header_bytes`] for these lengths and size.
+fn header_len(name_len: u64, link_len: u64, size: u64) -> u64 {
+    let record = |key: &str, value_len: u64| {
+        let body = key.len() as u64 + value_len + 3;
+        let mut len = body + 1;
+        while len != body + len.to_string().len() as u64 {
+            len = body + len.to_string().len() as u64;
+        }
+        len
+    };
+    let mut pax = 0;
+    if name_len > 100 {
+        pax += record("path", name_len);
+    }
+    if link_len > 100 {
+        pax += record("linkpath", link_len);
+    }
+    if size > USTAR_MAX_SIZE {
+        pax += record("size", size.to_string().len() as u64);
+    }
+    let block = BLOCK as u64;
+    if pax == 0 {
+        block
+    } else {
+        2 * block + pax.div_ceil(block) * block
+    }
 }
 
 /// One PAX record: `<len> <key>=<value>\n`, where len counts itself.
@@ -406,6 +451,20 @@ fn write_header(
     link: &[u8],
     opts: TarOptions,
 ) -> io::Result<()> {
+    w.write_all(&header_bytes(name, typeflag, mode, size, link, opts))
+}
+
+/// The header blocks of one entry: a PAX header when the name, link or
+/// size does not fit ustar, then the ustar header. Its length depends only
+/// on the lengths of `name` and `link` and on `size`.
+fn header_bytes(
+    name: &[u8],
+    typeflag: u8,
+    mode: u32,
+    size: u64,
+    link: &[u8],
+    opts: TarOptions,
+) -> Vec<u8> {
     // ustar can split a long name into prefix (155) + name (100); a PAX
     // header is simpler and unambiguous, so use it whenever the name does
     // not fit the 100-byte field.
@@ -419,23 +478,40 @@ fn write_header(
     if size > USTAR_MAX_SIZE {
         pax_record(&mut pax, "size", size.to_string().as_bytes());
     }
+    let mut out = Vec::with_capacity(BLOCK);
     if !pax.is_empty() {
         let header = ustar_header(b"././@PaxHeader", b'x', 0o644, pax.len() as u64, b"", opts);
-        w.write_all(&header)?;
-        w.write_all(&pax)?;
-        pad(w, pax.len() as u64)?;
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&pax);
+        out.resize(out.len() + padding(pax.len() as u64), 0);
     }
     let short_name = &name[..name.len().min(100)];
     let short_link = &link[..link.len().min(100)];
-    let header = ustar_header(
+    out.extend_from_slice(&ustar_header(
         short_name,
         typeflag,
         mode,
         size.min(USTAR_MAX_SIZE),
         short_link,
         opts,
-    );
-    w.write_all(&header)
+    ));
+    out
+}
+
+/// The header of a regular file `name` (relative, no leading `/`) of `size`
+/// bytes: for writers that place file data themselves.
+pub fn file_header(name: &str, mode: u32, size: u64, opts: TarOptions) -> Vec<u8> {
+    header_bytes(name.as_bytes(), b'0', mode, size, b"", opts)
+}
+
+/// The header of a directory `name` (relative, ending in `/`).
+pub fn dir_header(name: &str, mode: u32, opts: TarOptions) -> Vec<u8> {
+    header_bytes(name.as_bytes(), b'5', mode, 0, b"", opts)
+}
+
+/// The zero bytes that pad `size` bytes of data to a whole block.
+pub fn padding(size: u64) -> usize {
+    (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
 
 fn ustar_header(
@@ -505,6 +581,7 @@ mod tests {
         let mut out = Vec::new();
         let n = e.write_to(&mut out, opts).unwrap();
         assert_eq!(n as usize, out.len());
+        assert_eq!(e.tar_len(), n, "tar_len predicts the bytes written");
         assert_eq!(out.len() % BLOCK, 0);
         out
     }
@@ -678,6 +755,24 @@ mod tests {
             e.add_store_path(fifo.to_str().unwrap(), &fifo),
             Err(TarError::SpecialFile(_))
         ));
+    }
+
+    #[test]
+    fn tar_len_counts_pax_headers() {
+        let mut e = LayerEntries::new();
+        for len in [98, 99, 100, 101, 200, 600, 5000] {
+            let name = format!("/{}", "n".repeat(len));
+            e.add_file(&name, &vec![7u8; len], 0o444).unwrap();
+            e.add_symlink(&format!("{name}-link"), &"t".repeat(len))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        let n = e.write_to(&mut out, TarOptions::default()).unwrap();
+        assert_eq!(e.tar_len(), n);
+        assert_eq!(
+            file_header("a", 0o444, USTAR_MAX_SIZE + 1, TarOptions::default()).len(),
+            header_len(1, 0, USTAR_MAX_SIZE + 1) as usize
+        );
     }
 
     #[test]

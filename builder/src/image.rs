@@ -95,7 +95,7 @@ impl std::fmt::Debug for BuildOptions {
 }
 
 /// Reports bytes written through it to a progress receiver, in 1 MiB steps.
-struct Reporting<W> {
+pub(crate) struct Reporting<W> {
     inner: W,
     progress: Option<Progress>,
     pending: u64,
@@ -119,8 +119,17 @@ impl<W: Write> Write for Reporting<W> {
 }
 
 impl<W> Reporting<W> {
+    /// Report bytes written through `inner` to `progress`.
+    pub(crate) fn new(inner: W, progress: Option<Progress>) -> Self {
+        Self {
+            inner,
+            progress,
+            pending: 0,
+        }
+    }
+
     /// Report what is left and return the inner writer.
-    fn finish(self) -> W {
+    pub(crate) fn finish(self) -> W {
         if let Some(p) = &self.progress {
             if self.pending > 0 {
                 p.tarred(self.pending);
@@ -171,7 +180,7 @@ pub struct BuiltImage {
     pub plan: LayerPlan,
 }
 
-fn source_of(opts: &BuildOptions, store_path: &str) -> PathBuf {
+pub(crate) fn source_of(opts: &BuildOptions, store_path: &str) -> PathBuf {
     opts.store_root.join(store_path.trim_start_matches('/'))
 }
 
@@ -188,6 +197,45 @@ fn write_layer(
     };
     let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
     let file = tmp.as_file().try_clone().map_err(io(tmp.path()))?;
+    let (digest, size, diff_id) = if opts.compression == Compression::None {
+        // The blob is the tar: hash it once, no compressor in between.
+        let mut tar = Reporting {
+            inner: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)),
+            progress: opts.progress.clone(),
+            pending: 0,
+        };
+        entries.write_to(&mut tar, opts.tar)?;
+        let (mut buf, digest, size) = tar.finish().finish();
+        buf.flush().map_err(io(tmp.path()))?;
+        (digest.clone(), size, digest)
+    } else {
+        compress_layer(entries, file, opts).map_err(|e| match e {
+            LayerWriteError::Tar(t) => BuildError::Tar(t),
+            LayerWriteError::Io(source) => BuildError::Io {
+                path: tmp.path().to_owned(),
+                source,
+            },
+        })?
+    };
+    let dest = layout.blob_path(&digest);
+    tmp.persist(&dest).map_err(|e| BuildError::Io {
+        path: dest.clone(),
+        source: e.error,
+    })?;
+    Ok((digest, size, diff_id))
+}
+
+enum LayerWriteError {
+    Tar(TarError),
+    Io(std::io::Error),
+}
+
+/// Tar, hash, compress and hash again into `file`: (digest, size, diff_id).
+fn compress_layer(
+    entries: &LayerEntries,
+    file: std::fs::File,
+    opts: &BuildOptions,
+) -> Result<(Digest, u64, Digest), LayerWriteError> {
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let compressor = BlockCompressor::new(sink, opts.compression, opts.threads);
     let mut tar = Reporting {
@@ -195,17 +243,13 @@ fn write_layer(
         progress: opts.progress.clone(),
         pending: 0,
     };
-    entries.write_to(&mut tar, opts.tar)?;
+    entries
+        .write_to(&mut tar, opts.tar)
+        .map_err(LayerWriteError::Tar)?;
     let (compressor, diff_id, _) = tar.finish().finish();
-    let (sink, _) = compressor.finish().map_err(io(tmp.path()))?;
+    let (sink, _) = compressor.finish().map_err(LayerWriteError::Io)?;
     let (mut buf, digest, size) = sink.finish();
-    buf.flush().map_err(io(tmp.path()))?;
-    drop(buf);
-    let dest = layout.blob_path(&digest);
-    tmp.persist(&dest).map_err(|e| BuildError::Io {
-        path: dest.clone(),
-        source: e.error,
-    })?;
+    buf.flush().map_err(LayerWriteError::Io)?;
     Ok((digest, size, diff_id))
 }
 
@@ -230,13 +274,8 @@ fn extra_files_entries(spec: &ImageSpec) -> Result<LayerEntries, BuildError> {
     Ok(e)
 }
 
-/// Build the image of `spec` into `layout` and tag it `tag` there.
-pub fn build_image(
-    spec: &ImageSpec,
-    opts: &BuildOptions,
-    layout: &ImageLayout,
-    tag: Option<&str>,
-) -> Result<BuiltImage, BuildError> {
+/// Fail unless every store path of the closure is on this machine.
+pub(crate) fn check_present(spec: &ImageSpec, opts: &BuildOptions) -> Result<(), BuildError> {
     for p in &spec.closure {
         let src = source_of(opts, &p.path);
         if std::fs::symlink_metadata(&src).is_err() {
@@ -246,56 +285,101 @@ pub fn build_image(
             ));
         }
     }
-    let plan = plan_layers(spec);
-    // What to build: each planned layer, then the extra files.
-    let mut jobs: Vec<(Vec<String>, Option<&[ExtraFile]>)> = plan
+    Ok(())
+}
+
+/// One layer to build: store paths, or (with no paths) the extra files.
+pub(crate) struct LayerJob<'a> {
+    pub(crate) paths: Vec<String>,
+    pub(crate) extra: Option<&'a [ExtraFile]>,
+    /// NAR bytes, for scheduling.
+    pub(crate) nar_size: u64,
+}
+
+/// The layers of `plan`, bottom first: each planned layer, then the extra
+/// files.
+pub(crate) fn layer_jobs<'a>(spec: &'a ImageSpec, plan: &LayerPlan) -> Vec<LayerJob<'a>> {
+    let mut jobs: Vec<LayerJob<'a>> = plan
         .layers
         .iter()
-        .map(|l| (l.paths.clone(), None))
+        .map(|l| LayerJob {
+            nar_size: l
+                .paths
+                .iter()
+                .filter_map(|p| spec.path_info(p))
+                .map(|p| p.nar_size)
+                .sum(),
+            paths: l.paths.clone(),
+            extra: None,
+        })
         .collect();
     if plan.extra_files_layer {
-        jobs.push((Vec::new(), Some(&spec.extra_files)));
+        jobs.push(LayerJob {
+            paths: Vec::new(),
+            extra: Some(&spec.extra_files),
+            nar_size: 0,
+        });
     }
-    if let Some(p) = &opts.progress {
-        p.planned(jobs.len(), spec.closure.iter().map(|c| c.nar_size).sum());
-    }
-    let results: Vec<std::sync::Mutex<Option<Result<BuiltLayer, BuildError>>>> =
+    jobs
+}
+
+/// Run `f` over `0..jobs.len()` on up to `threads` threads, largest job
+/// first (so the long ones start early); results keep the jobs' order, so
+/// nothing depends on who finished first.
+pub(crate) fn run_parallel<T: Send>(
+    threads: usize,
+    jobs: &[LayerJob<'_>],
+    f: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    let results: Vec<std::sync::Mutex<Option<T>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    // Largest first, so the long layers start early; the results keep the
-    // plan's order, so the output does not depend on who finished first.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
-    let size_of = |i: usize| -> u64 {
-        jobs[i]
-            .0
-            .iter()
-            .filter_map(|p| spec.path_info(p))
-            .map(|p| p.nar_size)
-            .sum()
-    };
-    order.sort_by_key(|&i| std::cmp::Reverse(size_of(i)));
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].nar_size));
     let next = std::sync::Mutex::new(order.into_iter());
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1).min(jobs.len().max(1)) {
+        for _ in 0..threads.max(1).min(jobs.len().max(1)) {
             s.spawn(|| {
                 loop {
                     let Some(i) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
                         return;
                     };
-                    let (paths, extra) = &jobs[i];
-                    let built = build_one(spec, opts, layout, paths, *extra);
-                    if let Some(p) = &opts.progress {
-                        p.layer_done();
-                    }
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
+                    let r = f(i);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 }
             });
         }
     });
-    let mut layers = Vec::with_capacity(jobs.len());
-    for r in results {
-        let r = r.into_inner().unwrap_or_else(|e| e.into_inner());
-        layers.push(r.expect("every job ran")?);
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every job ran")
+        })
+        .collect()
+}
+
+/// Build the image of `spec` into `layout` and tag it `tag` there.
+pub fn build_image(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    layout: &ImageLayout,
+    tag: Option<&str>,
+) -> Result<BuiltImage, BuildError> {
+    check_present(spec, opts)?;
+    let plan = plan_layers(spec);
+    let jobs = layer_jobs(spec, &plan);
+    if let Some(p) = &opts.progress {
+        p.planned(jobs.len(), spec.closure.iter().map(|c| c.nar_size).sum());
     }
+    let results = run_parallel(opts.threads, &jobs, |i| {
+        let built = build_one(spec, opts, layout, &jobs[i]);
+        if let Some(p) = &opts.progress {
+            p.layer_done();
+        }
+        built
+    });
+    let layers = results.into_iter().collect::<Result<Vec<_>, _>>()?;
 
     let config = config_json(spec, &layers);
     let config_digest = layout.write_blob(&config)?;
@@ -312,51 +396,63 @@ pub fn build_image(
     })
 }
 
-/// Build (or find in the cache) one layer: store `paths`, or the extra
-/// files.
-fn build_one(
-    spec: &ImageSpec,
-    opts: &BuildOptions,
-    layout: &ImageLayout,
-    paths: &[String],
-    extra: Option<&[ExtraFile]>,
-) -> Result<BuiltLayer, BuildError> {
+/// The cache key of a layer: everything that decides its bytes.
+pub(crate) fn cache_key(spec: &ImageSpec, opts: &BuildOptions, job: &LayerJob<'_>) -> Digest {
     let compressor = opts.compression.id();
     let tar = format!(
         "mtime={};uid={};gid={}",
         opts.tar.mtime, opts.tar.uid, opts.tar.gid
     );
     let mut parts: Vec<String> = vec![compressor, tar];
-    match extra {
+    match job.extra {
         Some(files) => parts.push(serde_json::to_string(files).expect("extra files serialise")),
         None => {
-            for p in paths {
+            for p in &job.paths {
                 let hash = spec.path_info(p).map_or("", |i| i.nar_hash.as_str());
                 parts.push(format!("{p}\n{hash}"));
             }
         }
     }
-    let key = LayerCache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+    LayerCache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The entries of a layer (walking its store paths).
+pub(crate) fn job_entries(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    job: &LayerJob<'_>,
+) -> Result<LayerEntries, BuildError> {
+    match job.extra {
+        Some(_) => extra_files_entries(spec),
+        None => {
+            let mut entries = LayerEntries::new();
+            for p in &job.paths {
+                entries.add_store_path(p, &source_of(opts, p))?;
+            }
+            Ok(entries)
+        }
+    }
+}
+
+/// Build (or find in the cache) one layer.
+fn build_one(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+    layout: &ImageLayout,
+    job: &LayerJob<'_>,
+) -> Result<BuiltLayer, BuildError> {
+    let key = cache_key(spec, opts, job);
     if let Some((cache, hit)) = opts.cache.as_ref().and_then(|c| Some((c, c.get(&key)?))) {
         if cache.provide_blob(layout, &hit.digest) {
             return Ok(BuiltLayer {
                 digest: hit.digest,
                 size: hit.size,
                 diff_id: hit.diff_id,
-                store_paths: paths.to_vec(),
+                store_paths: job.paths.clone(),
             });
         }
     }
-    let entries = match extra {
-        Some(_) => extra_files_entries(spec)?,
-        None => {
-            let mut entries = LayerEntries::new();
-            for p in paths {
-                entries.add_store_path(p, &source_of(opts, p))?;
-            }
-            entries
-        }
-    };
+    let entries = job_entries(spec, opts, job)?;
     let (digest, size, diff_id) = write_layer(&entries, layout, opts)?;
     if let Some(cache) = &opts.cache {
         cache.keep_blob(layout, &digest);
@@ -373,7 +469,7 @@ fn build_one(
         digest,
         size,
         diff_id,
-        store_paths: paths.to_vec(),
+        store_paths: job.paths.clone(),
     })
 }
 
@@ -444,7 +540,7 @@ fn history_line(layer: &BuiltLayer) -> String {
     }
 }
 
-fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
+pub(crate) fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
     let mut config = serde_json::to_value(&spec.config).unwrap_or_else(|_| json!({}));
     if let Some(obj) = config.as_object_mut() {
         if obj.is_empty() {
@@ -468,7 +564,7 @@ fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
     serde_json::to_vec(&value).expect("JSON values serialise")
 }
 
-fn manifest_json(
+pub(crate) fn manifest_json(
     spec: &ImageSpec,
     opts: &BuildOptions,
     config: &Digest,
@@ -514,7 +610,11 @@ fn manifest_json(
     serde_json::to_vec(&value).expect("JSON values serialise")
 }
 
-fn oci_descriptor(digest: &Digest, size: usize, spec: &ImageSpec) -> berth_oci::spec::Descriptor {
+pub(crate) fn oci_descriptor(
+    digest: &Digest,
+    size: usize,
+    spec: &ImageSpec,
+) -> berth_oci::spec::Descriptor {
     let mut d = berth_oci::spec::Descriptor::new(
         berth_oci::spec::MediaType::ImageManifest,
         size as u64,

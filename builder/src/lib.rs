@@ -16,6 +16,8 @@
 //! - [`image`]: layers (in parallel), config and manifest into an OCI
 //!   image layout.
 //! - [`archive`]: reproducible `oci-archive` and `docker-archive` files.
+//! - [`stream`]: uncompressed images streamed straight into an archive,
+//!   layers written in parallel at offsets known in advance.
 //! - [`sbom`]: the CycloneDX SBOM, attached as an OCI 1.1 referrer.
 //! - [`cache`]: layer descriptors keyed by store paths' narHashes, tar
 //!   format and compressor id.
@@ -31,6 +33,7 @@ pub mod image;
 pub mod plan;
 pub mod sbom;
 pub mod spec;
+pub mod stream;
 
 pub use image::{BuildError, BuildOptions, BuiltImage, build_image, write_index};
 pub use plan::{LayerPlan, PlannedLayer, plan_layers};

@@ -190,6 +190,25 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         })
         .transpose()?;
 
+    // One uncompressed archive and nothing else: stream the layers straight
+    // into it, each byte written once.
+    if let ([Output::Archive { file, kind }], None, None, Compression::None) =
+        (outputs.as_slice(), &push, &args.verify, opts.compression)
+    {
+        let bars = crate::progress::BuildBars::new(args.quiet);
+        let opts = BuildOptions {
+            progress: bars.clone().map(|b| b as berth_builder::image::Progress),
+            ..opts
+        };
+        let built = berth_builder::stream::stream_archive(&specs[0], &opts, kind, file);
+        if let Some(b) = &bars {
+            b.finish();
+        }
+        let built = built.with_context(|| format!("cannot write {}", file.display()))?;
+        println!("{}", built.manifest_digest);
+        return Ok(());
+    }
+
     // Build once: into the first layout output, else into the cache's own
     // layout (so an unchanged layer is neither rebuilt nor re-read), else
     // into a temporary one.

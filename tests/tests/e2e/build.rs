@@ -187,6 +187,52 @@ fn a_nix_closure_becomes_an_image_that_podman_runs() {
     assert!(printed.contains("liba says hi\napp ran"), "{printed}");
     run(&mut podman(&["rmi", "--all", "--force"]));
 
+    // Uncompressed, the archive is streamed (no layout in between): podman
+    // loads and runs it, and it is byte for byte the archive of the layout
+    // build of the same image.
+    let raw_tar = dir.path().join("raw.tar");
+    let raw_digest = berth_build(
+        &spec,
+        &format!("docker-archive:{}:berth-e2e/app:raw", raw_tar.display()),
+        &["--compression", "none", "--no-cache"],
+    );
+    let raw_layout = dir.path().join("raw-layout.tar");
+    let via_layout = berth_build(
+        &spec,
+        &format!("docker-archive:{}:berth-e2e/app:raw", raw_layout.display()),
+        &[
+            "--compression",
+            "none",
+            "-o",
+            &format!("oci:{}", dir.path().join("raw-oci").display()),
+        ],
+    );
+    assert_eq!(raw_digest, via_layout);
+    assert!(
+        std::fs::read(&raw_tar).unwrap() == std::fs::read(&raw_layout).unwrap(),
+        "the streamed archive differs from the layout's"
+    );
+    let loaded = run_text(&mut podman(&[
+        "load",
+        "--quiet",
+        "-i",
+        raw_tar.to_str().unwrap(),
+    ]));
+    assert!(loaded.contains("berth-e2e/app:raw"), "{loaded}");
+    let printed = run_text(&mut podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "berth-e2e/app:raw",
+    ]));
+    assert!(printed.contains("liba says hi\napp ran"), "{printed}");
+    run(&mut podman(&["rmi", "--all", "--force"]));
+
     // Same spec, another directory, one thread: same digest.
     let again = berth_build(
         &spec,
