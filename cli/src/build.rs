@@ -84,7 +84,8 @@ pub(crate) struct BuildArgs {
     /// No progress bars (they are drawn only on a terminal anyway).
     #[arg(long, short)]
     quiet: bool,
-    /// Layer compression: gzip[:1-9], zstd[:1-19] or none.
+    /// Layer compression: gzip[:1-9] (level 4 by default), zstd[:1-19] or
+    /// none.
     #[arg(long, default_value = "gzip")]
     compression: String,
     /// Compression threads (default: all cores).
@@ -100,6 +101,10 @@ pub(crate) struct BuildArgs {
     /// Build every layer from the store, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Most bytes of built blobs the cache keeps; the least recently used
+    /// go first (10GiB, 512MiB, …).
+    #[arg(long, default_value = "10GiB", value_parser = berth_builder::cache::parse_size)]
+    cache_max: u64,
 }
 
 enum Output {
@@ -205,6 +210,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             b.finish();
         }
         let built = built.with_context(|| format!("cannot write {}", file.display()))?;
+        prune_cache(&opts, args.cache_max);
         println!("{}", built.manifest_digest);
         return Ok(());
     }
@@ -304,8 +310,26 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             total.skipped.len()
         );
     }
+    prune_cache(&opts, args.cache_max);
     println!("{}", built.top);
     Ok(())
+}
+
+/// Keep the cache within its size (a failure is a warning: the image is
+/// built).
+fn prune_cache(opts: &BuildOptions, max: u64) {
+    if let Some(cache) = &opts.cache {
+        match cache.prune(max) {
+            Ok(p) if p.blobs > 0 => tracing::debug!(
+                blobs = p.blobs,
+                bytes = p.bytes,
+                entries = p.entries,
+                "pruned the layer cache"
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: cannot prune the layer cache: {e}"),
+        }
+    }
 }
 
 fn load_specs(args: &BuildArgs) -> Result<Vec<ImageSpec>> {

@@ -251,6 +251,16 @@ impl ImageLayout {
         self.write_index(&index)
     }
 
+    /// Empty `index.json`'s manifest list (the blobs stay).
+    pub fn clear_manifests(&self) -> Result<(), LayoutError> {
+        let mut index = self.index()?;
+        if index.manifests().is_empty() {
+            return Ok(());
+        }
+        index.set_manifests(Vec::new());
+        self.write_index(&index)
+    }
+
     /// The descriptor named `ref_name` in `index.json`; with `None`, the only
     /// entry if there is exactly one.
     pub fn find_manifest(&self, ref_name: Option<&str>) -> Result<Option<Descriptor>, LayoutError> {
