@@ -40,14 +40,22 @@ pub enum Compression {
     None,
 }
 
+/// The default gzip level. Level 4 is zlib's first "medium" level: on a
+/// 1.6 GiB closure it compresses 1.4× faster than level 6 (zlib's and Go's
+/// default) for layers 1.7% larger (docs/benchmarks.md), and a build
+/// compresses every changed layer while a registry stores it once.
+pub const DEFAULT_GZIP_LEVEL: u32 = 4;
+
 impl Default for Compression {
     fn default() -> Self {
-        Self::Gzip { level: 6 }
+        Self::Gzip {
+            level: DEFAULT_GZIP_LEVEL,
+        }
     }
 }
 
 impl Compression {
-    /// Parse `gzip`, `gzip:9`, `zstd`, `zstd:3`, `none`.
+    /// Parse `gzip` (level [`DEFAULT_GZIP_LEVEL`]), `gzip:9`, `zstd`, `zstd:3`, `none`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let (name, level) = match s.split_once(':') {
             Some((n, l)) => (n, Some(l)),
@@ -55,7 +63,7 @@ impl Compression {
         };
         let bad = || format!("compression {s:?} is not gzip[:1-9], zstd[:1-19] or none");
         match (name, level) {
-            ("gzip", None) => Ok(Self::Gzip { level: 6 }),
+            ("gzip", None) => Ok(Self::default()),
             ("gzip", Some(l)) => match l.parse() {
                 Ok(level @ 1..=9) => Ok(Self::Gzip { level }),
                 _ => Err(bad()),
@@ -441,7 +449,7 @@ mod tests {
     fn parse_and_ids() {
         assert_eq!(
             Compression::parse("gzip").unwrap(),
-            Compression::Gzip { level: 6 }
+            Compression::Gzip { level: 4 }
         );
         assert_eq!(
             Compression::parse("zstd:19").unwrap(),
@@ -453,7 +461,7 @@ mod tests {
         }
         assert_eq!(
             Compression::default().id(),
-            format!("gzip;impl=zlib-rs-{ZLIB_RS_VERSION};level=6;block=1048576")
+            format!("gzip;impl=zlib-rs-{ZLIB_RS_VERSION};level=4;block=1048576")
         );
     }
 
