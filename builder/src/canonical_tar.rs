@@ -110,6 +110,9 @@ enum Body {
 struct Entry {
     mode: u32,
     body: Body,
+    /// uid and gid, when not the tar options' (extra files of a non-root
+    /// user).
+    owner: Option<(u32, u32)>,
 }
 
 /// A layer's entries, collected and then written in canonical order.
@@ -154,6 +157,7 @@ impl LayerEntries {
                 Entry {
                     mode,
                     body: Body::Dir,
+                    owner: None,
                 },
             )?;
             end += 1;
@@ -181,6 +185,7 @@ impl LayerEntries {
                 Entry {
                     mode: 0o777,
                     body: Body::Symlink(target.as_os_str().as_bytes().to_vec()),
+                    owner: None,
                 },
             );
         }
@@ -194,6 +199,7 @@ impl LayerEntries {
                         source: src.to_owned(),
                         size: meta.len(),
                     },
+                    owner: None,
                 },
             );
         }
@@ -205,6 +211,7 @@ impl LayerEntries {
             Entry {
                 mode: 0o555,
                 body: Body::Dir,
+                owner: None,
             },
         )?;
         let mut children = Vec::new();
@@ -223,6 +230,75 @@ impl LayerEntries {
         Ok(())
     }
 
+    /// Link the tree of store path `store_path` (read from `source`) into
+    /// `/`, as `dockerTools`' `contents` does: each directory under it
+    /// becomes a 0755 directory at the same relative place in `/`, each
+    /// file or symlink a symlink to its place in the store. A name already
+    /// present (added earlier), or under a present non-directory, is left
+    /// as it is: the first to provide a name wins.
+    pub fn add_links_to(&mut self, store_path: &str, source: &Path) -> Result<(), TarError> {
+        let meta = fs::metadata(source).map_err(io_err("stat", source))?;
+        if !meta.is_dir() {
+            return Err(TarError::Io {
+                op: "link",
+                path: source.to_owned(),
+                source: io::Error::other("contents must be directories (like an environment)"),
+            });
+        }
+        let target = store_path.trim_end_matches('/').as_bytes();
+        self.link_tree(source, target, Vec::new())
+    }
+
+    fn link_tree(&mut self, src: &Path, target: &[u8], dst: Vec<u8>) -> Result<(), TarError> {
+        let mut children = Vec::new();
+        for e in fs::read_dir(src).map_err(io_err("list", src))? {
+            let e = e.map_err(io_err("list", src))?;
+            children.push(e.file_name());
+        }
+        children.sort();
+        use std::os::unix::ffi::OsStrExt;
+        for name in children {
+            let mut d = dst.clone();
+            if !d.is_empty() {
+                d.push(b'/');
+            }
+            d.extend_from_slice(name.as_bytes());
+            let child_src = src.join(&name);
+            let mut child_target = target.to_vec();
+            child_target.push(b'/');
+            child_target.extend_from_slice(name.as_bytes());
+            let is_dir = fs::symlink_metadata(&child_src)
+                .map_err(io_err("stat", &child_src))?
+                .is_dir();
+            match self.entries.get(&d) {
+                Some(e) if e.body == Body::Dir && is_dir => {
+                    self.link_tree(&child_src, &child_target, d)?;
+                }
+                Some(_) => {}
+                None if is_dir => {
+                    self.insert(
+                        d.clone(),
+                        Entry {
+                            mode: 0o755,
+                            body: Body::Dir,
+                            owner: None,
+                        },
+                    )?;
+                    self.link_tree(&child_src, &child_target, d)?;
+                }
+                None => self.insert(
+                    d,
+                    Entry {
+                        mode: 0o777,
+                        body: Body::Symlink(child_target),
+                        owner: None,
+                    },
+                )?,
+            }
+        }
+        Ok(())
+    }
+
     /// Add an inline file at absolute `path` with `mode`; parents are
     /// 0755 directories.
     pub fn add_file(&mut self, path: &str, contents: &[u8], mode: u32) -> Result<(), TarError> {
@@ -233,6 +309,7 @@ impl LayerEntries {
             Entry {
                 mode,
                 body: Body::Inline(contents.to_vec()),
+                owner: None,
             },
         )
     }
@@ -256,6 +333,7 @@ impl LayerEntries {
                     source: source.to_owned(),
                     size: meta.len(),
                 },
+                owner: None,
             },
         )
     }
@@ -275,6 +353,7 @@ impl LayerEntries {
                 Entry {
                     mode,
                     body: Body::Dir,
+                    owner: None,
                 },
             ),
         }
@@ -289,8 +368,16 @@ impl LayerEntries {
             Entry {
                 mode: 0o777,
                 body: Body::Symlink(target.as_bytes().to_vec()),
+                owner: None,
             },
         )
+    }
+
+    /// Give the entry at absolute `path` (added before) its own owner.
+    pub fn set_owner(&mut self, path: &str, uid: u32, gid: u32) {
+        if let Some(e) = self.entries.get_mut(&tar_path(path)) {
+            e.owner = Some((uid, gid));
+        }
     }
 
     /// Number of entries.
@@ -340,7 +427,11 @@ impl LayerEntries {
                 Body::Inline(c) => (b'0', c.len() as u64, b""),
                 Body::Symlink(t) => (b'2', 0, t),
             };
-            write_header(&mut w, &name, typeflag, entry.mode, size, link, opts)
+            let header_opts = match entry.owner {
+                Some((uid, gid)) => TarOptions { uid, gid, ..opts },
+                None => opts,
+            };
+            write_header(&mut w, &name, typeflag, entry.mode, size, link, header_opts)
                 .map_err(io_err("write", out_path))?;
             match &entry.body {
                 Body::File { source, size } => {

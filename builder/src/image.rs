@@ -253,7 +253,7 @@ fn compress_layer(
     Ok((digest, size, diff_id))
 }
 
-fn extra_files_entries(spec: &ImageSpec) -> Result<LayerEntries, BuildError> {
+fn extra_files_entries(spec: &ImageSpec, opts: &BuildOptions) -> Result<LayerEntries, BuildError> {
     let mut e = LayerEntries::new();
     // Directories first, so an explicit mode is not overridden by an
     // implied parent of a later file.
@@ -270,6 +270,14 @@ fn extra_files_entries(spec: &ImageSpec) -> Result<LayerEntries, BuildError> {
             ExtraFile::Symlink { path, target } => e.add_symlink(path, target)?,
             ExtraFile::Directory { .. } => {}
         }
+    }
+    for f in &spec.extra_files {
+        if let Some((uid, gid)) = f.owner() {
+            e.set_owner(f.path(), uid, gid);
+        }
+    }
+    for c in &spec.contents {
+        e.add_links_to(c, &source_of(opts, c))?;
     }
     Ok(e)
 }
@@ -405,7 +413,14 @@ pub(crate) fn cache_key(spec: &ImageSpec, opts: &BuildOptions, job: &LayerJob<'_
     );
     let mut parts: Vec<String> = vec![compressor, tar];
     match job.extra {
-        Some(files) => parts.push(serde_json::to_string(files).expect("extra files serialise")),
+        Some(files) => {
+            parts.push(serde_json::to_string(files).expect("extra files serialise"));
+            // Links to contents follow the contents' trees.
+            for c in &spec.contents {
+                let hash = spec.path_info(c).map_or("", |i| i.nar_hash.as_str());
+                parts.push(format!("contents:{c}\n{hash}"));
+            }
+        }
         None => {
             for p in &job.paths {
                 let hash = spec.path_info(p).map_or("", |i| i.nar_hash.as_str());
@@ -423,7 +438,7 @@ pub(crate) fn job_entries(
     job: &LayerJob<'_>,
 ) -> Result<LayerEntries, BuildError> {
     match job.extra {
-        Some(_) => extra_files_entries(spec),
+        Some(_) => extra_files_entries(spec, opts),
         None => {
             let mut entries = LayerEntries::new();
             for p in &job.paths {
@@ -717,7 +732,7 @@ pub(crate) mod tests {
         // bytes do (tar, compression, config or manifest layout).
         assert_eq!(
             one.manifest_digest.to_string(),
-            "sha256:75ea794f6e2c334cd4881d10f592bc894c977a3e301727bb2873722ca84937a8",
+            "sha256:88e4e8d882ad9c01c21f278b4d86055c22330103852dda1ac0ce6f6c8b754d25",
             "the image format changed; if on purpose, update the golden digest"
         );
     }
@@ -869,5 +884,51 @@ pub(crate) mod tests {
         let err = build_image(&spec, &opts, &layout, Some("latest")).unwrap_err();
         assert!(err.to_string().contains("lib-2.0 is not present"), "{err}");
         assert!(layout.find_manifest(Some("latest")).unwrap().is_none());
+    }
+
+    #[test]
+    fn contents_are_linked_into_the_root_and_owners_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut spec = fixture(&root);
+        let app = spec.roots[0].clone();
+        spec.contents = vec![app.clone()];
+        // Without the fixture's own /bin link, which would win.
+        spec.extra_files.retain(|f| f.path() != "/bin");
+        spec.extra_files.push(ExtraFile::Directory {
+            path: "/data".into(),
+            mode: Some("0750".into()),
+            uid: Some(1000),
+            gid: Some(100),
+        });
+        spec.validate().unwrap();
+        let layout = ImageLayout::create(dir.path().join("out")).unwrap();
+        let opts = BuildOptions {
+            store_root: root,
+            tar: TarOptions::default(),
+            ..BuildOptions::default()
+        };
+        let img = build_image(&spec, &opts, &layout, None).unwrap();
+        let top = img.layers.last().unwrap();
+        assert!(top.store_paths.is_empty(), "the extra layer is on top");
+        let blob = layout.blob_path(&top.digest);
+        let listing = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(&blob)
+            .output()
+            .unwrap();
+        assert!(listing.status.success());
+        let text = String::from_utf8(listing.stdout).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.contains("bin/app -> ") && l.contains(&format!("{app}/bin/app"))),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("drwxr-x---")
+                && l.contains("1000/100")
+                && l.ends_with(" data/")),
+            "{text}"
+        );
     }
 }

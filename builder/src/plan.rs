@@ -226,7 +226,7 @@ pub fn plan_layers(spec: &ImageSpec) -> LayerPlan {
         .enumerate()
         .map(|(i, p)| (p.as_str(), i))
         .collect();
-    let extra_files_layer = !spec.extra_files.is_empty();
+    let extra_files_layer = spec.has_extra_layer();
     let budget = spec.layering.max_layers - usize::from(extra_files_layer);
 
     // Units: groups are one unit each; every other path is its own.

@@ -173,6 +173,12 @@ pub enum ExtraFile {
         /// Octal permission bits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<String>,
+        /// Owner uid (default: the image's, 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        /// Owner gid (default: the image's, 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gid: Option<u32>,
     },
     /// A directory.
     Directory {
@@ -181,6 +187,13 @@ pub enum ExtraFile {
         /// Octal permission bits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<String>,
+        /// Owner uid (default: the image's, 0), e.g. a non-root user's
+        /// home or data directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        /// Owner gid (default: the image's, 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gid: Option<u32>,
     },
     /// A symbolic link, stored as is.
     Symlink {
@@ -198,6 +211,18 @@ impl ExtraFile {
             Self::File { path, .. } | Self::Directory { path, .. } | Self::Symlink { path, .. } => {
                 path
             }
+        }
+    }
+
+    /// The owner it asks for, if any: (uid, gid), a missing half 0.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        match self {
+            Self::File { uid, gid, .. } | Self::Directory { uid, gid, .. }
+                if uid.is_some() || gid.is_some() =>
+            {
+                Some((uid.unwrap_or(0), gid.unwrap_or(0)))
+            }
+            _ => None,
         }
     }
 
@@ -237,7 +262,20 @@ pub struct ImageSpec {
     pub closure: Vec<StorePathInfo>,
     /// The store paths the image is built for; the closure must be exactly
     /// what they reference, transitively.
+    #[serde(default)]
     pub roots: Vec<String>,
+    /// Instead of `roots`: a store path of the closure whose references are
+    /// the roots. It only carries them (the Nix library writes the config
+    /// into it, so Nix finds every store path the config mentions) and is
+    /// left out of the image. Resolved by [`ImageSpec::parse`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roots_from: Option<String>,
+    /// Store paths (directories in the closure) whose files are linked into
+    /// `/`, as `dockerTools`' `contents` does: each directory is created,
+    /// each file or symlink becomes a symlink to its place in the store.
+    /// The first path to provide a name wins; `extraFiles` win over all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<String>,
     /// Runtime configuration.
     #[serde(default)]
     pub config: ImageConfig,
@@ -286,15 +324,60 @@ impl ImageSpec {
         }
         // Check the version first, so a newer spec gets the right error
         // instead of a complaint about a field this berth does not know.
-        let v: VersionOnly = serde_json::from_slice(json)?;
+        let mut doc: serde_json::Value = serde_json::from_slice(json)?;
+        // The structured-attrs form: a derivation's `.attrs.json`, the spec
+        // in `berthSpec` and the closure in `closure` (from
+        // `exportReferencesGraph.closure`); the derivation's other
+        // attributes are not the spec's.
+        if let Some(obj) = doc.as_object_mut() {
+            if let Some(inner) = obj.remove("berthSpec") {
+                let closure = obj.remove("closure");
+                doc = inner;
+                if let (Some(spec), Some(closure)) = (doc.as_object_mut(), closure) {
+                    spec.entry("closure").or_insert(closure);
+                }
+            }
+        }
+        let v = VersionOnly::deserialize(&doc)?;
         match v.version {
             Some(SPEC_VERSION) => {}
             Some(other) => return Err(SpecError::Version(other)),
             None => return invalid("missing \"version\" (this berth reads version 1)"),
         }
-        let spec: Self = serde_json::from_slice(json)?;
+        let mut spec = Self::deserialize(doc)?;
+        spec.resolve_roots_from()?;
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// Replace `rootsFrom` with the roots it carries, and drop it from the
+    /// closure.
+    fn resolve_roots_from(&mut self) -> Result<(), SpecError> {
+        let Some(from) = self.roots_from.take() else {
+            return Ok(());
+        };
+        if !self.roots.is_empty() {
+            return invalid("give either roots or rootsFrom, not both");
+        }
+        let Some(at) = self.closure.iter().position(|p| p.path == from) else {
+            return invalid(format!("rootsFrom {from} is not in the closure"));
+        };
+        let carrier = self.closure.remove(at);
+        if self
+            .closure
+            .iter()
+            .any(|p| p.references.contains(&from))
+        {
+            return invalid(format!(
+                "rootsFrom {from} is referenced by another store path; it must only carry the roots"
+            ));
+        }
+        self.roots = carrier
+            .references
+            .into_iter()
+            .filter(|r| *r != from)
+            .collect();
+        Ok(())
     }
 
     /// Check everything that parses but cannot make an image.
@@ -338,6 +421,13 @@ impl ImageSpec {
         for r in &self.roots {
             if !paths.contains(r.as_str()) {
                 return invalid(format!("root {r} is not in the closure"));
+            }
+        }
+        for c in &self.contents {
+            if !paths.contains(c.as_str()) {
+                return invalid(format!(
+                    "contents names {c}, which is not in the closure (make it a root)"
+                ));
             }
         }
         self.check_acyclic_and_reachable()?;
@@ -446,7 +536,7 @@ impl ImageSpec {
 
     fn check_layering(&self, paths: &BTreeSet<&str>) -> Result<(), SpecError> {
         let l = &self.layering;
-        let reserved = usize::from(!self.extra_files.is_empty());
+        let reserved = usize::from(self.has_extra_layer());
         if l.max_layers < 1 + reserved || l.max_layers > RUNTIME_LAYER_LIMIT {
             return invalid(format!(
                 "layering.maxLayers = {} must be from {} to {RUNTIME_LAYER_LIMIT}",
@@ -511,6 +601,12 @@ impl ImageSpec {
             }
         }
         Ok(())
+    }
+
+    /// Whether the image has the extra layer on top (extra files, or links
+    /// to `contents`).
+    pub fn has_extra_layer(&self) -> bool {
+        !self.extra_files.is_empty() || !self.contents.is_empty()
     }
 
     /// The closure entry of `path`.
@@ -716,5 +812,59 @@ pub(crate) mod tests {
                 .to_string();
             assert!(err.contains(want), "want {want:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn structured_attrs_form_with_roots_from() {
+        // What nix/lib's spec derivation writes: its .attrs.json, with the
+        // derivation's own attributes around the spec.
+        let carrier = sp("img-image-roots");
+        let attrs = serde_json::json!({
+            "builder": "/nix/store/x-busybox/bin/busybox",
+            "name": "img-image-spec.json",
+            "outputs": {"out": "/nix/store/y-img-image-spec.json"},
+            "exportReferencesGraph": {"closure": [carrier]},
+            "berthSpec": {
+                "version": 1,
+                "name": "img",
+                "rootsFrom": carrier,
+                "contents": [sp("app")],
+                "config": {"Entrypoint": [format!("{}/bin/app", sp("app"))]},
+            },
+            "closure": [
+                {"path": carrier, "narHash": "sha256:c", "narSize": 1, "references": [sp("app"), sp("lib")], "closureSize": 31},
+                {"path": sp("app"), "narHash": "sha256:1", "narSize": 10, "references": [sp("lib")]},
+                {"path": sp("lib"), "narHash": "sha256:2", "narSize": 20, "references": []},
+            ],
+        });
+        let spec = ImageSpec::parse(attrs.to_string().as_bytes()).unwrap();
+        assert_eq!(spec.roots, vec![sp("app"), sp("lib")]);
+        assert!(
+            spec.path_info(&carrier).is_none(),
+            "the carrier is left out"
+        );
+        assert_eq!(spec.closure.len(), 2);
+        assert_eq!(spec.contents, vec![sp("app")]);
+        assert!(spec.has_extra_layer());
+
+        // Unknown keys inside berthSpec are still errors.
+        let mut typo = attrs.clone();
+        typo["berthSpec"]["entrypoint"] = serde_json::json!([]);
+        assert!(ImageSpec::parse(typo.to_string().as_bytes()).is_err());
+        // Both roots and rootsFrom: refused.
+        let mut both = attrs.clone();
+        both["berthSpec"]["roots"] = serde_json::json!([sp("app")]);
+        let err = ImageSpec::parse(both.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        // A carrier that is not in the closure.
+        let mut lost = attrs.clone();
+        lost["berthSpec"]["rootsFrom"] = serde_json::json!(sp("elsewhere"));
+        let err = ImageSpec::parse(lost.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("not in the closure"), "{err}");
+        // contents must be in the closure.
+        let mut outside = attrs;
+        outside["berthSpec"]["contents"] = serde_json::json!([sp("nope")]);
+        let err = ImageSpec::parse(outside.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("contents names"), "{err}");
     }
 }
