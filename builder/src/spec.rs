@@ -363,11 +363,7 @@ impl ImageSpec {
             return invalid(format!("rootsFrom {from} is not in the closure"));
         };
         let carrier = self.closure.remove(at);
-        if self
-            .closure
-            .iter()
-            .any(|p| p.references.contains(&from))
-        {
+        if self.closure.iter().any(|p| p.references.contains(&from)) {
             return invalid(format!(
                 "rootsFrom {from} is referenced by another store path; it must only carry the roots"
             ));

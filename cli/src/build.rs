@@ -52,8 +52,10 @@ pub(crate) struct BuildArgs {
     verify: Option<String>,
     /// Output: `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE[:TAG]`
     /// or `docker-archive:FILE[:NAME:TAG]` (for `podman load`/`docker
-    /// load`). TAG defaults to `latest`. May be repeated.
-    #[arg(short, long = "output", required_unless_present_any = ["push", "verify"])]
+    /// load`). TAG defaults to `latest`. May be repeated. With no output,
+    /// no --push and no --verify, the image is only built (into the
+    /// layer cache) and its digest printed: what a push would send.
+    #[arg(short, long = "output")]
     outputs: Vec<String>,
     /// Push to this reference (`host[:port]/repo[:tag]`), uploading only
     /// what the registry lacks.

@@ -1,0 +1,130 @@
+# NixOS module for the GitOps bot, `berth bot`: receives the registry's
+# webhooks (or polls), rewrites image digests in a GitOps repository and
+# opens or updates one pull request per target on Forgejo, Gitea or
+# GitHub. The forge token and the webhook secret come from files through
+# systemd credentials, never from the Nix store.
+#
+# Takes the berth flake (for its package) and returns the module.
+flake:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.berth-bot;
+  toTOML = import ../lib/toml.nix;
+  configFile = pkgs.writeText "berth-bot.toml" (
+    toTOML (
+      {
+        listen = "${cfg.listenAddress}:${toString cfg.port}";
+        data = "/var/lib/${cfg.stateDirectory}";
+        forge = {
+          inherit (cfg.forge) kind url repository;
+          token_file = "/run/credentials/berth-bot.service/forge-token";
+        };
+        webhook.secret_file = "/run/credentials/berth-bot.service/webhook-secret";
+      }
+      // cfg.settings
+    )
+  );
+in
+{
+  options.services.berth-bot = {
+    enable = lib.mkEnableOption "the berth GitOps digest bot (berth bot)";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = flake.packages.${pkgs.stdenv.hostPlatform.system}.berth;
+      defaultText = lib.literalExpression "berth.packages.\${system}.berth";
+      description = "The berth package.";
+    };
+
+    listenAddress = lib.mkOption {
+      type = lib.types.str;
+      default = "127.0.0.1";
+      description = "Address for the registry's webhooks.";
+    };
+
+    port = lib.mkOption {
+      type = lib.types.port;
+      default = 5002;
+      description = "Port for the registry's webhooks.";
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open `port` in the firewall.";
+    };
+
+    forge = {
+      kind = lib.mkOption {
+        type = lib.types.enum [
+          "forgejo"
+          "gitea"
+          "github"
+        ];
+        default = "forgejo";
+        description = "The forge's API.";
+      };
+      url = lib.mkOption {
+        type = lib.types.str;
+        example = "https://forgejo.lan";
+        description = "The forge's base URL.";
+      };
+      repository = lib.mkOption {
+        type = lib.types.str;
+        example = "infra/gitops";
+        description = "The GitOps repository (owner/name).";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.path;
+        description = "File holding the forge API token (read through systemd credentials).";
+      };
+    };
+
+    webhookSecretFile = lib.mkOption {
+      type = lib.types.path;
+      description = "File holding the HMAC secret the registry signs its webhooks with.";
+    };
+
+    stateDirectory = lib.mkOption {
+      type = lib.types.str;
+      default = "berth-bot";
+      description = "Directory under /var/lib for the bot's clone and state.";
+    };
+
+    settings = lib.mkOption {
+      type = lib.types.attrsOf lib.types.anything;
+      default = { };
+      description = "Settings merged into the generated `berth bot` config file (TOML): targets, debounce, polling.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    systemd.services.berth-bot = {
+      description = "berth GitOps digest bot";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      path = [ pkgs.git ];
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/berth bot --config ${configFile}";
+        DynamicUser = true;
+        StateDirectory = cfg.stateDirectory;
+        LoadCredential = [
+          "forge-token:${cfg.forge.tokenFile}"
+          "webhook-secret:${cfg.webhookSecretFile}"
+        ];
+        Restart = "on-failure";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+      };
+    };
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
+  };
+}

@@ -1,0 +1,434 @@
+//! The Nix side, with Debian's nix-bin and no nixpkgs: every `.nix` file
+//! parses; `nix/lib`'s buildImage is evaluated and built for real on
+//! hand-written busybox derivations and its spec gives an image podman
+//! runs as the non-root user it declares; the real `flake.nix` is
+//! evaluated with nixpkgs replaced by the stub flake in `tests/nix/`
+//! (`nix flake show`, `nix run .#build-image`, every image's spec); and the
+//! config the registry module renders is accepted by `berth serve
+//! --check-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_tests::{berth_bin, require, run, run_text};
+use serde_json::Value;
+
+const NIX_HINT: &str =
+    "run ./scripts/test (it installs them), or: apt-get install -y nix-bin busybox-static";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A nix-bin command with no binary cache (none is reachable here) and
+/// flakes enabled.
+fn nix(cmd: &str) -> Command {
+    assert!(
+        Path::new(&format!("/usr/bin/{cmd}")).exists(),
+        "{cmd} is not installed: {NIX_HINT}"
+    );
+    let mut c = Command::new(cmd);
+    c.args([
+        "--option",
+        "substituters",
+        "",
+        "--extra-experimental-features",
+        "nix-command flakes",
+    ]);
+    c
+}
+
+fn busybox_dir(dir: &Path) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "busybox is not installed: {NIX_HINT}");
+    let bbdir = dir.join("bbdir");
+    std::fs::create_dir_all(bbdir.join("bin")).unwrap();
+    std::fs::copy(busybox, bbdir.join("bin/busybox")).unwrap();
+    bbdir
+}
+
+fn podman(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(require("podman"));
+    c.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .args(args);
+    c
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let mut files = vec![repo().join("flake.nix")];
+    let mut dirs = vec![
+        repo().join("nix"),
+        repo().join("images"),
+        repo().join("tests/nix"),
+    ];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "nix") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 15, "the Nix files are missing: {files:?}");
+    for f in &files {
+        let out = nix("nix-instantiate")
+            .arg("--parse")
+            .arg(f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not parse: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn nix_lib_spec_is_the_closure_and_runs_as_its_user() {
+    require("podman");
+    let dir = tempfile::tempdir().unwrap();
+    busybox_dir(dir.path());
+    let lib = repo().join("nix/lib");
+    std::fs::write(
+        dir.path().join("default.nix"),
+        format!(
+            r#"
+let
+  busybox = builtins.path {{ path = ./bbdir; name = "busybox-static"; }};
+  bb = "${{busybox}}/bin/busybox";
+  system = builtins.currentSystem;
+  mk = name: script: builtins.derivation {{
+    inherit name system; builder = bb; args = [ "sh" "-c" script ];
+  }};
+  berthLib = import {lib} {{ inherit busybox system; }};
+in rec {{
+  liba = mk "berth-nixlib-liba-1.0" ''${{bb}} mkdir -p $out/lib; ${{bb}} echo "liba says hi" > $out/lib/liba.txt'';
+  app = mk "berth-nixlib-app-1.0" ''
+    ${{bb}} mkdir -p $out/bin
+    ${{bb}} printf '#!${{bb}} sh\n${{bb}} cat ${{liba}}/lib/liba.txt\n${{bb}} id -u\n${{bb}} ls -ld /home/app\n${{bb}} echo app ran\n' > $out/bin/app
+    ${{bb}} chmod 555 $out/bin/app
+  '';
+  image = berthLib.buildImage {{
+    name = "nixlib-test";
+    contents = [ app ];
+    users = [ {{ name = "app"; uid = 1000; home = "/home/app"; }} ];
+    config = {{
+      Entrypoint = [ "/bin/app" ];
+      User = "1000:1000";
+      Env = [ "LIBA=${{liba}}/lib/liba.txt" ];
+    }};
+  }};
+}}
+"#,
+            lib = lib.display()
+        ),
+    )
+    .unwrap();
+    let build = |attr: &str| {
+        run_text(
+            nix("nix-build")
+                .arg(dir.path())
+                .args(["-A", attr, "--no-out-link"]),
+        )
+        .trim()
+        .to_owned()
+    };
+    let spec_path = build("image");
+    let app = build("app");
+    let liba = build("liba");
+
+    // The spec's closure, without the carrier of the roots, is exactly
+    // what Nix says the roots (app, and liba named in Env) need.
+    let spec: Value = serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    assert!(spec["berthSpec"]["rootsFrom"].is_string(), "{spec}");
+    let carrier = spec["berthSpec"]["rootsFrom"].as_str().unwrap();
+    let mut in_spec: Vec<String> = spec["closure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_owned())
+        .filter(|p| p != carrier)
+        .collect();
+    in_spec.sort();
+    let info: Value = serde_json::from_str(&run_text(
+        nix("nix")
+            .args(["path-info", "--json", "--recursive"])
+            .args([&app, &liba]),
+    ))
+    .unwrap();
+    let mut expected: Vec<String> = info
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(in_spec, expected);
+    assert!(
+        !std::fs::read_dir("/nix/store").unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with("nixlib-test.tar")),
+        "no image tarball in the store"
+    );
+
+    // berth builds it; podman runs it as uid 1000 with its home its own.
+    let archive = dir.path().join("image.tar");
+    run(Command::new(berth_bin())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(format!(
+            "docker-archive:{}:berth-e2e/nixlib:1",
+            archive.display()
+        )));
+    let root = dir.path().join("podman");
+    run(&mut podman(
+        &root,
+        &["load", "--quiet", "-i", archive.to_str().unwrap()],
+    ));
+    let printed = run_text(&mut podman(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "berth-e2e/nixlib:1",
+        ],
+    ));
+    run(&mut podman(&root, &["rmi", "--all", "--force"]));
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "liba says hi", "{printed}");
+    assert_eq!(lines[1], "1000", "runs as the declared user: {printed}");
+    assert!(
+        lines[2].starts_with("drwxr-x---") && lines[2].contains("app"),
+        "the home belongs to the user: {printed}"
+    );
+    assert_eq!(lines[3], "app ran", "{printed}");
+}
+
+/// A copy of the stub nixpkgs flake with busybox and the path of the
+/// berth binary cargo built.
+fn stub_nixpkgs(dir: &Path) -> String {
+    let stub = dir.join("stub-nixpkgs");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::copy(
+        repo().join("tests/nix/stub-nixpkgs/flake.nix"),
+        stub.join("flake.nix"),
+    )
+    .unwrap();
+    busybox_dir(&stub);
+    std::fs::write(stub.join("berth-bin"), berth_bin().to_str().unwrap()).unwrap();
+    format!("path:{}", stub.display())
+}
+
+/// `nix <args>` on this repository's flake with nixpkgs replaced by `stub`.
+fn flake(stub: &str, cache: &Path, args: &[&str]) -> Command {
+    require("git");
+    let mut c = nix("nix");
+    let mut args = args.to_vec();
+    let tail = args
+        .iter()
+        .position(|a| *a == "--")
+        .map(|i| args.split_off(i))
+        .unwrap_or_default();
+    c.current_dir(repo())
+        .env("XDG_CACHE_HOME", cache)
+        .args(&args)
+        .args(["--override-input", "nixpkgs", stub, "--no-write-lock-file"])
+        .args(&tail);
+    c
+}
+
+#[test]
+fn the_flake_builds_images_with_the_build_image_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = stub_nixpkgs(dir.path());
+    let cache = dir.path().join("cache");
+    let system = "x86_64-linux";
+
+    let show: Value = serde_json::from_str(&run_text(&mut flake(
+        &stub,
+        &cache,
+        &["flake", "show", "--json", "."],
+    )))
+    .unwrap();
+    let images = [
+        "ollama",
+        "forgejo",
+        "nextcloud",
+        "calibre-web",
+        "jellyfin",
+        "berth",
+    ];
+    let packages = &show["packages"][system];
+    assert!(packages["berth"].is_object(), "{show}");
+    for i in images {
+        assert!(
+            packages[format!("image-{i}")].is_object(),
+            "image-{i}: {show}"
+        );
+    }
+    assert!(show["apps"][system]["build-image"].is_object(), "{show}");
+    for m in ["registry", "mirror", "bot"] {
+        assert!(show["nixosModules"][m].is_object(), "module {m}: {show}");
+    }
+    assert!(show["lib"].is_object(), "{show}");
+
+    // Every image's spec builds, and berth builds an image from each.
+    let mut specs = std::collections::BTreeMap::new();
+    for i in images {
+        let out: Value = serde_json::from_str(&run_text(&mut flake(
+            &stub,
+            &cache,
+            &["build", "--json", "--no-link", &format!(".#image-{i}")],
+        )))
+        .unwrap();
+        let spec = out[0]["outputs"]["out"].as_str().unwrap().to_owned();
+        let digest = run_text(
+            Command::new(berth_bin())
+                .env("XDG_CACHE_HOME", &cache)
+                .args(["build", &spec, "--quiet"]),
+        );
+        assert!(digest.trim().starts_with("sha256:"), "{i}: {digest}");
+        specs.insert(i, (spec, digest.trim().to_owned()));
+    }
+
+    // nix run .#build-image -- ollama -o oci:DIR gives the digest berth
+    // build gives on the same spec.
+    let layout = dir.path().join("ollama-oci");
+    let via_app = run_text(&mut flake(
+        &stub,
+        &cache,
+        &[
+            "run",
+            ".#build-image",
+            "--",
+            "ollama",
+            "-o",
+            &format!("oci:{}", layout.display()),
+        ],
+    ));
+    assert_eq!(via_app.trim(), specs["ollama"].1);
+    let direct = run_text(
+        Command::new(berth_bin())
+            .env("XDG_CACHE_HOME", &cache)
+            .arg("build")
+            .arg(&specs["ollama"].0)
+            .arg("-o")
+            .arg(format!("oci:{}", dir.path().join("direct").display())),
+    );
+    assert_eq!(via_app.trim(), direct.trim());
+    assert!(layout.join("index.json").exists());
+
+    // With no flags it says what it would push, and pushes nothing.
+    let out = flake(&stub, &cache, &["run", ".#build-image", "--", "forgejo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("forgejo:latest {}", specs["forgejo"].1),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing pushed"));
+
+    // An unknown image: exit status 2 and the list of images.
+    let out = flake(&stub, &cache, &["run", ".#build-image", "--", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no image named 'nope'") && stderr.contains("jellyfin"),
+        "{stderr}"
+    );
+}
+
+/// Render the registry module's config file, as the module does.
+fn registry_config(dir: &Path, settings: &str) -> PathBuf {
+    let expr = format!(
+        "import {}/nix/modules/registry-settings.nix {{ port = 5123; dataDir = \"/var/lib/berth\"; settings = {settings}; }}",
+        repo().display()
+    );
+    let text: String = serde_json::from_str(&run_text(
+        nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
+    ))
+    .unwrap();
+    let path = dir.join(format!(
+        "serve-{}.toml",
+        berth_tests::sha256(settings.as_bytes())
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_registry_module_renders_a_config_berth_serve_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &Path| {
+        Command::new(berth_bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    // The defaults, and every documented key set.
+    for settings in [
+        "{ }",
+        r#"{ storage.fsync = false; limits = { max_manifest_bytes = 8388608; max_page_size = 500; body_idle_timeout_secs = 60; }; log = { format = "human"; level = "info,berth_registry=debug"; }; }"#,
+    ] {
+        let config = registry_config(dir.path(), settings);
+        let out = check(&config);
+        assert!(
+            out.status.success(),
+            "{settings}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&config).unwrap()
+        );
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("listen = \"0.0.0.0:5123\""), "{text}");
+    }
+    // A value the binary refuses is refused at --check-config (which the
+    // module runs before starting), with the reason.
+    for (settings, reason) in [
+        ("{ limits.max_page_size = 0; }", "max_page_size"),
+        ("{ storage.fsnyc = true; }", "fsnyc"),
+    ] {
+        let out = check(&registry_config(dir.path(), settings));
+        assert!(!out.status.success(), "{settings} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{settings}: {stderr}");
+    }
+}
