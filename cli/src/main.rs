@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod logging;
+mod mirror;
 mod progress;
 mod serve;
 
@@ -26,6 +27,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Build a reproducible layered image from an image spec.
     Build(build::BuildArgs),
+    /// Run the node mirror containerd pulls through (verified pull-through
+    /// cache of the mirrored registries).
+    Mirror(mirror::MirrorArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Build(args) => build::run(args),
+        Command::Mirror(args) => mirror::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

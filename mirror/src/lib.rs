@@ -1,8 +1,76 @@
 //! `berth-mirror` is the node daemon that containerd pulls through: a
-//! containerd-facing `/v2` API served from the node's containerd content store
-//! and its own bounded cache, content routing between nodes with libp2p
-//! Kademlia, peer and upstream fetches verified against their digests while
-//! streaming, and writers for containerd `hosts.toml`, Talos and k3s config.
+//! containerd-facing `/v2` API (with containerd's `?ns=<registry>`) served
+//! from the mirror's own bounded cache and from the mirrored registry
+//! (pull-through), every byte verified against its digest while it streams
+//! and nothing cached that did not verify; tags are resolved only with the
+//! registry, falling back to the last verified answer (marked stale) when
+//! it cannot be reached.
 //!
-//! Not built yet (issue "Mirror"). It must never serve or cache a byte it has
-//! not verified against its digest, and never trust a tag from a peer.
+//! Still to come (issue "Mirror"): the node's containerd content store as a
+//! source, peers found with libp2p Kademlia and fetched over HTTP, cold-pull
+//! sharing and private-repository checks. It
+//! must never serve or cache a byte it has not verified against its digest,
+//! and never trust a tag from a peer.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`cache`]: verified blobs and manifests on disk, LRU-bounded; last tags.
+//! - [`upstream`]: requests to mirrored registries.
+//! - [`api`]: the `/v2` routes, `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: counters by source and result.
+//! - [`hosts`]: containerd hosts.toml, Talos and k3s config writers, and
+//!   the containerd config check.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod hosts;
+pub mod metrics;
+pub mod upstream;
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+/// A running mirror's state.
+#[derive(Debug)]
+pub struct Mirror {
+    /// Its configuration.
+    pub config: config::Config,
+    /// The on-disk cache.
+    pub cache: cache::Cache,
+    /// The registry client.
+    pub upstream: upstream::Upstream,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+}
+
+impl Mirror {
+    /// Open the cache and set up the client for `config`.
+    pub fn open(config: config::Config) -> io::Result<Self> {
+        let cache = cache::Cache::open(&config.data, config.cache.max_bytes)?;
+        let upstream = upstream::Upstream::new(&config.upstream, config.cache.max_manifest_bytes);
+        Ok(Self {
+            config,
+            cache,
+            upstream,
+            metrics: metrics::Metrics::default(),
+        })
+    }
+}
+
+/// Serve `mirror` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    mirror: Arc<Mirror>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, api::router(mirror))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -14,24 +14,21 @@ flake:
 }:
 let
   cfg = config.services.berth-mirror;
-  toTOML = import ../lib/toml.nix;
   mirrorUrl = "http://127.0.0.1:${toString cfg.port}";
   configFile = pkgs.writeText "berth-mirror.toml" (
-    toTOML (
-      {
-        listen = "0.0.0.0:${toString cfg.port}";
-        data = "/var/lib/${cfg.stateDirectory}";
-        registries = cfg.registries;
-      }
-      // cfg.settings
-    )
+    import ./mirror-settings.nix {
+      inherit (cfg) port registries settings;
+      dataDir = "/var/lib/${cfg.stateDirectory}";
+    }
   );
-  # containerd: one hosts.toml per mirrored registry.
+  # containerd: one hosts.toml per mirrored registry, as `berth mirror
+  # hosts-config` writes it.
   hostsToml = registry: ''
     server = "${if registry == "docker.io" then "https://registry-1.docker.io" else "https://${registry}"}"
 
     [host."${mirrorUrl}"]
       capabilities = ["pull", "resolve"]
+      dial_timeout = "200ms"
   '';
 in
 {
@@ -107,6 +104,7 @@ in
             "k3s.service"
           ];
           serviceConfig = {
+            ExecStartPre = "${cfg.package}/bin/berth mirror --config ${configFile} --check-config";
             ExecStart = "${cfg.package}/bin/berth mirror --config ${configFile}";
             DynamicUser = true;
             StateDirectory = cfg.stateDirectory;

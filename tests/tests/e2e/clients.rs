@@ -10,7 +10,7 @@ use berth_tests::{Containerd, Server, http, require, run, run_text, umoci_image}
 use serde_json::Value;
 
 /// The manifest digest that `index.json` of a layout names `tag`.
-fn layout_digest(layout: &Path, tag: &str) -> String {
+pub(crate) fn layout_digest(layout: &Path, tag: &str) -> String {
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     index["manifests"]
@@ -24,7 +24,7 @@ fn layout_digest(layout: &Path, tag: &str) -> String {
         .to_owned()
 }
 
-fn skopeo_push(layout: &Path, tag: &str, dest: &str) {
+pub(crate) fn skopeo_push(layout: &Path, tag: &str, dest: &str) {
     require("skopeo");
     run(Command::new("skopeo").args([
         "copy",

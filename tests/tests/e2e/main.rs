@@ -6,4 +6,5 @@ mod bad_input;
 mod build;
 mod clients;
 mod crash;
+mod mirror;
 mod nix;

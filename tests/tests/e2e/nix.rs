@@ -432,3 +432,47 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         assert!(stderr.contains(reason), "{settings}: {stderr}");
     }
 }
+
+#[test]
+fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |args: &str| {
+        let expr = format!(
+            "import {}/nix/modules/mirror-settings.nix {args}",
+            repo().display()
+        );
+        let text: String = serde_json::from_str(&run_text(
+            nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
+        ))
+        .unwrap();
+        let path = dir.path().join(format!(
+            "mirror-{}.toml",
+            berth_tests::sha256(args.as_bytes())
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |config: &Path| {
+        Command::new(berth_bin())
+            .args(["mirror", "--check-config", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        "{ }",
+        r#"{ registries = [ "registry.lan:5000" "docker.io" ]; settings = { upstreams."registry.lan:5000" = "http://10.0.0.2:5000"; cache.max_bytes = 1073741824; upstream.connect_timeout_ms = 500; }; }"#,
+    ] {
+        let config = render(args);
+        let out = check(&config);
+        assert!(
+            out.status.success(),
+            "{args}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&config).unwrap()
+        );
+    }
+    let out = check(&render(r#"{ registries = [ "not a host" ]; }"#));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a host"));
+}

@@ -1,0 +1,212 @@
+//! `berth mirror`: reads the configuration file (if any), applies
+//! command-line overrides, checks the node's containerd config, opens the
+//! mirror's cache, binds the listener, prints the bound address on stdout,
+//! and serves containerd's pulls until SIGINT or SIGTERM. `berth mirror
+//! hosts-config` writes or prints the runtime configuration that sends
+//! pulls through the mirror.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use berth_mirror::Mirror;
+use berth_mirror::config::Config;
+use berth_registry::config::LogFormat;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct MirrorArgs {
+    #[command(subcommand)]
+    command: Option<MirrorCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum MirrorCommand {
+    /// Write containerd hosts.toml files (or print a Talos patch or a k3s
+    /// registries.yaml) that send pulls through the mirror; check a
+    /// containerd config for settings that defeat it.
+    HostsConfig(HostsArgs),
+}
+
+#[derive(Debug, Args)]
+struct HostsArgs {
+    /// A registry to mirror, `HOST[:PORT]` or `HOST[:PORT]=URL` (its API
+    /// when not https://HOST). May be repeated.
+    #[arg(long = "registry", value_name = "HOST[=URL]", required = true)]
+    registries: Vec<String>,
+    /// The mirror as containerd on this node reaches it.
+    #[arg(long, default_value = "http://127.0.0.1:5001")]
+    mirror_url: String,
+    /// Write `<DIR>/<registry>/hosts.toml` (containerd's config_path, e.g.
+    /// /etc/containerd/certs.d); without it, print them.
+    #[arg(long, value_name = "DIR")]
+    containerd_dir: Option<PathBuf>,
+    /// Print a Talos machine-config patch instead.
+    #[arg(long, conflicts_with_all = ["k3s", "containerd_dir"])]
+    talos: bool,
+    /// Print a k3s registries.yaml instead.
+    #[arg(long, conflicts_with_all = ["talos", "containerd_dir"])]
+    k3s: bool,
+    /// How long containerd waits to connect to the mirror before it goes
+    /// to the registry.
+    #[arg(long, default_value_t = 200)]
+    dial_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); every setting has a default.
+    #[arg(long, short, env = "BERTH_MIRROR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the file); port 0 picks a free one.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Cache directory (overrides the file).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A registry to mirror, as `HOST[:PORT]` or `HOST[:PORT]=URL` (the
+    /// registry's API when it is not https://HOST). May be repeated; adds
+    /// to the file's.
+    #[arg(long = "registry", value_name = "HOST[=URL]")]
+    registries: Vec<String>,
+    /// Log one JSON object per line.
+    #[arg(long)]
+    log_json: bool,
+    /// Check the configuration and exit without serving.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load(args: &ServeArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            Config::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data {
+        config.data = d.clone();
+    }
+    for r in &args.registries {
+        let (host, url) = match r.split_once('=') {
+            Some((h, u)) => (h.to_owned(), Some(u.to_owned())),
+            None => (r.clone(), None),
+        };
+        if !config.registries.contains(&host) {
+            config.registries.push(host.clone());
+        }
+        if let Some(u) = url {
+            config.upstreams.insert(host, u);
+        }
+    }
+    if args.log_json {
+        config.log.format = "json".into();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub(crate) fn run(args: MirrorArgs) -> Result<()> {
+    match args.command {
+        Some(MirrorCommand::HostsConfig(h)) => hosts_config(&h),
+        None => serve(&args.serve),
+    }
+}
+
+fn hosts_config(args: &HostsArgs) -> Result<()> {
+    use berth_mirror::hosts;
+    let mut registries = Vec::new();
+    for r in &args.registries {
+        let (host, url) = match r.split_once('=') {
+            Some((h, u)) => (h, u.trim_end_matches('/').to_owned()),
+            None => (r.as_str(), hosts::default_server(r)),
+        };
+        // The host becomes a directory name: validate it first.
+        anyhow::ensure!(
+            berth_mirror::config::valid_host(host),
+            "--registry {host:?} is not a registry host[:port] (e.g. registry.lan:5000)"
+        );
+        registries.push((host.to_owned(), url));
+    }
+    let names: Vec<String> = registries.iter().map(|(h, _)| h.clone()).collect();
+    if args.talos {
+        print!("{}", hosts::talos_patch(&names, &args.mirror_url));
+        return Ok(());
+    }
+    if args.k3s {
+        print!("{}", hosts::k3s_registries_yaml(&names, &args.mirror_url));
+        return Ok(());
+    }
+    for (host, server) in &registries {
+        let text = hosts::containerd_hosts_toml(server, &args.mirror_url, args.dial_timeout_ms);
+        match &args.containerd_dir {
+            Some(dir) => {
+                let d = dir.join(host);
+                std::fs::create_dir_all(&d)
+                    .with_context(|| format!("cannot create {}", d.display()))?;
+                let path = d.join("hosts.toml");
+                let mut tmp = tempfile::NamedTempFile::new_in(&d)
+                    .with_context(|| format!("cannot write in {}", d.display()))?;
+                std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+                tmp.persist(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("{}", path.display());
+            }
+            None => print!("# {host}/hosts.toml\n{text}\n"),
+        }
+    }
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let config = load(args)?;
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    let format = if config.log.format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    };
+    crate::logging::init(format, &config.log.level);
+    if let Ok(text) = std::fs::read_to_string(&config.containerd_config) {
+        for problem in berth_mirror::hosts::check_containerd_config(&text) {
+            eprintln!(
+                "berth mirror: warning: {} ({})",
+                problem,
+                config.containerd_config.display()
+            );
+            tracing::warn!(%problem, "containerd config defeats the mirror");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let data = config.data.clone();
+        let mirror = Mirror::open(config)
+            .context("cannot open the mirror's cache directory (check --data and its permissions)")?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen} (is another process using it? pass --listen 127.0.0.1:0 for a free port)")
+        })?;
+        let addr = listener.local_addr()?;
+        println!("berth mirror listening on http://{addr} (cache in {})", data.display());
+        tracing::info!(%addr, "serving");
+        berth_mirror::serve(listener, Arc::new(mirror), crate::serve::shutdown_signal())
+            .await
+            .context("server failed")?;
+        Ok(())
+    })
+}

@@ -1,0 +1,691 @@
+//! The containerd-facing routes: `GET`/`HEAD` of `/v2/<name>/manifests/<ref>`
+//! and `/v2/<name>/blobs/<digest>` with containerd's `?ns=<registry>`, plus
+//! `/v2/`, `/metrics`, `/healthz` and `/readyz`. Every path parameter is
+//! validated before it is used; a registry that is not mirrored, or content
+//! the mirror cannot get, is a quick 404 so containerd falls back to the
+//! registry at once. Blobs from the registry stream to the caller while
+//! they are hashed and written to a temporary file; the file is published
+//! into the cache only if the digest matches, and a mismatch ends the
+//! response early (containerd sees a short body and retries elsewhere).
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use berth_oci::{Digest, ErrorCode, ErrorResponse, validate_name, validate_tag};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::Mirror;
+use crate::cache::TagRecord;
+use crate::upstream::UpstreamError;
+
+/// The routes.
+pub fn router(mirror: Arc<Mirror>) -> Router {
+    Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .with_state(mirror)
+}
+
+async fn base() -> Response {
+    (
+        [("Docker-Distribution-API-Version", "registry/2.0")],
+        Body::from("{}"),
+    )
+        .into_response()
+}
+
+async fn metrics(State(m): State<Arc<Mirror>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.metrics.render(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = serde_json::to_vec(&ErrorResponse::single(code, message.into(), None))
+        .unwrap_or_else(|_| b"{}".to_vec());
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Manifest { name: String, reference: String },
+    Blob { name: String, digest: Digest },
+}
+
+/// Why a path was refused: status, code, message.
+type Refusal = (StatusCode, ErrorCode, String);
+
+/// Parse `<name>/manifests/<ref>` or `<name>/blobs/<digest>`.
+fn parse(rest: &str) -> Result<Target, Refusal> {
+    let unknown = || {
+        (
+            StatusCode::NOT_FOUND,
+            ErrorCode::NameInvalid,
+            format!("unknown path /v2/{rest}"),
+        )
+    };
+    let (front, last) = rest.rsplit_once('/').ok_or_else(unknown)?;
+    let (name, kind) = front.rsplit_once('/').ok_or_else(unknown)?;
+    validate_name(name).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            ErrorCode::NameInvalid,
+            e.to_string(),
+        )
+    })?;
+    match kind {
+        "manifests" => {
+            if last.contains(':') {
+                last.parse::<Digest>().map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::DigestInvalid,
+                        e.to_string(),
+                    )
+                })?;
+            } else {
+                validate_tag(last).map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::ManifestInvalid,
+                        e.to_string(),
+                    )
+                })?;
+            }
+            Ok(Target::Manifest {
+                name: name.to_owned(),
+                reference: last.to_owned(),
+            })
+        }
+        "blobs" => {
+            let digest = last.parse::<Digest>().map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::DigestInvalid,
+                    e.to_string(),
+                )
+            })?;
+            Ok(Target::Blob {
+                name: name.to_owned(),
+                digest,
+            })
+        }
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            ErrorCode::Unsupported,
+            format!("the mirror serves manifests and blobs, not /v2/{rest}"),
+        )),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Params {
+    ns: Option<String>,
+}
+
+async fn dispatch(
+    State(m): State<Arc<Mirror>>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "the mirror is read-only: GET and HEAD only",
+        );
+    }
+    let target = match parse(&rest) {
+        Ok(t) => t,
+        Err((status, code, message)) => return error(status, code, message),
+    };
+    // The registry: containerd names it in ?ns=; with one mirrored
+    // registry, a request without ns means that one.
+    let ns = match params.ns {
+        Some(ns) => ns,
+        None if m.config.registries.len() == 1 => m.config.registries[0].clone(),
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NameUnknown,
+                "no ?ns=<registry> and more than one registry is mirrored",
+            );
+        }
+    };
+    let Some(base) = m.config.upstream_url(&ns) else {
+        m.metrics.request("any", "none", "not_mirrored");
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NameUnknown,
+            format!("registry {ns:?} is not mirrored here"),
+        );
+    };
+    let auth = headers.get(header::AUTHORIZATION).cloned();
+    match target {
+        Target::Manifest { name, reference } => {
+            manifest(
+                &m,
+                &base,
+                &ns,
+                &name,
+                &reference,
+                &headers,
+                auth.as_ref(),
+                head,
+            )
+            .await
+        }
+        Target::Blob { name, digest } => {
+            let range = headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            blob(
+                &m,
+                &base,
+                &name,
+                &digest,
+                auth.as_ref(),
+                head,
+                range.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+fn manifest_response(bytes: Vec<u8>, media_type: &str, digest: &Digest, head: bool) -> Response {
+    let len = bytes.len();
+    let mut resp = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(bytes))
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(media_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("Docker-Content-Digest", v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn manifest(
+    m: &Mirror,
+    base: &str,
+    ns: &str,
+    name: &str,
+    reference: &str,
+    headers: &HeaderMap,
+    auth: Option<&HeaderValue>,
+    head: bool,
+) -> Response {
+    let by_digest = reference.parse::<Digest>().ok();
+    if let Some(d) = &by_digest {
+        if let Some((bytes, media_type)) = m.cache.manifest(d) {
+            m.metrics.request("manifest", "cache", "hit");
+            if !head {
+                m.metrics.served("cache", bytes.len() as u64);
+            }
+            return manifest_response(bytes, &media_type, d, head);
+        }
+    }
+    let tag_key = format!("{ns}/{name}:{reference}");
+    let accept = headers.get(header::ACCEPT);
+    match m
+        .upstream
+        .manifest(base, name, reference, accept, auth)
+        .await
+    {
+        Ok(f) => {
+            if let Err(e) = m.cache.put_manifest(&f.digest, &f.bytes, &f.media_type) {
+                tracing::warn!(error = %e, "cannot cache a manifest");
+            }
+            if by_digest.is_none() {
+                m.cache.remember_tag(
+                    &tag_key,
+                    TagRecord {
+                        digest: f.digest.clone(),
+                        media_type: f.media_type.clone(),
+                    },
+                );
+            }
+            m.metrics.request("manifest", "upstream", "ok");
+            if !head {
+                m.metrics.served("upstream", f.bytes.len() as u64);
+            }
+            manifest_response(f.bytes, &f.media_type, &f.digest, head)
+        }
+        Err(UpstreamError::Unreachable(why)) if by_digest.is_none() => {
+            // The registry is down: the last verified answer, marked stale.
+            let stale = m
+                .cache
+                .recall_tag(&tag_key)
+                .and_then(|r| Some((m.cache.manifest(&r.digest)?, r)));
+            match stale {
+                Some(((bytes, media_type), r)) => {
+                    tracing::warn!(tag = %tag_key, digest = %r.digest, %why, "registry unreachable; serving the last verified tag (stale)");
+                    m.metrics.request("manifest", "stale", "ok");
+                    if !head {
+                        m.metrics.served("stale", bytes.len() as u64);
+                    }
+                    manifest_response(bytes, &media_type, &r.digest, head)
+                }
+                None => {
+                    m.metrics.request("manifest", "upstream", "unreachable");
+                    error(
+                        StatusCode::NOT_FOUND,
+                        ErrorCode::ManifestUnknown,
+                        format!(
+                            "registry unreachable ({why}) and no verified answer for {tag_key}"
+                        ),
+                    )
+                }
+            }
+        }
+        Err(e) => {
+            let result = match e {
+                UpstreamError::NotFound => "not_found",
+                UpstreamError::Denied(_) => "denied",
+                UpstreamError::Bad(_) => {
+                    m.metrics.verify_failure();
+                    "bad"
+                }
+                UpstreamError::Unreachable(_) => "unreachable",
+            };
+            m.metrics.request("manifest", "upstream", result);
+            match e {
+                UpstreamError::Denied(status) => error(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
+                    ErrorCode::Denied,
+                    "the registry refused these credentials",
+                ),
+                other => error(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    other.to_string(),
+                ),
+            }
+        }
+    }
+}
+
+/// Parse a single `bytes=a-b` range against `len`.
+fn parse_range(range: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = range.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (len.checked_sub(n.min(len))?, len.checked_sub(1)?)
+        }
+        (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(len.checked_sub(1)?),
+        ),
+    };
+    (start <= end && end < len).then_some((start, end))
+}
+
+async fn from_cache(
+    m: &Mirror,
+    digest: &Digest,
+    len: u64,
+    head: bool,
+    range: Option<&str>,
+) -> Response {
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Some(r) => match parse_range(r, len) {
+            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
+            None => {
+                let mut resp = error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    ErrorCode::BlobUnknown,
+                    format!("range {r:?} is not within {len} bytes"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return resp;
+            }
+        },
+    };
+    let count = if len == 0 { 0 } else { end - start + 1 };
+    let body = if head || count == 0 {
+        Body::empty()
+    } else {
+        let mut file = match tokio::fs::File::open(m.cache.path(digest)).await {
+            Ok(f) => f,
+            Err(e) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::BlobUnknown,
+                    format!("cached blob vanished: {e}"),
+                );
+            }
+        };
+        if start > 0 && file.seek(io::SeekFrom::Start(start)).await.is_err() {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                "cannot read the cached blob",
+            );
+        }
+        m.metrics.served("cache", count);
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            file.take(count),
+            256 << 10,
+        ))
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("Docker-Content-Digest", v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+fn upstream_error(m: &Mirror, e: UpstreamError) -> Response {
+    let result = match &e {
+        UpstreamError::NotFound => "not_found",
+        UpstreamError::Denied(_) => "denied",
+        UpstreamError::Bad(_) => "bad",
+        UpstreamError::Unreachable(_) => "unreachable",
+    };
+    m.metrics.request("blob", "upstream", result);
+    match e {
+        UpstreamError::Denied(status) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
+            ErrorCode::Denied,
+            "the registry refused these credentials",
+        ),
+        other => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BlobUnknown,
+            other.to_string(),
+        ),
+    }
+}
+
+/// The state of a blob streaming from the registry into the cache.
+struct Pull {
+    resp: reqwest::Response,
+    hasher: berth_oci::Hasher,
+    file: Option<tokio::fs::File>,
+    tmp: Option<tempfile::NamedTempFile>,
+    received: u64,
+    /// The length the registry announced, if it did.
+    expected: Option<u64>,
+    /// Verified and published: nothing more to send.
+    done: bool,
+    digest: Digest,
+    mirror: Arc<Mirror>,
+}
+
+impl Pull {
+    /// The next chunk. The digest is checked before the last chunk goes
+    /// out (a server stops polling a body once its Content-Length is sent),
+    /// so a mismatch withholds it and the caller sees a short body.
+    async fn next(mut self) -> Option<(Result<Bytes, io::Error>, Option<Self>)> {
+        if self.done {
+            return None;
+        }
+        match self.resp.chunk().await {
+            Ok(Some(chunk)) => {
+                self.hasher.update(&chunk);
+                self.received += chunk.len() as u64;
+                self.mirror.metrics.upstream_bytes(chunk.len() as u64);
+                if let Some(f) = &mut self.file {
+                    if let Err(e) = f.write_all(&chunk).await {
+                        tracing::warn!(error = %e, "cannot cache a blob; streaming it only");
+                        self.file = None;
+                        self.tmp = None;
+                    }
+                }
+                if self.expected.is_some_and(|n| self.received >= n) {
+                    if let Err(e) = self.finish().await {
+                        return Some((Err(e), None));
+                    }
+                }
+                self.mirror.metrics.served("upstream", chunk.len() as u64);
+                Some((Ok(chunk), Some(self)))
+            }
+            Ok(None) => match self.finish().await {
+                Ok(()) => None,
+                Err(e) => Some((Err(e), None)),
+            },
+            Err(e) => Some((Err(io::Error::other(e)), None)),
+        }
+    }
+
+    /// Check the digest; publish the cached copy if it matches.
+    async fn finish(&mut self) -> io::Result<()> {
+        self.done = true;
+        let hasher = std::mem::replace(&mut self.hasher, berth_oci::Algorithm::Sha256.hasher());
+        let got = hasher.finish();
+        if got != self.digest {
+            self.mirror.metrics.verify_failure();
+            self.file = None;
+            self.tmp = None;
+            tracing::warn!(expected = %self.digest, %got, "registry sent a blob that does not match its digest; not cached");
+            return Err(io::Error::other(format!(
+                "blob does not match {}",
+                self.digest
+            )));
+        }
+        if let (Some(mut f), Some(tmp)) = (self.file.take(), self.tmp.take()) {
+            if f.flush().await.is_ok() {
+                drop(f);
+                if let Err(e) = self.mirror.cache.publish(tmp, &self.digest, self.received) {
+                    tracing::warn!(error = %e, "cannot publish a verified blob");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Start streaming blob `digest` from the registry.
+async fn pull(
+    m: &Arc<Mirror>,
+    base: &str,
+    name: &str,
+    digest: &Digest,
+    auth: Option<&HeaderValue>,
+) -> Result<(Pull, Option<u64>), UpstreamError> {
+    if digest.algorithm() != berth_oci::Algorithm::Sha256 {
+        return Err(UpstreamError::Bad("only sha256 blobs are mirrored".into()));
+    }
+    let resp = m.upstream.blob(base, name, digest, auth).await?;
+    let len = resp.content_length();
+    let (file, tmp) = match m.cache.temp().and_then(|t| Ok((t.reopen()?, t))) {
+        Ok((f, t)) => (Some(tokio::fs::File::from_std(f)), Some(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create a cache file; streaming only");
+            (None, None)
+        }
+    };
+    Ok((
+        Pull {
+            resp,
+            hasher: digest.algorithm().hasher(),
+            file,
+            tmp,
+            received: 0,
+            expected: len,
+            done: false,
+            digest: digest.clone(),
+            mirror: m.clone(),
+        },
+        len,
+    ))
+}
+
+async fn blob(
+    m: &Arc<Mirror>,
+    base: &str,
+    name: &str,
+    digest: &Digest,
+    auth: Option<&HeaderValue>,
+    head: bool,
+    range: Option<&str>,
+) -> Response {
+    if let Some(len) = m.cache.stat(digest) {
+        m.metrics.request("blob", "cache", "hit");
+        return from_cache(m, digest, len, head, range).await;
+    }
+    if head {
+        return match m.upstream.blob_size(base, name, digest, auth).await {
+            Ok(size) => {
+                m.metrics.request("blob", "upstream", "ok");
+                let mut resp = Response::new(Body::empty());
+                let h = resp.headers_mut();
+                if let Some(n) = size {
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+                    h.insert("Docker-Content-Digest", v);
+                }
+                resp
+            }
+            Err(e) => upstream_error(m, e),
+        };
+    }
+    let (state, len) = match pull(m, base, name, digest, auth).await {
+        Ok(p) => p,
+        Err(e) => return upstream_error(m, e),
+    };
+    if range.is_some() {
+        // A part cannot be verified: take the whole blob into the cache,
+        // then answer the range from there.
+        let mut next = Some(state);
+        while let Some(s) = next.take() {
+            match s.next().await {
+                Some((Ok(_), rest)) => next = rest,
+                Some((Err(e), _)) => {
+                    return error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string());
+                }
+                None => {}
+            }
+        }
+        m.metrics.request("blob", "upstream", "ok");
+        return match m.cache.stat(digest) {
+            Some(len) => from_cache(m, digest, len, false, range).await,
+            None => error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                "the blob could not be cached for a range request",
+            ),
+        };
+    }
+    m.metrics.request("blob", "upstream", "ok");
+    let stream = futures_util::stream::unfold(Some(state), |s| async move {
+        match s {
+            Some(s) => s.next().await,
+            None => None,
+        }
+    })
+    .boxed();
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    if let Some(n) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("Docker-Content-Digest", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_validated() {
+        let d = Digest::sha256(b"x");
+        assert_eq!(
+            parse(&format!("team/app/blobs/{d}")).unwrap(),
+            Target::Blob {
+                name: "team/app".into(),
+                digest: d.clone()
+            }
+        );
+        assert_eq!(
+            parse("library/busybox/manifests/1.36").unwrap(),
+            Target::Manifest {
+                name: "library/busybox".into(),
+                reference: "1.36".into()
+            }
+        );
+        for bad in [
+            "x",
+            "UPPER/manifests/1",
+            "../etc/blobs/sha256:00",
+            "a/blobs/sha256:xyz",
+            "a/manifests/bad!tag",
+            "a/tags/list",
+            "a/blobs/uploads/",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=0-1000", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

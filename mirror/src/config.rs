@@ -1,0 +1,242 @@
+//! The `berth mirror` configuration (TOML; the NixOS module renders it):
+//! where to listen, where the cache lives and how big it may grow, which
+//! registries are mirrored and where each one's API is. Every field has a
+//! default, and unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (containerd on this node, and peers).
+    pub listen: SocketAddr,
+    /// The cache directory (verified blobs and manifests, last tags).
+    pub data: PathBuf,
+    /// Registries (host[:port], as containerd names them in `?ns=`) whose
+    /// pulls go through the mirror. A request for any other is a miss.
+    pub registries: Vec<String>,
+    /// Where a mirrored registry's API is, when not `https://<host>`
+    /// (`docker.io` is `https://registry-1.docker.io`), e.g.
+    /// `"registry.lan:5000" = "http://10.0.0.2:5000"`.
+    pub upstreams: BTreeMap<String, String>,
+    /// Cache settings.
+    pub cache: CacheConfig,
+    /// Upstream request settings.
+    pub upstream: UpstreamConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The node's containerd config, checked at start-up for settings that
+    /// defeat the mirror (skipped when absent).
+    pub containerd_config: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5001)),
+            data: PathBuf::from("berth-mirror-data"),
+            registries: Vec::new(),
+            upstreams: BTreeMap::new(),
+            cache: CacheConfig::default(),
+            upstream: UpstreamConfig::default(),
+            log: LogConfig::default(),
+            containerd_config: PathBuf::from("/etc/containerd/config.toml"),
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes of blobs kept; the least recently used go first.
+    pub max_bytes: u64,
+    /// Largest manifest accepted from upstream.
+    pub max_manifest_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 << 30,
+            max_manifest_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Upstream request settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Connect timeout, milliseconds: an unreachable registry is given up
+    /// quickly (a tag is then served from the last verified answer).
+    pub connect_timeout_ms: u64,
+    /// How long a manifest request may take, milliseconds.
+    pub manifest_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 2_000,
+            manifest_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// `tracing` filter directive.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Parse a TOML file's text and validate it.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for r in &self.registries {
+            if !valid_host(r) {
+                return Err(ConfigError(format!(
+                    "registries entry {r:?} is not a registry host[:port] (e.g. registry.lan:5000)"
+                )));
+            }
+        }
+        for (host, url) in &self.upstreams {
+            if !self.registries.contains(host) {
+                return Err(ConfigError(format!(
+                    "upstreams names {host:?}, which is not in registries"
+                )));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "upstreams.{host:?} = {url:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            return Err(ConfigError(format!(
+                "log.format {:?} is not \"human\" or \"json\"",
+                self.log.format
+            )));
+        }
+        if self.cache.max_manifest_bytes == 0 {
+            return Err(ConfigError(
+                "cache.max_manifest_bytes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The API base URL of mirrored registry `host`, if it is mirrored.
+    pub fn upstream_url(&self, host: &str) -> Option<String> {
+        if !self.registries.iter().any(|r| r == host) {
+            return None;
+        }
+        Some(match self.upstreams.get(host) {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if host == "docker.io" => "https://registry-1.docker.io".to_owned(),
+            None => format!("https://{host}"),
+        })
+    }
+}
+
+/// A registry host as containerd passes it in `?ns=`: a DNS name or IP
+/// literal, optionally with a port.
+pub fn valid_host(h: &str) -> bool {
+    let (host, port) = match h.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || h.starts_with('[') => (host, Some(port)),
+        _ => (h, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && (host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        }) || (host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()));
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen.port(), 5001);
+        let c = Config::parse(
+            "registries = [\"registry.lan:5000\", \"docker.io\"]\n[upstreams]\n\"registry.lan:5000\" = \"http://10.0.0.2:5000/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream_url("registry.lan:5000").as_deref(),
+            Some("http://10.0.0.2:5000")
+        );
+        assert_eq!(
+            c.upstream_url("docker.io").as_deref(),
+            Some("https://registry-1.docker.io")
+        );
+        assert_eq!(c.upstream_url("ghcr.io"), None, "not mirrored");
+        for bad in [
+            "registries = [\"a/b\"]",
+            "registries = [\"x:0\"]",
+            "[upstreams]\n\"x\" = \"http://x\"",
+            "registries = [\"x\"]\n[upstreams]\nx = \"ftp://x\"",
+            "lisen = \"x\"",
+            "[log]\nformat = \"xml\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "docker.io",
+            "registry.lan:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a..b", "x:", "x:99999", "../x", "a b", "[zz]:1"] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+    }
+}

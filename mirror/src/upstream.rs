@@ -1,0 +1,264 @@
+//! Requests to a mirrored registry: manifests (read whole, bounded, and
+//! checked against their digest), blobs (streamed; the caller verifies
+//! while streaming) and blob sizes. The caller's `Authorization` is
+//! forwarded as is; without one, a registry's anonymous Bearer challenge
+//! (Docker Hub's) is answered by fetching an anonymous pull token. Failures
+//! are sorted into "not there", "denied" and "unreachable", because the
+//! mirror answers each differently.
+
+use std::time::Duration;
+
+use berth_oci::Digest;
+use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+
+use crate::config::UpstreamConfig;
+
+/// Why an upstream request did not give content.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The registry says it does not have it.
+    #[error("not found upstream")]
+    NotFound,
+    /// The registry refused the caller.
+    #[error("upstream refused: HTTP {0}")]
+    Denied(u16),
+    /// The registry could not be reached or failed.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// It answered with something that cannot be right.
+    #[error("upstream sent bad content: {0}")]
+    Bad(String),
+}
+
+/// A manifest fetched and checked.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its media type (from `Content-Type`, else its `mediaType` field).
+    pub media_type: String,
+    /// Its digest, computed here.
+    pub digest: Digest,
+}
+
+/// A client for mirrored registries.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    manifest_timeout: Duration,
+    max_manifest: u64,
+}
+
+/// The media types a manifest GET accepts when the caller named none.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+impl Upstream {
+    /// A client with `config`'s timeouts.
+    pub fn new(config: &UpstreamConfig, max_manifest: u64) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .user_agent(concat!("berth-mirror/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a reqwest client with static settings builds");
+        Self {
+            client,
+            manifest_timeout: Duration::from_millis(config.manifest_timeout_ms),
+            max_manifest,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: Option<&HeaderValue>,
+        auth: Option<&HeaderValue>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let build = |auth: Option<&HeaderValue>| {
+            let mut r = self.client.request(method.clone(), url);
+            if let Some(a) = accept {
+                r = r.header(ACCEPT, a);
+            }
+            if let Some(a) = auth {
+                r = r.header(AUTHORIZATION, a);
+            }
+            if let Some(t) = timeout {
+                r = r.timeout(t);
+            }
+            r
+        };
+        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable(e.to_string());
+        let resp = build(auth).send().await.map_err(unreachable)?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && auth.is_none() {
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(token) = match challenge {
+                Some(c) => self.anonymous_token(&c).await,
+                None => None,
+            } {
+                let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|e| UpstreamError::Bad(e.to_string()))?;
+                return build(Some(&bearer)).send().await.map_err(unreachable);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Answer a `Bearer realm=…,service=…,scope=…` challenge anonymously.
+    async fn anonymous_token(&self, challenge: &str) -> Option<String> {
+        let params = challenge.strip_prefix("Bearer ")?;
+        let mut realm = None;
+        let mut query = Vec::new();
+        for part in params.split(',') {
+            let (k, v) = part.trim().split_once('=')?;
+            let v = v.trim_matches('"');
+            match k {
+                "realm" => realm = Some(v.to_owned()),
+                "service" | "scope" => query.push((k.to_owned(), v.to_owned())),
+                _ => {}
+            }
+        }
+        let resp = self
+            .client
+            .get(realm?)
+            .query(&query)
+            .timeout(self.manifest_timeout)
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+    }
+
+    fn classify(status: reqwest::StatusCode) -> Result<(), UpstreamError> {
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(UpstreamError::NotFound),
+            401 | 403 => Err(UpstreamError::Denied(status.as_u16())),
+            s => Err(UpstreamError::Unreachable(format!("HTTP {s}"))),
+        }
+    }
+
+    /// GET manifest `reference` (a tag or digest) of `name` at `base`.
+    pub async fn manifest(
+        &self,
+        base: &str,
+        name: &str,
+        reference: &str,
+        accept: Option<&HeaderValue>,
+        auth: Option<&HeaderValue>,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let default_accept = HeaderValue::from_static(MANIFEST_ACCEPT);
+        let url = format!("{base}/v2/{name}/manifests/{reference}");
+        let resp = self
+            .send(
+                reqwest::Method::GET,
+                &url,
+                Some(accept.unwrap_or(&default_accept)),
+                auth,
+                Some(self.manifest_timeout),
+            )
+            .await?;
+        Self::classify(resp.status())?;
+        if resp.content_length().is_some_and(|n| n > self.max_manifest) {
+            return Err(UpstreamError::Bad(format!(
+                "manifest larger than {} bytes",
+                self.max_manifest
+            )));
+        }
+        let header_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let mut bytes = Vec::new();
+        let mut resp = resp;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?
+        {
+            if bytes.len() as u64 + chunk.len() as u64 > self.max_manifest {
+                return Err(UpstreamError::Bad(format!(
+                    "manifest larger than {} bytes",
+                    self.max_manifest
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let digest = Digest::sha256(&bytes);
+        if let Ok(asked) = reference.parse::<Digest>() {
+            asked.verify(&bytes).map_err(|_| {
+                UpstreamError::Bad(format!("manifest {asked} does not match its digest"))
+            })?;
+        }
+        let media_type = match header_type {
+            Some(t) if !t.is_empty() && t != "application/json" && t != "text/plain" => t,
+            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| berth_oci::media_type::OCI_MANIFEST.to_owned()),
+        };
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest: match reference.parse::<Digest>() {
+                Ok(d) => d,
+                Err(_) => digest,
+            },
+        })
+    }
+
+    /// GET blob `digest` of `name` at `base`: the response, to be streamed
+    /// and verified by the caller.
+    pub async fn blob(
+        &self,
+        base: &str,
+        name: &str,
+        digest: &Digest,
+        auth: Option<&HeaderValue>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = format!("{base}/v2/{name}/blobs/{digest}");
+        let resp = self
+            .send(reqwest::Method::GET, &url, None, auth, None)
+            .await?;
+        Self::classify(resp.status())?;
+        Ok(resp)
+    }
+
+    /// HEAD blob `digest`: its size.
+    pub async fn blob_size(
+        &self,
+        base: &str,
+        name: &str,
+        digest: &Digest,
+        auth: Option<&HeaderValue>,
+    ) -> Result<Option<u64>, UpstreamError> {
+        let url = format!("{base}/v2/{name}/blobs/{digest}");
+        let resp = self
+            .send(
+                reqwest::Method::HEAD,
+                &url,
+                None,
+                auth,
+                Some(self.manifest_timeout),
+            )
+            .await?;
+        Self::classify(resp.status())?;
+        Ok(resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()))
+    }
+}

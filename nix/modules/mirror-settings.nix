@@ -1,0 +1,28 @@
+# The `berth mirror` config file the mirror module writes, as a pure
+# function of the module's values (like registry-settings.nix): the tests
+# render exactly this and check it with `berth mirror --check-config`. The
+# keys are those of mirror/src/config.rs.
+{
+  port ? 5001,
+  dataDir ? "/var/lib/berth-mirror",
+  # Registries (host[:port]) whose pulls go through the mirror.
+  registries ? [ ],
+  # Extra settings merged over the rendered ones: upstreams, cache.*,
+  # upstream.*, log.*, containerd_config.
+  settings ? { },
+}:
+let
+  toTOML = import ../lib/toml.nix;
+  merge =
+    a: b:
+    a
+    // builtins.mapAttrs (
+      n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then a.${n} // v else v
+    ) b;
+in
+toTOML (merge {
+  listen = "0.0.0.0:${toString port}";
+  data = dataDir;
+  inherit registries;
+  log.format = "json";
+} settings)

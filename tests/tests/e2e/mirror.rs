@@ -1,0 +1,302 @@
+//! `berth mirror` with real containerd: pulls go through the mirror by
+//! containerd's hosts.toml (`ctr --hosts-dir`), the mirror fetches from
+//! `berth serve` once and then serves from its verified cache (the
+//! registry's blob-byte counter proves it), tags are served stale when the
+//! registry is down, a registry sending wrong bytes is caught and nothing
+//! is cached, misses are quick 404s, and bad input is refused.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{Containerd, Server, berth_bin, http, run, run_text, try_http, umoci_image};
+
+use crate::clients::{layout_digest, skopeo_push};
+
+struct Mirror {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Mirror {
+    fn start(data: &Path, registries: &[String]) -> Self {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(["mirror", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for r in registries {
+            cmd.arg("--registry").arg(r);
+        }
+        let mut child = cmd.spawn().expect("spawn berth mirror");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("berth mirror printed no address: {line:?}"));
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn metrics(&self) -> String {
+        String::from_utf8(http("GET", &format!("{}/metrics", self.url()), &[], b"").body).unwrap()
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// containerd's hosts directory, written by `berth mirror hosts-config`:
+/// pulls from `registry` go to `mirror` first, then to the registry.
+fn hosts_dir(dir: &Path, registry: &str, mirror: &Mirror) -> PathBuf {
+    let hosts = dir.join("certs.d");
+    let written = run_text(
+        Command::new(berth_bin())
+            .args(["mirror", "hosts-config", "--registry"])
+            .arg(format!("{registry}=http://{registry}"))
+            .args(["--mirror-url", &mirror.url(), "--containerd-dir"])
+            .arg(&hosts),
+    );
+    let file = hosts.join(registry).join("hosts.toml");
+    assert_eq!(written.trim(), file.to_str().unwrap());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("server = \"http://{registry}\"")),
+        "{text}"
+    );
+    hosts
+}
+
+fn pull(cd: &Containerd, hosts: &Path, image: &str) -> std::process::Output {
+    cd.ctr()
+        .args([
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            "--hosts-dir",
+        ])
+        .arg(hosts)
+        .arg(image)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("registry"), &[]);
+    let layout = umoci_image(dir.path(), "v1", 4, 300_000);
+    let want = layout_digest(&layout, "v1");
+    let registry = server.host();
+    let image = format!("{registry}/e2e/mirrored:v1");
+    skopeo_push(&layout, "v1", &image);
+    let mirror = Mirror::start(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+    );
+    let hosts = hosts_dir(dir.path(), &registry, &mirror);
+    let sent = |s: &Server| {
+        let text =
+            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
+        metric(&text, "berth_registry_blob_sent_bytes_total")
+    };
+
+    // Node 1: a cold pull; the mirror fetches every blob once.
+    let before = sent(&server);
+    let cd1 = Containerd::start(&dir.path().join("cd1"));
+    let out = pull(&cd1, &hosts, &image);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = sent(&server) - before;
+    let m = mirror.metrics();
+    assert!(
+        first >= 4 * 300_000,
+        "the registry sent the layers once: {first}"
+    );
+    assert_eq!(
+        metric(&m, "berth_mirror_upstream_bytes_total"),
+        first,
+        "all of it went through the mirror:\n{m}"
+    );
+    assert!(run_text(cd1.ctr().args(["images", "ls"])).contains(&want));
+
+    // Node 2: the same image, served from the mirror's cache.
+    let cd2 = Containerd::start(&dir.path().join("cd2"));
+    let out = pull(&cd2, &hosts, &image);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sent(&server) - before,
+        first,
+        "the registry sent no blob bytes for node 2"
+    );
+    let m = mirror.metrics();
+    assert!(
+        m.contains("berth_mirror_requests_total{kind=\"blob\",source=\"cache\",result=\"hit\"}"),
+        "{m}"
+    );
+    assert!(run_text(cd2.ctr().args(["images", "ls"])).contains(&want));
+
+    // Node 3, with the registry down: the tag is served from the last
+    // verified answer, the blobs from the cache.
+    server.kill9();
+    let cd3 = Containerd::start(&dir.path().join("cd3"));
+    let out = pull(&cd3, &hosts, &image);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run_text(cd3.ctr().args(["images", "ls"])).contains(&want));
+    let m = mirror.metrics();
+    assert!(
+        m.contains("berth_mirror_requests_total{kind=\"manifest\",source=\"stale\",result=\"ok\"}"),
+        "{m}"
+    );
+    run(cd3.ctr().args(["images", "rm", &image]));
+}
+
+/// A registry that answers every blob GET with `body` (whatever was asked).
+fn lying_registry(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    addr
+}
+
+#[test]
+fn wrong_bytes_from_the_registry_are_never_served_whole_or_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let liar = lying_registry(vec![b'x'; 100_000]);
+    let ns = liar.to_string();
+    let mirror = Mirror::start(&dir.path().join("mirror"), &[format!("{ns}=http://{ns}")]);
+    let wanted = berth_tests::sha256(&vec![b'y'; 100_000]);
+    let url = format!("{}/v2/team/app/blobs/{wanted}?ns={ns}", mirror.url());
+    for _ in 0..2 {
+        // The body is cut short: a client never gets the full wrong blob.
+        // (A transport error, the connection cut mid-body, is fine too.)
+        if let Ok(reply) = try_http("GET", &url, &[], b"") {
+            assert!(
+                reply.body.len() < 100_000 || reply.status != 200,
+                "the whole wrong blob was served"
+            );
+        }
+    }
+    let m = mirror.metrics();
+    assert_eq!(metric(&m, "berth_mirror_verify_failures_total"), 2, "{m}");
+    assert!(
+        !m.contains("source=\"cache\""),
+        "nothing was cached, so nothing came from the cache:\n{m}"
+    );
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("mirror/blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}");
+}
+
+#[test]
+fn misses_are_quick_404s_and_bad_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A registry nobody listens on: connections are refused at once.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ns = gone.to_string();
+    let mirror = Mirror::start(&dir.path().join("mirror"), &[format!("{ns}=http://{ns}")]);
+    let digest = berth_tests::sha256(b"nothing");
+    for path in [
+        "/v2/team/app/manifests/v1?ns=other.registry:5000".to_owned(),
+        format!("/v2/team/app/manifests/v1?ns={ns}"),
+        format!("/v2/team/app/blobs/{digest}?ns={ns}"),
+    ] {
+        let start = Instant::now();
+        let reply = http("GET", &format!("{}{path}", mirror.url()), &[], b"");
+        let took = start.elapsed();
+        assert_eq!(reply.status, 404, "{path}");
+        assert!(took < Duration::from_millis(50), "{path} took {took:?}");
+        assert!(
+            reply.json()["errors"][0]["code"].is_string(),
+            "{path}: OCI error JSON"
+        );
+    }
+    for (method, path, status) in [
+        ("GET", format!("/v2/Team/App/manifests/v1?ns={ns}"), 400),
+        (
+            "GET",
+            format!("/v2/team/app/blobs/sha256:1234?ns={ns}"),
+            400,
+        ),
+        (
+            "GET",
+            format!("/v2/team/app/manifests/bad!tag?ns={ns}"),
+            400,
+        ),
+        ("GET", format!("/v2/team/app/tags/list?ns={ns}"), 404),
+        (
+            "GET",
+            "/v2/team/app/manifests/v1?ns=../../etc".to_owned(),
+            404,
+        ),
+        ("PUT", format!("/v2/team/app/manifests/v1?ns={ns}"), 405),
+        (
+            "DELETE",
+            format!("/v2/team/app/blobs/{digest}?ns={ns}"),
+            405,
+        ),
+    ] {
+        let reply = http(method, &format!("{}{path}", mirror.url()), &[], b"");
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert!(
+            reply.json()["errors"][0]["code"].is_string(),
+            "{method} {path}"
+        );
+    }
+    // Nothing was written for any of it.
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("mirror/blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(cached.is_empty());
+}
