@@ -71,6 +71,21 @@ enum Target {
     Blob { name: String, digest: Digest },
 }
 
+/// One request's context.
+struct Req<'a> {
+    /// The registry's API base URL.
+    base: &'a str,
+    /// The registry as containerd names it.
+    ns: &'a str,
+    /// The repository.
+    name: &'a str,
+    /// The caller's credentials, forwarded to the registry only.
+    auth: Option<&'a HeaderValue>,
+    head: bool,
+    /// From a peer: this node's own content only.
+    local: bool,
+}
+
 /// Why a path was refused: status, code, message.
 type Refusal = (StatusCode, ErrorCode, String);
 
@@ -140,6 +155,9 @@ fn parse(rest: &str) -> Result<Target, Refusal> {
 #[derive(Debug, serde::Deserialize)]
 struct Params {
     ns: Option<String>,
+    /// Set by peer mirrors: answer from this node only (cache, containerd),
+    /// never from peers or the registry, so requests never loop.
+    local: Option<String>,
 }
 
 async fn dispatch(
@@ -183,35 +201,33 @@ async fn dispatch(
         );
     };
     let auth = headers.get(header::AUTHORIZATION).cloned();
+    let local = params.local.is_some();
     match target {
         Target::Manifest { name, reference } => {
-            manifest(
-                &m,
-                &base,
-                &ns,
-                &name,
-                &reference,
-                &headers,
-                auth.as_ref(),
+            let req = Req {
+                base: &base,
+                ns: &ns,
+                name: &name,
+                auth: auth.as_ref(),
                 head,
-            )
-            .await
+                local,
+            };
+            manifest(&m, &req, &reference, &headers).await
         }
         Target::Blob { name, digest } => {
             let range = headers
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            blob(
-                &m,
-                &base,
-                &name,
-                &digest,
-                auth.as_ref(),
+            let req = Req {
+                base: &base,
+                ns: &ns,
+                name: &name,
+                auth: auth.as_ref(),
                 head,
-                range.as_deref(),
-            )
-            .await
+                local,
+            };
+            blob(&m, &req, &digest, range.as_deref()).await
         }
     }
 }
@@ -234,17 +250,8 @@ fn manifest_response(bytes: Vec<u8>, media_type: &str, digest: &Digest, head: bo
     resp
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn manifest(
-    m: &Mirror,
-    base: &str,
-    ns: &str,
-    name: &str,
-    reference: &str,
-    headers: &HeaderMap,
-    auth: Option<&HeaderValue>,
-    head: bool,
-) -> Response {
+async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMap) -> Response {
+    let (ns, name, head) = (req.ns, req.name, req.head);
     let by_digest = reference.parse::<Digest>().ok();
     if let Some(d) = &by_digest {
         if let Some((bytes, media_type)) = m.cache.manifest(d) {
@@ -254,12 +261,38 @@ async fn manifest(
             }
             return manifest_response(bytes, &media_type, d, head);
         }
+        if let Some((bytes, media_type)) = content_store_manifest(m, d) {
+            m.metrics.request("manifest", "containerd", "hit");
+            if !head {
+                m.metrics.served("containerd", bytes.len() as u64);
+            }
+            return manifest_response(bytes, &media_type, d, head);
+        }
+        if !req.local {
+            if let Some((bytes, media_type)) = peer_manifest(m, req, d).await {
+                if let Err(e) = m.cache.put_manifest(d, &bytes, &media_type) {
+                    tracing::warn!(error = %e, "cannot cache a manifest");
+                }
+                m.metrics.request("manifest", "peer", "ok");
+                if !head {
+                    m.metrics.served("peer", bytes.len() as u64);
+                }
+                return manifest_response(bytes, &media_type, d, head);
+            }
+        }
+    }
+    if req.local {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ManifestUnknown,
+            "not on this node",
+        );
     }
     let tag_key = format!("{ns}/{name}:{reference}");
     let accept = headers.get(header::ACCEPT);
     match m
         .upstream
-        .manifest(base, name, reference, accept, auth)
+        .manifest(req.base, name, reference, accept, req.auth)
         .await
     {
         Ok(f) => {
@@ -356,8 +389,12 @@ fn parse_range(range: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && end < len).then_some((start, end))
 }
 
-async fn from_cache(
+/// Serve blob `digest` (`len` bytes, verified when it got there) from the
+/// file at `path`, counted under `source`.
+async fn from_file(
     m: &Mirror,
+    path: &std::path::Path,
+    source: &'static str,
     digest: &Digest,
     len: u64,
     head: bool,
@@ -384,7 +421,7 @@ async fn from_cache(
     let body = if head || count == 0 {
         Body::empty()
     } else {
-        let mut file = match tokio::fs::File::open(m.cache.path(digest)).await {
+        let mut file = match tokio::fs::File::open(path).await {
             Ok(f) => f,
             Err(e) => {
                 return error(
@@ -401,7 +438,7 @@ async fn from_cache(
                 "cannot read the cached blob",
             );
         }
-        m.metrics.served("cache", count);
+        m.metrics.served(source, count);
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             file.take(count),
             256 << 10,
@@ -462,6 +499,9 @@ struct Pull {
     done: bool,
     digest: Digest,
     mirror: Arc<Mirror>,
+    /// `upstream`, or `peer` (then `peer_url` is who).
+    source: &'static str,
+    peer_url: Option<String>,
 }
 
 impl Pull {
@@ -476,7 +516,9 @@ impl Pull {
             Ok(Some(chunk)) => {
                 self.hasher.update(&chunk);
                 self.received += chunk.len() as u64;
-                self.mirror.metrics.upstream_bytes(chunk.len() as u64);
+                if self.source == "upstream" {
+                    self.mirror.metrics.upstream_bytes(chunk.len() as u64);
+                }
                 if let Some(f) = &mut self.file {
                     if let Err(e) = f.write_all(&chunk).await {
                         tracing::warn!(error = %e, "cannot cache a blob; streaming it only");
@@ -489,7 +531,7 @@ impl Pull {
                         return Some((Err(e), None));
                     }
                 }
-                self.mirror.metrics.served("upstream", chunk.len() as u64);
+                self.mirror.metrics.served(self.source, chunk.len() as u64);
                 Some((Ok(chunk), Some(self)))
             }
             Ok(None) => match self.finish().await {
@@ -509,7 +551,10 @@ impl Pull {
             self.mirror.metrics.verify_failure();
             self.file = None;
             self.tmp = None;
-            tracing::warn!(expected = %self.digest, %got, "registry sent a blob that does not match its digest; not cached");
+            tracing::warn!(source = self.source, peer = ?self.peer_url, expected = %self.digest, %got, "a blob did not match its digest; not cached");
+            if let Some(peer) = &self.peer_url {
+                self.mirror.penalise(peer);
+            }
             return Err(io::Error::other(format!(
                 "blob does not match {}",
                 self.digest
@@ -527,18 +572,17 @@ impl Pull {
     }
 }
 
-/// Start streaming blob `digest` from the registry.
-async fn pull(
+/// Start streaming `resp`, the body of blob `digest`, into the cache.
+fn pull_from(
     m: &Arc<Mirror>,
-    base: &str,
-    name: &str,
+    resp: reqwest::Response,
     digest: &Digest,
-    auth: Option<&HeaderValue>,
+    source: &'static str,
+    peer_url: Option<String>,
 ) -> Result<(Pull, Option<u64>), UpstreamError> {
     if digest.algorithm() != berth_oci::Algorithm::Sha256 {
         return Err(UpstreamError::Bad("only sha256 blobs are mirrored".into()));
     }
-    let resp = m.upstream.blob(base, name, digest, auth).await?;
     let len = resp.content_length();
     let (file, tmp) = match m.cache.temp().and_then(|t| Ok((t.reopen()?, t))) {
         Ok((f, t)) => (Some(tokio::fs::File::from_std(f)), Some(t)),
@@ -558,42 +602,159 @@ async fn pull(
             done: false,
             digest: digest.clone(),
             mirror: m.clone(),
+            source,
+            peer_url,
         },
         len,
     ))
 }
 
-async fn blob(
-    m: &Arc<Mirror>,
-    base: &str,
-    name: &str,
-    digest: &Digest,
-    auth: Option<&HeaderValue>,
-    head: bool,
-    range: Option<&str>,
-) -> Response {
+/// The path of `digest` in the node's containerd content store, if it is
+/// there.
+fn content_store_path(m: &Mirror, digest: &Digest) -> Option<(std::path::PathBuf, u64)> {
+    let root = m.config.containerd_content.as_ref()?;
+    let path = root
+        .join("blobs")
+        .join(digest.algorithm().as_str())
+        .join(digest.hex());
+    let len = std::fs::metadata(&path).ok()?.len();
+    Some((path, len))
+}
+
+/// A manifest from the containerd content store, checked against its
+/// digest; its media type is its own `mediaType` field.
+fn content_store_manifest(m: &Mirror, digest: &Digest) -> Option<(Vec<u8>, String)> {
+    let (path, len) = content_store_path(m, digest)?;
+    if len > m.config.cache.max_manifest_bytes {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    digest.verify(&bytes).ok()?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("mediaType")?
+        .as_str()?
+        .to_owned();
+    Some((bytes, media_type))
+}
+
+/// The URL of `what` (`blobs/<d>` or `manifests/<d>`) on `peer`, asking for
+/// its own content only.
+fn peer_url(peer: &str, req: &Req<'_>, what: &str) -> String {
+    format!(
+        "{}/v2/{}/{what}?ns={}&local=1",
+        peer.trim_end_matches('/'),
+        req.name,
+        req.ns
+    )
+}
+
+/// The first peer (not under penalty) that has `what`, asked all at once,
+/// within 300 ms.
+async fn find_peer(m: &Mirror, req: &Req<'_>, what: &str) -> Option<(String, u64)> {
+    use futures_util::stream::FuturesUnordered;
+    let mut asks: FuturesUnordered<_> = m
+        .good_peers()
+        .into_iter()
+        .map(|peer| async move {
+            let url = peer_url(&peer, req, what);
+            let len = m
+                .upstream
+                .peer_has(&url, std::time::Duration::from_millis(300))
+                .await;
+            (peer, len)
+        })
+        .collect();
+    while let Some((peer, len)) = asks.next().await {
+        if let Some(len) = len {
+            return Some((peer, len));
+        }
+    }
+    None
+}
+
+/// A manifest by digest from a peer, verified.
+async fn peer_manifest(m: &Mirror, req: &Req<'_>, digest: &Digest) -> Option<(Vec<u8>, String)> {
+    let what = format!("manifests/{digest}");
+    let (peer, len) = find_peer(m, req, &what).await?;
+    if len > m.config.cache.max_manifest_bytes {
+        return None;
+    }
+    let resp = m
+        .upstream
+        .peer_get(&peer_url(&peer, req, &what))
+        .await
+        .ok()?;
+    let media_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?
+        .to_owned();
+    let bytes = resp.bytes().await.ok()?;
+    if digest.verify(&bytes).is_err() {
+        m.metrics.verify_failure();
+        m.penalise(&peer);
+        tracing::warn!(%peer, %digest, "a peer sent a manifest that does not match its digest");
+        return None;
+    }
+    Some((bytes.to_vec(), media_type))
+}
+
+async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&str>) -> Response {
+    let head = req.head;
     if let Some(len) = m.cache.stat(digest) {
         m.metrics.request("blob", "cache", "hit");
-        return from_cache(m, digest, len, head, range).await;
+        return from_file(m, &m.cache.path(digest), "cache", digest, len, head, range).await;
+    }
+    if let Some((path, len)) = content_store_path(m, digest) {
+        m.metrics.request("blob", "containerd", "hit");
+        return from_file(m, &path, "containerd", digest, len, head, range).await;
+    }
+    if req.local {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BlobUnknown,
+            "not on this node",
+        );
+    }
+    // A peer that has it, else the registry.
+    let what = format!("blobs/{digest}");
+    let mut source = None;
+    if let Some((peer, len)) = find_peer(m, req, &what).await {
+        if head {
+            m.metrics.request("blob", "peer", "ok");
+            return size_response(digest, Some(len));
+        }
+        match m.upstream.peer_get(&peer_url(&peer, req, &what)).await {
+            Ok(resp) => source = Some(pull_from(m, resp, digest, "peer", Some(peer))),
+            Err(e) => tracing::warn!(%peer, error = %e, "peer failed; trying the registry"),
+        }
     }
     if head {
-        return match m.upstream.blob_size(base, name, digest, auth).await {
+        return match m
+            .upstream
+            .blob_size(req.base, req.name, digest, req.auth)
+            .await
+        {
             Ok(size) => {
                 m.metrics.request("blob", "upstream", "ok");
-                let mut resp = Response::new(Body::empty());
-                let h = resp.headers_mut();
-                if let Some(n) = size {
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-                }
-                if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
-                    h.insert("Docker-Content-Digest", v);
-                }
-                resp
+                size_response(digest, size)
             }
             Err(e) => upstream_error(m, e),
         };
     }
-    let (state, len) = match pull(m, base, name, digest, auth).await {
+    let (label, pulled) = match source {
+        Some(p) => ("peer", p),
+        None => (
+            "upstream",
+            match m.upstream.blob(req.base, req.name, digest, req.auth).await {
+                Ok(resp) => pull_from(m, resp, digest, "upstream", None),
+                Err(e) => Err(e),
+            },
+        ),
+    };
+    let (state, len) = match pulled {
         Ok(p) => p,
         Err(e) => return upstream_error(m, e),
     };
@@ -610,9 +771,11 @@ async fn blob(
                 None => {}
             }
         }
-        m.metrics.request("blob", "upstream", "ok");
+        m.metrics.request("blob", label, "ok");
         return match m.cache.stat(digest) {
-            Some(len) => from_cache(m, digest, len, false, range).await,
+            Some(len) => {
+                from_file(m, &m.cache.path(digest), "cache", digest, len, false, range).await
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::BlobUnknown,
@@ -620,7 +783,7 @@ async fn blob(
             ),
         };
     }
-    m.metrics.request("blob", "upstream", "ok");
+    m.metrics.request("blob", label, "ok");
     let stream = futures_util::stream::unfold(Some(state), |s| async move {
         match s {
             Some(s) => s.next().await,
@@ -637,6 +800,19 @@ async fn blob(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("Docker-Content-Digest", v);
+    }
+    resp
+}
+
+/// A HEAD answer: the blob's size and digest.
+fn size_response(digest: &Digest, size: Option<u64>) -> Response {
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    if let Some(n) = size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
         h.insert("Docker-Content-Digest", v);
     }

@@ -33,6 +33,13 @@ pub struct Config {
     /// The node's containerd config, checked at start-up for settings that
     /// defeat the mirror (skipped when absent).
     pub containerd_config: PathBuf,
+    /// The node's containerd content store
+    /// (`/var/lib/containerd/io.containerd.content.v1.content`), read by
+    /// digest as a source with no extra disk; none when unset.
+    pub containerd_content: Option<PathBuf>,
+    /// Other nodes' mirrors (`http://10.0.0.3:5001`), asked for blobs and
+    /// manifests by digest before the registry.
+    pub peers: Vec<String>,
 }
 
 impl Default for Config {
@@ -46,6 +53,8 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),
             containerd_config: PathBuf::from("/etc/containerd/config.toml"),
+            containerd_content: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -139,6 +148,13 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError(format!(
                     "upstreams.{host:?} = {url:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        for p in &self.peers {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "peers entry {p:?} is not an http:// or https:// URL"
                 )));
             }
         }

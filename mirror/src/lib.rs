@@ -1,14 +1,14 @@
 //! `berth-mirror` is the node daemon that containerd pulls through: a
 //! containerd-facing `/v2` API (with containerd's `?ns=<registry>`) served
-//! from the mirror's own bounded cache and from the mirrored registry
-//! (pull-through), every byte verified against its digest while it streams
-//! and nothing cached that did not verify; tags are resolved only with the
-//! registry, falling back to the last verified answer (marked stale) when
-//! it cannot be reached.
+//! from the mirror's own bounded cache, the node's containerd content
+//! store, other nodes' mirrors and the mirrored registry (pull-through),
+//! every byte from a peer or the registry verified against its digest while
+//! it streams and nothing cached that did not verify; tags are resolved
+//! only with the registry, falling back to the last verified answer (marked
+//! stale) when it cannot be reached.
 //!
-//! Still to come (issue "Mirror"): the node's containerd content store as a
-//! source, peers found with libp2p Kademlia and fetched over HTTP, cold-pull
-//! sharing and private-repository checks. It
+//! Still to come (issue "Mirror"): peers found with libp2p Kademlia (today
+//! a static list), cold-pull sharing and private-repository checks. It
 //! must never serve or cache a byte it has not verified against its digest,
 //! and never trust a tag from a peer.
 //!
@@ -44,6 +44,33 @@ pub struct Mirror {
     pub upstream: upstream::Upstream,
     /// Counters.
     pub metrics: metrics::Metrics,
+    /// Peers that sent bytes not matching their digest, and when: skipped
+    /// for [`PEER_PENALTY`].
+    pub penalised: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
+}
+
+/// How long a peer that sent wrong bytes is not asked again.
+pub const PEER_PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Mirror {
+    /// Penalise `peer` (it sent bytes that did not match their digest).
+    pub fn penalise(&self, peer: &str) {
+        self.penalised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.to_owned(), std::time::Instant::now());
+    }
+
+    /// Peers not under penalty.
+    pub fn good_peers(&self) -> Vec<String> {
+        let p = self.penalised.lock().unwrap_or_else(|e| e.into_inner());
+        self.config
+            .peers
+            .iter()
+            .filter(|peer| p.get(*peer).is_none_or(|t| t.elapsed() > PEER_PENALTY))
+            .cloned()
+            .collect()
+    }
 }
 
 impl Mirror {
@@ -56,6 +83,7 @@ impl Mirror {
             cache,
             upstream,
             metrics: metrics::Metrics::default(),
+            penalised: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 }

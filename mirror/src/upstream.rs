@@ -237,6 +237,30 @@ impl Upstream {
         Ok(resp)
     }
 
+    /// HEAD `url` on a peer mirror within `timeout`: its Content-Length if
+    /// it answers 200.
+    pub async fn peer_has(&self, url: &str, timeout: Duration) -> Option<u64> {
+        let resp = self.client.head(url).timeout(timeout).send().await.ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    }
+
+    /// GET `url` from a peer mirror (no credentials are sent to peers).
+    pub async fn peer_get(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        Self::classify(resp.status())?;
+        Ok(resp)
+    }
+
     /// HEAD blob `digest`: its size.
     pub async fn blob_size(
         &self,

@@ -7,6 +7,8 @@
   dataDir ? "/var/lib/berth-mirror",
   # Registries (host[:port]) whose pulls go through the mirror.
   registries ? [ ],
+  # Keys the module sets from its own options (peers, containerd_content).
+  extra ? { },
   # Extra settings merged over the rendered ones: upstreams, cache.*,
   # upstream.*, log.*, containerd_config.
   settings ? { },
@@ -20,9 +22,14 @@ let
       n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then a.${n} // v else v
     ) b;
 in
-toTOML (merge {
-  listen = "0.0.0.0:${toString port}";
-  data = dataDir;
-  inherit registries;
-  log.format = "json";
-} settings)
+toTOML (
+  merge (
+    {
+      listen = "0.0.0.0:${toString port}";
+      data = dataDir;
+      inherit registries;
+      log.format = "json";
+    }
+    // extra
+  ) settings
+)

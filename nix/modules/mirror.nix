@@ -19,6 +19,16 @@ let
     import ./mirror-settings.nix {
       inherit (cfg) port registries settings;
       dataDir = "/var/lib/${cfg.stateDirectory}";
+      extra = {
+        inherit (cfg) peers;
+      }
+      // lib.optionalAttrs (cfg.containerd.enable || cfg.k3s.enable) {
+        containerd_content =
+          if cfg.k3s.enable then
+            "/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content"
+          else
+            "/var/lib/containerd/io.containerd.content.v1.content";
+      };
     }
   );
   # containerd: one hosts.toml per mirrored registry, as `berth mirror
@@ -52,6 +62,13 @@ in
       type = lib.types.bool;
       default = false;
       description = "Open `port` so peers can fetch layers from this node.";
+    };
+
+    peers = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      example = [ "http://10.0.0.3:5001" ];
+      description = "Other nodes' mirrors, asked for content by digest before the registry.";
     };
 
     registries = lib.mkOption {
@@ -104,9 +121,15 @@ in
             "k3s.service"
           ];
           serviceConfig = {
+            # Reads containerd's content store (root-owned) as a source;
+            # "-": the path may not exist on this node.
+            ReadOnlyPaths = [
+              "-/var/lib/containerd"
+              "-/var/lib/rancher/k3s/agent/containerd"
+            ];
             ExecStartPre = "${cfg.package}/bin/berth mirror --config ${configFile} --check-config";
             ExecStart = "${cfg.package}/bin/berth mirror --config ${configFile}";
-            DynamicUser = true;
+            # root, read-only: containerd's content store is root's.
             StateDirectory = cfg.stateDirectory;
             Restart = "always";
             NoNewPrivileges = true;

@@ -22,8 +22,17 @@ struct Mirror {
 
 impl Mirror {
     fn start(data: &Path, registries: &[String]) -> Self {
+        Self::start_with(data, registries, &[])
+    }
+
+    /// With a config file saying `extra` (TOML lines, e.g. peers).
+    fn start_with(data: &Path, registries: &[String], extra: &[String]) -> Self {
+        let config = data.with_extension("toml");
+        std::fs::write(&config, extra.join("\n")).unwrap();
         let mut cmd = Command::new(berth_bin());
-        cmd.args(["mirror", "--listen", "127.0.0.1:0", "--data"])
+        cmd.args(["mirror", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data")
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -184,6 +193,142 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
         "{m}"
     );
     run(cd3.ctr().args(["images", "rm", &image]));
+}
+
+#[test]
+fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("registry"), &[]);
+    let layout = umoci_image(dir.path(), "v1", 3, 250_000);
+    let want = layout_digest(&layout, "v1");
+    let registry = server.host();
+    let image = format!("{registry}/e2e/peered:v1");
+    skopeo_push(&layout, "v1", &image);
+    let up = [format!("{registry}=http://{registry}")];
+    let a = Mirror::start(&dir.path().join("mirror-a"), &up);
+    let peers = format!("peers = [\"{}\"]", a.url());
+    let b = Mirror::start_with(
+        &dir.path().join("mirror-b"),
+        &up,
+        std::slice::from_ref(&peers),
+    );
+    let sent = |s: &Server| {
+        let text =
+            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
+        metric(&text, "berth_registry_blob_sent_bytes_total")
+    };
+
+    // Node A pulls from the registry through its mirror.
+    let before = sent(&server);
+    let cd_a = Containerd::start(&dir.path().join("cd-a"));
+    let out = pull(
+        &cd_a,
+        &hosts_dir(&dir.path().join("a"), &registry, &a),
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = sent(&server) - before;
+    assert!(first >= 3 * 250_000);
+
+    // Node B: the tag from the registry, every blob from node A.
+    let cd_b = Containerd::start(&dir.path().join("cd-b"));
+    let out = pull(
+        &cd_b,
+        &hosts_dir(&dir.path().join("b"), &registry, &b),
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run_text(cd_b.ctr().args(["images", "ls"])).contains(&want));
+    assert_eq!(
+        sent(&server) - before,
+        first,
+        "the registry sent node B no blob bytes"
+    );
+    let mb = b.metrics();
+    assert_eq!(metric(&mb, "berth_mirror_upstream_bytes_total"), 0, "{mb}");
+    assert!(
+        mb.contains("berth_mirror_served_bytes_total{source=\"peer\"}"),
+        "{mb}"
+    );
+
+    // Node C, registry down, by digest: manifest and blobs from node A.
+    server.kill9();
+    let c = Mirror::start_with(&dir.path().join("mirror-c"), &up, &[peers]);
+    let cd_c = Containerd::start(&dir.path().join("cd-c"));
+    let by_digest = format!("{registry}/e2e/peered@{want}");
+    let out = pull(
+        &cd_c,
+        &hosts_dir(&dir.path().join("c"), &registry, &c),
+        &by_digest,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mc = c.metrics();
+    assert!(
+        mc.contains("berth_mirror_requests_total{kind=\"manifest\",source=\"peer\",result=\"ok\"}"),
+        "{mc}"
+    );
+}
+
+#[test]
+fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let blob = vec![b'y'; 100_000];
+    let digest = berth_tests::sha256(&blob);
+    // Put the real blob in the registry.
+    let start = http(
+        "POST",
+        &format!("{}/v2/team/app/blobs/uploads/", server.url()),
+        &[],
+        b"",
+    );
+    let location = start.header("Location").unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", server.url()),
+        &[("Content-Type", "application/octet-stream")],
+        &blob,
+    );
+    assert_eq!(put.status, 201);
+    let liar = lying_registry(vec![b'x'; 100_000]);
+    let registry = server.host();
+    let mirror = Mirror::start_with(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+        &[format!("peers = [\"http://{liar}\"]")],
+    );
+    let url = format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url());
+    // First: the lying peer's bytes are cut short.
+    if let Ok(reply) = try_http("GET", &url, &[], b"") {
+        assert!(reply.body.len() < 100_000 || reply.status != 200);
+    }
+    // Then the peer is skipped: the right blob, from the registry.
+    let reply = http("GET", &url, &[], b"");
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == blob, "the right bytes");
+    let m = mirror.metrics();
+    assert_eq!(metric(&m, "berth_mirror_verify_failures_total"), 1, "{m}");
+    assert!(
+        m.contains("kind=\"blob\",source=\"upstream\",result=\"ok\""),
+        "{m}"
+    );
+    // And it is cached now.
+    let again = http("GET", &url, &[], b"");
+    assert!(again.body == blob);
+    assert!(mirror.metrics().contains("source=\"cache\",result=\"hit\""));
 }
 
 /// A registry that answers every blob GET with `body` (whatever was asked).
