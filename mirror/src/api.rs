@@ -12,17 +12,18 @@ use std::io;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use berth_oci::{Digest, ErrorCode, ErrorResponse, validate_name, validate_tag};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::Mirror;
 use crate::cache::TagRecord;
+use crate::inflight::{self, InFlight};
 use crate::upstream::UpstreamError;
 
 /// The routes.
@@ -84,6 +85,8 @@ struct Req<'a> {
     head: bool,
     /// From a peer: this node's own content only.
     local: bool,
+    /// From a peer: fetch it from the registry if need be, not from peers.
+    fetch: bool,
 }
 
 /// Why a path was refused: status, code, message.
@@ -158,6 +161,9 @@ struct Params {
     /// Set by peer mirrors: answer from this node only (cache, containerd),
     /// never from peers or the registry, so requests never loop.
     local: Option<String>,
+    /// Set by a peer asking this node, the owner of a cold blob, to fetch it
+    /// from the registry (and not from peers).
+    fetch: Option<String>,
 }
 
 async fn dispatch(
@@ -202,6 +208,7 @@ async fn dispatch(
     };
     let auth = headers.get(header::AUTHORIZATION).cloned();
     let local = params.local.is_some();
+    let fetch = params.fetch.is_some();
     match target {
         Target::Manifest { name, reference } => {
             let req = Req {
@@ -211,6 +218,7 @@ async fn dispatch(
                 auth: auth.as_ref(),
                 head,
                 local,
+                fetch,
             };
             manifest(&m, &req, &reference, &headers).await
         }
@@ -226,6 +234,7 @@ async fn dispatch(
                 auth: auth.as_ref(),
                 head,
                 local,
+                fetch,
             };
             blob(&m, &req, &digest, range.as_deref()).await
         }
@@ -486,129 +495,6 @@ fn upstream_error(m: &Mirror, e: UpstreamError) -> Response {
     }
 }
 
-/// The state of a blob streaming from the registry into the cache.
-struct Pull {
-    resp: reqwest::Response,
-    hasher: berth_oci::Hasher,
-    file: Option<tokio::fs::File>,
-    tmp: Option<tempfile::NamedTempFile>,
-    received: u64,
-    /// The length the registry announced, if it did.
-    expected: Option<u64>,
-    /// Verified and published: nothing more to send.
-    done: bool,
-    digest: Digest,
-    mirror: Arc<Mirror>,
-    /// `upstream`, or `peer` (then `peer_url` is who).
-    source: &'static str,
-    peer_url: Option<String>,
-}
-
-impl Pull {
-    /// The next chunk. The digest is checked before the last chunk goes
-    /// out (a server stops polling a body once its Content-Length is sent),
-    /// so a mismatch withholds it and the caller sees a short body.
-    async fn next(mut self) -> Option<(Result<Bytes, io::Error>, Option<Self>)> {
-        if self.done {
-            return None;
-        }
-        match self.resp.chunk().await {
-            Ok(Some(chunk)) => {
-                self.hasher.update(&chunk);
-                self.received += chunk.len() as u64;
-                if self.source == "upstream" {
-                    self.mirror.metrics.upstream_bytes(chunk.len() as u64);
-                }
-                if let Some(f) = &mut self.file {
-                    if let Err(e) = f.write_all(&chunk).await {
-                        tracing::warn!(error = %e, "cannot cache a blob; streaming it only");
-                        self.file = None;
-                        self.tmp = None;
-                    }
-                }
-                if self.expected.is_some_and(|n| self.received >= n) {
-                    if let Err(e) = self.finish().await {
-                        return Some((Err(e), None));
-                    }
-                }
-                self.mirror.metrics.served(self.source, chunk.len() as u64);
-                Some((Ok(chunk), Some(self)))
-            }
-            Ok(None) => match self.finish().await {
-                Ok(()) => None,
-                Err(e) => Some((Err(e), None)),
-            },
-            Err(e) => Some((Err(io::Error::other(e)), None)),
-        }
-    }
-
-    /// Check the digest; publish the cached copy if it matches.
-    async fn finish(&mut self) -> io::Result<()> {
-        self.done = true;
-        let hasher = std::mem::replace(&mut self.hasher, berth_oci::Algorithm::Sha256.hasher());
-        let got = hasher.finish();
-        if got != self.digest {
-            self.mirror.metrics.verify_failure();
-            self.file = None;
-            self.tmp = None;
-            tracing::warn!(source = self.source, peer = ?self.peer_url, expected = %self.digest, %got, "a blob did not match its digest; not cached");
-            if let Some(peer) = &self.peer_url {
-                self.mirror.penalise(peer);
-            }
-            return Err(io::Error::other(format!(
-                "blob does not match {}",
-                self.digest
-            )));
-        }
-        if let (Some(mut f), Some(tmp)) = (self.file.take(), self.tmp.take()) {
-            if f.flush().await.is_ok() {
-                drop(f);
-                if let Err(e) = self.mirror.cache.publish(tmp, &self.digest, self.received) {
-                    tracing::warn!(error = %e, "cannot publish a verified blob");
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Start streaming `resp`, the body of blob `digest`, into the cache.
-fn pull_from(
-    m: &Arc<Mirror>,
-    resp: reqwest::Response,
-    digest: &Digest,
-    source: &'static str,
-    peer_url: Option<String>,
-) -> Result<(Pull, Option<u64>), UpstreamError> {
-    if digest.algorithm() != berth_oci::Algorithm::Sha256 {
-        return Err(UpstreamError::Bad("only sha256 blobs are mirrored".into()));
-    }
-    let len = resp.content_length();
-    let (file, tmp) = match m.cache.temp().and_then(|t| Ok((t.reopen()?, t))) {
-        Ok((f, t)) => (Some(tokio::fs::File::from_std(f)), Some(t)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create a cache file; streaming only");
-            (None, None)
-        }
-    };
-    Ok((
-        Pull {
-            resp,
-            hasher: digest.algorithm().hasher(),
-            file,
-            tmp,
-            received: 0,
-            expected: len,
-            done: false,
-            digest: digest.clone(),
-            mirror: m.clone(),
-            source,
-            peer_url,
-        },
-        len,
-    ))
-}
-
 /// The path of `digest` in the node's containerd content store, if it is
 /// there.
 fn content_store_path(m: &Mirror, digest: &Digest) -> Option<(std::path::PathBuf, u64)> {
@@ -682,7 +568,7 @@ async fn peer_manifest(m: &Mirror, req: &Req<'_>, digest: &Digest) -> Option<(Ve
     }
     let resp = m
         .upstream
-        .peer_get(&peer_url(&peer, req, &what))
+        .peer_get(&peer_url(&peer, req, &what), None)
         .await
         .ok()?;
     let media_type = resp
@@ -701,8 +587,66 @@ async fn peer_manifest(m: &Mirror, req: &Req<'_>, digest: &Digest) -> Option<(Ve
     Some((bytes.to_vec(), media_type))
 }
 
+/// Serve a download in flight, counted under `source`: streamed as it
+/// arrives, or (for a range) from the cache once it is done.
+async fn serve_flight(
+    m: &Arc<Mirror>,
+    digest: &Digest,
+    flight: Arc<InFlight>,
+    source: &'static str,
+    head: bool,
+    range: Option<&str>,
+) -> Response {
+    m.metrics.request("blob", source, "ok");
+    if head {
+        return size_response(digest, flight.total);
+    }
+    if range.is_some() {
+        // A part cannot be verified on its own: wait for the whole blob.
+        if !flight.finished().await {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                "the download failed",
+            );
+        }
+        return match m.cache.stat(digest) {
+            Some(len) => {
+                from_file(m, &m.cache.path(digest), "cache", digest, len, false, range).await
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                "the blob could not be cached for a range request",
+            ),
+        };
+    }
+    let total = flight.total;
+    let stream = inflight::read(m.clone(), digest.clone(), flight, source).boxed();
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    if let Some(n) = total {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("Docker-Content-Digest", v);
+    }
+    resp
+}
+
 async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&str>) -> Response {
     let head = req.head;
+    if digest.algorithm() != berth_oci::Algorithm::Sha256 {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BlobUnknown,
+            "only sha256 blobs are mirrored",
+        );
+    }
     if let Some(len) = m.cache.stat(digest) {
         m.metrics.request("blob", "cache", "hit");
         return from_file(m, &m.cache.path(digest), "cache", digest, len, head, range).await;
@@ -711,6 +655,9 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         m.metrics.request("blob", "containerd", "hit");
         return from_file(m, &path, "containerd", digest, len, head, range).await;
     }
+    if let Some(flight) = m.downloads.get(digest) {
+        return serve_flight(m, digest, flight, "inflight", head, range).await;
+    }
     if req.local {
         return error(
             StatusCode::NOT_FOUND,
@@ -718,20 +665,12 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
             "not on this node",
         );
     }
-    // A peer that has it, else the registry.
-    let what = format!("blobs/{digest}");
-    let mut source = None;
-    if let Some((peer, len)) = find_peer(m, req, &what).await {
-        if head {
+    if head {
+        // A size: from a peer that has it, else the registry.
+        if let Some((_, len)) = find_peer(m, req, &format!("blobs/{digest}")).await {
             m.metrics.request("blob", "peer", "ok");
             return size_response(digest, Some(len));
         }
-        match m.upstream.peer_get(&peer_url(&peer, req, &what)).await {
-            Ok(resp) => source = Some(pull_from(m, resp, digest, "peer", Some(peer))),
-            Err(e) => tracing::warn!(%peer, error = %e, "peer failed; trying the registry"),
-        }
-    }
-    if head {
         return match m
             .upstream
             .blob_size(req.base, req.name, digest, req.auth)
@@ -744,66 +683,69 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
             Err(e) => upstream_error(m, e),
         };
     }
-    let (label, pulled) = match source {
-        Some(p) => ("peer", p),
-        None => (
-            "upstream",
-            match m.upstream.blob(req.base, req.name, digest, req.auth).await {
-                Ok(resp) => pull_from(m, resp, digest, "upstream", None),
-                Err(e) => Err(e),
-            },
-        ),
-    };
-    let (state, len) = match pulled {
-        Ok(p) => p,
-        Err(e) => return upstream_error(m, e),
-    };
-    if range.is_some() {
-        // A part cannot be verified: take the whole blob into the cache,
-        // then answer the range from there.
-        let mut next = Some(state);
-        while let Some(s) = next.take() {
-            match s.next().await {
-                Some((Ok(_), rest)) => next = rest,
-                Some((Err(e), _)) => {
-                    return error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string());
-                }
-                None => {}
-            }
+    // One fetch per blob on this node: join it, or start it.
+    let starter = match inflight::Downloads::claim(m, digest).await {
+        inflight::Claim::Joined(flight) => {
+            return serve_flight(m, digest, flight, "inflight", false, range).await;
         }
-        m.metrics.request("blob", label, "ok");
-        return match m.cache.stat(digest) {
-            Some(len) => {
-                from_file(m, &m.cache.path(digest), "cache", digest, len, false, range).await
-            }
-            None => error(
+        inflight::Claim::Failed => {
+            return error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::BlobUnknown,
-                "the blob could not be cached for a range request",
-            ),
-        };
-    }
-    m.metrics.request("blob", label, "ok");
-    let stream = futures_util::stream::unfold(Some(state), |s| async move {
-        match s {
-            Some(s) => s.next().await,
-            None => None,
+                "the download failed; try again",
+            );
         }
-    })
-    .boxed();
-    let mut resp = Response::new(Body::from_stream(stream));
-    let h = resp.headers_mut();
-    if let Some(n) = len {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        inflight::Claim::Mine(s) => s,
+    };
+    let what = format!("blobs/{digest}");
+    if !req.fetch {
+        // A peer that has it (cached or in flight).
+        if let Some((peer, _)) = find_peer(m, req, &what).await {
+            match m
+                .upstream
+                .peer_get(&peer_url(&peer, req, &what), None)
+                .await
+            {
+                Ok(resp) => {
+                    return match starter.start(resp, "peer", Some(peer)) {
+                        Ok(flight) => serve_flight(m, digest, flight, "peer", false, range).await,
+                        Err(e) => {
+                            error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string())
+                        }
+                    };
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "peer failed; trying elsewhere"),
+            }
+        }
+        // Cold: the node that owns it fetches it from the registry, once
+        // for the cluster; this node reads through it.
+        if let Some(owner) = m.owner_peer(digest) {
+            let url = format!(
+                "{}/v2/{}/blobs/{digest}?ns={}&fetch=1",
+                owner.trim_end_matches('/'),
+                req.name,
+                req.ns
+            );
+            match m.upstream.peer_get(&url, req.auth).await {
+                Ok(resp) => {
+                    return match starter.start(resp, "peer", Some(owner)) {
+                        Ok(flight) => serve_flight(m, digest, flight, "peer", false, range).await,
+                        Err(e) => {
+                            error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string())
+                        }
+                    };
+                }
+                Err(e) => tracing::warn!(%owner, error = %e, "owner failed; going to the registry"),
+            }
+        }
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
-        h.insert("Docker-Content-Digest", v);
+    match m.upstream.blob(req.base, req.name, digest, req.auth).await {
+        Ok(resp) => match starter.start(resp, "upstream", None) {
+            Ok(flight) => serve_flight(m, digest, flight, "upstream", false, range).await,
+            Err(e) => error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string()),
+        },
+        Err(e) => upstream_error(m, e),
     }
-    resp
 }
 
 /// A HEAD answer: the blob's size and digest.

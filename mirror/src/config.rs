@@ -40,6 +40,10 @@ pub struct Config {
     /// Other nodes' mirrors (`http://10.0.0.3:5001`), asked for blobs and
     /// manifests by digest before the registry.
     pub peers: Vec<String>,
+    /// This mirror's URL as its peers list it. With it, a cold blob is
+    /// fetched from the registry by one node (agreed by rendezvous hashing
+    /// over the members) and by the others through that node.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             containerd_config: PathBuf::from("/etc/containerd/config.toml"),
             containerd_content: None,
             peers: Vec::new(),
+            advertise_url: None,
         }
     }
 }

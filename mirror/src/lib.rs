@@ -8,7 +8,7 @@
 //! stale) when it cannot be reached.
 //!
 //! Still to come (issue "Mirror"): peers found with libp2p Kademlia (today
-//! a static list), cold-pull sharing and private-repository checks. It
+//! a static list) and private-repository checks. It
 //! must never serve or cache a byte it has not verified against its digest,
 //! and never trust a tag from a peer.
 //!
@@ -17,6 +17,8 @@
 //! - [`cache`]: verified blobs and manifests on disk, LRU-bounded; last tags.
 //! - [`upstream`]: requests to mirrored registries.
 //! - [`api`]: the `/v2` routes, `/metrics`, `/healthz`, `/readyz`.
+//! - [`inflight`]: shared downloads (one fetch per blob per node, read
+//!   along by every request) and the rendezvous owner of a cold blob.
 //! - [`metrics`]: counters by source and result.
 //! - [`hosts`]: containerd hosts.toml, Talos and k3s config writers, and
 //!   the containerd config check.
@@ -25,6 +27,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod hosts;
+pub mod inflight;
 pub mod metrics;
 pub mod upstream;
 
@@ -44,6 +47,8 @@ pub struct Mirror {
     pub upstream: upstream::Upstream,
     /// Counters.
     pub metrics: metrics::Metrics,
+    /// Downloads in flight.
+    pub downloads: inflight::Downloads,
     /// Peers that sent bytes not matching their digest, and when: skipped
     /// for [`PEER_PENALTY`].
     pub penalised: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
@@ -59,6 +64,17 @@ impl Mirror {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(peer.to_owned(), std::time::Instant::now());
+    }
+
+    /// The peer that fetches cold blob `d` from the registry for the
+    /// cluster, if it is not this node (and is not under penalty). Needs
+    /// `advertise_url`, this node's name in every member's list.
+    pub fn owner_peer(&self, d: &berth_oci::Digest) -> Option<String> {
+        let me = self.config.advertise_url.as_deref()?;
+        let mut members: Vec<&str> = self.config.peers.iter().map(String::as_str).collect();
+        members.push(me);
+        let owner = inflight::owner_of(&members, d)?;
+        (owner != me && self.good_peers().iter().any(|p| p == owner)).then(|| owner.to_owned())
     }
 
     /// Peers not under penalty.
@@ -83,6 +99,7 @@ impl Mirror {
             cache,
             upstream,
             metrics: metrics::Metrics::default(),
+            downloads: inflight::Downloads::default(),
             penalised: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }

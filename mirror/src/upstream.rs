@@ -249,11 +249,18 @@ impl Upstream {
             .and_then(|v| v.to_str().ok()?.parse().ok())
     }
 
-    /// GET `url` from a peer mirror (no credentials are sent to peers).
-    pub async fn peer_get(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
-        let resp = self
-            .client
-            .get(url)
+    /// GET `url` from a peer mirror. Credentials go only to the node asked
+    /// to fetch from the registry on the caller's behalf.
+    pub async fn peer_get(
+        &self,
+        url: &str,
+        auth: Option<&HeaderValue>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut r = self.client.get(url);
+        if let Some(a) = auth {
+            r = r.header(AUTHORIZATION, a);
+        }
+        let resp = r
             .send()
             .await
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;

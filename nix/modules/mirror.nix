@@ -22,6 +22,9 @@ let
       extra = {
         inherit (cfg) peers;
       }
+      // lib.optionalAttrs (cfg.advertiseUrl != null) {
+        advertise_url = cfg.advertiseUrl;
+      }
       // lib.optionalAttrs (cfg.containerd.enable || cfg.k3s.enable) {
         containerd_content =
           if cfg.k3s.enable then
@@ -69,6 +72,13 @@ in
       default = [ ];
       example = [ "http://10.0.0.3:5001" ];
       description = "Other nodes' mirrors, asked for content by digest before the registry.";
+    };
+
+    advertiseUrl = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "http://10.0.0.2:5001";
+      description = "This node's mirror as the other nodes list it in `peers`; with it, one node fetches each cold blob from the registry for the cluster.";
     };
 
     registries = lib.mkOption {

@@ -27,10 +27,14 @@ impl Mirror {
 
     /// With a config file saying `extra` (TOML lines, e.g. peers).
     fn start_with(data: &Path, registries: &[String], extra: &[String]) -> Self {
+        Self::start_at("127.0.0.1:0", data, registries, extra)
+    }
+
+    fn start_at(listen: &str, data: &Path, registries: &[String], extra: &[String]) -> Self {
         let config = data.with_extension("toml");
         std::fs::write(&config, extra.join("\n")).unwrap();
         let mut cmd = Command::new(berth_bin());
-        cmd.args(["mirror", "--listen", "127.0.0.1:0", "--config"])
+        cmd.args(["mirror", "--listen", listen, "--config"])
             .arg(&config)
             .arg("--data")
             .arg(data)
@@ -329,6 +333,119 @@ fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
     let again = http("GET", &url, &[], b"");
     assert!(again.body == blob);
     assert!(mirror.metrics().contains("source=\"cache\",result=\"hit\""));
+}
+
+#[test]
+fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let layout = umoci_image(dir.path(), "v1", 4, 400_000);
+    let want = layout_digest(&layout, "v1");
+    let registry = server.host();
+    let image = format!("{registry}/e2e/cold:v1");
+    skopeo_push(&layout, "v1", &image);
+    let sent = || {
+        let text =
+            String::from_utf8(http("GET", &format!("{}/metrics", server.url()), &[], b"").body)
+                .unwrap();
+        metric(&text, "berth_registry_blob_sent_bytes_total")
+    };
+    // The image's blob bytes: config and layers, as the registry has them.
+    let manifest = http(
+        "GET",
+        &format!("{}/v2/e2e/cold/manifests/v1", server.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    )
+    .json();
+    let image_bytes: u64 = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|d| d["size"].as_u64().unwrap())
+        .sum();
+
+    // Three nodes; each mirror lists the other two and names itself.
+    let urls: Vec<String> = (0..3)
+        .map(|_| {
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            format!("http://{addr}")
+        })
+        .collect();
+    let up = [format!("{registry}=http://{registry}")];
+    let mirrors: Vec<Mirror> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| format!("\"{}\"", urls[j]))
+                .collect();
+            Mirror::start_at(
+                urls[i].trim_start_matches("http://"),
+                &dir.path().join(format!("mirror-{i}")),
+                &up,
+                &[
+                    format!("peers = [{}]", peers.join(", ")),
+                    format!("advertise_url = \"{}\"", urls[i]),
+                ],
+            )
+        })
+        .collect();
+    let nodes: Vec<(Containerd, PathBuf)> = (0..3)
+        .map(|i| {
+            let cd = Containerd::start(&dir.path().join(format!("cd-{i}")));
+            let hosts = hosts_dir(
+                &dir.path().join(format!("node-{i}")),
+                &registry,
+                &mirrors[i],
+            );
+            (cd, hosts)
+        })
+        .collect();
+
+    let before = sent();
+    let barrier = std::sync::Barrier::new(3);
+    std::thread::scope(|s| {
+        for (cd, hosts) in &nodes {
+            let (barrier, image) = (&barrier, &image);
+            s.spawn(move || {
+                barrier.wait();
+                let out = pull(cd, hosts, image);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            });
+        }
+    });
+    for (cd, _) in &nodes {
+        assert!(run_text(cd.ctr().args(["images", "ls"])).contains(&want));
+    }
+    let registry_sent = sent() - before;
+    eprintln!(
+        "cold pull by three nodes: registry sent {registry_sent} bytes for a {image_bytes}-byte image"
+    );
+    assert!(
+        registry_sent >= image_bytes,
+        "every blob came from the registry once"
+    );
+    assert!(
+        registry_sent as f64 <= 1.1 * image_bytes as f64,
+        "the registry sent {registry_sent} bytes for a {image_bytes}-byte image to three nodes"
+    );
+    // Every node got every blob; two of three got them from peers.
+    let from_peers: u64 = mirrors
+        .iter()
+        .map(|m| {
+            let text = m.metrics();
+            text.lines()
+                .filter(|l| l.starts_with("berth_mirror_served_bytes_total{source=\"peer\"}"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(from_peers > 0, "no node read through another");
 }
 
 /// A registry that answers every blob GET with `body` (whatever was asked).

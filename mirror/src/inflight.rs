@@ -1,0 +1,390 @@
+//! Downloads in flight, shared: a blob being fetched (from the registry or
+//! a peer) is written by one background task to a temporary file while it
+//! is hashed, and every request for it — this node's containerd, or peers
+//! asking this node — reads that growing file instead of fetching again.
+//! The last byte is withheld from readers until the task has checked the
+//! digest, so nobody receives a whole wrong blob; a mismatch or a broken
+//! source fails every reader early and caches nothing. The download does
+//! not depend on any reader staying connected.
+//!
+//! With `owner_of`, nodes agree without talking on which of them fetches a
+//! cold blob from the registry (rendezvous hashing over the member list):
+//! the others fetch through that node, so even when every node starts the
+//! same cold pull at once the registry sends each blob about once.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use berth_oci::Digest;
+use futures_util::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::Mirror;
+
+/// Where a download is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// This many bytes are in the file.
+    Running(u64),
+    /// All bytes are in, verified and published to the cache.
+    Done(u64),
+    /// The source broke or the digest did not match.
+    Failed,
+}
+
+/// A blob being fetched.
+#[derive(Debug)]
+pub struct InFlight {
+    /// The temporary file being written.
+    pub path: PathBuf,
+    /// Its length, if the source announced it.
+    pub total: Option<u64>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// A digest's entry: a fetch being started (its source not answered yet),
+/// or running.
+#[derive(Debug)]
+enum Entry {
+    Starting(watch::Receiver<Option<Option<Arc<InFlight>>>>),
+    Running(Arc<InFlight>),
+}
+
+/// The downloads in flight on this node.
+#[derive(Debug, Default)]
+pub struct Downloads {
+    map: Mutex<BTreeMap<Digest, Entry>>,
+}
+
+/// The answer to [`Downloads::claim`].
+#[derive(Debug)]
+pub enum Claim {
+    /// Somebody is fetching it: read along.
+    Joined(Arc<InFlight>),
+    /// Nobody is: the caller fetches it and calls [`Starter::start`].
+    Mine(Starter),
+    /// Somebody tried and failed just now.
+    Failed,
+}
+
+/// The right to start fetching a digest. Dropped without starting, it
+/// releases the digest and tells those waiting that it failed.
+#[derive(Debug)]
+pub struct Starter {
+    digest: Digest,
+    tx: Option<watch::Sender<Option<Option<Arc<InFlight>>>>>,
+    mirror: Arc<Mirror>,
+}
+
+impl Drop for Starter {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.mirror.downloads.remove(&self.digest);
+            let _ = tx.send(Some(None));
+        }
+    }
+}
+
+impl Downloads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Digest, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running download of `d`, if any.
+    pub fn get(&self, d: &Digest) -> Option<Arc<InFlight>> {
+        match self.lock().get(d) {
+            Some(Entry::Running(f)) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    fn remove(&self, d: &Digest) {
+        self.lock().remove(d);
+    }
+
+    /// Join the fetch of `d`, or take the right to start it: one fetch per
+    /// digest on this node, however many ask at once.
+    pub async fn claim(m: &Arc<Mirror>, d: &Digest) -> Claim {
+        let mut rx = {
+            let mut map = m.downloads.lock();
+            match map.get(d) {
+                Some(Entry::Running(f)) => return Claim::Joined(f.clone()),
+                Some(Entry::Starting(rx)) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    map.insert(d.clone(), Entry::Starting(rx));
+                    return Claim::Mine(Starter {
+                        digest: d.clone(),
+                        tx: Some(tx),
+                        mirror: m.clone(),
+                    });
+                }
+            }
+        };
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().clone() {
+                return match outcome {
+                    Some(f) => Claim::Joined(f),
+                    None => Claim::Failed,
+                };
+            }
+            if rx.changed().await.is_err() {
+                return Claim::Failed;
+            }
+        }
+    }
+}
+
+impl Starter {
+    /// Fetch the blob from `resp` (its body) in the background. `source`
+    /// labels the metrics; `peer` is penalised if its bytes do not match.
+    pub fn start(
+        mut self,
+        resp: reqwest::Response,
+        source: &'static str,
+        peer: Option<String>,
+    ) -> io::Result<Arc<InFlight>> {
+        let m = self.mirror.clone();
+        let tmp = m.cache.temp()?;
+        let file = tokio::fs::File::from_std(tmp.reopen()?);
+        let (tx, rx) = watch::channel(Progress::Running(0));
+        let flight = Arc::new(InFlight {
+            path: tmp.path().to_owned(),
+            total: resp.content_length(),
+            progress: rx,
+        });
+        m.downloads
+            .lock()
+            .insert(self.digest.clone(), Entry::Running(flight.clone()));
+        if let Some(waiting) = self.tx.take() {
+            let _ = waiting.send(Some(Some(flight.clone())));
+        }
+        let digest = self.digest.clone();
+        tokio::spawn(async move {
+            let outcome = download(&m, &digest, resp, file, &tx, source).await;
+            let final_state = match outcome {
+                Ok(n) => match m.cache.publish(tmp, &digest, n) {
+                    Ok(()) => Progress::Done(n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %digest, "cannot publish a verified blob");
+                        Progress::Failed
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, %digest, source, ?peer, "download failed; nothing cached");
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        m.metrics.verify_failure();
+                        if let Some(p) = &peer {
+                            m.penalise(p);
+                        }
+                    }
+                    Progress::Failed
+                }
+            };
+            m.downloads.remove(&digest);
+            let _ = tx.send(final_state);
+        });
+        Ok(flight)
+    }
+}
+
+impl InFlight {
+    /// Wait until the download ends: whether it succeeded.
+    pub async fn finished(&self) -> bool {
+        let mut rx = self.progress.clone();
+        loop {
+            match *rx.borrow_and_update() {
+                Progress::Done(_) => return true,
+                Progress::Failed => return false,
+                Progress::Running(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return matches!(*rx.borrow(), Progress::Done(_));
+            }
+        }
+    }
+}
+
+/// Copy `resp` into `file`, hashing; the byte count if the digest matches.
+async fn download(
+    m: &Mirror,
+    digest: &Digest,
+    mut resp: reqwest::Response,
+    mut file: tokio::fs::File,
+    tx: &watch::Sender<Progress>,
+    source: &'static str,
+) -> io::Result<u64> {
+    let mut hasher = digest.algorithm().hasher();
+    let mut n: u64 = 0;
+    while let Some(chunk) = resp.chunk().await.map_err(io::Error::other)? {
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+        n += chunk.len() as u64;
+        if source == "upstream" {
+            m.metrics.upstream_bytes(chunk.len() as u64);
+        }
+        let _ = tx.send(Progress::Running(n));
+    }
+    file.flush().await?;
+    let got = hasher.finish();
+    if &got != digest {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{source} sent {got} for {digest}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// The bytes of `flight` as they arrive, counted under `source`. Ends with
+/// an error if the download fails.
+pub fn read(
+    m: Arc<Mirror>,
+    digest: Digest,
+    flight: Arc<InFlight>,
+    source: &'static str,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    struct Reader {
+        m: Arc<Mirror>,
+        digest: Digest,
+        flight: Arc<InFlight>,
+        rx: watch::Receiver<Progress>,
+        file: Option<tokio::fs::File>,
+        pos: u64,
+        source: &'static str,
+        finished: bool,
+    }
+    let rx = flight.progress.clone();
+    let state = Reader {
+        m,
+        digest,
+        flight,
+        rx,
+        file: None,
+        pos: 0,
+        source,
+        finished: false,
+    };
+    futures_util::stream::unfold(state, |mut r| async move {
+        if r.finished {
+            return None;
+        }
+        loop {
+            let progress = *r.rx.borrow_and_update();
+            // Readable now: everything written, but the last byte only once
+            // the digest has been checked.
+            let readable = match progress {
+                Progress::Failed => {
+                    r.finished = true;
+                    return Some((
+                        Err(io::Error::other(format!(
+                            "the download of {} failed",
+                            r.digest
+                        ))),
+                        r,
+                    ));
+                }
+                Progress::Done(n) => n,
+                Progress::Running(n) => match r.flight.total {
+                    Some(total) if n >= total => total.saturating_sub(1),
+                    _ => n,
+                },
+            };
+            if r.pos < readable {
+                if r.file.is_none() {
+                    // The temporary file, or the cache once it is published.
+                    let opened = match tokio::fs::File::open(&r.flight.path).await {
+                        Ok(f) => Ok(f),
+                        Err(_) => tokio::fs::File::open(r.m.cache.path(&r.digest)).await,
+                    };
+                    match opened {
+                        Ok(mut f) => {
+                            if r.pos > 0 {
+                                if let Err(e) = f.seek(io::SeekFrom::Start(r.pos)).await {
+                                    r.finished = true;
+                                    return Some((Err(e), r));
+                                }
+                            }
+                            r.file = Some(f);
+                        }
+                        Err(e) => {
+                            r.finished = true;
+                            return Some((Err(e), r));
+                        }
+                    }
+                }
+                let want = (readable - r.pos).min(256 << 10) as usize;
+                let mut buf = vec![0u8; want];
+                let file = r.file.as_mut().expect("opened above");
+                match file.read(&mut buf).await {
+                    Ok(0) => {
+                        // Written but not visible yet: wait for more.
+                    }
+                    Ok(got) => {
+                        buf.truncate(got);
+                        r.pos += got as u64;
+                        r.m.metrics.served(r.source, got as u64);
+                        return Some((Ok(Bytes::from(buf)), r));
+                    }
+                    Err(e) => {
+                        r.finished = true;
+                        return Some((Err(e), r));
+                    }
+                }
+            } else if let Progress::Done(_) = progress {
+                return None;
+            }
+            if r.rx.changed().await.is_err() {
+                // The task ended; its last state tells how.
+                if !matches!(*r.rx.borrow(), Progress::Done(_)) {
+                    r.finished = true;
+                    return Some((Err(io::Error::other("the download stopped")), r));
+                }
+            }
+        }
+    })
+}
+
+/// Which member fetches `digest` from the registry: rendezvous hashing
+/// (highest sha256 of member + digest), the same answer on every node that
+/// has the same member list.
+pub fn owner_of<'a>(members: &[&'a str], digest: &Digest) -> Option<&'a str> {
+    members
+        .iter()
+        .map(|m| {
+            let mut h = berth_oci::Algorithm::Sha256.hasher();
+            h.update(m.as_bytes());
+            h.update(b"\n");
+            h.update(digest.to_string().as_bytes());
+            (h.finish().hex().to_owned(), *m)
+        })
+        .max()
+        .map(|(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_agreed_and_spread() {
+        let members = ["http://a:5001", "http://b:5001", "http://c:5001"];
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..300u32 {
+            let d = Digest::sha256(&i.to_le_bytes());
+            let owner = owner_of(&members, &d).unwrap();
+            // Order of the list does not matter.
+            let mut rev = members;
+            rev.reverse();
+            assert_eq!(owner_of(&rev, &d), Some(owner));
+            *counts.entry(owner).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&n| n > 60), "{counts:?}");
+        assert_eq!(owner_of(&[], &Digest::sha256(b"x")), None);
+    }
+}
