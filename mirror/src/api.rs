@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::Mirror;
 use crate::cache::TagRecord;
-use crate::inflight::{self, InFlight};
+use crate::inflight::{self, Fallback, InFlight};
 use crate::upstream::UpstreamError;
 
 /// The routes.
@@ -698,6 +698,28 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         inflight::Claim::Mine(s) => s,
     };
     let what = format!("blobs/{digest}");
+    let registry = Fallback {
+        url: format!("{}/v2/{}/blobs/{digest}", req.base, req.name),
+        auth: req.auth.cloned(),
+        label: "upstream",
+        peer: None,
+    };
+    let owner = if req.fetch {
+        None
+    } else {
+        m.owner_peer(digest)
+    };
+    let owner_fallback = owner.as_ref().map(|o| Fallback {
+        url: format!(
+            "{}/v2/{}/blobs/{digest}?ns={}&fetch=1",
+            o.trim_end_matches('/'),
+            req.name,
+            req.ns
+        ),
+        auth: req.auth.cloned(),
+        label: "peer",
+        peer: Some(o.clone()),
+    });
     if !req.fetch {
         // A peer that has it (cached or in flight).
         if let Some((peer, _)) = find_peer(m, req, &what).await {
@@ -707,7 +729,13 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
                 .await
             {
                 Ok(resp) => {
-                    return match starter.start(resp, "peer", Some(peer)) {
+                    let mut fallbacks: Vec<Fallback> = owner_fallback
+                        .iter()
+                        .filter(|f| f.peer.as_ref() != Some(&peer))
+                        .cloned()
+                        .collect();
+                    fallbacks.push(registry.clone());
+                    return match starter.start(resp, "peer", Some(peer), fallbacks) {
                         Ok(flight) => serve_flight(m, digest, flight, "peer", false, range).await,
                         Err(e) => {
                             error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string())
@@ -719,16 +747,10 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         }
         // Cold: the node that owns it fetches it from the registry, once
         // for the cluster; this node reads through it.
-        if let Some(owner) = m.owner_peer(digest) {
-            let url = format!(
-                "{}/v2/{}/blobs/{digest}?ns={}&fetch=1",
-                owner.trim_end_matches('/'),
-                req.name,
-                req.ns
-            );
-            match m.upstream.peer_get(&url, req.auth).await {
+        if let (Some(owner), Some(via)) = (owner, &owner_fallback) {
+            match m.upstream.peer_get(&via.url, req.auth).await {
                 Ok(resp) => {
-                    return match starter.start(resp, "peer", Some(owner)) {
+                    return match starter.start(resp, "peer", Some(owner), vec![registry.clone()]) {
                         Ok(flight) => serve_flight(m, digest, flight, "peer", false, range).await,
                         Err(e) => {
                             error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string())
@@ -740,7 +762,7 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         }
     }
     match m.upstream.blob(req.base, req.name, digest, req.auth).await {
-        Ok(resp) => match starter.start(resp, "upstream", None) {
+        Ok(resp) => match starter.start(resp, "upstream", None, Vec::new()) {
             Ok(flight) => serve_flight(m, digest, flight, "upstream", false, range).await,
             Err(e) => error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string()),
         },

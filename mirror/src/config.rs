@@ -92,6 +92,9 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// How long a manifest request may take, milliseconds.
     pub manifest_timeout_ms: u64,
+    /// A blob source that sends nothing for this long is abandoned and the
+    /// rest fetched elsewhere, milliseconds.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -99,6 +102,7 @@ impl Default for UpstreamConfig {
         Self {
             connect_timeout_ms: 2_000,
             manifest_timeout_ms: 10_000,
+            stall_timeout_ms: 2_000,
         }
     }
 }

@@ -60,6 +60,20 @@ pub struct Downloads {
     map: Mutex<BTreeMap<Digest, Entry>>,
 }
 
+/// Where else a download can continue when its source stalls or breaks:
+/// the rest is asked for with a Range request.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The blob's URL there.
+    pub url: String,
+    /// Credentials to send (the registry, or the owner fetching for us).
+    pub auth: Option<http::HeaderValue>,
+    /// `peer` or `upstream`, for the metrics.
+    pub label: &'static str,
+    /// The peer, to penalise if the bytes are wrong.
+    pub peer: Option<String>,
+}
+
 /// The answer to [`Downloads::claim`].
 #[derive(Debug)]
 pub enum Claim {
@@ -147,6 +161,7 @@ impl Starter {
         resp: reqwest::Response,
         source: &'static str,
         peer: Option<String>,
+        fallbacks: Vec<Fallback>,
     ) -> io::Result<Arc<InFlight>> {
         let m = self.mirror.clone();
         let tmp = m.cache.temp()?;
@@ -165,7 +180,13 @@ impl Starter {
         }
         let digest = self.digest.clone();
         tokio::spawn(async move {
-            let outcome = download(&m, &digest, resp, file, &tx, source).await;
+            let first = Fallback {
+                url: String::new(),
+                auth: None,
+                label: source,
+                peer: peer.clone(),
+            };
+            let outcome = download(&m, &digest, resp, first, fallbacks, file, &tx).await;
             let final_state = match outcome {
                 Ok(n) => match m.cache.publish(tmp, &digest, n) {
                     Ok(()) => Progress::Done(n),
@@ -176,12 +197,6 @@ impl Starter {
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, %digest, source, ?peer, "download failed; nothing cached");
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        m.metrics.verify_failure();
-                        if let Some(p) = &peer {
-                            m.penalise(p);
-                        }
-                    }
                     Progress::Failed
                 }
             };
@@ -209,32 +224,92 @@ impl InFlight {
     }
 }
 
-/// Copy `resp` into `file`, hashing; the byte count if the digest matches.
+/// Copy the blob into `file`, hashing: from `resp` (whose source is
+/// `current`), and when a source stalls for `stall` or breaks, the rest from
+/// the next fallback. The byte count if the digest matches; a mismatch is
+/// `InvalidData`, and every peer that contributed is penalised.
 async fn download(
     m: &Mirror,
     digest: &Digest,
     mut resp: reqwest::Response,
+    mut current: Fallback,
+    mut fallbacks: Vec<Fallback>,
     mut file: tokio::fs::File,
     tx: &watch::Sender<Progress>,
-    source: &'static str,
 ) -> io::Result<u64> {
+    let stall = std::time::Duration::from_millis(m.config.upstream.stall_timeout_ms);
     let mut hasher = digest.algorithm().hasher();
     let mut n: u64 = 0;
-    while let Some(chunk) = resp.chunk().await.map_err(io::Error::other)? {
-        hasher.update(&chunk);
-        file.write_all(&chunk).await?;
-        n += chunk.len() as u64;
-        if source == "upstream" {
-            m.metrics.upstream_bytes(chunk.len() as u64);
+    let mut contributors: Vec<String> = current.peer.iter().cloned().collect();
+    // Bytes of a whole-blob answer to skip when resuming at `n`.
+    let mut skip: u64 = 0;
+    loop {
+        let next = match tokio::time::timeout(stall, resp.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no bytes for {stall:?}")),
+        };
+        match next {
+            Ok(Some(mut chunk)) => {
+                if skip > 0 {
+                    let k = skip.min(chunk.len() as u64);
+                    skip -= k;
+                    chunk = chunk.slice(k as usize..);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await?;
+                n += chunk.len() as u64;
+                if current.label == "upstream" {
+                    m.metrics.upstream_bytes(chunk.len() as u64);
+                }
+                let _ = tx.send(Progress::Running(n));
+            }
+            Ok(None) => break,
+            Err(why) => {
+                // Resume elsewhere with the rest.
+                let mut resumed = None;
+                while !fallbacks.is_empty() {
+                    let f = fallbacks.remove(0);
+                    tracing::warn!(from = ?current.peer, label = current.label, %why, to = %f.url, offset = n, %digest, "source stalled or broke; resuming elsewhere");
+                    if let Some(p) = &current.peer {
+                        m.penalise(p);
+                    }
+                    match m.upstream.blob_from(&f.url, f.auth.as_ref(), n).await {
+                        Ok(r) => {
+                            skip = if r.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                                0
+                            } else {
+                                n
+                            };
+                            resumed = Some((r, f));
+                            break;
+                        }
+                        Err(e) => tracing::warn!(url = %f.url, error = %e, "fallback failed"),
+                    }
+                }
+                let Some((r, f)) = resumed else {
+                    return Err(io::Error::other(format!("every source failed: {why}")));
+                };
+                m.metrics.resumed();
+                contributors.extend(f.peer.iter().cloned());
+                resp = r;
+                current = f;
+            }
         }
-        let _ = tx.send(Progress::Running(n));
     }
     file.flush().await?;
     let got = hasher.finish();
     if &got != digest {
+        m.metrics.verify_failure();
+        for p in &contributors {
+            m.penalise(p);
+        }
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{source} sent {got} for {digest}"),
+            format!("got {got} for {digest}"),
         ));
     }
     Ok(n)

@@ -16,6 +16,7 @@ pub struct Metrics {
     served: Mutex<BTreeMap<&'static str, u64>>,
     upstream_bytes: AtomicU64,
     verify_failures: AtomicU64,
+    resumed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -38,6 +39,11 @@ impl Metrics {
     /// `n` bytes received from a registry.
     pub fn upstream_bytes(&self, n: u64) {
         self.upstream_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A download that continued from another source.
+    pub fn resumed(&self) {
+        self.resumed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Content that did not match its digest.
@@ -71,6 +77,11 @@ impl Metrics {
             out,
             "# HELP berth_mirror_verify_failures_total Content that did not match its digest (never served whole, never cached).\n# TYPE berth_mirror_verify_failures_total counter\nberth_mirror_verify_failures_total {}",
             self.verify_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP berth_mirror_resumed_total Downloads that continued from another source after a stall or break.\n# TYPE berth_mirror_resumed_total counter\nberth_mirror_resumed_total {}",
+            self.resumed.load(Ordering::Relaxed)
         );
         out
     }

@@ -76,8 +76,25 @@ impl Upstream {
         auth: Option<&HeaderValue>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.send_from(method, url, accept, auth, timeout, 0).await
+    }
+
+    /// [`Self::send`] asking for the bytes from `offset` on (a Range
+    /// request) when it is not 0.
+    async fn send_from(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: Option<&HeaderValue>,
+        auth: Option<&HeaderValue>,
+        timeout: Option<Duration>,
+        offset: u64,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let build = |auth: Option<&HeaderValue>| {
             let mut r = self.client.request(method.clone(), url);
+            if offset > 0 {
+                r = r.header(http::header::RANGE, format!("bytes={offset}-"));
+            }
             if let Some(a) = accept {
                 r = r.header(ACCEPT, a);
             }
@@ -232,6 +249,22 @@ impl Upstream {
         let url = format!("{base}/v2/{name}/blobs/{digest}");
         let resp = self
             .send(reqwest::Method::GET, &url, None, auth, None)
+            .await?;
+        Self::classify(resp.status())?;
+        Ok(resp)
+    }
+
+    /// GET blob bytes from `offset` on: from a registry (`registry` true:
+    /// with its token dance) or a peer mirror's `url`. A 206 is the rest; a
+    /// 200 is the whole blob, which the caller must skip into.
+    pub async fn blob_from(
+        &self,
+        url: &str,
+        auth: Option<&HeaderValue>,
+        offset: u64,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let resp = self
+            .send_from(reqwest::Method::GET, url, None, auth, None, offset)
             .await?;
         Self::classify(resp.status())?;
         Ok(resp)

@@ -326,6 +326,12 @@ pub struct Containerd {
 impl Containerd {
     /// Start one with its files under `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "", true)
+    }
+
+    /// Start one with `extra` config appended; `no_cri` disables the CRI
+    /// plugin.
+    pub fn start_with(dir: &Path, extra: &str, no_cri: bool) -> Self {
         require("containerd");
         require("ctr");
         std::fs::create_dir_all(dir).unwrap();
@@ -337,7 +343,7 @@ impl Containerd {
                 r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{disabled}
 [grpc]
   address = "{sock}"
 [ttrpc]
@@ -346,7 +352,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = ""
 [metrics]
   address = ""
-"#,
+{extra}"#,
+                disabled = if no_cri {
+                    r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#
+                } else {
+                    ""
+                },
                 root = dir.join("root").display(),
                 state = dir.join("state").display(),
                 sock = socket.display(),
@@ -374,6 +385,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Self { child, socket }
     }
 
+    /// Its gRPC socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// A `ctr` command talking to it.
     pub fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
@@ -387,6 +403,113 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Call CRI's `ImageService.PullImage` — what kubelet calls — on the
+/// containerd socket `socket`, by hand-encoded gRPC over HTTP/2 (the
+/// request is `PullImageRequest{image: ImageSpec{image}}`, field 1 in
+/// both, as the CRI API defines it). Returns the image ref containerd
+/// reports, or the gRPC error.
+pub fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+        out.push(tag);
+        varint(bytes.len(), out);
+        out.extend_from_slice(bytes);
+    }
+    let mut spec = Vec::new();
+    field(0x0a, image.as_bytes(), &mut spec);
+    let mut msg = Vec::new();
+    field(0x0a, &spec, &mut msg);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| err(&e))?;
+        let (client, conn) = h2::client::handshake(stream).await.map_err(|e| err(&e))?;
+        tokio::spawn(conn);
+        let mut client = client.ready().await.map_err(|e| err(&e))?;
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/runtime.v1.ImageService/PullImage")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .map_err(|e| err(&e))?;
+        let (resp, mut send) = client.send_request(req, false).map_err(|e| err(&e))?;
+        send.send_data(bytes::Bytes::from(frame), true)
+            .map_err(|e| err(&e))?;
+        let resp = resp.await.map_err(|e| err(&e))?;
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|e| err(&e))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body
+            .trailers()
+            .await
+            .map_err(|e| err(&e))?
+            .unwrap_or_default();
+        let status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        if status != "0" {
+            let message = trailers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Err(format!("grpc-status {status}: {message}"));
+        }
+        // PullImageResponse{image_ref = 1}: skip the 5-byte frame header,
+        // the tag and the (one-byte, for a digest ref) length.
+        let msg = data.get(5..).ok_or("empty response")?;
+        match msg {
+            [0x0a, len, rest @ ..] if (*len as usize) <= rest.len() => {
+                Ok(String::from_utf8_lossy(&rest[..*len as usize]).into_owned())
+            }
+            _ => Err(format!("unexpected response {msg:?}")),
+        }
+    })
+}
+
+/// A containerd with its CRI plugin (as kubelet talks to it): own root,
+/// state and socket, native snapshotter, registry hosts from `hosts_dir`.
+pub fn start_cri_containerd(dir: &Path, hosts_dir: &Path) -> Containerd {
+    Containerd::start_with(
+        dir,
+        &format!(
+            r#"[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{hosts}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}/bin"
+    conf_dir = "{cni}/conf"
+"#,
+            hosts = hosts_dir.display(),
+            cni = dir.join("cni").display()
+        ),
+        false,
+    )
 }
 
 #[cfg(test)]

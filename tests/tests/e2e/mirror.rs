@@ -448,6 +448,113 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
     assert!(from_peers > 0, "no node read through another");
 }
 
+#[test]
+fn kubelets_cri_pull_honours_the_written_hosts_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let layout = umoci_image(dir.path(), "v1", 2, 300_000);
+    let want = layout_digest(&layout, "v1");
+    let registry = server.host();
+    let image = format!("{registry}/e2e/cri:v1");
+    skopeo_push(&layout, "v1", &image);
+    let mirror = Mirror::start(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+    );
+    let hosts = hosts_dir(dir.path(), &registry, &mirror);
+    let cd = berth_tests::start_cri_containerd(&dir.path().join("cd"), &hosts);
+    // The CRI ImageService.PullImage call kubelet makes.
+    let image_ref = berth_tests::cri_pull_image(cd.socket(), &image)
+        .unwrap_or_else(|e| panic!("CRI PullImage failed: {e}"));
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let listed = run_text(cd.ctr().args(["--namespace", "k8s.io", "images", "ls"]));
+    assert!(listed.contains(&want), "{listed}");
+    let m = mirror.metrics();
+    assert!(
+        metric(&m, "berth_mirror_upstream_bytes_total") >= 2 * 300_000,
+        "the pull went through the mirror:\n{m}"
+    );
+}
+
+/// A peer that says it has `blob`, sends its first half, then stalls.
+fn stalling_peer(blob: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let blob = blob.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    blob.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                if buf[..n].starts_with(b"GET") {
+                    let _ = conn.write_all(&blob[..blob.len() / 2]);
+                    let _ = conn.flush();
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = berth_tests::sha256(&blob);
+    let start = http(
+        "POST",
+        &format!("{}/v2/team/app/blobs/uploads/", server.url()),
+        &[],
+        b"",
+    );
+    let location = start.header("Location").unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", server.url()),
+        &[("Content-Type", "application/octet-stream")],
+        &blob,
+    );
+    assert_eq!(put.status, 201);
+    let staller = stalling_peer(blob.clone());
+    let registry = server.host();
+    let mirror = Mirror::start_with(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+        &[
+            format!("peers = [\"http://{staller}\"]"),
+            "[upstream]\nstall_timeout_ms = 1000".to_owned(),
+        ],
+    );
+    let began = Instant::now();
+    let reply = http(
+        "GET",
+        &format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url()),
+        &[],
+        b"",
+    );
+    let took = began.elapsed();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == blob, "the whole, right blob");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let m = mirror.metrics();
+    assert_eq!(metric(&m, "berth_mirror_resumed_total"), 1, "{m}");
+    // Only the rest came from the registry.
+    let upstream = metric(&m, "berth_mirror_upstream_bytes_total");
+    assert!(
+        upstream <= 1_000_000 + 65_536,
+        "resumed with a range: {upstream} bytes from the registry"
+    );
+}
+
 /// A registry that answers every blob GET with `body` (whatever was asked).
 fn lying_registry(body: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
