@@ -224,6 +224,9 @@ impl InFlight {
     }
 }
 
+/// Bytes gathered before a write to the download's file.
+const WRITE_BATCH: usize = 1 << 20;
+
 /// Copy the blob into `file`, hashing: from `resp` (whose source is
 /// `current`), and when a source stalls for `stall` or breaks, the rest from
 /// the next fallback. The byte count if the digest matches; a mismatch is
@@ -240,6 +243,10 @@ async fn download(
     let stall = std::time::Duration::from_millis(m.config.upstream.stall_timeout_ms);
     let mut hasher = digest.algorithm().hasher();
     let mut n: u64 = 0;
+    // Network chunks are small; the file and the readers get 1 MiB at a
+    // time, so each costs one blocking write and one wake-up per MiB.
+    let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut written: u64 = 0;
     let mut contributors: Vec<String> = current.peer.iter().cloned().collect();
     // Bytes of a whole-blob answer to skip when resuming at `n`.
     let mut skip: u64 = 0;
@@ -260,12 +267,17 @@ async fn download(
                     }
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk).await?;
+                pending.extend_from_slice(&chunk);
                 n += chunk.len() as u64;
                 if current.label == "upstream" {
                     m.metrics.upstream_bytes(chunk.len() as u64);
                 }
-                let _ = tx.send(Progress::Running(n));
+                if pending.len() >= WRITE_BATCH {
+                    file.write_all(&pending).await?;
+                    pending.clear();
+                    written = n;
+                    let _ = tx.send(Progress::Running(written));
+                }
             }
             Ok(None) => break,
             Err(why) => {
@@ -300,7 +312,11 @@ async fn download(
             }
         }
     }
+    file.write_all(&pending).await?;
     file.flush().await?;
+    if written != n {
+        let _ = tx.send(Progress::Running(n));
+    }
     let got = hasher.finish();
     if &got != digest {
         m.metrics.verify_failure();
@@ -392,18 +408,17 @@ pub fn read(
                         }
                     }
                 }
-                let want = (readable - r.pos).min(256 << 10) as usize;
-                let mut buf = vec![0u8; want];
+                let want = (readable - r.pos).min(1 << 20) as usize;
+                let mut buf = bytes::BytesMut::with_capacity(want);
                 let file = r.file.as_mut().expect("opened above");
-                match file.read(&mut buf).await {
+                match file.take(want as u64).read_buf(&mut buf).await {
                     Ok(0) => {
                         // Written but not visible yet: wait for more.
                     }
                     Ok(got) => {
-                        buf.truncate(got);
                         r.pos += got as u64;
                         r.m.metrics.served(r.source, got as u64);
-                        return Some((Ok(Bytes::from(buf)), r));
+                        return Some((Ok(buf.freeze()), r));
                     }
                     Err(e) => {
                         r.finished = true;
