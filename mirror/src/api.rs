@@ -47,9 +47,24 @@ async fn base() -> Response {
 }
 
 async fn metrics(State(m): State<Arc<Mirror>>) -> Response {
+    let peers = m.config.peers.len() as u64;
+    let good = m.good_peers().len() as u64;
+    let gauges = [
+        ("berth_mirror_peers", "Peers configured.", peers),
+        (
+            "berth_mirror_peers_penalised",
+            "Peers skipped for sending bytes that did not match.",
+            peers - good,
+        ),
+        (
+            "berth_mirror_downloads_in_flight",
+            "Blobs being fetched now.",
+            m.downloads.len() as u64,
+        ),
+    ];
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.metrics.render(),
+        m.metrics.render(&gauges),
     )
         .into_response()
 }
@@ -299,11 +314,15 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
     }
     let tag_key = format!("{ns}/{name}:{reference}");
     let accept = headers.get(header::ACCEPT);
-    match m
+    let began = std::time::Instant::now();
+    let fetched = m
         .upstream
         .manifest(req.base, name, reference, accept, req.auth)
-        .await
-    {
+        .await;
+    if by_digest.is_none() && fetched.is_ok() {
+        m.metrics.resolved(began.elapsed());
+    }
+    match fetched {
         Ok(f) => {
             if let Err(e) = m.cache.put_manifest(&f.digest, &f.bytes, &f.media_type) {
                 tracing::warn!(error = %e, "cannot cache a manifest");
@@ -536,7 +555,7 @@ fn peer_url(peer: &str, req: &Req<'_>, what: &str) -> String {
 }
 
 /// The first peer (not under penalty) that has `what`, asked all at once,
-/// within 300 ms.
+/// within `upstream.peer_probe_ms`.
 async fn find_peer(m: &Mirror, req: &Req<'_>, what: &str) -> Option<(String, u64)> {
     use futures_util::stream::FuturesUnordered;
     let mut asks: FuturesUnordered<_> = m
@@ -546,7 +565,10 @@ async fn find_peer(m: &Mirror, req: &Req<'_>, what: &str) -> Option<(String, u64
             let url = peer_url(&peer, req, what);
             let len = m
                 .upstream
-                .peer_has(&url, std::time::Duration::from_millis(300))
+                .peer_has(
+                    &url,
+                    std::time::Duration::from_millis(m.config.upstream.peer_probe_ms),
+                )
                 .await;
             (peer, len)
         })

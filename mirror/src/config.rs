@@ -95,6 +95,9 @@ pub struct UpstreamConfig {
     /// A blob source that sends nothing for this long is abandoned and the
     /// rest fetched elsewhere, milliseconds.
     pub stall_timeout_ms: u64,
+    /// How long peers are given to say whether they have a blob,
+    /// milliseconds.
+    pub peer_probe_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -103,6 +106,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 2_000,
             manifest_timeout_ms: 10_000,
             stall_timeout_ms: 2_000,
+            peer_probe_ms: 300,
         }
     }
 }

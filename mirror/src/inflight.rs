@@ -120,6 +120,16 @@ impl Downloads {
         self.lock().remove(d);
     }
 
+    /// How many digests are being fetched.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Join the fetch of `d`, or take the right to start it: one fetch per
     /// digest on this node, however many ask at once.
     pub async fn claim(m: &Arc<Mirror>, d: &Digest) -> Claim {
@@ -225,7 +235,7 @@ impl InFlight {
 }
 
 /// Bytes gathered before a write to the download's file.
-const WRITE_BATCH: usize = 1 << 20;
+const WRITE_BATCH: usize = 512 << 10;
 
 /// Copy the blob into `file`, hashing: from `resp` (whose source is
 /// `current`), and when a source stalls for `stall` or breaks, the rest from
@@ -243,8 +253,8 @@ async fn download(
     let stall = std::time::Duration::from_millis(m.config.upstream.stall_timeout_ms);
     let mut hasher = digest.algorithm().hasher();
     let mut n: u64 = 0;
-    // Network chunks are small; the file and the readers get 1 MiB at a
-    // time, so each costs one blocking write and one wake-up per MiB.
+    // Network chunks are small; the file and the readers get 512 KiB at a
+    // time, so each costs one blocking write and one wake-up per 512 KiB.
     let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     let mut written: u64 = 0;
     let mut contributors: Vec<String> = current.peer.iter().cloned().collect();
@@ -408,7 +418,7 @@ pub fn read(
                         }
                     }
                 }
-                let want = (readable - r.pos).min(1 << 20) as usize;
+                let want = (readable - r.pos).min(512 << 10) as usize;
                 let mut buf = bytes::BytesMut::with_capacity(want);
                 let file = r.file.as_mut().expect("opened above");
                 match file.take(want as u64).read_buf(&mut buf).await {

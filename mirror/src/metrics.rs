@@ -17,6 +17,17 @@ pub struct Metrics {
     upstream_bytes: AtomicU64,
     verify_failures: AtomicU64,
     resumed: AtomicU64,
+    resolve: Mutex<Histogram>,
+}
+
+/// Upper bounds (seconds) of the tag-resolution latency histogram.
+const RESOLVE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; RESOLVE_BUCKETS.len()],
+    sum: f64,
+    count: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,6 +52,19 @@ impl Metrics {
         self.upstream_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A tag resolved with the registry in `took`.
+    pub fn resolved(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let mut h = lock(&self.resolve);
+        for (i, b) in RESOLVE_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
     /// A download that continued from another source.
     pub fn resumed(&self) {
         self.resumed.fetch_add(1, Ordering::Relaxed);
@@ -51,9 +75,34 @@ impl Metrics {
         self.verify_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format, with `gauges` (name, help, value) of
+    /// the mirror's state appended.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
+        {
+            let h = lock(&self.resolve);
+            out.push_str("# HELP berth_mirror_resolve_seconds Tag resolution with the registry.\n# TYPE berth_mirror_resolve_seconds histogram\n");
+            for (i, b) in RESOLVE_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "berth_mirror_resolve_seconds_bucket{{le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "berth_mirror_resolve_seconds_bucket{{le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "berth_mirror_resolve_seconds_sum {}", h.sum);
+            let _ = writeln!(out, "berth_mirror_resolve_seconds_count {}", h.count);
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out.push_str("# HELP berth_mirror_requests_total Requests by kind, source and result.\n# TYPE berth_mirror_requests_total counter\n");
         for ((kind, source, result), n) in lock(&self.requests).iter() {
             let _ = writeln!(

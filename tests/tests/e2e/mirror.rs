@@ -312,7 +312,10 @@ fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
     let mirror = Mirror::start_with(
         &dir.path().join("mirror"),
         &[format!("{registry}=http://{registry}")],
-        &[format!("peers = [\"http://{liar}\"]")],
+        &[
+            format!("peers = [\"http://{liar}\"]"),
+            "[upstream]\npeer_probe_ms = 3000".to_owned(),
+        ],
     );
     let url = format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url());
     // First: the lying peer's bytes are cut short.
@@ -387,6 +390,7 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
                 &[
                     format!("peers = [{}]", peers.join(", ")),
                     format!("advertise_url = \"{}\"", urls[i]),
+                    "[upstream]\npeer_probe_ms = 3000".to_owned(),
                 ],
             )
         })
@@ -531,7 +535,9 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
         &[format!("{registry}=http://{registry}")],
         &[
             format!("peers = [\"http://{staller}\"]"),
-            "[upstream]\nstall_timeout_ms = 1000".to_owned(),
+            // A generous probe: under a loaded test run the staller must
+            // still be found, or the stall is never exercised.
+            "[upstream]\nstall_timeout_ms = 1000\npeer_probe_ms = 3000".to_owned(),
         ],
     );
     let began = Instant::now();
@@ -663,6 +669,45 @@ fn misses_are_quick_404s_and_bad_input_is_refused() {
             "{method} {path}"
         );
     }
+    // Oversized requests: a long name, a path past what HTTP allows, a huge
+    // header. Refused, and the mirror keeps serving.
+    let long_name = "a".repeat(10_000);
+    let reply = http(
+        "GET",
+        &format!("{}/v2/{long_name}/manifests/v1?ns={ns}", mirror.url()),
+        &[],
+        b"",
+    );
+    assert_eq!(reply.status, 400);
+    let (status, _) = berth_tests::raw_http(
+        mirror.addr,
+        format!(
+            "GET /v2/{}/manifests/x HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(70_000)
+        )
+        .as_bytes(),
+    );
+    assert!(
+        status == 0 || (400..500).contains(&status),
+        "a 70 kB path: {status}"
+    );
+    let (status, _) = berth_tests::raw_http(
+        mirror.addr,
+        format!(
+            "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(1 << 20)
+        )
+        .as_bytes(),
+    );
+    assert!(
+        status == 0 || (400..500).contains(&status),
+        "a 1 MiB header: {status}"
+    );
+    assert_eq!(
+        http("GET", &format!("{}/healthz", mirror.url()), &[], b"").status,
+        200
+    );
+
     // Nothing was written for any of it.
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("mirror/blobs/sha256"))
         .unwrap()
