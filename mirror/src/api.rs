@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::Mirror;
 use crate::cache::TagRecord;
 use crate::inflight::{self, Fallback, InFlight};
+use crate::routing::{self, Kind};
 use crate::upstream::UpstreamError;
 
 /// The routes.
@@ -201,28 +202,34 @@ async fn dispatch(
         Err((status, code, message)) => return error(status, code, message),
     };
     // The registry: containerd names it in ?ns=; with one mirrored
-    // registry, a request without ns means that one.
-    let ns = match params.ns {
-        Some(ns) => ns,
-        None if m.config.registries.len() == 1 => m.config.registries[0].clone(),
-        None => {
+    // registry, a request without ns means that one. A peer asking for
+    // this node's own content (?local=1) needs none: content is by digest.
+    let local = params.local.is_some();
+    let (ns, base) = if local {
+        (params.ns.unwrap_or_default(), String::new())
+    } else {
+        let ns = match params.ns {
+            Some(ns) => ns,
+            None if m.config.registries.len() == 1 => m.config.registries[0].clone(),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NameUnknown,
+                    "no ?ns=<registry> and more than one registry is mirrored",
+                );
+            }
+        };
+        let Some(base) = m.config.upstream_url(&ns) else {
+            m.metrics.request("any", "none", "not_mirrored");
             return error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NameUnknown,
-                "no ?ns=<registry> and more than one registry is mirrored",
+                format!("registry {ns:?} is not mirrored here"),
             );
-        }
-    };
-    let Some(base) = m.config.upstream_url(&ns) else {
-        m.metrics.request("any", "none", "not_mirrored");
-        return error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NameUnknown,
-            format!("registry {ns:?} is not mirrored here"),
-        );
+        };
+        (ns, base)
     };
     let auth = headers.get(header::AUTHORIZATION).cloned();
-    let local = params.local.is_some();
     let fetch = params.fetch.is_some();
     match target {
         Target::Manifest { name, reference } => {
@@ -293,9 +300,10 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
             return manifest_response(bytes, &media_type, d, head);
         }
         if !req.local {
-            if let Some((bytes, media_type)) = peer_manifest(m, req, d).await {
-                if let Err(e) = m.cache.put_manifest(d, &bytes, &media_type) {
-                    tracing::warn!(error = %e, "cannot cache a manifest");
+            if let Some((bytes, media_type)) = peer_manifest(m, d).await {
+                match m.cache.put_manifest(d, &bytes, &media_type) {
+                    Ok(()) => m.routing.provide(std::slice::from_ref(d)),
+                    Err(e) => tracing::warn!(error = %e, "cannot cache a manifest"),
                 }
                 m.metrics.request("manifest", "peer", "ok");
                 if !head {
@@ -324,8 +332,9 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
     }
     match fetched {
         Ok(f) => {
-            if let Err(e) = m.cache.put_manifest(&f.digest, &f.bytes, &f.media_type) {
-                tracing::warn!(error = %e, "cannot cache a manifest");
+            match m.cache.put_manifest(&f.digest, &f.bytes, &f.media_type) {
+                Ok(()) => m.routing.provide(std::slice::from_ref(&f.digest)),
+                Err(e) => tracing::warn!(error = %e, "cannot cache a manifest"),
             }
             if by_digest.is_none() {
                 m.cache.remember_tag(
@@ -543,54 +552,27 @@ fn content_store_manifest(m: &Mirror, digest: &Digest) -> Option<(Vec<u8>, Strin
     Some((bytes, media_type))
 }
 
-/// The URL of `what` (`blobs/<d>` or `manifests/<d>`) on `peer`, asking for
-/// its own content only.
-fn peer_url(peer: &str, req: &Req<'_>, what: &str) -> String {
-    format!(
-        "{}/v2/{}/{what}?ns={}&local=1",
-        peer.trim_end_matches('/'),
-        req.name,
-        req.ns
-    )
-}
-
-/// The first peer (not under penalty) that has `what`, asked all at once,
-/// within `upstream.peer_probe_ms`.
-async fn find_peer(m: &Mirror, req: &Req<'_>, what: &str) -> Option<(String, u64)> {
-    use futures_util::stream::FuturesUnordered;
-    let mut asks: FuturesUnordered<_> = m
-        .good_peers()
+/// The first node (not under penalty) that routing says can serve
+/// `digest`, and the size it gave.
+async fn find_provider(m: &Mirror, digest: &Digest, kind: Kind) -> Option<(String, Option<u64>)> {
+    let deadline = std::time::Duration::from_millis(m.config.upstream.peer_probe_ms);
+    m.routing
+        .providers(digest, kind, deadline)
+        .await
         .into_iter()
-        .map(|peer| async move {
-            let url = peer_url(&peer, req, what);
-            let len = m
-                .upstream
-                .peer_has(
-                    &url,
-                    std::time::Duration::from_millis(m.config.upstream.peer_probe_ms),
-                )
-                .await;
-            (peer, len)
-        })
-        .collect();
-    while let Some((peer, len)) = asks.next().await {
-        if let Some(len) = len {
-            return Some((peer, len));
-        }
-    }
-    None
+        .find(|p| !m.is_penalised(&p.url))
+        .map(|p| (p.url, p.size))
 }
 
 /// A manifest by digest from a peer, verified.
-async fn peer_manifest(m: &Mirror, req: &Req<'_>, digest: &Digest) -> Option<(Vec<u8>, String)> {
-    let what = format!("manifests/{digest}");
-    let (peer, len) = find_peer(m, req, &what).await?;
-    if len > m.config.cache.max_manifest_bytes {
+async fn peer_manifest(m: &Mirror, digest: &Digest) -> Option<(Vec<u8>, String)> {
+    let (peer, len) = find_provider(m, digest, Kind::Manifest).await?;
+    if len.is_some_and(|n| n > m.config.cache.max_manifest_bytes) {
         return None;
     }
     let resp = m
         .upstream
-        .peer_get(&peer_url(&peer, req, &what), None)
+        .peer_get(&routing::local_url(&peer, digest, Kind::Manifest), None)
         .await
         .ok()?;
     let media_type = resp
@@ -689,7 +671,7 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
     }
     if head {
         // A size: from a peer that has it, else the registry.
-        if let Some((_, len)) = find_peer(m, req, &format!("blobs/{digest}")).await {
+        if let Some((_, Some(len))) = find_provider(m, digest, Kind::Blob).await {
             m.metrics.request("blob", "peer", "ok");
             return size_response(digest, Some(len));
         }
@@ -719,7 +701,6 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         }
         inflight::Claim::Mine(s) => s,
     };
-    let what = format!("blobs/{digest}");
     let registry = Fallback {
         url: format!("{}/v2/{}/blobs/{digest}", req.base, req.name),
         auth: req.auth.cloned(),
@@ -744,10 +725,10 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
     });
     if !req.fetch {
         // A peer that has it (cached or in flight).
-        if let Some((peer, _)) = find_peer(m, req, &what).await {
+        if let Some((peer, _)) = find_provider(m, digest, Kind::Blob).await {
             match m
                 .upstream
-                .peer_get(&peer_url(&peer, req, &what), None)
+                .peer_get(&routing::local_url(&peer, digest, Kind::Blob), None)
                 .await
             {
                 Ok(resp) => {

@@ -199,7 +199,10 @@ impl Starter {
             let outcome = download(&m, &digest, resp, first, fallbacks, file, &tx).await;
             let final_state = match outcome {
                 Ok(n) => match m.cache.publish(tmp, &digest, n) {
-                    Ok(()) => Progress::Done(n),
+                    Ok(()) => {
+                        m.routing.provide(std::slice::from_ref(&digest));
+                        Progress::Done(n)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, %digest, "cannot publish a verified blob");
                         Progress::Failed

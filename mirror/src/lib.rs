@@ -20,6 +20,8 @@
 //! - [`inflight`]: shared downloads (one fetch per blob per node, read
 //!   along by every request) and the rendezvous owner of a cold blob.
 //! - [`metrics`]: counters by source and result.
+//! - [`routing`]: which nodes can serve a digest (static peers; in-memory
+//!   for tests; libp2p next), with the conformance suite.
 //! - [`hosts`]: containerd hosts.toml, Talos and k3s config writers, and
 //!   the containerd config check.
 
@@ -29,6 +31,7 @@ pub mod config;
 pub mod hosts;
 pub mod inflight;
 pub mod metrics;
+pub mod routing;
 pub mod upstream;
 
 use std::io;
@@ -49,6 +52,8 @@ pub struct Mirror {
     pub metrics: metrics::Metrics,
     /// Downloads in flight.
     pub downloads: inflight::Downloads,
+    /// How other nodes are found.
+    pub routing: Arc<dyn routing::Routing>,
     /// Peers that sent bytes not matching their digest, and when: skipped
     /// for [`PEER_PENALTY`].
     pub penalised: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
@@ -71,10 +76,20 @@ impl Mirror {
     /// `advertise_url`, this node's name in every member's list.
     pub fn owner_peer(&self, d: &berth_oci::Digest) -> Option<String> {
         let me = self.config.advertise_url.as_deref()?;
-        let mut members: Vec<&str> = self.config.peers.iter().map(String::as_str).collect();
+        let others = self.routing.members();
+        let mut members: Vec<&str> = others.iter().map(String::as_str).collect();
         members.push(me);
         let owner = inflight::owner_of(&members, d)?;
-        (owner != me && self.good_peers().iter().any(|p| p == owner)).then(|| owner.to_owned())
+        (owner != me && !self.is_penalised(owner)).then(|| owner.to_owned())
+    }
+
+    /// Whether `peer` is under penalty.
+    pub fn is_penalised(&self, peer: &str) -> bool {
+        self.penalised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .is_some_and(|t| t.elapsed() <= PEER_PENALTY)
     }
 
     /// Peers not under penalty.
@@ -92,9 +107,23 @@ impl Mirror {
 impl Mirror {
     /// Open the cache and set up the client for `config`.
     pub fn open(config: config::Config) -> io::Result<Self> {
-        let cache = cache::Cache::open(&config.data, config.cache.max_bytes)?;
         let upstream = upstream::Upstream::new(&config.upstream, config.cache.max_manifest_bytes);
+        let routing = Arc::new(routing::StaticPeers::new(
+            config.peers.clone(),
+            upstream.clone(),
+        ));
+        Self::with_routing(config, upstream, routing)
+    }
+
+    /// Open with another way of finding nodes.
+    pub fn with_routing(
+        config: config::Config,
+        upstream: upstream::Upstream,
+        routing: Arc<dyn routing::Routing>,
+    ) -> io::Result<Self> {
+        let cache = cache::Cache::open(&config.data, config.cache.max_bytes)?;
         Ok(Self {
+            routing,
             config,
             cache,
             upstream,

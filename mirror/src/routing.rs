@@ -1,0 +1,276 @@
+//! Content routing: which other nodes can serve a digest now, and who the
+//! members are (for choosing the node that fetches a cold blob). One trait,
+//! [`Routing`], so the mirror does not care how nodes find each other:
+//! [`StaticPeers`] asks a configured list of mirrors directly (enough for a
+//! few nodes); [`InMemory`] is a shared table for tests within one process;
+//! libp2p Kademlia, for clusters that grow, is the next implementation and
+//! must pass the same conformance suite as [`InMemory`]. A routing answer
+//! is only a hint: bytes from a provider are verified like any others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_oci::Digest;
+
+use crate::upstream::Upstream;
+
+/// A boxed future, so [`Routing`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a digest names, for implementations that must ask by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A blob (`/v2/…/blobs/<digest>`).
+    Blob,
+    /// A manifest (`/v2/…/manifests/<digest>`).
+    Manifest,
+}
+
+/// A node that says it can serve a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// Its mirror's base URL.
+    pub url: String,
+    /// The content's size, when the answer carried it.
+    pub size: Option<u64>,
+}
+
+/// How nodes find content on each other.
+pub trait Routing: Send + Sync + std::fmt::Debug {
+    /// This node can now serve `digests`. Implementations announce in
+    /// batches, never all at once on a timer.
+    fn provide(&self, digests: &[Digest]);
+
+    /// Other nodes that can serve `digest` now, the first to answer first,
+    /// found within `deadline`. Never this node.
+    fn providers<'a>(
+        &'a self,
+        digest: &'a Digest,
+        kind: Kind,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Vec<Provider>>;
+
+    /// The other members' base URLs.
+    fn members(&self) -> Vec<String>;
+}
+
+/// The path a peer mirror answers for `digest` from its own node only
+/// (`?local=1`: never from its peers or the registry, so asking never
+/// loops). The repository name is not used for local answers.
+pub fn local_url(peer: &str, digest: &Digest, kind: Kind) -> String {
+    let what = match kind {
+        Kind::Blob => "blobs",
+        Kind::Manifest => "manifests",
+    };
+    format!(
+        "{}/v2/berth/peer/{what}/{digest}?local=1",
+        peer.trim_end_matches('/')
+    )
+}
+
+/// A configured list of peer mirrors, asked directly (HEAD, all at once).
+#[derive(Debug, Clone)]
+pub struct StaticPeers {
+    peers: Vec<String>,
+    client: Upstream,
+}
+
+impl StaticPeers {
+    /// Route among `peers` (base URLs), asking with `client`.
+    pub fn new(peers: Vec<String>, client: Upstream) -> Self {
+        Self { peers, client }
+    }
+}
+
+impl Routing for StaticPeers {
+    fn provide(&self, _digests: &[Digest]) {
+        // Peers are asked when needed; nothing to announce.
+    }
+
+    fn providers<'a>(
+        &'a self,
+        digest: &'a Digest,
+        kind: Kind,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Vec<Provider>> {
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            let mut asks: futures_util::stream::FuturesUnordered<_> = self
+                .peers
+                .iter()
+                .map(|peer| async move {
+                    let size = self
+                        .client
+                        .peer_has(&local_url(peer, digest, kind), deadline)
+                        .await;
+                    (peer.clone(), size)
+                })
+                .collect();
+            // The first that has it: waiting for the slowest would cost
+            // every pull the probe deadline.
+            while let Some((url, size)) = asks.next().await {
+                if let Some(size) = size {
+                    return vec![Provider {
+                        url,
+                        size: Some(size),
+                    }];
+                }
+            }
+            Vec::new()
+        })
+    }
+
+    fn members(&self) -> Vec<String> {
+        self.peers.clone()
+    }
+}
+
+/// A routing table shared by the nodes of one process (tests).
+#[derive(Debug, Default)]
+pub struct InMemoryNetwork {
+    providers: Mutex<BTreeMap<Digest, BTreeSet<String>>>,
+    members: Mutex<BTreeSet<String>>,
+}
+
+/// One node's view of an [`InMemoryNetwork`].
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    net: Arc<InMemoryNetwork>,
+    me: String,
+}
+
+impl InMemory {
+    /// Join `net` as the node at `me`.
+    pub fn join(net: &Arc<InMemoryNetwork>, me: &str) -> Self {
+        net.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(me.to_owned());
+        Self {
+            net: net.clone(),
+            me: me.to_owned(),
+        }
+    }
+}
+
+impl Routing for InMemory {
+    fn provide(&self, digests: &[Digest]) {
+        let mut map = self.net.providers.lock().unwrap_or_else(|e| e.into_inner());
+        for d in digests {
+            map.entry(d.clone()).or_default().insert(self.me.clone());
+        }
+    }
+
+    fn providers<'a>(
+        &'a self,
+        digest: &'a Digest,
+        _kind: Kind,
+        _deadline: Duration,
+    ) -> BoxFuture<'a, Vec<Provider>> {
+        let found = self
+            .net
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .map(|set| {
+                set.iter()
+                    .filter(|u| **u != self.me)
+                    .map(|url| Provider {
+                        url: url.clone(),
+                        size: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Box::pin(async move { found })
+    }
+
+    fn members(&self) -> Vec<String> {
+        self.net
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|u| **u != self.me)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The behaviour every [`Routing`] must have, checked on `nodes` (each
+/// joined to the same network, `urls[i]` being node i's URL).
+#[cfg(test)]
+pub(crate) async fn conformance(nodes: &[Arc<dyn Routing>], urls: &[String]) {
+    assert!(nodes.len() >= 3, "the suite needs three nodes");
+    let deadline = Duration::from_secs(5);
+    let d1 = Digest::sha256(b"one");
+    let d2 = Digest::sha256(b"two");
+    // Nobody has anything yet.
+    for n in nodes {
+        assert!(n.providers(&d1, Kind::Blob, deadline).await.is_empty());
+    }
+    // Members are the others.
+    for (i, n) in nodes.iter().enumerate() {
+        let mut want: Vec<String> = urls
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, u)| u.clone())
+            .collect();
+        want.sort();
+        let mut got = n.members();
+        got.sort();
+        assert_eq!(got, want, "members of node {i}");
+    }
+    // One batch from node 0 is visible to the others, not to itself.
+    nodes[0].provide(&[d1.clone(), d2.clone()]);
+    for d in [&d1, &d2] {
+        for n in &nodes[1..] {
+            let p = n.providers(d, Kind::Blob, deadline).await;
+            assert!(p.iter().any(|p| p.url == urls[0]), "{p:?}");
+        }
+        assert!(
+            !nodes[0]
+                .providers(d, Kind::Blob, deadline)
+                .await
+                .iter()
+                .any(|p| p.url == urls[0]),
+            "a node is not its own provider"
+        );
+    }
+    // A second provider is found too.
+    nodes[1].provide(std::slice::from_ref(&d1));
+    let p = nodes[2].providers(&d1, Kind::Blob, deadline).await;
+    let found: BTreeSet<&str> = p.iter().map(|p| p.url.as_str()).collect();
+    assert!(
+        found.contains(urls[0].as_str()) && found.contains(urls[1].as_str()),
+        "{found:?}"
+    );
+    // Other digests stay unknown.
+    assert!(
+        nodes[2]
+            .providers(&Digest::sha256(b"three"), Kind::Blob, deadline)
+            .await
+            .is_empty()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_memory_passes_the_conformance_suite() {
+        let net = Arc::new(InMemoryNetwork::default());
+        let urls: Vec<String> = (0..3).map(|i| format!("http://node{i}:5001")).collect();
+        let nodes: Vec<Arc<dyn Routing>> = urls
+            .iter()
+            .map(|u| Arc::new(InMemory::join(&net, u)) as Arc<dyn Routing>)
+            .collect();
+        conformance(&nodes, &urls).await;
+    }
+}
