@@ -196,15 +196,42 @@ fn serve(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let listen = config.listen;
         let data = config.data.clone();
-        let mirror = Mirror::open(config)
-            .context("cannot open the mirror's cache directory (check --data and its permissions)")?;
+        let mirror = match config.p2p.clone() {
+            None => Mirror::open(config),
+            Some(p2p) => {
+                let key = p2p.key()?;
+                let url = config.advertise_url.clone().unwrap_or_default();
+                let bootstrap = p2p
+                    .bootstrap
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .collect();
+                let routing = berth_mirror::p2p::P2p::start(
+                    &url,
+                    p2p.listen.parse().context("p2p.listen")?,
+                    bootstrap,
+                    key,
+                )
+                .await
+                .context("cannot start libp2p routing (check p2p.listen)")?;
+                eprintln!("berth mirror: p2p listening on {}", routing.listen_addr);
+                let upstream = berth_mirror::upstream::Upstream::new(
+                    &config.upstream,
+                    config.cache.max_manifest_bytes,
+                );
+                Mirror::with_routing(config, upstream, Arc::new(routing))
+            }
+        }
+        .context("cannot open the mirror's cache directory (check --data and its permissions)")?;
+        let mirror = Arc::new(mirror);
+        mirror.announce_cached();
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen} (is another process using it? pass --listen 127.0.0.1:0 for a free port)")
         })?;
         let addr = listener.local_addr()?;
         println!("berth mirror listening on http://{addr} (cache in {})", data.display());
         tracing::info!(%addr, "serving");
-        berth_mirror::serve(listener, Arc::new(mirror), crate::serve::shutdown_signal())
+        berth_mirror::serve(listener, mirror, crate::serve::shutdown_signal())
             .await
             .context("server failed")?;
         Ok(())

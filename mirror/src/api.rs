@@ -48,10 +48,11 @@ async fn base() -> Response {
 }
 
 async fn metrics(State(m): State<Arc<Mirror>>) -> Response {
-    let peers = m.config.peers.len() as u64;
-    let good = m.good_peers().len() as u64;
+    let members = m.routing.members();
+    let peers = members.len() as u64;
+    let good = members.iter().filter(|p| !m.is_penalised(p)).count() as u64;
     let gauges = [
-        ("berth_mirror_peers", "Peers configured.", peers),
+        ("berth_mirror_peers", "Other nodes known to routing.", peers),
         (
             "berth_mirror_peers_penalised",
             "Peers skipped for sending bytes that did not match.",

@@ -141,6 +141,19 @@ impl Cache {
         }
     }
 
+    /// Every cached digest (blobs and manifests).
+    pub fn digests(&self) -> Vec<Digest> {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("blobs").join("sha256")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                format!("sha256:{name}").parse().ok()
+            })
+            .collect()
+    }
+
     /// Delete the least recently used blobs until the rest fit.
     pub fn prune(&self) -> io::Result<u64> {
         let mut blobs = Vec::new();

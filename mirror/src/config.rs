@@ -44,6 +44,47 @@ pub struct Config {
     /// fetched from the registry by one node (agreed by rendezvous hashing
     /// over the members) and by the others through that node.
     pub advertise_url: Option<String>,
+    /// Peer discovery with libp2p Kademlia instead of the `peers` list.
+    pub p2p: Option<P2pConfig>,
+}
+
+/// libp2p routing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pConfig {
+    /// The libp2p listen address, e.g. `/ip4/0.0.0.0/tcp/5003`.
+    pub listen: String,
+    /// Nodes to join through, e.g. `/ip4/10.0.0.2/tcp/5003` or
+    /// `/dns4/berth-mirror.kube-system.svc.cluster.local/tcp/5003` (a
+    /// headless Service).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// A file holding the cluster's private-network key (64 hex digits);
+    /// nodes without it cannot connect. Without it the network is open.
+    pub key_file: Option<PathBuf>,
+}
+
+impl P2pConfig {
+    /// The key from `key_file`, if set.
+    pub fn key(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("p2p.key_file {}: {e}", path.display())))?;
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "p2p.key_file {} must hold 64 hex digits (e.g. from: openssl rand -hex 32)",
+                    path.display()
+                ))
+            })?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(Some(key))
+    }
 }
 
 impl Default for Config {
@@ -60,6 +101,7 @@ impl Default for Config {
             containerd_content: None,
             peers: Vec::new(),
             advertise_url: None,
+            p2p: None,
         }
     }
 }
@@ -169,6 +211,20 @@ impl Config {
                 return Err(ConfigError(format!(
                     "peers entry {p:?} is not an http:// or https:// URL"
                 )));
+            }
+        }
+        if let Some(p) = &self.p2p {
+            if self.advertise_url.is_none() {
+                return Err(ConfigError(
+                    "p2p needs advertise_url: peers fetch from the URL this node announces".into(),
+                ));
+            }
+            for a in std::iter::once(&p.listen).chain(&p.bootstrap) {
+                if a.parse::<libp2p::Multiaddr>().is_err() {
+                    return Err(ConfigError(format!(
+                        "p2p address {a:?} is not a multiaddr like /ip4/10.0.0.2/tcp/5003"
+                    )));
+                }
             }
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {

@@ -7,8 +7,8 @@
 //! only with the registry, falling back to the last verified answer (marked
 //! stale) when it cannot be reached.
 //!
-//! Still to come (issue "Mirror"): peers found with libp2p Kademlia (today
-//! a static list) and private-repository checks. It
+//! Peers are found from a static list or with libp2p Kademlia. Still to
+//! come (issue "Mirror"): private-repository checks. It
 //! must never serve or cache a byte it has not verified against its digest,
 //! and never trust a tag from a peer.
 //!
@@ -21,7 +21,8 @@
 //!   along by every request) and the rendezvous owner of a cold blob.
 //! - [`metrics`]: counters by source and result.
 //! - [`routing`]: which nodes can serve a digest (static peers; in-memory
-//!   for tests; libp2p next), with the conformance suite.
+//!   for tests), with the conformance suite.
+//! - [`p2p`]: the libp2p Kademlia routing.
 //! - [`hosts`]: containerd hosts.toml, Talos and k3s config writers, and
 //!   the containerd config check.
 
@@ -31,6 +32,7 @@ pub mod config;
 pub mod hosts;
 pub mod inflight;
 pub mod metrics;
+pub mod p2p;
 pub mod routing;
 pub mod upstream;
 
@@ -81,6 +83,19 @@ impl Mirror {
         members.push(me);
         let owner = inflight::owner_of(&members, d)?;
         (owner != me && !self.is_penalised(owner)).then(|| owner.to_owned())
+    }
+
+    /// Announce what the cache already holds, 256 digests at a time with a
+    /// pause between batches, so a restart does not flood the network.
+    pub fn announce_cached(self: &Arc<Self>) {
+        let m = self.clone();
+        tokio::spawn(async move {
+            let digests = m.cache.digests();
+            for batch in digests.chunks(256) {
+                m.routing.provide(batch);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
     }
 
     /// Whether `peer` is under penalty.

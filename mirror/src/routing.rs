@@ -44,8 +44,9 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
     /// batches, never all at once on a timer.
     fn provide(&self, digests: &[Digest]);
 
-    /// Other nodes that can serve `digest` now, the first to answer first,
-    /// found within `deadline`. Never this node.
+    /// Other nodes that can serve `digest` now, in the order found, within
+    /// `deadline`; never this node. An implementation may stop at the first
+    /// (a probe of every peer) or return all its lookup found (a DHT).
     fn providers<'a>(
         &'a self,
         digest: &'a Digest,

@@ -286,6 +286,118 @@ fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() 
 }
 
 #[test]
+fn nodes_find_each_others_blobs_through_libp2p() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let layout = umoci_image(dir.path(), "v1", 2, 300_000);
+    let want = layout_digest(&layout, "v1");
+    let registry = server.host();
+    let image = format!("{registry}/e2e/p2p:v1");
+    skopeo_push(&layout, "v1", &image);
+    let key = dir.path().join("p2p.key");
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (http_a, http_b, p2p_a, p2p_b) = (free(), free(), free(), free());
+    let up = [format!("{registry}=http://{registry}")];
+    let config = |http: SocketAddr, p2p: SocketAddr, bootstrap: Option<SocketAddr>| {
+        vec![
+            format!("advertise_url = \"http://{http}\""),
+            "[upstream]\npeer_probe_ms = 3000".to_owned(),
+            format!(
+                "[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\nkey_file = \"{}\"\nbootstrap = [{}]",
+                p2p.port(),
+                key.display(),
+                bootstrap.map_or(String::new(), |b| format!(
+                    "\"/ip4/127.0.0.1/tcp/{}\"",
+                    b.port()
+                ))
+            ),
+        ]
+    };
+    let a = Mirror::start_at(
+        &http_a.to_string(),
+        &dir.path().join("mirror-a"),
+        &up,
+        &config(http_a, p2p_a, None),
+    );
+    let b = Mirror::start_at(
+        &http_b.to_string(),
+        &dir.path().join("mirror-b"),
+        &up,
+        &config(http_b, p2p_b, Some(p2p_a)),
+    );
+    // They find each other.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&b.metrics(), "berth_mirror_peers") != 1
+        || metric(&a.metrics(), "berth_mirror_peers") != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the mirrors did not find each other"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node A pulls through its mirror, which announces what it cached.
+    let cd_a = Containerd::start(&dir.path().join("cd-a"));
+    let out = pull(
+        &cd_a,
+        &hosts_dir(&dir.path().join("a"), &registry, &a),
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = |s: &Server| {
+        let text =
+            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
+        metric(&text, "berth_registry_blob_sent_bytes_total")
+    };
+    let after_a = sent(&server);
+    // Node B: every blob found through the DHT at node A.
+    let cd_b = Containerd::start(&dir.path().join("cd-b"));
+    let out = pull(
+        &cd_b,
+        &hosts_dir(&dir.path().join("b"), &registry, &b),
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run_text(cd_b.ctr().args(["images", "ls"])).contains(&want));
+    assert_eq!(
+        sent(&server),
+        after_a,
+        "the registry sent node B no blob bytes"
+    );
+    // B has no peer list: what it read from node A, it found through the
+    // DHT. (With advertise_url, B may also have fetched a blob it owns for
+    // A during A's pull: that is cold-pull sharing, also through libp2p.)
+    let mb = b.metrics();
+    let from_peer: u64 = mb
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_mirror_served_bytes_total{source=\"peer\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let ma = a.metrics();
+    let a_from_peer: u64 = ma
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_mirror_served_bytes_total{source=\"peer\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    assert!(
+        from_peer + a_from_peer >= 300_000,
+        "no blob went between the nodes:\n{mb}\n{ma}"
+    );
+}
+
+#[test]
 fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
@@ -491,8 +603,10 @@ fn stalling_peer(blob: Vec<u8>) -> SocketAddr {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let n = conn.read(&mut buf).unwrap_or(0);
+                // One request per connection (so a client never reuses a
+                // connection this thread has dropped).
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
                     blob.len()
                 );
                 let _ = conn.write_all(head.as_bytes());
