@@ -25,6 +25,15 @@ let
       // lib.optionalAttrs (cfg.advertiseUrl != null) {
         advertise_url = cfg.advertiseUrl;
       }
+      // lib.optionalAttrs cfg.p2p.enable {
+        p2p = {
+          listen = "/ip4/0.0.0.0/tcp/${toString cfg.p2p.port}";
+          inherit (cfg.p2p) bootstrap;
+        }
+        // lib.optionalAttrs (cfg.p2p.keyFile != null) {
+          key_file = "/run/credentials/berth-mirror.service/p2p-key";
+        };
+      }
       // lib.optionalAttrs (cfg.containerd.enable || cfg.k3s.enable) {
         containerd_content =
           if cfg.k3s.enable then
@@ -72,6 +81,26 @@ in
       default = [ ];
       example = [ "http://10.0.0.3:5001" ];
       description = "Other nodes' mirrors, asked for content by digest before the registry.";
+    };
+
+    p2p = {
+      enable = lib.mkEnableOption "peer discovery with libp2p Kademlia instead of the `peers` list";
+      port = lib.mkOption {
+        type = lib.types.port;
+        default = 5003;
+        description = "libp2p TCP port.";
+      };
+      bootstrap = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "/dns4/node1.lan/tcp/5003" ];
+        description = "Multiaddrs to join through.";
+      };
+      keyFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.path;
+        default = null;
+        description = "The cluster's private-network key (64 hex digits, the same on every node; `openssl rand -hex 32`). Nodes without it cannot connect.";
+      };
     };
 
     advertiseUrl = lib.mkOption {
@@ -137,6 +166,7 @@ in
               "-/var/lib/containerd"
               "-/var/lib/rancher/k3s/agent/containerd"
             ];
+            LoadCredential = lib.optional (cfg.p2p.keyFile != null) "p2p-key:${cfg.p2p.keyFile}";
             ExecStartPre = "${cfg.package}/bin/berth mirror --config ${configFile} --check-config";
             ExecStart = "${cfg.package}/bin/berth mirror --config ${configFile}";
             # root, read-only: containerd's content store is root's.
@@ -149,7 +179,9 @@ in
             LimitNOFILE = 65536;
           };
         };
-        networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
+        networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
+          [ cfg.port ] ++ lib.optional cfg.p2p.enable cfg.p2p.port
+        );
       }
       (lib.mkIf cfg.containerd.enable {
         virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".registry.config_path =

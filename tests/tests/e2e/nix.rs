@@ -461,7 +461,7 @@ fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
     };
     for args in [
         "{ }",
-        r#"{ registries = [ "registry.lan:5000" "docker.io" ]; extra = { peers = [ "http://10.0.0.3:5001" ]; advertise_url = "http://10.0.0.2:5001"; containerd_content = "/var/lib/containerd/io.containerd.content.v1.content"; }; settings = { upstreams."registry.lan:5000" = "http://10.0.0.2:5000"; cache.max_bytes = 1073741824; upstream.connect_timeout_ms = 500; }; }"#,
+        r#"{ registries = [ "registry.lan:5000" "docker.io" ]; extra = { peers = [ "http://10.0.0.3:5001" ]; advertise_url = "http://10.0.0.2:5001"; p2p = { listen = "/ip4/0.0.0.0/tcp/5003"; bootstrap = [ "/dns4/node1.lan/tcp/5003" ]; key_file = "/run/credentials/berth-mirror.service/p2p-key"; }; containerd_content = "/var/lib/containerd/io.containerd.content.v1.content"; }; settings = { upstreams."registry.lan:5000" = "http://10.0.0.2:5000"; cache.max_bytes = 1073741824; upstream.connect_timeout_ms = 500; }; }"#,
     ] {
         let config = render(args);
         let out = check(&config);
