@@ -379,30 +379,7 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
                 }
             }
         }
-        Err(e) => {
-            let result = match e {
-                UpstreamError::NotFound => "not_found",
-                UpstreamError::Denied(_) => "denied",
-                UpstreamError::Bad(_) => {
-                    m.metrics.verify_failure();
-                    "bad"
-                }
-                UpstreamError::Unreachable(_) => "unreachable",
-            };
-            m.metrics.request("manifest", "upstream", result);
-            match e {
-                UpstreamError::Denied(status) => error(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
-                    ErrorCode::Denied,
-                    "the registry refused these credentials",
-                ),
-                other => error(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::ManifestUnknown,
-                    other.to_string(),
-                ),
-            }
-        }
+        Err(e) => upstream_error(m, "manifest", ErrorCode::ManifestUnknown, e),
     }
 }
 
@@ -502,25 +479,32 @@ async fn from_file(
     resp
 }
 
-fn upstream_error(m: &Mirror, e: UpstreamError) -> Response {
+/// The answer to an upstream failure for a `kind` request: the registry's
+/// refusal passed on, anything else a quick 404 (`unknown`) so containerd
+/// tries the next host.
+fn upstream_error(
+    m: &Mirror,
+    kind: &'static str,
+    unknown: ErrorCode,
+    e: UpstreamError,
+) -> Response {
     let result = match &e {
         UpstreamError::NotFound => "not_found",
         UpstreamError::Denied(_) => "denied",
-        UpstreamError::Bad(_) => "bad",
+        UpstreamError::Bad(_) => {
+            m.metrics.verify_failure();
+            "bad"
+        }
         UpstreamError::Unreachable(_) => "unreachable",
     };
-    m.metrics.request("blob", "upstream", result);
+    m.metrics.request(kind, "upstream", result);
     match e {
         UpstreamError::Denied(status) => error(
             StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
             ErrorCode::Denied,
             "the registry refused these credentials",
         ),
-        other => error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::BlobUnknown,
-            other.to_string(),
-        ),
+        other => error(StatusCode::NOT_FOUND, unknown, other.to_string()),
     }
 }
 
@@ -685,7 +669,7 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
                 m.metrics.request("blob", "upstream", "ok");
                 size_response(digest, size)
             }
-            Err(e) => upstream_error(m, e),
+            Err(e) => upstream_error(m, "blob", ErrorCode::BlobUnknown, e),
         };
     }
     // One fetch per blob on this node: join it, or start it.
@@ -770,7 +754,7 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
             Ok(flight) => serve_flight(m, digest, flight, "upstream", false, range).await,
             Err(e) => error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, e.to_string()),
         },
-        Err(e) => upstream_error(m, e),
+        Err(e) => upstream_error(m, "blob", ErrorCode::BlobUnknown, e),
     }
 }
 

@@ -15,12 +15,7 @@
 }:
 let
   toTOML = import ../lib/toml.nix;
-  merge =
-    a: b:
-    a
-    // builtins.mapAttrs (
-      n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then a.${n} // v else v
-    ) b;
+  merge = import ../lib/merge.nix;
 in
 toTOML (
   merge (

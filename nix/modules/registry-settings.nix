@@ -15,13 +15,7 @@
 }:
 let
   toTOML = import ../lib/toml.nix;
-  # A two-level merge: enough for the config's tables.
-  merge =
-    a: b:
-    a
-    // builtins.mapAttrs (
-      n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then a.${n} // v else v
-    ) b;
+  merge = import ../lib/merge.nix;
   listen =
     if builtins.match ".*:.*" listenAddress != null then
       "[${listenAddress}]:${toString port}"

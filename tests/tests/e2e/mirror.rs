@@ -75,6 +75,34 @@ impl Drop for Mirror {
     }
 }
 
+/// Blob bytes the registry has sent, from its /metrics.
+fn registry_blob_bytes(server: &Server) -> u64 {
+    let text = String::from_utf8(http("GET", &format!("{}/metrics", server.url()), &[], b"").body)
+        .unwrap();
+    metric(&text, "berth_registry_blob_sent_bytes_total")
+}
+
+/// Upload `blob` to `server` as a blob of `repo`; its digest.
+fn put_blob(server: &Server, repo: &str, blob: &[u8]) -> String {
+    let digest = berth_tests::sha256(blob);
+    let start = http(
+        "POST",
+        &format!("{}/v2/{repo}/blobs/uploads/", server.url()),
+        &[],
+        b"",
+    );
+    let location = start.header("Location").unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", server.url()),
+        &[("Content-Type", "application/octet-stream")],
+        blob,
+    );
+    assert_eq!(put.status, 201);
+    digest
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -132,11 +160,7 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
         &[format!("{registry}=http://{registry}")],
     );
     let hosts = hosts_dir(dir.path(), &registry, &mirror);
-    let sent = |s: &Server| {
-        let text =
-            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
-        metric(&text, "berth_registry_blob_sent_bytes_total")
-    };
+    let sent = registry_blob_bytes;
 
     // Node 1: a cold pull; the mirror fetches every blob once.
     let before = sent(&server);
@@ -216,11 +240,7 @@ fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() 
         &up,
         std::slice::from_ref(&peers),
     );
-    let sent = |s: &Server| {
-        let text =
-            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
-        metric(&text, "berth_registry_blob_sent_bytes_total")
-    };
+    let sent = registry_blob_bytes;
 
     // Node A pulls from the registry through its mirror.
     let before = sent(&server);
@@ -354,11 +374,7 @@ fn nodes_find_each_others_blobs_through_libp2p() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let sent = |s: &Server| {
-        let text =
-            String::from_utf8(http("GET", &format!("{}/metrics", s.url()), &[], b"").body).unwrap();
-        metric(&text, "berth_registry_blob_sent_bytes_total")
-    };
+    let sent = registry_blob_bytes;
     let after_a = sent(&server);
     // Node B: every blob found through the DHT at node A.
     let cd_b = Containerd::start(&dir.path().join("cd-b"));
@@ -402,23 +418,7 @@ fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
     let blob = vec![b'y'; 100_000];
-    let digest = berth_tests::sha256(&blob);
-    // Put the real blob in the registry.
-    let start = http(
-        "POST",
-        &format!("{}/v2/team/app/blobs/uploads/", server.url()),
-        &[],
-        b"",
-    );
-    let location = start.header("Location").unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = http(
-        "PUT",
-        &format!("{}{location}{sep}digest={digest}", server.url()),
-        &[("Content-Type", "application/octet-stream")],
-        &blob,
-    );
-    assert_eq!(put.status, 201);
+    let digest = put_blob(&server, "team/app", &blob);
     let liar = lying_registry(vec![b'x'; 100_000]);
     let registry = server.host();
     let mirror = Mirror::start_with(
@@ -459,12 +459,7 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
     let registry = server.host();
     let image = format!("{registry}/e2e/cold:v1");
     skopeo_push(&layout, "v1", &image);
-    let sent = || {
-        let text =
-            String::from_utf8(http("GET", &format!("{}/metrics", server.url()), &[], b"").body)
-                .unwrap();
-        metric(&text, "berth_registry_blob_sent_bytes_total")
-    };
+    let sent = || registry_blob_bytes(&server);
     // The image's blob bytes: config and layers, as the registry has them.
     let manifest = http(
         "GET",
@@ -626,22 +621,7 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
     let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let digest = berth_tests::sha256(&blob);
-    let start = http(
-        "POST",
-        &format!("{}/v2/team/app/blobs/uploads/", server.url()),
-        &[],
-        b"",
-    );
-    let location = start.header("Location").unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = http(
-        "PUT",
-        &format!("{}{location}{sep}digest={digest}", server.url()),
-        &[("Content-Type", "application/octet-stream")],
-        &blob,
-    );
-    assert_eq!(put.status, 201);
+    let digest = put_blob(&server, "team/app", &blob);
     let staller = stalling_peer(blob.clone());
     let registry = server.host();
     let mirror = Mirror::start_with(
