@@ -540,13 +540,23 @@ fn content_store_manifest(m: &Mirror, digest: &Digest) -> Option<(Vec<u8>, Strin
 /// The first node (not under penalty) that routing says can serve
 /// `digest`, and the size it gave.
 async fn find_provider(m: &Mirror, digest: &Digest, kind: Kind) -> Option<(String, Option<u64>)> {
+    find_providers(m, digest, kind)
+        .await
+        .into_iter()
+        .next()
+        .map(|p| (p.url, p.size))
+}
+
+/// The nodes (not under penalty) that routing says can serve `digest`, in
+/// the order found.
+async fn find_providers(m: &Mirror, digest: &Digest, kind: Kind) -> Vec<routing::Provider> {
     let deadline = std::time::Duration::from_millis(m.config.upstream.peer_probe_ms);
     m.routing
         .providers(digest, kind, deadline)
         .await
         .into_iter()
-        .find(|p| !m.is_penalised(&p.url))
-        .map(|p| (p.url, p.size))
+        .filter(|p| !m.is_penalised(&p.url))
+        .collect()
 }
 
 /// A manifest by digest from a peer, verified.
@@ -709,19 +719,33 @@ async fn blob(m: &Arc<Mirror>, req: &Req<'_>, digest: &Digest, range: Option<&st
         peer: Some(o.clone()),
     });
     if !req.fetch {
-        // A peer that has it (cached or in flight).
-        if let Some((peer, _)) = find_provider(m, digest, Kind::Blob).await {
+        // A peer that has it (cached or in flight); if it breaks or
+        // stalls, the rest comes from the other providers, then the owner,
+        // then the registry.
+        let providers = find_providers(m, digest, Kind::Blob).await;
+        if let Some((first, others)) = providers.split_first() {
+            let peer = first.url.clone();
             match m
                 .upstream
                 .peer_get(&routing::local_url(&peer, digest, Kind::Blob), None)
                 .await
             {
                 Ok(resp) => {
-                    let mut fallbacks: Vec<Fallback> = owner_fallback
+                    let mut fallbacks: Vec<Fallback> = others
                         .iter()
-                        .filter(|f| f.peer.as_ref() != Some(&peer))
-                        .cloned()
+                        .map(|p| Fallback {
+                            url: routing::local_url(&p.url, digest, Kind::Blob),
+                            auth: None,
+                            label: "peer",
+                            peer: Some(p.url.clone()),
+                        })
                         .collect();
+                    fallbacks.extend(
+                        owner_fallback
+                            .iter()
+                            .filter(|f| f.peer.as_ref() != Some(&peer))
+                            .cloned(),
+                    );
                     fallbacks.push(registry.clone());
                     return match starter.start(resp, "peer", Some(peer), fallbacks) {
                         Ok(flight) => serve_flight(m, digest, flight, "peer", false, range).await,

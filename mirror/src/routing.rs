@@ -110,17 +110,36 @@ impl Routing for StaticPeers {
                     (peer.clone(), size)
                 })
                 .collect();
-            // The first that has it: waiting for the slowest would cost
-            // every pull the probe deadline.
+            // The first that has it, and any others that answer within
+            // 20 ms of it (to resume from if the first breaks), in the
+            // configured order (an operator lists near peers first):
+            // waiting for the slowest would cost every pull the deadline.
+            let mut found = Vec::new();
             while let Some((url, size)) = asks.next().await {
                 if let Some(size) = size {
-                    return vec![Provider {
+                    found.push(Provider {
                         url,
                         size: Some(size),
-                    }];
+                    });
+                    break;
                 }
             }
-            Vec::new()
+            if !found.is_empty() {
+                let grace = tokio::time::sleep(Duration::from_millis(20));
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        () = &mut grace => break,
+                        next = asks.next() => match next {
+                            Some((url, Some(size))) => found.push(Provider { url, size: Some(size) }),
+                            Some((_, None)) => {}
+                            None => break,
+                        },
+                    }
+                }
+            }
+            found.sort_by_key(|p| self.peers.iter().position(|q| *q == p.url));
+            found
         })
     }
 

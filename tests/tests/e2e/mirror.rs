@@ -655,6 +655,44 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
     );
 }
 
+#[test]
+fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("registry"), &[]);
+    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let digest = put_blob(&server, "team/app", &blob);
+    let registry = server.host();
+    let up = [format!("{registry}=http://{registry}")];
+    // Node A has the blob cached.
+    let a = Mirror::start(&dir.path().join("mirror-a"), &up);
+    let url = |m: &Mirror| format!("{}/v2/team/app/blobs/{digest}?ns={registry}", m.url());
+    assert!(http("GET", &url(&a), &[], b"").body == blob);
+    server.kill9();
+    // Node B knows a stalling peer and node A; the registry is gone.
+    let staller = stalling_peer(blob.clone());
+    let b = Mirror::start_with(
+        &dir.path().join("mirror-b"),
+        &up,
+        &[
+            format!("peers = [\"http://{staller}\", \"{}\"]", a.url()),
+            "[upstream]\nstall_timeout_ms = 1000\npeer_probe_ms = 3000".to_owned(),
+        ],
+    );
+    let began = Instant::now();
+    let reply = http("GET", &url(&b), &[], b"");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body == blob,
+        "the whole, right blob, with no registry"
+    );
+    assert!(began.elapsed() < Duration::from_secs(5));
+    let m = b.metrics();
+    // The staller is listed first, so it is asked first; the rest came from
+    // node A by a Range request.
+    assert_eq!(metric(&m, "berth_mirror_resumed_total"), 1, "{m}");
+    assert_eq!(metric(&m, "berth_mirror_upstream_bytes_total"), 0, "{m}");
+}
+
 /// A registry that answers every blob GET with `body` (whatever was asked).
 fn lying_registry(body: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
