@@ -232,6 +232,48 @@ async fn dispatch(
     };
     let auth = headers.get(header::AUTHORIZATION).cloned();
     let fetch = params.fetch.is_some();
+    // Private content: never to peers; to anyone else only if the registry
+    // says this caller may read it.
+    let (name, what) = match &target {
+        Target::Manifest { name, reference } => (name, format!("manifests/{reference}")),
+        Target::Blob { name, digest } => (name, format!("blobs/{digest}")),
+    };
+    let digest_of = match &target {
+        Target::Manifest { reference, .. } => reference.parse::<Digest>().ok(),
+        Target::Blob { digest, .. } => Some(digest.clone()),
+    };
+    if local {
+        if digest_of.as_ref().is_some_and(|d| m.cache.is_private(d)) {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                "not on this node",
+            );
+        }
+    } else if m.config.is_private(&ns, name) {
+        if let Some(d) = &digest_of {
+            m.cache.mark_private(d);
+        }
+        let url = format!("{base}/v2/{name}/{what}");
+        if let Err((status, challenge)) = m.upstream.authorize(&url, auth.as_ref()).await {
+            m.metrics.request("any", "private", "denied");
+            let (status, code) = match status {
+                401 => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+                403 => (StatusCode::FORBIDDEN, ErrorCode::Denied),
+                404 => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Denied),
+            };
+            let mut resp = error(
+                status,
+                code,
+                "a private repository: the registry must let these credentials read it",
+            );
+            if let Some(c) = challenge {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+            }
+            return resp;
+        }
+    }
     match target {
         Target::Manifest { name, reference } => {
             let req = Req {

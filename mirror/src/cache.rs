@@ -80,6 +80,20 @@ impl Cache {
         Some(len)
     }
 
+    /// Mark `d` as content of a private repository: never served to peers.
+    pub fn mark_private(&self, d: &Digest) {
+        let mut p = self.path(d).into_os_string();
+        p.push(".private");
+        let _ = std::fs::write(p, b"");
+    }
+
+    /// Whether `d` is content of a private repository.
+    pub fn is_private(&self, d: &Digest) -> bool {
+        let mut p = self.path(d).into_os_string();
+        p.push(".private");
+        std::path::Path::new(&p).exists()
+    }
+
     /// A cached manifest: its bytes and media type.
     pub fn manifest(&self, d: &Digest) -> Option<(Vec<u8>, String)> {
         let media_type = std::fs::read_to_string(self.type_path(d)).ok()?;
@@ -160,7 +174,9 @@ impl Cache {
         for e in std::fs::read_dir(self.dir.join("blobs").join("sha256"))? {
             let e = e?;
             let meta = e.metadata()?;
-            if meta.is_file() && !e.file_name().to_string_lossy().ends_with(".type") {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if meta.is_file() && !name.ends_with(".type") && !name.ends_with(".private") {
                 blobs.push((meta.modified()?, meta.len(), e.path()));
             }
         }
@@ -172,9 +188,11 @@ impl Cache {
                 break;
             }
             if std::fs::remove_file(&path).is_ok() {
-                let mut t = path.into_os_string();
-                t.push(".type");
-                let _ = std::fs::remove_file(t);
+                for side in [".type", ".private"] {
+                    let mut t = path.clone().into_os_string();
+                    t.push(side);
+                    let _ = std::fs::remove_file(t);
+                }
                 freed += len;
             }
             total -= len;

@@ -46,6 +46,11 @@ pub struct Config {
     pub advertise_url: Option<String>,
     /// Peer discovery with libp2p Kademlia instead of the `peers` list.
     pub p2p: Option<P2pConfig>,
+    /// Private repositories, as `registry/name` or `registry/prefix/*`:
+    /// every request for them is checked with the registry using the
+    /// caller's credentials (even when the content is cached), and their
+    /// content is never served to peers.
+    pub private: Vec<String>,
 }
 
 /// libp2p routing settings.
@@ -102,6 +107,7 @@ impl Default for Config {
             peers: Vec::new(),
             advertise_url: None,
             p2p: None,
+            private: Vec::new(),
         }
     }
 }
@@ -241,6 +247,15 @@ impl Config {
         Ok(())
     }
 
+    /// Whether repository `name` of registry `ns` is private.
+    pub fn is_private(&self, ns: &str, name: &str) -> bool {
+        let full = format!("{ns}/{name}");
+        self.private.iter().any(|p| match p.strip_suffix("/*") {
+            Some(prefix) => full.starts_with(&format!("{prefix}/")),
+            None => *p == full,
+        })
+    }
+
     /// The API base URL of mirrored registry `host`, if it is mirrored.
     pub fn upstream_url(&self, host: &str) -> Option<String> {
         if !self.registries.iter().any(|r| r == host) {
@@ -307,6 +322,20 @@ mod tests {
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn private_patterns() {
+        let c = Config::parse(
+            "registries = [\"r:5000\"]\nprivate = [\"r:5000/team/*\", \"r:5000/solo\"]",
+        )
+        .unwrap();
+        assert!(c.is_private("r:5000", "team/app"));
+        assert!(c.is_private("r:5000", "team/a/b"));
+        assert!(c.is_private("r:5000", "solo"));
+        assert!(!c.is_private("r:5000", "teams/app"));
+        assert!(!c.is_private("r:5000", "solo/x"));
+        assert!(!c.is_private("other:5000", "team/app"));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! only with the registry, falling back to the last verified answer (marked
 //! stale) when it cannot be reached.
 //!
-//! Peers are found from a static list or with libp2p Kademlia. Still to
-//! come (issue "Mirror"): private-repository checks. It
+//! Peers are found from a static list or with libp2p Kademlia. Content of
+//! private repositories goes only to callers the registry would serve, and
+//! never to peers. It
 //! must never serve or cache a byte it has not verified against its digest,
 //! and never trust a tag from a peer.
 //!

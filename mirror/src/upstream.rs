@@ -301,6 +301,35 @@ impl Upstream {
         Ok(resp)
     }
 
+    /// Whether the registry lets the caller (`auth`) read `url` (a HEAD):
+    /// `Ok(())`, or the refusal with the registry's challenge to pass on.
+    pub async fn authorize(
+        &self,
+        url: &str,
+        auth: Option<&HeaderValue>,
+    ) -> Result<(), (u16, Option<HeaderValue>)> {
+        let resp = match self
+            .send(
+                reqwest::Method::HEAD,
+                url,
+                Some(&HeaderValue::from_static(MANIFEST_ACCEPT)),
+                auth,
+                Some(self.manifest_timeout),
+            )
+            .await
+        {
+            Ok(r) => r,
+            // Private content fails closed.
+            Err(_) => return Err((503, None)),
+        };
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            s @ (401 | 403) => Err((s, resp.headers().get(WWW_AUTHENTICATE).cloned())),
+            404 => Err((404, None)),
+            _ => Err((503, None)),
+        }
+    }
+
     /// HEAD blob `digest`: its size.
     pub async fn blob_size(
         &self,

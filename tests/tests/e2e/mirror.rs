@@ -693,6 +693,92 @@ fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
     assert_eq!(metric(&m, "berth_mirror_upstream_bytes_total"), 0, "{m}");
 }
 
+/// A registry whose every repository is private: without the Basic
+/// credentials `user:pass` it answers 401 with a challenge; with them, any
+/// blob request gets `blob`.
+fn private_registry(blob: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let blob = blob.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                // "user:pass" in base64.
+                let allowed = req.contains("authorization: basic dxnlcjpwyxnz");
+                let head = req.starts_with("head");
+                let reply = if allowed {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        blob.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"berth-test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                };
+                let _ = conn.write_all(reply.as_bytes());
+                if allowed && !head {
+                    let _ = conn.write_all(&blob);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn private_content_goes_only_to_callers_the_registry_would_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = vec![b'p'; 200_000];
+    let digest = berth_tests::sha256(&blob);
+    let registry = private_registry(blob.clone()).to_string();
+    let mirror = Mirror::start_with(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+        &[format!("private = [\"{registry}/team/*\"]")],
+    );
+    let url = format!(
+        "{}/v2/team/secret/blobs/{digest}?ns={registry}",
+        mirror.url()
+    );
+    let good = [("Authorization", "Basic dXNlcjpwYXNz")];
+    let bad = [("Authorization", "Basic bm9ib2R5Om5vcGU=")];
+    // With credentials the registry accepts: served (and now cached).
+    let reply = http("GET", &url, &good, b"");
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == blob);
+    assert!(http("GET", &url, &good, b"").body == blob);
+    // Without, or with wrong ones: refused although the mirror has it, with
+    // the registry's challenge so the client can authenticate.
+    for headers in [&[][..], &bad[..]] {
+        let reply = http("GET", &url, headers, b"");
+        assert_eq!(reply.status, 401, "{headers:?}");
+        assert_eq!(reply.json()["errors"][0]["code"], "UNAUTHORIZED");
+        assert_eq!(
+            reply.header("WWW-Authenticate"),
+            Some("Basic realm=\"berth-test\"")
+        );
+        assert!(reply.body.len() < 1000, "no content in the refusal");
+    }
+    // Peers never get it, whatever they ask.
+    let peer = http(
+        "GET",
+        &format!("{}/v2/berth/peer/blobs/{digest}?local=1", mirror.url()),
+        &[],
+        b"",
+    );
+    assert_eq!(peer.status, 404);
+    // It was cached all along: the refusals were not misses.
+    assert!(
+        std::fs::read_dir(dir.path().join("mirror/blobs/sha256"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy()
+                == digest.trim_start_matches("sha256:"))
+    );
+}
+
 /// A registry that answers every blob GET with `body` (whatever was asked).
 fn lying_registry(body: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
