@@ -255,7 +255,30 @@ async fn dispatch(
             m.cache.mark_private(d);
         }
         let url = format!("{base}/v2/{name}/{what}");
-        if let Err((status, challenge)) = m.upstream.authorize(&url, auth.as_ref()).await {
+        let who = auth.as_ref().map_or_else(String::new, |a| {
+            Digest::sha256(a.as_bytes()).hex().to_owned()
+        });
+        // Per object, not per repository: a caller allowed to read one
+        // repository must not get another's cached blob by asking for its
+        // digest there; the registry answers that per object.
+        let key = (ns.clone(), format!("{name}/{what}"), who);
+        let fresh = m
+            .allowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < crate::AUTH_TTL);
+        let verdict = if fresh {
+            Ok(())
+        } else {
+            m.upstream.authorize(&url, auth.as_ref()).await
+        };
+        if verdict.is_ok() && !fresh {
+            let mut allowed = m.allowed.lock().unwrap_or_else(|e| e.into_inner());
+            allowed.retain(|_, t| t.elapsed() < crate::AUTH_TTL);
+            allowed.insert(key, std::time::Instant::now());
+        }
+        if let Err((status, challenge)) = verdict {
             m.metrics.request("any", "private", "denied");
             let (status, code) = match status {
                 401 => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),

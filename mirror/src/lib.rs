@@ -57,10 +57,18 @@ pub struct Mirror {
     pub downloads: inflight::Downloads,
     /// How other nodes are found.
     pub routing: Arc<dyn routing::Routing>,
+    /// Private-repository reads the registry allowed, by (registry,
+    /// `name/blobs|manifests/ref`, credentials hash), and when: trusted for
+    /// [`AUTH_TTL`].
+    pub allowed:
+        std::sync::Mutex<std::collections::BTreeMap<(String, String, String), std::time::Instant>>,
     /// Peers that sent bytes not matching their digest, and when: skipped
     /// for [`PEER_PENALTY`].
     pub penalised: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
 }
+
+/// How long a registry's "yes" to a private read is trusted.
+pub const AUTH_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a peer that sent wrong bytes is not asked again.
 pub const PEER_PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
@@ -146,6 +154,7 @@ impl Mirror {
             metrics: metrics::Metrics::default(),
             downloads: inflight::Downloads::default(),
             penalised: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            allowed: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 }
