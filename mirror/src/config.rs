@@ -146,6 +146,10 @@ pub struct UpstreamConfig {
     /// How long peers are given to say whether they have a blob,
     /// milliseconds.
     pub peer_probe_ms: u64,
+    /// A peer that has not sent a blob's first bytes this long after being
+    /// asked is left for the next source, milliseconds (the registry gets
+    /// the whole `stall_timeout_ms`: it may redirect to object storage).
+    pub peer_first_byte_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -155,6 +159,7 @@ impl Default for UpstreamConfig {
             manifest_timeout_ms: 10_000,
             stall_timeout_ms: 2_000,
             peer_probe_ms: 300,
+            peer_first_byte_ms: 500,
         }
     }
 }

@@ -263,11 +263,19 @@ async fn download(
     let mut contributors: Vec<String> = current.peer.iter().cloned().collect();
     // Bytes of a whole-blob answer to skip when resuming at `n`.
     let mut skip: u64 = 0;
+    let first_byte = std::time::Duration::from_millis(m.config.upstream.peer_first_byte_ms);
+    // Bytes received from the current source.
+    let mut from_current: u64 = 0;
     loop {
-        let next = match tokio::time::timeout(stall, resp.chunk()).await {
+        let wait = if from_current == 0 && current.label == "peer" {
+            first_byte.min(stall)
+        } else {
+            stall
+        };
+        let next = match tokio::time::timeout(wait, resp.chunk()).await {
             Ok(Ok(chunk)) => Ok(chunk),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no bytes for {stall:?}")),
+            Err(_) => Err(format!("no bytes for {wait:?}")),
         };
         match next {
             Ok(Some(mut chunk)) => {
@@ -282,6 +290,7 @@ async fn download(
                 hasher.update(&chunk);
                 pending.extend_from_slice(&chunk);
                 n += chunk.len() as u64;
+                from_current += chunk.len() as u64;
                 if current.label == "upstream" {
                     m.metrics.upstream_bytes(chunk.len() as u64);
                 }
@@ -322,6 +331,7 @@ async fn download(
                 contributors.extend(f.peer.iter().cloned());
                 resp = r;
                 current = f;
+                from_current = 0;
             }
         }
     }

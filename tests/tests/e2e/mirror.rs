@@ -589,6 +589,11 @@ fn kubelets_cri_pull_honours_the_written_hosts_toml() {
 
 /// A peer that says it has `blob`, sends its first half, then stalls.
 fn stalling_peer(blob: Vec<u8>) -> SocketAddr {
+    stalling_peer_after(blob.clone(), blob.len() / 2)
+}
+
+/// A peer that says it has `blob`, sends `sent` bytes of it, then stalls.
+fn stalling_peer_after(blob: Vec<u8>, sent: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -606,7 +611,7 @@ fn stalling_peer(blob: Vec<u8>) -> SocketAddr {
                 );
                 let _ = conn.write_all(head.as_bytes());
                 if buf[..n].starts_with(b"GET") {
-                    let _ = conn.write_all(&blob[..blob.len() / 2]);
+                    let _ = conn.write_all(&blob[..sent]);
                     let _ = conn.flush();
                     std::thread::sleep(Duration::from_secs(30));
                 }
@@ -653,6 +658,39 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
         upstream <= 1_000_000 + 65_536,
         "resumed with a range: {upstream} bytes from the registry"
     );
+}
+
+#[test]
+fn a_peer_that_never_starts_sending_is_left_within_its_first_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i * 17 % 251) as u8).collect();
+    let digest = put_blob(&server, "team/app", &blob);
+    let registry = server.host();
+    let silent = stalling_peer_after(blob.clone(), 0);
+    let mirror = Mirror::start_with(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+        &[
+            format!("peers = [\"http://{silent}\"]"),
+            // The general stall limit is long: only the first-byte limit
+            // can make this quick.
+            "[upstream]\nstall_timeout_ms = 10000\npeer_probe_ms = 3000\npeer_first_byte_ms = 300"
+                .to_owned(),
+        ],
+    );
+    let began = Instant::now();
+    let reply = http(
+        "GET",
+        &format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url()),
+        &[],
+        b"",
+    );
+    let took = began.elapsed();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == blob);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(metric(&mirror.metrics(), "berth_mirror_resumed_total"), 1);
 }
 
 #[test]
