@@ -150,6 +150,10 @@ pub struct UpstreamConfig {
     /// asked is left for the next source, milliseconds (the registry gets
     /// the whole `stall_timeout_ms`: it may redirect to object storage).
     pub peer_first_byte_ms: u64,
+    /// A peer that has not started sending this long after being asked is
+    /// joined by a second request to the next peer; the first to send wins
+    /// (a hedged request), milliseconds.
+    pub peer_hedge_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -160,6 +164,7 @@ impl Default for UpstreamConfig {
             stall_timeout_ms: 2_000,
             peer_probe_ms: 300,
             peer_first_byte_ms: 500,
+            peer_hedge_ms: 150,
         }
     }
 }

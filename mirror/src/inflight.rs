@@ -266,16 +266,55 @@ async fn download(
     let first_byte = std::time::Duration::from_millis(m.config.upstream.peer_first_byte_ms);
     // Bytes received from the current source.
     let mut from_current: u64 = 0;
+    // A first chunk already taken (by the hedge below).
+    let mut primed: Option<Result<Option<Bytes>, String>> = None;
+    let hedge = std::time::Duration::from_millis(m.config.upstream.peer_hedge_ms);
+    if current.label == "peer" && fallbacks.first().is_some_and(|f| f.label == "peer") {
+        // A hedged request: if this peer has not started within `hedge`,
+        // ask the next one too and keep whichever sends first.
+        match tokio::time::timeout(hedge, resp.chunk()).await {
+            Ok(first) => primed = Some(first.map_err(|e| e.to_string())),
+            Err(_) => {
+                let other = fallbacks.remove(0);
+                match m
+                    .upstream
+                    .blob_from(&other.url, other.auth.as_ref(), 0)
+                    .await
+                {
+                    Ok(mut second) => {
+                        m.metrics.hedged();
+                        tokio::select! {
+                            a = resp.chunk() => {
+                                primed = Some(a.map_err(|e| e.to_string()));
+                                fallbacks.insert(0, other);
+                            }
+                            b = second.chunk() => {
+                                tracing::info!(slow = ?current.peer, fast = ?other.peer, %digest, "hedged: the second peer answered first");
+                                primed = Some(b.map_err(|e| e.to_string()));
+                                contributors.extend(other.peer.iter().cloned());
+                                resp = second;
+                                current = other;
+                            }
+                        }
+                    }
+                    Err(_) => fallbacks.insert(0, other),
+                }
+            }
+        }
+    }
     loop {
         let wait = if from_current == 0 && current.label == "peer" {
             first_byte.min(stall)
         } else {
             stall
         };
-        let next = match tokio::time::timeout(wait, resp.chunk()).await {
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no bytes for {wait:?}")),
+        let next = match primed.take() {
+            Some(first) => first,
+            None => match tokio::time::timeout(wait, resp.chunk()).await {
+                Ok(Ok(chunk)) => Ok(chunk),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no bytes for {wait:?}")),
+            },
         };
         match next {
             Ok(Some(mut chunk)) => {

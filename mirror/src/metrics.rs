@@ -17,6 +17,7 @@ pub struct Metrics {
     upstream_bytes: AtomicU64,
     verify_failures: AtomicU64,
     resumed: AtomicU64,
+    hedged: AtomicU64,
     resolve: Mutex<Histogram>,
 }
 
@@ -68,6 +69,11 @@ impl Metrics {
     /// A download that continued from another source.
     pub fn resumed(&self) {
         self.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A hedged request was sent (a slow peer joined by another).
+    pub fn hedged(&self) {
+        self.hedged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Content that did not match its digest.
@@ -131,6 +137,11 @@ impl Metrics {
             out,
             "# HELP berth_mirror_resumed_total Downloads that continued from another source after a stall or break.\n# TYPE berth_mirror_resumed_total counter\nberth_mirror_resumed_total {}",
             self.resumed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP berth_mirror_hedged_total Slow peers joined by a second request to another peer.\n# TYPE berth_mirror_hedged_total counter\nberth_mirror_hedged_total {}",
+            self.hedged.load(Ordering::Relaxed)
         );
         out
     }

@@ -694,6 +694,40 @@ fn a_peer_that_never_starts_sending_is_left_within_its_first_byte_limit() {
 }
 
 #[test]
+fn a_slow_peer_is_hedged_with_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("registry"), &[]);
+    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i * 19 % 251) as u8).collect();
+    let digest = put_blob(&server, "team/app", &blob);
+    let registry = server.host();
+    let up = [format!("{registry}=http://{registry}")];
+    let a = Mirror::start(&dir.path().join("mirror-a"), &up);
+    let url = |m: &Mirror| format!("{}/v2/team/app/blobs/{digest}?ns={registry}", m.url());
+    assert!(http("GET", &url(&a), &[], b"").body == blob);
+    server.kill9();
+    let silent = stalling_peer_after(blob.clone(), 0);
+    let b = Mirror::start_with(
+        &dir.path().join("mirror-b"),
+        &up,
+        &[
+            format!("peers = [\"http://{silent}\", \"{}\"]", a.url()),
+            // Only the hedge can make this quick: the other limits are long.
+            "[upstream]\nstall_timeout_ms = 10000\npeer_first_byte_ms = 10000\npeer_probe_ms = 3000\npeer_hedge_ms = 100"
+                .to_owned(),
+        ],
+    );
+    let began = Instant::now();
+    let reply = http("GET", &url(&b), &[], b"");
+    let took = began.elapsed();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == blob);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let m = b.metrics();
+    assert_eq!(metric(&m, "berth_mirror_hedged_total"), 1, "{m}");
+    assert_eq!(metric(&m, "berth_mirror_resumed_total"), 0, "{m}");
+}
+
+#[test]
 fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("registry"), &[]);
