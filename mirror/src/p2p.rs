@@ -25,6 +25,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::routing::{BoxFuture, Kind, Provider, Routing};
 
+/// How long a provider record lives.
+const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Every record this node provides is re-announced once per this period,
+/// spread evenly over it.
+const REANNOUNCE: Duration = Duration::from_secs(12 * 3600);
+/// How often a slice of the re-announcements goes out.
+const TICK: Duration = Duration::from_secs(10);
+
 /// The agent-version prefix that carries a node's mirror URL.
 const AGENT: &str = "berth-mirror ";
 
@@ -111,6 +119,11 @@ impl P2p {
             .with_behaviour(|key| {
                 let mut cfg = kad::Config::new(StreamProtocol::new("/berth/kad/1.0.0"));
                 cfg.set_query_timeout(Duration::from_secs(10));
+                // Records live a day; this node re-announces its own in a
+                // steady trickle (below), not all at once on Kademlia's
+                // republish timer.
+                cfg.set_provider_record_ttl(Some(RECORD_TTL));
+                cfg.set_provider_publication_interval(None);
                 let mut kad =
                     kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg);
                 // Private addresses are never "confirmed": serve anyway.
@@ -146,14 +159,35 @@ impl P2p {
                 (oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>),
             > = HashMap::new();
             let mut bootstrapped = false;
+            // What this node provides, re-announced in rotation.
+            let mut provided: Vec<Digest> = Vec::new();
+            let mut seen: HashSet<Digest> = HashSet::new();
+            let mut cursor = 0usize;
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = tick.tick() => {
+                        // ceil(len / (REANNOUNCE / TICK)) per tick: each
+                        // record once per period, no spikes.
+                        let per_tick = provided
+                            .len()
+                            .div_ceil((REANNOUNCE.as_secs() / TICK.as_secs()) as usize);
+                        for _ in 0..per_tick.min(provided.len()) {
+                            cursor %= provided.len();
+                            let _ = swarm.behaviour_mut().kad.start_providing(key(&provided[cursor]));
+                            cursor += 1;
+                        }
+                    }
                     cmd = rx.recv() => match cmd {
                         None => return,
                         Some(Command::Provide(digests)) => {
                             for d in digests {
                                 if let Err(e) = swarm.behaviour_mut().kad.start_providing(key(&d)) {
                                     tracing::warn!(error = %e, "cannot announce a digest");
+                                }
+                                if seen.insert(d.clone()) {
+                                    provided.push(d);
                                 }
                             }
                         }
