@@ -368,7 +368,7 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
         if !req.local {
             if let Some((bytes, media_type)) = peer_manifest(m, d).await {
                 match m.cache.put_manifest(d, &bytes, &media_type) {
-                    Ok(()) => m.routing.provide(std::slice::from_ref(d)),
+                    Ok(()) => m.provide(std::slice::from_ref(d)),
                     Err(e) => tracing::warn!(error = %e, "cannot cache a manifest"),
                 }
                 m.metrics.request("manifest", "peer", "ok");
@@ -399,7 +399,7 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
     match fetched {
         Ok(f) => {
             match m.cache.put_manifest(&f.digest, &f.bytes, &f.media_type) {
-                Ok(()) => m.routing.provide(std::slice::from_ref(&f.digest)),
+                Ok(()) => m.provide(std::slice::from_ref(&f.digest)),
                 Err(e) => tracing::warn!(error = %e, "cannot cache a manifest"),
             }
             if by_digest.is_none() {

@@ -200,7 +200,7 @@ impl Starter {
             let final_state = match outcome {
                 Ok(n) => match m.cache.publish(tmp, &digest, n) {
                     Ok(()) => {
-                        m.routing.provide(std::slice::from_ref(&digest));
+                        m.provide(std::slice::from_ref(&digest));
                         Progress::Done(n)
                     }
                     Err(e) => {

@@ -94,6 +94,12 @@ impl Mirror {
         (owner != me && !self.is_penalised(owner)).then(|| owner.to_owned())
     }
 
+    /// Tell the other nodes this node can now serve `digests`.
+    pub fn provide(&self, digests: &[berth_oci::Digest]) {
+        self.metrics.advertised(digests.len() as u64);
+        self.routing.provide(digests);
+    }
+
     /// Announce what the cache already holds, 256 digests at a time with a
     /// pause between batches, so a restart does not flood the network.
     pub fn announce_cached(self: &Arc<Self>) {
@@ -101,7 +107,7 @@ impl Mirror {
         tokio::spawn(async move {
             let digests = m.cache.digests();
             for batch in digests.chunks(256) {
-                m.routing.provide(batch);
+                m.provide(batch);
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });

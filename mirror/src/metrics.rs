@@ -18,6 +18,7 @@ pub struct Metrics {
     verify_failures: AtomicU64,
     resumed: AtomicU64,
     hedged: AtomicU64,
+    advertised: AtomicU64,
     resolve: Mutex<Histogram>,
 }
 
@@ -69,6 +70,11 @@ impl Metrics {
     /// A download that continued from another source.
     pub fn resumed(&self) {
         self.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` digests announced to the other nodes.
+    pub fn advertised(&self, n: u64) {
+        self.advertised.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A hedged request was sent (a slow peer joined by another).
@@ -142,6 +148,11 @@ impl Metrics {
             out,
             "# HELP berth_mirror_hedged_total Slow peers joined by a second request to another peer.\n# TYPE berth_mirror_hedged_total counter\nberth_mirror_hedged_total {}",
             self.hedged.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP berth_mirror_advertised_total Digests announced to the other nodes (routing).\n# TYPE berth_mirror_advertised_total counter\nberth_mirror_advertised_total {}",
+            self.advertised.load(Ordering::Relaxed)
         );
         out
     }

@@ -75,7 +75,11 @@ fn transport(
     psk: Option<[u8; 32]>,
 ) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let noise = noise::Config::new(keypair).map_err(io::Error::other)?;
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    // /dns4/… bootstrap addresses (a headless Service) resolve through the
+    // system resolver.
+    let tcp = libp2p::dns::tokio::Transport::system(tcp::tokio::Transport::new(
+        tcp::Config::default().nodelay(true),
+    ))?;
     let t = match psk {
         Some(psk) => tcp
             .and_then(move |socket, _| {
@@ -345,6 +349,33 @@ mod tests {
             .map(|n| n.clone() as Arc<dyn Routing>)
             .collect();
         conformance(&dyn_nodes, &urls).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_join_through_a_dns_name() {
+        let local: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let first = Arc::new(
+            P2p::start("http://node0:5001", local.clone(), vec![], None)
+                .await
+                .unwrap(),
+        );
+        let port = first
+            .listen_addr
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap();
+        // What a headless Service name gives: resolved by the system
+        // resolver (here from /etc/hosts).
+        let by_name: Multiaddr = format!("/dns4/localhost/tcp/{port}").parse().unwrap();
+        let second = Arc::new(
+            P2p::start("http://node1:5001", local, vec![by_name], None)
+                .await
+                .unwrap(),
+        );
+        assert!(settle(&[first, second], 1).await, "joined through the name");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
