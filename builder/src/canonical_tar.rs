@@ -48,6 +48,16 @@ pub enum TarError {
     Changed(PathBuf),
 }
 
+/// The names in directory `src`, sorted bytewise.
+fn sorted_children(src: &Path) -> Result<Vec<std::ffi::OsString>, TarError> {
+    let mut children = Vec::new();
+    for e in fs::read_dir(src).map_err(io_err("list", src))? {
+        children.push(e.map_err(io_err("list", src))?.file_name());
+    }
+    children.sort();
+    Ok(children)
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TarError + 'a {
     move |source| TarError::Io {
         op,
@@ -214,12 +224,7 @@ impl LayerEntries {
                 owner: None,
             },
         )?;
-        let mut children = Vec::new();
-        for e in fs::read_dir(src).map_err(io_err("list", src))? {
-            let e = e.map_err(io_err("list", src))?;
-            children.push(e.file_name());
-        }
-        children.sort();
+        let children = sorted_children(src)?;
         use std::os::unix::ffi::OsStrExt;
         for name in children {
             let mut d = dst.clone();
@@ -250,12 +255,7 @@ impl LayerEntries {
     }
 
     fn link_tree(&mut self, src: &Path, target: &[u8], dst: Vec<u8>) -> Result<(), TarError> {
-        let mut children = Vec::new();
-        for e in fs::read_dir(src).map_err(io_err("list", src))? {
-            let e = e.map_err(io_err("list", src))?;
-            children.push(e.file_name());
-        }
-        children.sort();
+        let children = sorted_children(src)?;
         use std::os::unix::ffi::OsStrExt;
         for name in children {
             let mut d = dst.clone();

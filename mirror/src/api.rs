@@ -234,13 +234,13 @@ async fn dispatch(
     let fetch = params.fetch.is_some();
     // Private content: never to peers; to anyone else only if the registry
     // says this caller may read it.
-    let (name, what) = match &target {
-        Target::Manifest { name, reference } => (name, format!("manifests/{reference}")),
-        Target::Blob { name, digest } => (name, format!("blobs/{digest}")),
-    };
-    let digest_of = match &target {
-        Target::Manifest { reference, .. } => reference.parse::<Digest>().ok(),
-        Target::Blob { digest, .. } => Some(digest.clone()),
+    let (name, what, digest_of) = match &target {
+        Target::Manifest { name, reference } => (
+            name,
+            format!("manifests/{reference}"),
+            reference.parse::<Digest>().ok(),
+        ),
+        Target::Blob { name, digest } => (name, format!("blobs/{digest}"), Some(digest.clone())),
     };
     if local {
         if digest_of.as_ref().is_some_and(|d| m.cache.is_private(d)) {
@@ -297,34 +297,23 @@ async fn dispatch(
             return resp;
         }
     }
-    match target {
-        Target::Manifest { name, reference } => {
-            let req = Req {
-                base: &base,
-                ns: &ns,
-                name: &name,
-                auth: auth.as_ref(),
-                head,
-                local,
-                fetch,
-            };
-            manifest(&m, &req, &reference, &headers).await
-        }
-        Target::Blob { name, digest } => {
+    let req = Req {
+        base: &base,
+        ns: &ns,
+        name,
+        auth: auth.as_ref(),
+        head,
+        local,
+        fetch,
+    };
+    match &target {
+        Target::Manifest { reference, .. } => manifest(&m, &req, reference, &headers).await,
+        Target::Blob { digest, .. } => {
             let range = headers
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let req = Req {
-                base: &base,
-                ns: &ns,
-                name: &name,
-                auth: auth.as_ref(),
-                head,
-                local,
-                fetch,
-            };
-            blob(&m, &req, &digest, range.as_deref()).await
+            blob(&m, &req, digest, range.as_deref()).await
         }
     }
 }

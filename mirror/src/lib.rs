@@ -121,17 +121,6 @@ impl Mirror {
             .get(peer)
             .is_some_and(|t| t.elapsed() <= PEER_PENALTY)
     }
-
-    /// Peers not under penalty.
-    pub fn good_peers(&self) -> Vec<String> {
-        let p = self.penalised.lock().unwrap_or_else(|e| e.into_inner());
-        self.config
-            .peers
-            .iter()
-            .filter(|peer| p.get(*peer).is_none_or(|t| t.elapsed() > PEER_PENALTY))
-            .cloned()
-            .collect()
-    }
 }
 
 impl Mirror {

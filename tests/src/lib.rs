@@ -316,6 +316,45 @@ pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// A `podman` command with its storage under `root` (vfs; runc with
+/// cgroupfs, which work in this sandbox).
+pub fn podman(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(require("podman"));
+    c.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .args(args);
+    c
+}
+
+/// Run `image` once with podman (storage under `root`, no network) and
+/// return what it printed.
+pub fn podman_run(root: &Path, image: &str) -> String {
+    run_text(&mut podman(
+        root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            image,
+        ],
+    ))
+}
+
 /// A containerd of the test's own: own root, state, socket, native
 /// snapshotter, no CRI.
 pub struct Containerd {

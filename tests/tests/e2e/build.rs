@@ -133,23 +133,7 @@ fn a_nix_closure_becomes_an_image_that_podman_runs() {
 
     // podman runs it (runc with cgroupfs works in this sandbox).
     let root = dir.path().join("podman");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(root.join("root"))
-            .arg("--runroot")
-            .arg(root.join("run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--runtime",
-                "runc",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(args);
-        c
-    };
+    let podman = |args: &[&str]| berth_tests::podman(&root, args);
     // The Docker archive loads with podman under the name it carries, and
     // the OCI archive reads back with skopeo.
     let docker = dir.path().join("image.tar");
@@ -173,17 +157,7 @@ fn a_nix_closure_becomes_an_image_that_podman_runs() {
     ]));
     assert!(loaded.contains("berth-e2e/app:v1"), "{loaded}");
     let image = "berth-e2e/app:v1".to_owned();
-    let printed = run_text(&mut podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &image,
-    ]));
+    let printed = berth_tests::podman_run(&root, &image);
     assert!(printed.contains("liba says hi\napp ran"), "{printed}");
     run(&mut podman(&["rmi", "--all", "--force"]));
 
@@ -219,17 +193,7 @@ fn a_nix_closure_becomes_an_image_that_podman_runs() {
         raw_tar.to_str().unwrap(),
     ]));
     assert!(loaded.contains("berth-e2e/app:raw"), "{loaded}");
-    let printed = run_text(&mut podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "berth-e2e/app:raw",
-    ]));
+    let printed = berth_tests::podman_run(&root, "berth-e2e/app:raw");
     assert!(printed.contains("liba says hi\napp ran"), "{printed}");
     run(&mut podman(&["rmi", "--all", "--force"]));
 

@@ -130,8 +130,11 @@ fn hosts_dir(dir: &Path, registry: &str, mirror: &Mirror) -> PathBuf {
     hosts
 }
 
-fn pull(cd: &Containerd, hosts: &Path, image: &str) -> std::process::Output {
-    cd.ctr()
+/// Pull `image` into `cd` with `hosts` as its hosts directory; it must
+/// succeed.
+fn pull_ok(cd: &Containerd, hosts: &Path, image: &str) {
+    let out = cd
+        .ctr()
         .args([
             "images",
             "pull",
@@ -143,7 +146,12 @@ fn pull(cd: &Containerd, hosts: &Path, image: &str) -> std::process::Output {
         .arg(hosts)
         .arg(image)
         .output()
-        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -165,12 +173,7 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
     // Node 1: a cold pull; the mirror fetches every blob once.
     let before = sent(&server);
     let cd1 = Containerd::start(&dir.path().join("cd1"));
-    let out = pull(&cd1, &hosts, &image);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull_ok(&cd1, &hosts, &image);
     let first = sent(&server) - before;
     let m = mirror.metrics();
     assert!(
@@ -186,12 +189,7 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
 
     // Node 2: the same image, served from the mirror's cache.
     let cd2 = Containerd::start(&dir.path().join("cd2"));
-    let out = pull(&cd2, &hosts, &image);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull_ok(&cd2, &hosts, &image);
     assert_eq!(
         sent(&server) - before,
         first,
@@ -208,12 +206,7 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
     // verified answer, the blobs from the cache.
     server.kill9();
     let cd3 = Containerd::start(&dir.path().join("cd3"));
-    let out = pull(&cd3, &hosts, &image);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pull_ok(&cd3, &hosts, &image);
     assert!(run_text(cd3.ctr().args(["images", "ls"])).contains(&want));
     let m = mirror.metrics();
     assert!(
@@ -245,30 +238,20 @@ fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() 
     // Node A pulls from the registry through its mirror.
     let before = sent(&server);
     let cd_a = Containerd::start(&dir.path().join("cd-a"));
-    let out = pull(
+    pull_ok(
         &cd_a,
         &hosts_dir(&dir.path().join("a"), &registry, &a),
         &image,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let first = sent(&server) - before;
     assert!(first >= 3 * 250_000);
 
     // Node B: the tag from the registry, every blob from node A.
     let cd_b = Containerd::start(&dir.path().join("cd-b"));
-    let out = pull(
+    pull_ok(
         &cd_b,
         &hosts_dir(&dir.path().join("b"), &registry, &b),
         &image,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(run_text(cd_b.ctr().args(["images", "ls"])).contains(&want));
     assert_eq!(
@@ -288,15 +271,10 @@ fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() 
     let c = Mirror::start_with(&dir.path().join("mirror-c"), &up, &[peers]);
     let cd_c = Containerd::start(&dir.path().join("cd-c"));
     let by_digest = format!("{registry}/e2e/peered@{want}");
-    let out = pull(
+    pull_ok(
         &cd_c,
         &hosts_dir(&dir.path().join("c"), &registry, &c),
         &by_digest,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let mc = c.metrics();
     assert!(
@@ -364,29 +342,19 @@ fn nodes_find_each_others_blobs_through_libp2p() {
     }
     // Node A pulls through its mirror, which announces what it cached.
     let cd_a = Containerd::start(&dir.path().join("cd-a"));
-    let out = pull(
+    pull_ok(
         &cd_a,
         &hosts_dir(&dir.path().join("a"), &registry, &a),
         &image,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let sent = registry_blob_bytes;
     let after_a = sent(&server);
     // Node B: every blob found through the DHT at node A.
     let cd_b = Containerd::start(&dir.path().join("cd-b"));
-    let out = pull(
+    pull_ok(
         &cd_b,
         &hosts_dir(&dir.path().join("b"), &registry, &b),
         &image,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(run_text(cd_b.ctr().args(["images", "ls"])).contains(&want));
     assert_eq!(
@@ -521,12 +489,7 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
             let (barrier, image) = (&barrier, &image);
             s.spawn(move || {
                 barrier.wait();
-                let out = pull(cd, hosts, image);
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                pull_ok(cd, hosts, image);
             });
         }
     });

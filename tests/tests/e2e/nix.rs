@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_tests::{berth_bin, require, run, run_text};
+use berth_tests::{berth_bin, podman, require, run, run_text};
 use serde_json::Value;
 
 const NIX_HINT: &str =
@@ -48,24 +48,6 @@ fn busybox_dir(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(bbdir.join("bin")).unwrap();
     std::fs::copy(busybox, bbdir.join("bin/busybox")).unwrap();
     bbdir
-}
-
-fn podman(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(require("podman"));
-    c.arg("--root")
-        .arg(root.join("root"))
-        .arg("--runroot")
-        .arg(root.join("run"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-        ])
-        .args(args);
-    c
 }
 
 #[test]
@@ -208,20 +190,7 @@ in rec {{
         &root,
         &["load", "--quiet", "-i", archive.to_str().unwrap()],
     ));
-    let printed = run_text(&mut podman(
-        &root,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "berth-e2e/nixlib:1",
-        ],
-    ));
+    let printed = berth_tests::podman_run(&root, "berth-e2e/nixlib:1");
     run(&mut podman(&root, &["rmi", "--all", "--force"]));
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(lines[0], "liba says hi", "{printed}");
