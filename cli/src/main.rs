@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod bump;
 mod logging;
 mod mirror;
 mod progress;
@@ -30,6 +31,9 @@ enum Command {
     /// Run the node mirror containerd pulls through (verified pull-through
     /// cache of the mirrored registries).
     Mirror(mirror::MirrorArgs),
+    /// Pin image digests in a GitOps checkout (changing nothing else), and
+    /// optionally push a branch and open or update a pull request.
+    Bump(bump::BumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Build(args) => build::run(args),
         Command::Mirror(args) => mirror::run(args),
+        Command::Bump(args) => bump::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

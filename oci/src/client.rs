@@ -328,7 +328,13 @@ impl Client {
         } else {
             "https"
         };
-        format!("{scheme}://{registry}")
+        // Docker Hub's API is not at its name.
+        let host = if registry == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        format!("{scheme}://{host}")
     }
 
     fn absolute(&self, registry: &str, location: &str) -> String {
@@ -488,13 +494,26 @@ impl Client {
 
     /// The digest of the manifest `reference` (tag or digest) of `repo`,
     /// or `None` if the registry has no such manifest. The digest is
-    /// computed from the bytes served, not taken from a header.
+    /// computed from the bytes served, not taken from a header; for a
+    /// multi-architecture image it is the index's digest.
     pub fn manifest_digest(
         &self,
         registry: &str,
         repo: &str,
         reference: &str,
     ) -> Result<Option<Digest>, ClientError> {
+        Ok(self.manifest(registry, repo, reference)?.map(|m| m.2))
+    }
+
+    /// The manifest `reference` (tag or digest) of `repo`: its media type,
+    /// bytes and digest (computed; checked against `reference` when that
+    /// is a digest), or `None` if the registry has no such manifest.
+    pub fn manifest(
+        &self,
+        registry: &str,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(String, Vec<u8>, Digest)>, ClientError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
         let scope = format!("repository:{repo}:pull");
         let accept = crate::media_type::MANIFEST_TYPES.join(", ");
@@ -509,6 +528,7 @@ impl Client {
         if r.status() == 404 {
             return Ok(None);
         }
+        let media_type = r.content_type().to_owned();
         let mut bytes = Vec::new();
         r.into_reader()
             .take(16 << 20)
@@ -517,10 +537,57 @@ impl Client {
                 registry: registry.to_owned(),
                 cause: e.to_string(),
             })?;
-        let algorithm = reference
-            .parse::<Digest>()
+        let wanted = reference.parse::<Digest>().ok();
+        let algorithm = wanted
+            .as_ref()
             .map_or(crate::digest::Algorithm::Sha256, |d| d.algorithm());
-        Ok(Some(algorithm.digest(&bytes)))
+        let digest = algorithm.digest(&bytes);
+        if wanted.is_some_and(|w| w != digest) {
+            return Err(ClientError::Status {
+                status: 200,
+                method: "GET",
+                url,
+                body: format!("the registry served a manifest whose digest is {digest}"),
+            });
+        }
+        Ok(Some((media_type, bytes, digest)))
+    }
+
+    /// Blob `digest` of `repo`, at most `max` bytes, verified.
+    pub fn blob(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
+        let scope = format!("repository:{repo}:pull");
+        let call = Call {
+            method: "GET",
+            registry,
+            url: &url,
+            scope: &scope,
+            headers: &[],
+        };
+        let r = self.send(&call, Body::Empty, &[200])?;
+        let mut bytes = Vec::new();
+        r.into_reader()
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ClientError::Unreachable {
+                registry: registry.to_owned(),
+                cause: e.to_string(),
+            })?;
+        if bytes.len() as u64 > max || digest.algorithm().digest(&bytes) != *digest {
+            return Err(ClientError::Status {
+                status: 200,
+                method: "GET",
+                url,
+                body: "the blob is larger than allowed or does not match its digest".into(),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Whether `repo` holds blob `digest`.

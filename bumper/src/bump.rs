@@ -1,0 +1,454 @@
+//! One bump, start to end: scan the checkout (or, for pull requests, a
+//! fresh worktree of the remote base branch), decide the digests (given,
+//! or resolved from each reference's tag), check with the registry that
+//! they exist, then write the files in place, or commit them on one fixed
+//! branch per target (or per group), push with a lease, and upsert the
+//! pull request; pull requests a newer bump supersedes are closed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_oci::Digest;
+
+use crate::forge::{Forge, Upsert};
+use crate::git::{self, Identity, Worktree};
+use crate::registry::{Labels, Registries};
+use crate::{BumpError, Change, FileRefs, Plan, Skipped, Target, Unpinnable, scan_repo};
+
+/// Where and how to open pull requests.
+#[derive(Debug, Clone)]
+pub struct PrOptions {
+    /// Git remote name or URL.
+    pub remote: String,
+    /// Branch the pull requests go into.
+    pub base: String,
+    /// Prefix of the bump branches (`berth/bump/`).
+    pub prefix: String,
+    /// Put every target on one branch `<prefix>group/<name>`.
+    pub group: Option<String>,
+    /// The forge; `None` pushes branches only.
+    pub forge: Option<Forge>,
+    /// Who commits.
+    pub identity: Identity,
+}
+
+/// What to bump.
+#[derive(Debug)]
+pub struct Options {
+    /// The GitOps checkout.
+    pub repo: PathBuf,
+    /// `--set IMAGE=DIGEST` pairs.
+    pub sets: Vec<(Target, Digest)>,
+    /// Resolve every tagged reference's digest from its registry.
+    pub resolve: bool,
+    /// Registries to check and resolve against; `None` is `--offline`.
+    pub registries: Option<Registries>,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// Push branches and open pull requests instead of editing the checkout.
+    pub pr: Option<PrOptions>,
+}
+
+/// What one branch got.
+#[derive(Debug, Clone)]
+pub struct BranchOutcome {
+    /// The branch.
+    pub branch: String,
+    /// Whether a commit was pushed (false: the branch already had it).
+    pub pushed: bool,
+    /// The pull request.
+    pub pr: Option<Upsert>,
+    /// Pull requests closed.
+    pub closed: Vec<u64>,
+    /// Why nothing was done, if so.
+    pub note: Option<String>,
+}
+
+/// What a bump did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The targets and their digests.
+    pub targets: Vec<(Target, Digest)>,
+    /// References changed (or that would be).
+    pub changes: Vec<Change>,
+    /// References already at their digest.
+    pub unchanged: usize,
+    /// References matched but impossible to pin.
+    pub unpinnable: Vec<Unpinnable>,
+    /// Files not scanned.
+    pub skipped: Vec<Skipped>,
+    /// `--resolve` references whose digest could not be found, and why.
+    pub unresolved: Vec<(String, String)>,
+    /// Files written (without `--pr`).
+    pub written: Vec<PathBuf>,
+    /// Branches (with `--pr`).
+    pub branches: Vec<BranchOutcome>,
+}
+
+/// Run a bump.
+pub fn run(opts: &Options) -> Result<Report, BumpError> {
+    let worktree = match &opts.pr {
+        Some(pr) => Some(Worktree::new(&opts.repo, &pr.remote, &pr.base)?),
+        None => None,
+    };
+    let root = worktree
+        .as_ref()
+        .map_or(opts.repo.as_path(), |w| w.dir.as_path());
+    let (files, skipped) = scan_repo(root)?;
+    let mut report = Report {
+        skipped,
+        ..Report::default()
+    };
+    report.targets = if opts.resolve {
+        let Some(regs) = &opts.registries else {
+            return Err(BumpError::Target {
+                image: "--resolve".into(),
+                message: "resolving tags needs the registry; drop --offline".into(),
+            });
+        };
+        resolve_all(&files, regs, &mut report.unresolved)
+    } else {
+        opts.sets.clone()
+    };
+    let plan = Plan::new(&files, &report.targets);
+    if let Some(regs) = &opts.registries {
+        if !opts.resolve {
+            check_exist(&plan, &report.targets, regs)?;
+        }
+    }
+    report.unchanged = plan.unchanged;
+    report.unpinnable = plan.unpinnable.clone();
+    report.changes = plan.changes.clone();
+    if opts.dry_run {
+        return Ok(report);
+    }
+    match (&opts.pr, &worktree) {
+        (Some(pr), Some(wt)) => {
+            let labels = labels(&plan, &report.targets, opts.registries.as_ref());
+            report.branches = publish(pr, wt, &files, &plan, &report.targets, &labels)?;
+        }
+        _ => {
+            for (path, text) in plan.render(&files)? {
+                write_atomic(&root.join(&path), &text)?;
+                report.written.push(path);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The digest of every tagged reference, by tag.
+fn resolve_all(
+    files: &[FileRefs],
+    regs: &Registries,
+    unresolved: &mut Vec<(String, String)>,
+) -> Vec<(Target, Digest)> {
+    let mut seen = BTreeMap::new();
+    for f in files {
+        for r in &f.refs {
+            if r.tag.is_some() && r.unpinnable().is_none() {
+                seen.entry(r.reference.to_string())
+                    .or_insert_with(|| r.reference.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, reference) in seen {
+        match regs.resolve(&reference) {
+            Ok(Some(d)) => match Target::parse(&name) {
+                Ok(t) => out.push((t, d)),
+                Err(e) => unresolved.push((name, e.to_string())),
+            },
+            Ok(None) => unresolved.push((name, "the registry has no such tag".into())),
+            Err(e) => unresolved.push((name, e.to_string())),
+        }
+    }
+    out
+}
+
+fn check_exist(
+    plan: &Plan,
+    targets: &[(Target, Digest)],
+    regs: &Registries,
+) -> Result<(), BumpError> {
+    let mut checked = std::collections::HashSet::new();
+    for c in &plan.changes {
+        let (t, d) = &targets[c.target];
+        if !checked.insert(c.target) {
+            continue;
+        }
+        if !regs.exists(t.reference(), d)? {
+            return Err(BumpError::Missing {
+                image: t.image.clone(),
+                digest: d.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn labels(
+    plan: &Plan,
+    targets: &[(Target, Digest)],
+    regs: Option<&Registries>,
+) -> BTreeMap<usize, Labels> {
+    let mut out = BTreeMap::new();
+    let Some(regs) = regs else { return out };
+    for c in &plan.changes {
+        out.entry(c.target).or_insert_with(|| {
+            let (t, d) = &targets[c.target];
+            regs.labels(t.reference(), d)
+        });
+    }
+    out
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), BumpError> {
+    let io = |e| BumpError::Io {
+        path: path.to_owned(),
+        source: e,
+    };
+    let perms = std::fs::metadata(path).map_err(io)?.permissions();
+    let tmp = path.with_extension("berth-tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::set_permissions(&tmp, perms).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The marker in a pull request body listing its targets.
+const MARKER: &str = "<!-- berth-bump:";
+
+fn slug(image: &str) -> String {
+    image.replace(':', "-").replace("..", "-")
+}
+
+fn publish(
+    pr: &PrOptions,
+    wt: &Worktree,
+    files: &[FileRefs],
+    plan: &Plan,
+    targets: &[(Target, Digest)],
+    labels: &BTreeMap<usize, Labels>,
+) -> Result<Vec<BranchOutcome>, BumpError> {
+    let groups: Vec<(String, Vec<usize>)> = match &pr.group {
+        Some(g) => vec![(
+            format!("{}group/{}", pr.prefix, slug(g)),
+            (0..targets.len()).collect(),
+        )],
+        None => targets
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| (format!("{}{}", pr.prefix, slug(&t.image)), vec![i]))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for (branch, members) in groups {
+        if !git::valid_branch(&wt.dir, &branch) {
+            return Err(BumpError::Git {
+                command: "check-ref-format".into(),
+                message: format!(
+                    "{branch:?} is not a valid branch name; change --branch-prefix or --group"
+                ),
+            });
+        }
+        let sub = plan.for_targets(&members);
+        let outcome = publish_one(pr, wt, files, &sub, targets, &members, labels, &branch)?;
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)] // reason: one call site, each argument a distinct input
+fn publish_one(
+    pr: &PrOptions,
+    wt: &Worktree,
+    files: &[FileRefs],
+    plan: &Plan,
+    targets: &[(Target, Digest)],
+    members: &[usize],
+    labels: &BTreeMap<usize, Labels>,
+    branch: &str,
+) -> Result<BranchOutcome, BumpError> {
+    let mut outcome = BranchOutcome {
+        branch: branch.to_owned(),
+        pushed: false,
+        pr: None,
+        closed: Vec::new(),
+        note: None,
+    };
+    if plan.changes.is_empty() {
+        // The base already says this: an open bump PR is stale.
+        if let Some(forge) = &pr.forge {
+            if let Some(open) = forge.open_pulls()?.into_iter().find(|p| p.head == branch) {
+                forge.close(
+                    open.number,
+                    &format!("Closed by berth: `{}` already pins these digests.", pr.base),
+                )?;
+                outcome.closed.push(open.number);
+            }
+        }
+        outcome.note = Some("nothing to change".into());
+        return Ok(outcome);
+    }
+    wt.reset()?;
+    let rendered = plan.render(files)?;
+    let mut paths = Vec::new();
+    for (path, text) in &rendered {
+        write_atomic(&wt.dir.join(path), text)?;
+        paths.push(path.clone());
+    }
+    let (title, message) = describe(plan, targets);
+    let tree = wt.commit(&paths, &message, &pr.identity)?;
+    let remote = git::remote_branch(&wt.dir, &pr.remote, branch)?;
+    match &remote {
+        Some(rb) if rb.committer != pr.identity.email => {
+            outcome.note = Some(format!(
+                "{branch} has a commit by {} on top; not overwriting it (delete the branch to let berth take it back)",
+                rb.committer
+            ));
+            return Ok(outcome);
+        }
+        Some(rb) if rb.tree == tree && rb.parent == wt.base => {}
+        _ => {
+            git::push_with_lease(
+                &wt.dir,
+                &pr.remote,
+                branch,
+                remote.as_ref().map(|r| r.commit.as_str()),
+            )?;
+            outcome.pushed = true;
+        }
+    }
+    if let Some(forge) = &pr.forge {
+        let body = body(plan, targets, members, labels);
+        let up = forge.upsert(branch, &pr.base, &title, &body)?;
+        outcome.pr = Some(up);
+        // Close older bump PRs whose every target this one covers.
+        let mine: Vec<&Target> = members.iter().map(|i| &targets[*i].0).collect();
+        for open in forge.open_pulls()? {
+            if open.head == branch || !open.head.starts_with(&pr.prefix) {
+                continue;
+            }
+            let Some(theirs) = marker_targets(&open.body) else {
+                continue;
+            };
+            let covered = !theirs.is_empty()
+                && theirs.iter().all(|t| {
+                    mine.iter().any(|m| {
+                        m.reference().registry() == t.reference().registry()
+                            && m.reference().repository() == t.reference().repository()
+                            && m.reference()
+                                .tag()
+                                .is_none_or(|tag| t.reference().tag() == Some(tag))
+                    })
+                });
+            if covered {
+                forge.close(open.number, &format!("Superseded by #{}.", up.number()))?;
+                outcome.closed.push(open.number);
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn marker_targets(body: &str) -> Option<Vec<Target>> {
+    let rest = &body[body.find(MARKER)? + MARKER.len()..];
+    let list = &rest[..rest.find("-->")?];
+    list.split_whitespace()
+        .map(|s| Target::parse(s).ok())
+        .collect()
+}
+
+fn short(d: &Digest) -> String {
+    let s = d.to_string();
+    s.chars().take(s.find(':').map_or(0, |i| i + 13)).collect()
+}
+
+/// A row of the summary: image, tag, old digest, new digest.
+type Row = (String, Option<String>, Option<String>, String);
+/// Where a row's references are: file, line, target.
+type Places = Vec<(PathBuf, usize, usize)>;
+
+/// One row per image, tag and old digest.
+fn rows(plan: &Plan) -> BTreeMap<Row, Places> {
+    let mut rows: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for c in &plan.changes {
+        rows.entry((
+            c.name.clone(),
+            c.tag.clone(),
+            c.old.as_ref().map(|d| d.to_string()),
+            c.new.to_string(),
+        ))
+        .or_default()
+        .push((c.file.clone(), c.line, c.target));
+    }
+    rows
+}
+
+fn describe(plan: &Plan, targets: &[(Target, Digest)]) -> (String, String) {
+    let mut names: Vec<&str> = plan
+        .changes
+        .iter()
+        .map(|c| targets[c.target].0.image.as_str())
+        .collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    let title = match names.as_slice() {
+        [one] => format!(
+            "Bump {one} to {}",
+            short(&targets[plan.changes[0].target].1)
+        ),
+        many => format!("Bump {} images", many.len()),
+    };
+    let mut msg = format!("{title}\n\n");
+    for ((name, tag, old, new), places) in rows(plan) {
+        let tag = tag.map(|t| format!(":{t}")).unwrap_or_default();
+        msg.push_str(&format!(
+            "{name}{tag}: {} -> {new}\n",
+            old.as_deref().unwrap_or("(none)")
+        ));
+        for (file, line, _) in places {
+            msg.push_str(&format!("  {}:{line}\n", file.display()));
+        }
+    }
+    (title, msg)
+}
+
+fn body(
+    plan: &Plan,
+    targets: &[(Target, Digest)],
+    members: &[usize],
+    labels: &BTreeMap<usize, Labels>,
+) -> String {
+    let mut b = String::from(
+        "berth pinned these images to new digests. Only the digests changed; every other byte of every file is as it was.\n\n\
+         | image | tag | old digest | new digest | source | revision |\n|---|---|---|---|---|---|\n",
+    );
+    for ((name, tag, old, new), places) in rows(plan) {
+        let l = labels.get(&places[0].2).cloned().unwrap_or_default();
+        let old = old.map_or("(none)".to_owned(), |o| format!("`{o}`"));
+        let source = l.source.map_or("".to_owned(), |s| format!("[source]({s})"));
+        let rev = l.revision.map_or("".to_owned(), |r| format!("`{r}`"));
+        b.push_str(&format!(
+            "| `{name}` | {} | {old} | `{new}` | {source} | {rev} |\n",
+            tag.map_or("".to_owned(), |t| format!("`{t}`"))
+        ));
+    }
+    b.push_str("\nFiles:\n");
+    let mut places: Vec<(PathBuf, usize)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.file.clone(), c.line))
+        .collect();
+    places.sort();
+    for (file, line) in places {
+        b.push_str(&format!("- `{}` line {line}\n", file.display()));
+    }
+    let list: Vec<String> = members
+        .iter()
+        .map(|i| targets[*i].0.reference().to_string())
+        .collect();
+    b.push_str(&format!("\n{MARKER} {} -->\n", list.join(" ")));
+    b
+}
