@@ -10,8 +10,8 @@
 //! - entries of an `images:` list with `name` and `newName`/`newTag`/
 //!   `digest`: kustomize (kustomization.yaml, Flux `Kustomization.spec`);
 //! - strings in `kustomize.images` (Argo CD: `[alias=]name[:tag][@digest]`);
-//! - literal block scalars under `values`/`valuesContent` (Argo CD inline
-//!   `helm.values`, k3s HelmChart) are parsed as YAML and searched too.
+//! - literal block scalars that hold YAML (Argo CD inline `helm.values`,
+//!   k3s HelmChart `valuesContent`, Talos patches) are parsed and searched.
 
 use std::collections::HashSet;
 
@@ -230,6 +230,9 @@ impl<'a> Finder<'a> {
                     self.walk(item, path);
                 }
             }
+            // YAML inside a literal block (Argo CD `helm.values: |`, k3s
+            // `valuesContent`, Talos patches) is searched too.
+            Node::Scalar(s) if self.block.is_none() => self.block_values(s),
             Node::Scalar(_) | Node::Alias(_) => {}
         }
     }
@@ -257,11 +260,6 @@ impl<'a> Finder<'a> {
             let value = self.stream.resolve(v);
             match value {
                 Node::Scalar(s) if is_image_key(key) => self.image_string(s, Form::Image, ""),
-                Node::Scalar(s)
-                    if (key == "values" || key == "valuesContent") && self.block.is_none() =>
-                {
-                    self.block_values(s)
-                }
                 Node::Seq(items) if key == "images" && parent == Some("kustomize") => {
                     for item in items {
                         if let Some(s) = self.scalar(item) {

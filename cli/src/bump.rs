@@ -25,7 +25,7 @@ pub(crate) struct BumpArgs {
     #[arg(
         long = "set",
         value_name = "IMAGE=DIGEST",
-        required_unless_present = "resolve"
+        required_unless_present_any = ["resolve", "list"]
     )]
     sets: Vec<String>,
     /// Pin every tagged reference to the digest its tag has now.
@@ -35,6 +35,10 @@ pub(crate) struct BumpArgs {
     /// of reach).
     #[arg(long, conflicts_with = "resolve")]
     offline: bool,
+    /// List every image reference found (file:line, form, reference,
+    /// whether it can be pinned) and exit.
+    #[arg(long, conflicts_with_all = ["sets", "resolve", "pr"])]
+    list: bool,
     /// Print what would change; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -82,6 +86,35 @@ pub(crate) struct BumpArgs {
 }
 
 pub(crate) fn run(args: BumpArgs) -> Result<()> {
+    if args.list {
+        let (files, skipped) = berth_bumper::scan_repo(&args.repo)?;
+        for f in &files {
+            for r in &f.refs {
+                let tag = r
+                    .tag
+                    .as_deref()
+                    .map(|t| format!(":{t}"))
+                    .unwrap_or_default();
+                let digest = r
+                    .digest
+                    .as_ref()
+                    .map(|d| format!("@{d}"))
+                    .unwrap_or_default();
+                let pin = r.unpinnable().unwrap_or("pinnable");
+                println!(
+                    "{}:{}\t{}\t{}{tag}{digest}\t{pin}",
+                    f.path.display(),
+                    r.line,
+                    r.form.as_str(),
+                    r.name
+                );
+            }
+        }
+        for s in skipped {
+            eprintln!("skipped {}: {}", s.path.display(), s.reason);
+        }
+        return Ok(());
+    }
     let mut sets = Vec::new();
     for s in &args.sets {
         let (image, digest) = s.split_once('=').with_context(|| {

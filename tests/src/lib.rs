@@ -9,11 +9,13 @@
 //! Tests here reach nothing but 127.0.0.0/8 and network namespaces they
 //! create and delete themselves.
 
+pub mod forge;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The install step printed when a peer program is missing.
 pub const INSTALL_HINT: &str = "run ./scripts/test (it installs the test programs), or: apt-get install -y skopeo umoci podman containerd";
@@ -608,5 +610,96 @@ mod tidy {
             undocumented.is_empty(),
             "these modules do not open with a `//!` paragraph saying what they own: {undocumented:#?}"
         );
+    }
+}
+
+/// Upload `blob` to `server` as a blob of `repo`; its digest.
+pub fn put_blob(server: &Server, repo: &str, blob: &[u8]) -> String {
+    let digest = sha256(blob);
+    let start = http(
+        "POST",
+        &format!("{}/v2/{repo}/blobs/uploads/", server.url()),
+        &[],
+        b"",
+    );
+    let location = start.header("Location").unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", server.url()),
+        &[("Content-Type", "application/octet-stream")],
+        blob,
+    );
+    assert_eq!(put.status, 201);
+    digest
+}
+
+/// Put manifest `body` (of `media_type`) as `reference` of `repo`; its digest.
+pub fn put_manifest(
+    server: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
+    let r = http(
+        "PUT",
+        &format!("{}/v2/{repo}/manifests/{reference}", server.url()),
+        &[("Content-Type", media_type)],
+        body,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    sha256(body)
+}
+
+/// A `git daemon` serving the bare repositories under a directory, with
+/// pushes enabled; killed on drop.
+#[derive(Debug)]
+pub struct GitDaemon {
+    child: Child,
+    /// `git://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl GitDaemon {
+    /// Serve the repositories under `base`.
+    pub fn start(base: &Path) -> Self {
+        require("git");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg(format!("--base-path={}", base.display()))
+            .args([
+                "--export-all",
+                "--enable=receive-pack",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start git daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("git://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod build;
+mod bump;
 mod clients;
 mod crash;
 mod mirror;

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{Containerd, Server, berth_bin, http, run, run_text, try_http, umoci_image};
+use berth_tests::{
+    Containerd, Server, berth_bin, http, put_blob, run, run_text, try_http, umoci_image,
+};
 
 use crate::clients::{layout_digest, skopeo_push};
 
@@ -80,27 +82,6 @@ fn registry_blob_bytes(server: &Server) -> u64 {
     let text = String::from_utf8(http("GET", &format!("{}/metrics", server.url()), &[], b"").body)
         .unwrap();
     metric(&text, "berth_registry_blob_sent_bytes_total")
-}
-
-/// Upload `blob` to `server` as a blob of `repo`; its digest.
-fn put_blob(server: &Server, repo: &str, blob: &[u8]) -> String {
-    let digest = berth_tests::sha256(blob);
-    let start = http(
-        "POST",
-        &format!("{}/v2/{repo}/blobs/uploads/", server.url()),
-        &[],
-        b"",
-    );
-    let location = start.header("Location").unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = http(
-        "PUT",
-        &format!("{}{location}{sep}digest={digest}", server.url()),
-        &[("Content-Type", "application/octet-stream")],
-        blob,
-    );
-    assert_eq!(put.status, 201);
-    digest
 }
 
 fn metric(text: &str, name: &str) -> u64 {
