@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+pub mod bot;
 pub mod bump;
 mod find;
 pub mod forge;

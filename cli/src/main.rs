@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bot;
 mod build;
 mod bump;
 mod logging;
@@ -34,6 +35,9 @@ enum Command {
     /// Pin image digests in a GitOps checkout (changing nothing else), and
     /// optionally push a branch and open or update a pull request.
     Bump(bump::BumpArgs),
+    /// Receive the registry's push webhooks (or poll tags) and open digest
+    /// bump pull requests.
+    Bot(bot::BotArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Mirror(args) => mirror::run(args),
         Command::Bump(args) => bump::run(args),
+        Command::Bot(args) => bot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

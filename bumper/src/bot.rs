@@ -1,0 +1,714 @@
+//! `berth bot`: the registry's push webhooks (Harbor-style `PUSH_ARTIFACT`
+//! payloads, HMAC-SHA256 signed, timestamped, one delivery id each; see
+//! docs/webhooks.md) and, for registries without webhooks, polling of
+//! named tags, turned into bumps with pull requests.
+//!
+//! Accepted pushes are written to a pending file before the sender gets
+//! 202, so nothing is lost to a crash or a forge outage: a worker waits
+//! until pushes stop arriving for `debounce_ms`, keeps the newest digest
+//! per image, runs one bump for all of them, and removes them from the
+//! pending file only when the bump (push and pull requests) succeeded;
+//! failures are logged and retried with exponential backoff.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_oci::{Digest, Reference};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::bump::{self, Options, PrOptions};
+use crate::forge::{Forge, ForgeKind};
+use crate::git::Identity;
+use crate::registry::Registries;
+use crate::{BumpError, Target};
+
+/// Largest webhook body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+/// How far a delivery's timestamp may be from now.
+pub const TOLERANCE_S: u64 = 300;
+
+/// The bot's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Pending pushes, seen deliveries, poll state, the git repository.
+    pub state_dir: PathBuf,
+    /// File holding the webhook HMAC secret.
+    pub secret_file: Option<PathBuf>,
+    /// Quiet time after the last push before a bump runs.
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    /// First retry delay after a failed bump (doubles, up to 10 minutes).
+    #[serde(default = "default_retry")]
+    pub retry_ms: u64,
+    /// The GitOps repository.
+    pub git: GitConfig,
+    /// The forge; without it branches are pushed but no PR is opened.
+    pub forge: Option<ForgeConfig>,
+    /// The registry.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// Polling, for registries without webhooks.
+    pub poll: Option<PollConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+fn default_debounce() -> u64 {
+    5000
+}
+fn default_retry() -> u64 {
+    30_000
+}
+
+/// The GitOps repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// Its URL (what `git fetch`/`git push` use, with the credentials
+    /// git is configured with).
+    pub remote: String,
+    /// Branch pull requests target.
+    #[serde(default = "default_base")]
+    pub base: String,
+    /// Bump branch prefix.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// One branch and pull request for every image, named this.
+    pub group: Option<String>,
+    /// Commit author name.
+    #[serde(default = "default_author")]
+    pub author_name: String,
+    /// Commit author e-mail.
+    #[serde(default = "default_email")]
+    pub author_email: String,
+}
+
+fn default_base() -> String {
+    "main".into()
+}
+fn default_prefix() -> String {
+    "berth/bump/".into()
+}
+fn default_author() -> String {
+    Identity::default().name
+}
+fn default_email() -> String {
+    Identity::default().email
+}
+
+/// The forge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeConfig {
+    /// `forgejo`, `gitea` or `github`.
+    pub kind: String,
+    /// Web root (Forgejo/Gitea) or `https://github.com`.
+    pub url: String,
+    /// `owner/name`.
+    pub repo: String,
+    /// File holding the token.
+    pub token_file: PathBuf,
+}
+
+/// The registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The registry as GitOps YAML names it (`registry.lan:5000`); replaces
+    /// the host of each webhook's `resource_url`.
+    pub name: Option<String>,
+    /// Plain HTTP.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Credentials (auth.json).
+    pub auth_file: Option<PathBuf>,
+    /// Do not check digests with the registry.
+    #[serde(default)]
+    pub offline: bool,
+}
+
+/// Polling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// Seconds between polls.
+    #[serde(default = "default_interval")]
+    pub interval_s: u64,
+    /// `registry/repository:tag` to watch.
+    pub images: Vec<String>,
+}
+
+fn default_interval() -> u64 {
+    300
+}
+
+impl BotConfig {
+    /// Parse and check a configuration.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if c.secret_file.is_none() && c.poll.is_none() {
+            return Err("set secret_file (webhooks) or [poll] (polling), or both".into());
+        }
+        if let Some(f) = &c.forge {
+            f.kind.parse::<ForgeKind>()?;
+        }
+        if let Some(p) = &c.poll {
+            for i in &p.images {
+                let r: Reference = i.parse().map_err(|e| format!("poll image {i:?}: {e}"))?;
+                if r.tag().is_none() {
+                    return Err(format!("poll image {i:?} needs a tag"));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// One push waiting to be bumped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    /// `registry/repository:tag`.
+    pub image: String,
+    /// The pushed digest.
+    pub digest: String,
+    /// When it was pushed (unix seconds).
+    pub occur_at: u64,
+}
+
+/// What `/status` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Pushes waiting.
+    pub pending: usize,
+    /// Bumps run (successful or not).
+    pub runs: u64,
+    /// Bumps that failed.
+    pub failures: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+struct Inner {
+    pending: Vec<Pending>,
+    /// Delivery id → when it was seen.
+    seen: HashMap<String, u64>,
+    last_push: Option<Instant>,
+    status: Status,
+}
+
+/// The running bot.
+pub struct Bot {
+    config: BotConfig,
+    secret: Option<Vec<u8>>,
+    inner: Mutex<Inner>,
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot")
+            .field("listen", &self.config.listen)
+            .finish()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).unwrap_or_default())?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Bot {
+    /// Open the state directory (creating it) and load what is pending.
+    pub fn open(config: BotConfig) -> Result<Arc<Self>, BumpError> {
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |e| BumpError::Io { path: p, source: e }
+        };
+        std::fs::create_dir_all(&config.state_dir).map_err(io(&config.state_dir))?;
+        let secret = match &config.secret_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(io(p))?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        let pending: Vec<Pending> = read_json(&config.state_dir.join("pending.json"));
+        let seen: HashMap<String, u64> = read_json(&config.state_dir.join("deliveries.json"));
+        let status = Status {
+            pending: pending.len(),
+            ..Status::default()
+        };
+        Ok(Arc::new(Self {
+            config,
+            secret,
+            inner: Mutex::new(Inner {
+                last_push: (!pending.is_empty()).then(Instant::now),
+                pending,
+                seen,
+                status,
+            }),
+            wake: Condvar::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, inner: &Inner) -> std::io::Result<()> {
+        write_json(&self.config.state_dir.join("pending.json"), &inner.pending)
+    }
+
+    /// Queue pushes (persisted before this returns).
+    pub fn enqueue(&self, pushes: Vec<Pending>) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        inner.pending.extend(pushes);
+        self.save(&inner)?;
+        inner.status.pending = inner.pending.len();
+        inner.last_push = Some(Instant::now());
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// The `/status` numbers.
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    /// The HTTP routes: `POST /webhook`, `GET /healthz`, `GET /status`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/webhook", post(webhook))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/status",
+                get(|State(bot): State<Arc<Bot>>| async move {
+                    json(
+                        StatusCode::OK,
+                        serde_json::to_value(bot.status()).unwrap_or_default(),
+                    )
+                }),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Run the worker (and the poller, if configured) on their own threads.
+    pub fn spawn_workers(self: &Arc<Self>) {
+        let bot = self.clone();
+        std::thread::Builder::new()
+            .name("bump-worker".into())
+            .spawn(move || bot.work())
+            .ok();
+        if self.config.poll.is_some() {
+            let bot = self.clone();
+            std::thread::Builder::new()
+                .name("bump-poll".into())
+                .spawn(move || bot.poll())
+                .ok();
+        }
+    }
+
+    fn work(&self) {
+        let debounce = Duration::from_millis(self.config.debounce_ms);
+        let mut backoff = Duration::from_millis(self.config.retry_ms);
+        let mut not_before = Instant::now();
+        loop {
+            let batch = {
+                let mut inner = self.lock();
+                loop {
+                    let ready = inner
+                        .last_push
+                        .map(|t| t + debounce)
+                        .filter(|_| !inner.pending.is_empty());
+                    match ready {
+                        Some(at) if Instant::now() >= at.max(not_before) => break,
+                        Some(at) => {
+                            let wait = at.max(not_before).saturating_duration_since(Instant::now());
+                            inner = self
+                                .wake
+                                .wait_timeout(inner, wait)
+                                .map_or_else(|p| p.into_inner().0, |r| r.0);
+                        }
+                        None => inner = self.wake.wait(inner).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+                inner.pending.clone()
+            };
+            let result = self.run_batch(&batch);
+            let mut inner = self.lock();
+            inner.status.runs += 1;
+            match result {
+                Ok(summary) => {
+                    tracing::info!(pushes = batch.len(), %summary, "bump done");
+                    inner.pending.retain(|p| !batch.contains(p));
+                    if let Err(e) = self.save(&inner) {
+                        tracing::error!(error = %e, "cannot save the pending pushes");
+                    }
+                    inner.status.pending = inner.pending.len();
+                    backoff = Duration::from_millis(self.config.retry_ms);
+                    not_before = Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "bump failed; will retry");
+                    inner.status.failures += 1;
+                    inner.status.last_error = Some(e.to_string());
+                    not_before = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(600));
+                }
+            }
+        }
+    }
+
+    /// One bump for a batch: the newest digest per image.
+    fn run_batch(&self, batch: &[Pending]) -> Result<String, BumpError> {
+        let mut newest: BTreeMap<&str, &Pending> = BTreeMap::new();
+        for p in batch {
+            match newest.get(p.image.as_str()) {
+                Some(q) if q.occur_at > p.occur_at => {}
+                _ => {
+                    newest.insert(&p.image, p);
+                }
+            }
+        }
+        let mut sets = Vec::new();
+        for p in newest.values() {
+            let digest: Digest = p.digest.parse().map_err(|e| BumpError::Target {
+                image: p.image.clone(),
+                message: format!("{e}"),
+            })?;
+            sets.push((Target::parse(&p.image)?, digest));
+        }
+        let repo = self.config.state_dir.join("repo");
+        if !repo.join("HEAD").exists() && !repo.join(".git").exists() {
+            std::fs::create_dir_all(&repo).map_err(|e| BumpError::Io {
+                path: repo.clone(),
+                source: e,
+            })?;
+            crate::git::git(&repo, &["init", "--quiet"])?;
+        }
+        let forge = match &self.config.forge {
+            Some(f) => {
+                let token = std::fs::read_to_string(&f.token_file).map_err(|e| BumpError::Io {
+                    path: f.token_file.clone(),
+                    source: e,
+                })?;
+                let kind = f
+                    .kind
+                    .parse()
+                    .map_err(|m| BumpError::Forge { message: m })?;
+                Some(Forge::new(kind, &f.url, &f.repo, token.trim().to_owned())?)
+            }
+            None => None,
+        };
+        let g = &self.config.git;
+        let opts = Options {
+            repo,
+            sets,
+            resolve: false,
+            registries: self.registries()?,
+            dry_run: false,
+            pr: Some(PrOptions {
+                remote: g.remote.clone(),
+                base: g.base.clone(),
+                prefix: g.prefix.clone(),
+                group: g.group.clone(),
+                forge,
+                identity: Identity {
+                    name: g.author_name.clone(),
+                    email: g.author_email.clone(),
+                },
+            }),
+        };
+        let report = bump::run(&opts)?;
+        let branches: Vec<String> = report
+            .branches
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}{}",
+                    b.branch,
+                    b.pr.map(|p| format!(" #{}", p.number()))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        Ok(format!(
+            "{} reference(s) changed; {}",
+            report.changes.len(),
+            branches.join(", ")
+        ))
+    }
+
+    fn registries(&self) -> Result<Option<Registries>, BumpError> {
+        let r = &self.config.registry;
+        if r.offline {
+            return Ok(None);
+        }
+        Registries::new(r.auth_file.as_deref(), r.plain_http).map(Some)
+    }
+
+    fn poll(&self) {
+        let Some(poll) = self.config.poll.clone() else {
+            return;
+        };
+        let path = self.config.state_dir.join("poll.json");
+        let mut last: BTreeMap<String, String> = read_json(&path);
+        loop {
+            match self.registries() {
+                Ok(regs) => {
+                    let regs = match regs {
+                        Some(r) => r,
+                        None => match Registries::new(None, self.config.registry.plain_http) {
+                            Ok(r) => r,
+                            Err(_) => return,
+                        },
+                    };
+                    let mut found = Vec::new();
+                    for image in &poll.images {
+                        let Ok(r) = image.parse::<Reference>() else {
+                            continue;
+                        };
+                        match regs.resolve(&r) {
+                            Ok(Some(d)) if last.get(image) != Some(&d.to_string()) => {
+                                last.insert(image.clone(), d.to_string());
+                                found.push(Pending {
+                                    image: image.clone(),
+                                    digest: d.to_string(),
+                                    occur_at: now(),
+                                });
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(%image, error = %e, "poll failed"),
+                        }
+                    }
+                    if !found.is_empty() {
+                        tracing::info!(images = found.len(), "poll found new digests");
+                        if let Err(e) = self.enqueue(found) {
+                            tracing::error!(error = %e, "cannot save the pending pushes");
+                        } else if let Err(e) = write_json(&path, &last) {
+                            tracing::error!(error = %e, "cannot save the poll state");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "poll cannot reach the registry"),
+            }
+            std::thread::sleep(Duration::from_secs(poll.interval_s.max(1)));
+        }
+    }
+
+    /// Check a delivery's signature, timestamp and id; parse it.
+    fn accept(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Pending>, (StatusCode, String)> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let Some(secret) = &self.secret else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "webhooks are not enabled (no secret_file)".into(),
+            ));
+        };
+        let ts = header("x-berth-timestamp");
+        let sig = header("x-berth-signature-256");
+        let id = header("x-berth-delivery");
+        let Some(hex_sig) = sig.strip_prefix("sha256=") else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "missing X-Berth-Signature-256: sha256=<hex>".into(),
+            ));
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad key".into()))?;
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let given = hex::decode(hex_sig)
+            .map_err(|_| (StatusCode::UNAUTHORIZED, "signature is not hex".into()))?;
+        mac.verify_slice(&given)
+            .map_err(|_| (StatusCode::UNAUTHORIZED, "signature does not match".into()))?;
+        let t: u64 = ts
+            .parse()
+            .map_err(|_| (StatusCode::UNAUTHORIZED, "bad X-Berth-Timestamp".into()))?;
+        if now().abs_diff(t) > TOLERANCE_S {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                format!("timestamp is more than {TOLERANCE_S} s away"),
+            ));
+        }
+        if id.is_empty() || id.len() > 128 {
+            return Err((StatusCode::BAD_REQUEST, "missing X-Berth-Delivery".into()));
+        }
+        let payload: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")))?;
+        let pushes = self
+            .parse(&payload)
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let mut inner = self.lock();
+        let cutoff = now().saturating_sub(2 * TOLERANCE_S);
+        inner.seen.retain(|_, t| *t >= cutoff);
+        if inner.seen.contains_key(id) {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("delivery {id} was already received (replay)"),
+            ));
+        }
+        inner.seen.insert(id.to_owned(), now());
+        write_json(&self.config.state_dir.join("deliveries.json"), &inner.seen)
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        Ok(pushes)
+    }
+
+    fn parse(&self, v: &serde_json::Value) -> Result<Vec<Pending>, String> {
+        let kind = v["type"].as_str().ok_or("no \"type\"")?;
+        if kind != "PUSH_ARTIFACT" {
+            return Ok(Vec::new());
+        }
+        let occur_at = v["occur_at"]
+            .as_u64()
+            .ok_or("no \"occur_at\" (unix seconds)")?;
+        let repo = v["event_data"]["repository"]["repo_full_name"]
+            .as_str()
+            .ok_or("no event_data.repository.repo_full_name")?;
+        berth_oci::validate_name(repo).map_err(|e| format!("repo_full_name: {e}"))?;
+        let resources = v["event_data"]["resources"]
+            .as_array()
+            .ok_or("no event_data.resources")?;
+        let mut out = Vec::new();
+        for r in resources {
+            let digest: Digest = r["digest"]
+                .as_str()
+                .ok_or("a resource has no digest")?
+                .parse()
+                .map_err(|e| format!("resource digest: {e}"))?;
+            // A push by digest alone has no tag to bump by.
+            let Some(tag) = r["tag"].as_str().filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            berth_oci::validate_tag(tag).map_err(|e| format!("tag: {e}"))?;
+            let host = match &self.config.registry.name {
+                Some(n) => n.clone(),
+                None => {
+                    let url = r["resource_url"]
+                        .as_str()
+                        .ok_or("a resource has no resource_url")?;
+                    url.split('/').next().unwrap_or_default().to_owned()
+                }
+            };
+            let image = format!("{host}/{repo}:{tag}");
+            image
+                .parse::<Reference>()
+                .map_err(|e| format!("{image}: {e}"))?;
+            out.push(Pending {
+                image,
+                digest: digest.to_string(),
+                occur_at,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json(status, serde_json::json!({"error": message}))
+}
+
+async fn webhook(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Bytes) -> Response {
+    if body.len() > MAX_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_BODY} bytes"),
+        );
+    }
+    let b = bot.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let pushes = b.accept(&headers, &body)?;
+        let n = pushes.len();
+        if n > 0 {
+            b.enqueue(pushes)
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        }
+        Ok::<usize, (StatusCode, String)>(n)
+    })
+    .await;
+    match res {
+        Ok(Ok(n)) => {
+            tracing::info!(pushes = n, "webhook accepted");
+            json(StatusCode::ACCEPTED, serde_json::json!({"queued": n}))
+        }
+        Ok(Err((status, message))) => {
+            tracing::warn!(%status, %message, "webhook refused");
+            error(status, message)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The HMAC-SHA256 signature header value for `body` sent at `timestamp`.
+pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Serve `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
