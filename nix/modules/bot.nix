@@ -14,20 +14,19 @@ flake:
 }:
 let
   cfg = config.services.berth-bot;
-  toTOML = import ../lib/toml.nix;
   configFile = pkgs.writeText "berth-bot.toml" (
-    toTOML (
-      {
-        listen = "${cfg.listenAddress}:${toString cfg.port}";
-        data = "/var/lib/${cfg.stateDirectory}";
-        forge = {
-          inherit (cfg.forge) kind url repository;
-          token_file = "/run/credentials/berth-bot.service/forge-token";
-        };
-        webhook.secret_file = "/run/credentials/berth-bot.service/webhook-secret";
-      }
-      // cfg.settings
-    )
+    import ./bot-settings.nix {
+      listen = "${cfg.listenAddress}:${toString cfg.port}";
+      stateDir = "/var/lib/${cfg.stateDirectory}";
+      remote = cfg.gitRemote;
+      base = cfg.baseBranch;
+      forge = {
+        inherit (cfg.forge) kind url;
+        repo = cfg.forge.repository;
+      };
+      webhooks = cfg.webhookSecretFile != null;
+      inherit (cfg) settings;
+    }
   );
 in
 {
@@ -59,6 +58,18 @@ in
       description = "Open `port` in the firewall.";
     };
 
+    gitRemote = lib.mkOption {
+      type = lib.types.str;
+      example = "https://forgejo.lan/infra/gitops.git";
+      description = "The GitOps repository's git URL (fetch and push; give git its credentials, e.g. a credential helper or a token in the URL from a file).";
+    };
+
+    baseBranch = lib.mkOption {
+      type = lib.types.str;
+      default = "main";
+      description = "The branch pull requests target.";
+    };
+
     forge = {
       kind = lib.mkOption {
         type = lib.types.enum [
@@ -86,8 +97,9 @@ in
     };
 
     webhookSecretFile = lib.mkOption {
-      type = lib.types.path;
-      description = "File holding the HMAC secret the registry signs its webhooks with.";
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      description = "File holding the HMAC secret the registry signs its webhooks with; null to only poll (settings.poll).";
     };
 
     stateDirectory = lib.mkOption {
@@ -99,7 +111,7 @@ in
     settings = lib.mkOption {
       type = lib.types.attrsOf lib.types.anything;
       default = { };
-      description = "Settings merged into the generated `berth bot` config file (TOML): targets, debounce, polling.";
+      description = "Settings merged into the generated `berth bot` config file (TOML): debounce_ms, retry_ms, git.group, registry.*, poll.* (see docs/bumper.md).";
     };
   };
 
@@ -114,10 +126,11 @@ in
         ExecStart = "${cfg.package}/bin/berth bot --config ${configFile}";
         DynamicUser = true;
         StateDirectory = cfg.stateDirectory;
+        ExecStartPre = "${cfg.package}/bin/berth bot --check-config --config ${configFile}";
         LoadCredential = [
           "forge-token:${cfg.forge.tokenFile}"
-          "webhook-secret:${cfg.webhookSecretFile}"
-        ];
+        ]
+        ++ lib.optional (cfg.webhookSecretFile != null) "webhook-secret:${cfg.webhookSecretFile}";
         Restart = "on-failure";
         NoNewPrivileges = true;
         ProtectSystem = "strict";

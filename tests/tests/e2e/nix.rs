@@ -445,3 +445,59 @@ fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a host"));
 }
+
+#[test]
+fn the_bot_module_renders_a_config_berth_bot_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |args: &str| {
+        let expr = format!(
+            "import {}/nix/modules/bot-settings.nix {args}",
+            repo().display()
+        );
+        let text: String = serde_json::from_str(&run_text(
+            nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
+        ))
+        .unwrap();
+        let path = dir
+            .path()
+            .join(format!("bot-{}.toml", berth_tests::sha256(args.as_bytes())));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |config: &Path| {
+        Command::new(berth_bin())
+            .args(["bot", "--check-config", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        r#"{ remote = "https://forgejo.lan/infra/gitops.git"; forge = { kind = "forgejo"; url = "https://forgejo.lan"; repo = "infra/gitops"; }; }"#,
+        r#"{ remote = "https://github.com/me/gitops.git"; webhooks = false; forge = { kind = "github"; url = "https://github.com"; repo = "me/gitops"; }; settings = { debounce_ms = 10000; git.group = "apps"; registry = { name = "registry.lan:5000"; plain_http = true; }; poll = { interval_s = 60; images = [ "registry.lan:5000/apps/web:main" ]; }; }; }"#,
+    ] {
+        let config = render(args);
+        let out = check(&config);
+        assert!(
+            out.status.success(),
+            "{args}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&config).unwrap()
+        );
+    }
+    for (args, reason) in [
+        (
+            r#"{ remote = "r"; settings = { debounce_ms = "soon"; }; }"#,
+            "debounce_ms",
+        ),
+        (
+            r#"{ remote = "r"; forge = { kind = "gitlab"; url = "u"; repo = "a/b"; }; }"#,
+            "gitlab",
+        ),
+        (r#"{ remote = "r"; webhooks = false; }"#, "poll"),
+    ] {
+        let out = check(&render(args));
+        assert!(!out.status.success(), "{args} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args}: {stderr}");
+    }
+}
