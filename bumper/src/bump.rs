@@ -128,10 +128,9 @@ pub fn run(opts: &Options) -> Result<Report, BumpError> {
             report.branches = publish(pr, wt, &files, &plan, &report.targets, &labels)?;
         }
         _ => {
-            for (path, text) in plan.render(&files)? {
-                write_atomic(&root.join(&path), &text)?;
-                report.written.push(path);
-            }
+            let rendered = plan.render(&files)?;
+            write_all(root, &rendered)?;
+            report.written = rendered.into_iter().map(|(p, _)| p).collect();
         }
     }
     Ok(report)
@@ -201,6 +200,28 @@ fn labels(
         });
     }
     out
+}
+
+/// Replace every file, several at a time: each replacement is a create and
+/// a rename, which costs the file system more in waiting than in CPU.
+fn write_all(root: &Path, files: &[(PathBuf, String)]) -> Result<(), BumpError> {
+    let threads = files.len().clamp(1, 8);
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .try_for_each(|(p, t)| write_atomic(&root.join(p), t))
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| unreachable!("a writer thread panicked"))
+        })
+    })
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<(), BumpError> {
@@ -292,11 +313,8 @@ fn publish_one(
     }
     wt.reset()?;
     let rendered = plan.render(files)?;
-    let mut paths = Vec::new();
-    for (path, text) in &rendered {
-        write_atomic(&wt.dir.join(path), text)?;
-        paths.push(path.clone());
-    }
+    write_all(&wt.dir, &rendered)?;
+    let paths: Vec<PathBuf> = rendered.into_iter().map(|(p, _)| p).collect();
     let (title, message) = describe(plan, targets);
     let tree = wt.commit(&paths, &message, &pr.identity)?;
     let remote = git::remote_branch(&wt.dir, &pr.remote, branch)?;

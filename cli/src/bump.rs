@@ -87,7 +87,9 @@ pub(crate) struct BumpArgs {
 
 pub(crate) fn run(args: BumpArgs) -> Result<()> {
     if args.list {
+        use std::fmt::Write as _;
         let (files, skipped) = berth_bumper::scan_repo(&args.repo)?;
+        let mut out = String::new();
         for f in &files {
             for r in &f.refs {
                 let tag = r
@@ -101,7 +103,8 @@ pub(crate) fn run(args: BumpArgs) -> Result<()> {
                     .map(|d| format!("@{d}"))
                     .unwrap_or_default();
                 let pin = r.unpinnable().unwrap_or("pinnable");
-                println!(
+                let _ = writeln!(
+                    out,
                     "{}:{}\t{}\t{}{tag}{digest}\t{pin}",
                     f.path.display(),
                     r.line,
@@ -110,6 +113,7 @@ pub(crate) fn run(args: BumpArgs) -> Result<()> {
                 );
             }
         }
+        print!("{out}");
         for s in skipped {
             eprintln!("skipped {}: {}", s.path.display(), s.reason);
         }
@@ -182,27 +186,30 @@ fn forge_token(args: &BumpArgs) -> Result<String> {
 }
 
 fn print_report(r: &Report, dry_run: bool) {
+    use std::fmt::Write as _;
+    // One write: thousands of changes must not cost thousands of syscalls.
+    let mut out = String::new();
     for c in &r.changes {
         let tag = c
             .tag
             .as_deref()
             .map(|t| format!(":{t}"))
             .unwrap_or_default();
-        println!(
-            "{}:{}: {}{tag} ({})",
+        let old = c
+            .old
+            .as_ref()
+            .map_or("(no digest)".to_owned(), |d| d.to_string());
+        let _ = writeln!(
+            out,
+            "{}:{}: {}{tag} ({})\n  - {old}\n  + {}",
             c.file.display(),
             c.line,
             c.name,
-            c.form.as_str()
+            c.form.as_str(),
+            c.new
         );
-        println!(
-            "  - {}",
-            c.old
-                .as_ref()
-                .map_or("(no digest)".to_owned(), |d| d.to_string())
-        );
-        println!("  + {}", c.new);
     }
+    print!("{out}");
     for u in &r.unpinnable {
         eprintln!(
             "warning: {}:{}: {} cannot be pinned: {}",
