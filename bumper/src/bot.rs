@@ -122,8 +122,8 @@ pub struct ForgeConfig {
     pub url: String,
     /// `owner/name`.
     pub repo: String,
-    /// File holding the token.
-    pub token_file: PathBuf,
+    /// File holding the token; without it, `$BERTH_FORGE_TOKEN`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// The registry.
@@ -422,10 +422,15 @@ impl Bot {
         }
         let forge = match &self.config.forge {
             Some(f) => {
-                let token = std::fs::read_to_string(&f.token_file).map_err(|e| BumpError::Io {
-                    path: f.token_file.clone(),
-                    source: e,
-                })?;
+                let token = match &f.token_file {
+                    Some(path) => std::fs::read_to_string(path).map_err(|e| BumpError::Io {
+                        path: path.clone(),
+                        source: e,
+                    })?,
+                    None => std::env::var("BERTH_FORGE_TOKEN").map_err(|_| BumpError::Forge {
+                        message: "no forge token: set forge.token_file or BERTH_FORGE_TOKEN".into(),
+                    })?,
+                };
                 let kind = f
                     .kind
                     .parse()
@@ -711,4 +716,92 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bot(extra: &str) -> Arc<Bot> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::write(dir.join("secret"), "k").unwrap();
+        let text = format!(
+            "state_dir = \"{d}/state\"\nsecret_file = \"{d}/secret\"\n{extra}\n[git]\nremote = \"r\"\n",
+            d = dir.display()
+        );
+        Bot::open(BotConfig::from_toml(&text).unwrap()).unwrap()
+    }
+
+    fn event(tag: &str) -> serde_json::Value {
+        serde_json::json!({"type": "PUSH_ARTIFACT", "occur_at": 7, "event_data": {
+            "resources": [{"digest": format!("sha256:{}", "a".repeat(64)), "tag": tag, "resource_url": "reg.lan:5000/apps/web:x"}],
+            "repository": {"repo_full_name": "apps/web"}}})
+    }
+
+    #[test]
+    fn payloads_become_pending_pushes() {
+        let b = bot("");
+        let p = b.parse(&event("1.4")).unwrap();
+        assert_eq!(p[0].image, "reg.lan:5000/apps/web:1.4");
+        // A push by digest only has no tag to bump by.
+        assert!(b.parse(&event("")).unwrap().is_empty());
+        // Other event types are ignored, not refused.
+        assert!(
+            b.parse(&serde_json::json!({"type": "DELETE_ARTIFACT"}))
+                .unwrap()
+                .is_empty()
+        );
+        // The YAML's name for the registry replaces the webhook's host.
+        let b = bot("[registry]\nname = \"registry.lan\"");
+        assert_eq!(
+            b.parse(&event("1.4")).unwrap()[0].image,
+            "registry.lan/apps/web:1.4"
+        );
+        // Bad names and tags are refused.
+        let mut bad = event("1.4");
+        bad["event_data"]["repository"]["repo_full_name"] = "../etc".into();
+        assert!(b.parse(&bad).is_err());
+        assert!(b.parse(&event("-x")).is_err());
+    }
+
+    #[test]
+    fn signatures_are_checked_before_anything_else() {
+        let b = bot("");
+        let body = event("1.4").to_string();
+        let ts = now();
+        let mut h = HeaderMap::new();
+        h.insert("x-berth-timestamp", ts.to_string().parse().unwrap());
+        h.insert("x-berth-delivery", "id-1".parse().unwrap());
+        h.insert(
+            "x-berth-signature-256",
+            sign(b"k", ts, body.as_bytes()).parse().unwrap(),
+        );
+        assert_eq!(b.accept(&h, body.as_bytes()).unwrap().len(), 1);
+        assert_eq!(
+            b.accept(&h, body.as_bytes()).unwrap_err().0,
+            StatusCode::CONFLICT
+        );
+        h.insert(
+            "x-berth-signature-256",
+            sign(b"other", ts, body.as_bytes()).parse().unwrap(),
+        );
+        assert_eq!(
+            b.accept(&h, body.as_bytes()).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let err = |t: &str| BotConfig::from_toml(t).unwrap_err();
+        assert!(err("state_dir = \"/s\"\n[git]\nremote = \"r\"\n").contains("poll"));
+        assert!(
+            err("state_dir = \"/s\"\nsecret_file = \"/k\"\nfoo = 1\n[git]\nremote = \"r\"\n")
+                .contains("foo")
+        );
+        assert!(
+            err("state_dir = \"/s\"\n[git]\nremote = \"r\"\n[poll]\nimages = [\"reg.lan/app\"]\n")
+                .contains("needs a tag")
+        );
+    }
 }

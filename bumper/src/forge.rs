@@ -166,7 +166,14 @@ impl Forge {
         }
     }
 
-    fn parse_pr(v: &serde_json::Value) -> Option<PullRequest> {
+    /// A pull request of this repository's own branches (one from a fork
+    /// with a branch of the same name is not ours to edit).
+    fn parse_pr(&self, v: &serde_json::Value) -> Option<PullRequest> {
+        if let Some(full) = v["head"]["repo"]["full_name"].as_str() {
+            if !full.eq_ignore_ascii_case(&format!("{}/{}", self.owner, self.repo)) {
+                return None;
+            }
+        }
         Some(PullRequest {
             number: v["number"].as_u64()?,
             head: v["head"]["ref"].as_str()?.to_owned(),
@@ -192,7 +199,7 @@ impl Forge {
             if list.is_empty() {
                 break;
             }
-            out.extend(list.iter().filter_map(Self::parse_pr));
+            out.extend(list.iter().filter_map(|v| self.parse_pr(v)));
         }
         Ok(out)
     }

@@ -39,6 +39,8 @@ pub struct Pr {
     pub body: String,
     /// "open" or "closed".
     pub state: String,
+    /// The repository the head branch is in (`owner/name`; a fork's differs).
+    pub head_repo: String,
     /// Comments, in order.
     pub comments: Vec<String>,
 }
@@ -115,9 +117,17 @@ impl FakeForge {
             title: "manual".into(),
             body: body.into(),
             state: "open".into(),
+            head_repo: format!("{OWNER}/{REPO}"),
             comments: vec![],
         });
         number
+    }
+
+    /// Add a pull request from a fork whose branch has `head`'s name.
+    pub fn add_from_fork(&self, head: &str) -> u64 {
+        let n = self.add(head, "from a fork");
+        self.state.lock().unwrap().prs[n as usize - 1].head_repo = "someone/gitops".into();
+        n
     }
 
     /// Answer the next request with `status`.
@@ -140,7 +150,7 @@ fn pr_json(p: &Pr, url: &str) -> Value {
     json!({
         "number": p.number, "title": p.title, "body": p.body, "state": p.state,
         "html_url": format!("{url}/{OWNER}/{REPO}/pulls/{}", p.number),
-        "head": {"ref": p.head, "label": format!("{OWNER}:{}", p.head)},
+        "head": {"ref": p.head, "label": format!("{OWNER}:{}", p.head), "repo": {"full_name": p.head_repo}},
         "base": {"ref": p.base},
     })
 }
@@ -255,13 +265,15 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
                     title: "raced".into(),
                     body: String::new(),
                     state: "open".into(),
+                    head_repo: format!("{OWNER}/{REPO}"),
                     comments: vec![],
                 });
             }
-            if s.prs
-                .iter()
-                .any(|p| p.state == "open" && p.head == head && p.base == base)
-            {
+            // A fork's branch of the same name is another head.
+            let own = format!("{OWNER}/{REPO}");
+            if s.prs.iter().any(|p| {
+                p.state == "open" && p.head == head && p.base == base && p.head_repo == own
+            }) {
                 return match flavor {
                     Flavor::Gitea => respond(
                         conn,
@@ -283,6 +295,7 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
                 title: body["title"].as_str().unwrap_or_default().into(),
                 body: body["body"].as_str().unwrap_or_default().into(),
                 state: "open".into(),
+                head_repo: format!("{OWNER}/{REPO}"),
                 comments: vec![],
             };
             let j = pr_json(&pr, url);

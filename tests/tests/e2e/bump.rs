@@ -779,15 +779,22 @@ fn pull_requests_on_github_race_supersede_and_errors() {
     std::fs::write(&token, "ghp_x").unwrap();
     let base = pr_args(&r, &forge, "github", &token);
 
+    // A fork's pull request from a branch of the same name is not ours.
+    let fork = forge.add_from_fork("berth/bump/ghcr.io/home/app");
     // Another run opens the same pull request between our list and our
     // create (GitHub answers 422): berth updates that one.
     forge.race_next_create();
     let out = ok(&bump_pr(&base, &[&format!("ghcr.io/home/app={D1}")]));
-    assert!(out.contains("pushed, updated #1"), "{out}");
-    assert_eq!(forge.prs().len(), 1);
-    assert!(forge.prs()[0].body.contains(D1));
+    assert!(out.contains("pushed, updated #2"), "{out}");
+    assert_eq!(forge.prs().len(), 2);
+    assert!(forge.prs()[1].body.contains(D1));
+    let fork_pr = &forge.prs()[fork as usize - 1];
+    assert_eq!(
+        (fork_pr.body.as_str(), fork_pr.state.as_str()),
+        ("from a fork", "open")
+    );
     ok(&bump_pr(&base, &[&format!("ghcr.io/home/worker={D1}")]));
-    assert_eq!(forge.open().len(), 2);
+    assert_eq!(forge.open().len(), 3);
 
     // A grouped bump covering both supersedes both.
     let mut grouped = base.clone();
@@ -800,13 +807,17 @@ fn pull_requests_on_github_race_supersede_and_errors() {
         ],
     ));
     assert!(
-        out.contains("branch berth/bump/group/apps: pushed, opened #3, closed #1 #2"),
+        out.contains("branch berth/bump/group/apps: pushed, opened #4, closed #2 #3"),
         "{out}"
     );
-    let open = forge.open();
+    let open: Vec<_> = forge
+        .open()
+        .into_iter()
+        .filter(|p| p.number != fork)
+        .collect();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].title, "Bump 2 images");
-    assert!(forge.prs()[0].comments[0].contains("Superseded by #3"));
+    assert!(forge.prs()[1].comments[0].contains("Superseded by #4"));
     assert_eq!(
         remote_file(&r, "berth/bump/group/apps", "values.yaml"),
         format!(
@@ -830,7 +841,7 @@ fn pull_requests_on_github_race_supersede_and_errors() {
     assert_eq!(out.status.code(), Some(1));
     let out = ok(&bump_pr(&base, &[&format!("ghcr.io/home/app={D3}")]));
     assert!(
-        out.contains("branch berth/bump/ghcr.io/home/app: up to date, opened #4"),
+        out.contains("branch berth/bump/ghcr.io/home/app: up to date, opened #5"),
         "{out}"
     );
 }
