@@ -150,6 +150,33 @@ pub(crate) fn split_ref(
     Some((name.to_owned(), tag, digest, reference))
 }
 
+/// An image `name` with a tag value `tag[@digest]` and maybe a `digest`
+/// key: (tag, digest, normalised reference); `None` if it is not a valid,
+/// untemplated reference.
+fn tagged(
+    name: &str,
+    tag: Option<&str>,
+    digest_key: Option<&Scalar>,
+) -> Option<(Option<String>, Option<Digest>, Reference)> {
+    let tag = tag.filter(|t| !t.is_empty());
+    let (tag_only, tag_digest) = match tag.map(|t| t.split_once('@')) {
+        Some(Some((t, d))) => (Some(t.to_owned()), d.parse::<Digest>().ok()),
+        Some(None) => (tag.map(str::to_owned), None),
+        None => (None, None),
+    };
+    if tag_only.as_deref().is_some_and(templated) {
+        return None;
+    }
+    let digest = digest_key
+        .and_then(|d| d.value.parse::<Digest>().ok())
+        .or(tag_digest);
+    let full = match &tag_only {
+        Some(t) => format!("{name}:{t}"),
+        None => name.to_owned(),
+    };
+    Some((tag_only, digest, full.parse().ok()?))
+}
+
 /// Walks one stream (a file, or the YAML inside a block scalar).
 pub(crate) struct Finder<'a> {
     pub(crate) text: &'a str,
@@ -300,6 +327,33 @@ impl<'a> Finder<'a> {
         self.push(s, form, parts, pin);
     }
 
+    /// Where a digest goes in a block with a `digest` key and/or a tag
+    /// scalar (`tag`, `newTag`): the scalar and how, or `None` if neither.
+    fn pin_in(
+        &self,
+        digest_key: Option<&'a Scalar>,
+        tag: Option<&'a Scalar>,
+        tag_only: &Option<String>,
+    ) -> Option<(&'a Scalar, Pin)> {
+        match (digest_key, tag) {
+            (Some(d), _) => Some((
+                d,
+                self.loc(d).map_or(
+                    Pin::No("the digest is not written verbatim on one line"),
+                    Pin::Digest,
+                ),
+            )),
+            (None, Some(t)) => Some((
+                t,
+                match (self.loc(t), tag_only) {
+                    (Some(l), Some(keep)) => Pin::Suffix(l, keep.clone()),
+                    _ => Pin::No("the tag is empty or not written verbatim on one line"),
+                },
+            )),
+            (None, None) => None,
+        }
+    }
+
     /// Helm's `image: {registry, repository, tag, digest}`.
     fn helm_pair(&mut self, pairs: &'a [(Node, Node)], repo: &'a Scalar) {
         let tag = self.get(pairs, "tag");
@@ -316,44 +370,19 @@ impl<'a> Finder<'a> {
             }
             _ => repo.value.clone(),
         };
-        let tag_value = tag.map(|t| t.value.clone()).filter(|t| !t.is_empty());
-        let (tag_only, tag_digest) = match tag_value.as_deref().map(|t| t.split_once('@')) {
-            Some(Some((t, d))) => (Some(t.to_owned()), d.parse::<Digest>().ok()),
-            Some(None) => (tag_value.clone(), None),
-            None => (None, None),
-        };
-        if tag_only.as_deref().is_some_and(templated) {
+        let Some((tag_only, digest, reference)) =
+            tagged(&name, tag.map(|t| t.value.as_str()), digest_key)
+        else {
             return;
+        };
+        if let Some((at, pin)) = self.pin_in(digest_key, tag, &tag_only) {
+            self.push(
+                at,
+                Form::HelmValues,
+                (name, tag_only, digest, reference),
+                pin,
+            );
         }
-        let digest = digest_key
-            .and_then(|d| d.value.parse::<Digest>().ok())
-            .or(tag_digest);
-        let full = match &tag_only {
-            Some(t) => format!("{name}:{t}"),
-            None => name.clone(),
-        };
-        let Ok(reference) = full.parse::<Reference>() else {
-            return;
-        };
-        let (at, pin) = match (digest_key, tag) {
-            (Some(d), _) => (d, self.loc(d).map(Pin::Digest)),
-            (None, Some(t)) if tag_only.is_some() => (
-                t,
-                self.loc(t)
-                    .map(|l| Pin::Suffix(l, tag_only.clone().unwrap_or_default())),
-            ),
-            (None, Some(t)) => (t, None),
-            (None, None) => return,
-        };
-        let pin = pin.unwrap_or(Pin::No(
-            "the tag is empty or not written verbatim on one line",
-        ));
-        self.push(
-            at,
-            Form::HelmValues,
-            (name, tag_only, digest, reference),
-            pin,
-        );
     }
 
     /// kustomize `images:` entry.
@@ -365,7 +394,7 @@ impl<'a> Finder<'a> {
             return;
         }
         let mut image = new_name.map_or(name.value.as_str(), |n| n.value.as_str());
-        // kustomize trick: `newName: x@sha256` + `newTag: <hex>`.
+        // kustomize idiom: `newName: x@sha256` + `newTag: <hex>`.
         if let (Some(base), Some(t)) = (image.strip_suffix("@sha256"), new_tag) {
             let Ok(digest) = format!("sha256:{}", t.value).parse::<Digest>() else {
                 return;
@@ -394,38 +423,15 @@ impl<'a> Finder<'a> {
         if templated(image) {
             return;
         }
-        let tag_value = new_tag.map(|t| t.value.as_str());
-        let (tag_only, tag_digest) = match tag_value.map(|t| t.split_once('@')) {
-            Some(Some((t, d))) => (Some(t.to_owned()), d.parse::<Digest>().ok()),
-            Some(None) => (tag_value.map(str::to_owned), None),
-            None => (None, None),
-        };
-        let digest = digest_key.and_then(|d| d.value.parse().ok()).or(tag_digest);
-        let full = match &tag_only {
-            Some(t) => format!("{image}:{t}"),
-            None => image.to_owned(),
-        };
-        let Ok(reference) = full.parse::<Reference>() else {
+        let Some((tag_only, digest, reference)) =
+            tagged(image, new_tag.map(|t| t.value.as_str()), digest_key)
+        else {
             return;
         };
-        let (at, pin) = match (digest_key, new_tag) {
-            (Some(d), _) => (
-                d,
-                self.loc(d)
-                    .map_or(Pin::No("digest is not written verbatim"), Pin::Digest),
-            ),
-            (None, Some(t)) => (
-                t,
-                self.loc(t)
-                    .map_or(Pin::No("newTag is not written verbatim"), |l| {
-                        Pin::Suffix(l, tag_only.clone().unwrap_or_default())
-                    }),
-            ),
-            (None, None) => (
-                new_name.unwrap_or(name),
-                Pin::No("the entry has neither newTag nor digest to hold a digest"),
-            ),
-        };
+        let (at, pin) = self.pin_in(digest_key, new_tag, &tag_only).unwrap_or((
+            new_name.unwrap_or(name),
+            Pin::No("the entry has neither newTag nor digest to hold a digest"),
+        ));
         self.push(
             at,
             Form::Kustomize,

@@ -290,6 +290,19 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
+/// At most `max` bytes of a response body.
+fn read_body(r: ureq::Response, max: u64, registry: &str) -> Result<Vec<u8>, ClientError> {
+    let mut bytes = Vec::new();
+    r.into_reader()
+        .take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Unreachable {
+            registry: registry.to_owned(),
+            cause: e.to_string(),
+        })?;
+    Ok(bytes)
+}
+
 /// One request's target and fixed headers.
 #[derive(Clone, Copy)]
 struct Call<'a> {
@@ -529,14 +542,7 @@ impl Client {
             return Ok(None);
         }
         let media_type = r.content_type().to_owned();
-        let mut bytes = Vec::new();
-        r.into_reader()
-            .take(16 << 20)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ClientError::Unreachable {
-                registry: registry.to_owned(),
-                cause: e.to_string(),
-            })?;
+        let bytes = read_body(r, 16 << 20, registry)?;
         let wanted = reference.parse::<Digest>().ok();
         let algorithm = wanted
             .as_ref()
@@ -571,14 +577,7 @@ impl Client {
             headers: &[],
         };
         let r = self.send(&call, Body::Empty, &[200])?;
-        let mut bytes = Vec::new();
-        r.into_reader()
-            .take(max + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ClientError::Unreachable {
-                registry: registry.to_owned(),
-                cause: e.to_string(),
-            })?;
+        let bytes = read_body(r, max + 1, registry)?;
         if bytes.len() as u64 > max || digest.algorithm().digest(&bytes) != *digest {
             return Err(ClientError::Status {
                 status: 200,

@@ -345,34 +345,44 @@ fn the_flake_builds_images_with_the_build_image_app() {
     );
 }
 
-/// Render the registry module's config file, as the module does.
-fn registry_config(dir: &Path, settings: &str) -> PathBuf {
-    let expr = format!(
-        "import {}/nix/modules/registry-settings.nix {{ port = 5123; dataDir = \"/var/lib/berth\"; settings = {settings}; }}",
-        repo().display()
-    );
+/// Render `nix/modules/<module>` applied to `args` (a Nix attribute set)
+/// into a TOML file, as the NixOS module does.
+fn render_settings(dir: &Path, module: &str, args: &str) -> PathBuf {
+    let expr = format!("import {}/nix/modules/{module} {args}", repo().display());
     let text: String = serde_json::from_str(&run_text(
         nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
     ))
     .unwrap();
     let path = dir.join(format!(
-        "serve-{}.toml",
-        berth_tests::sha256(settings.as_bytes())
+        "{module}-{}.toml",
+        berth_tests::sha256(args.as_bytes())
     ));
     std::fs::write(&path, text).unwrap();
     path
 }
 
+/// `berth <subcommand> --check-config --config <config>`.
+fn check_config(subcommand: &str, config: &Path) -> std::process::Output {
+    Command::new(berth_bin())
+        .args([subcommand, "--check-config", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// Render the registry module's config file, as the module does.
+fn registry_config(dir: &Path, settings: &str) -> PathBuf {
+    render_settings(
+        dir,
+        "registry-settings.nix",
+        &format!("{{ port = 5123; dataDir = \"/var/lib/berth\"; settings = {settings}; }}"),
+    )
+}
+
 #[test]
 fn the_registry_module_renders_a_config_berth_serve_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let check = |config: &Path| {
-        Command::new(berth_bin())
-            .args(["serve", "--check-config", "--config"])
-            .arg(config)
-            .output()
-            .unwrap()
-    };
+    let check = |config: &Path| check_config("serve", config);
     // The defaults, and every documented key set.
     for settings in [
         "{ }",
@@ -405,29 +415,8 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
 #[test]
 fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let render = |args: &str| {
-        let expr = format!(
-            "import {}/nix/modules/mirror-settings.nix {args}",
-            repo().display()
-        );
-        let text: String = serde_json::from_str(&run_text(
-            nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
-        ))
-        .unwrap();
-        let path = dir.path().join(format!(
-            "mirror-{}.toml",
-            berth_tests::sha256(args.as_bytes())
-        ));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let check = |config: &Path| {
-        Command::new(berth_bin())
-            .args(["mirror", "--check-config", "--config"])
-            .arg(config)
-            .output()
-            .unwrap()
-    };
+    let render = |args: &str| render_settings(dir.path(), "mirror-settings.nix", args);
+    let check = |config: &Path| check_config("mirror", config);
     for args in [
         "{ }",
         r#"{ registries = [ "registry.lan:5000" "docker.io" ]; extra = { peers = [ "http://10.0.0.3:5001" ]; advertise_url = "http://10.0.0.2:5001"; p2p = { listen = "/ip4/0.0.0.0/tcp/5003"; bootstrap = [ "/dns4/node1.lan/tcp/5003" ]; key_file = "/run/credentials/berth-mirror.service/p2p-key"; }; containerd_content = "/var/lib/containerd/io.containerd.content.v1.content"; }; settings = { upstreams."registry.lan:5000" = "http://10.0.0.2:5000"; cache.max_bytes = 1073741824; upstream.connect_timeout_ms = 500; }; }"#,
@@ -449,28 +438,8 @@ fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
 #[test]
 fn the_bot_module_renders_a_config_berth_bot_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let render = |args: &str| {
-        let expr = format!(
-            "import {}/nix/modules/bot-settings.nix {args}",
-            repo().display()
-        );
-        let text: String = serde_json::from_str(&run_text(
-            nix("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]),
-        ))
-        .unwrap();
-        let path = dir
-            .path()
-            .join(format!("bot-{}.toml", berth_tests::sha256(args.as_bytes())));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let check = |config: &Path| {
-        Command::new(berth_bin())
-            .args(["bot", "--check-config", "--config"])
-            .arg(config)
-            .output()
-            .unwrap()
-    };
+    let render = |args: &str| render_settings(dir.path(), "bot-settings.nix", args);
+    let check = |config: &Path| check_config("bot", config);
     for args in [
         r#"{ remote = "https://forgejo.lan/infra/gitops.git"; forge = { kind = "forgejo"; url = "https://forgejo.lan"; repo = "infra/gitops"; }; }"#,
         r#"{ remote = "https://github.com/me/gitops.git"; webhooks = false; forge = { kind = "github"; url = "https://github.com"; repo = "me/gitops"; }; settings = { debounce_ms = 10000; git.group = "apps"; registry = { name = "registry.lan:5000"; plain_http = true; }; poll = { interval_s = 60; images = [ "registry.lan:5000/apps/web:main" ]; }; }; }"#,
