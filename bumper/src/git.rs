@@ -219,7 +219,7 @@ pub(crate) fn push_with_lease(
     git(dir, &["push", "--quiet", &lease, remote, &format!("HEAD:refs/heads/{branch}")])
         .map(|_| ())
         .map_err(|e| match e {
-            BumpError::Git { command, message } if message.contains("stale info") || message.contains("rejected") => {
+            BumpError::Git { command, message } if ["stale info", "cannot lock ref", "failed to update ref", "but expected"].iter().any(|m| message.contains(m)) => {
                 BumpError::Git {
                     command,
                     message: format!("the branch moved while the bump was being pushed; it was left as it is: {message}"),
