@@ -50,6 +50,8 @@ struct State {
     prs: Vec<Pr>,
     /// Answer the next request with this status.
     fail_next: Option<u16>,
+    /// Answer every request with 503.
+    down: bool,
     /// On the next create, pretend another client created it first.
     race_next_create: bool,
     /// Every request, "METHOD path".
@@ -135,6 +137,11 @@ impl FakeForge {
         self.state.lock().unwrap().fail_next = Some(status);
     }
 
+    /// Take the forge down (every request 503) or bring it back.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
     /// On the next create, another client "wins the race".
     pub fn race_next_create(&self) {
         self.state.lock().unwrap().race_next_create = true;
@@ -193,6 +200,9 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut s = st.lock().unwrap();
     s.log.push(format!("{method} {path}"));
+    if s.down {
+        return respond(conn, 503, &json!({"message": "down for maintenance"}));
+    }
     if let Some(code) = s.fail_next.take() {
         return respond(conn, code, &json!({"message": "injected failure"}));
     }

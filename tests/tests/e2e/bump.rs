@@ -1144,3 +1144,71 @@ fn bot_polls_registries_without_webhooks() {
         values.replace("\"2.0\"", &format!("\"2.0@{d}\""))
     );
 }
+
+#[test]
+fn bot_loses_no_push_when_the_forge_is_down_and_the_bot_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let host = server.host();
+    let (d1, _) = push_multiarch(&server, "apps/web", "1.4", "rev1");
+    let deploy = format!("image: {host}/apps/web:1.4\n");
+    let r = remote_with(dir.path(), &[("web.yaml", &deploy)]);
+    let forge = FakeForge::start(Flavor::Gitea, r.bare.clone(), "tok");
+    std::fs::write(dir.path().join("secret"), "s").unwrap();
+    std::fs::write(dir.path().join("token"), "tok").unwrap();
+    let config = dir.path().join("bot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"{d}/state\"\nsecret_file = \"{d}/secret\"\ndebounce_ms = 100\nretry_ms = 100\n\n[git]\nremote = \"{url}\"\n\n[forge]\nkind = \"gitea\"\nurl = \"{furl}\"\nrepo = \"{frepo}\"\ntoken_file = \"{d}/token\"\n",
+            d = dir.path().display(),
+            url = r.url,
+            furl = forge.url,
+            frepo = forge.repo()
+        ),
+    )
+    .unwrap();
+    forge.set_down(true);
+    let bot = BotProc::start(&config);
+    let now = unix_now();
+    let body = push_event(&host, "apps/web", "1.4", &d1, now);
+    let reply = deliver(
+        &bot,
+        "x-1",
+        now,
+        &signature(b"s", now, body.as_bytes()),
+        &body,
+    );
+    assert_eq!(reply.status, 202);
+    wait_for("two failed attempts", || {
+        bot.status()["failures"].as_u64().unwrap() >= 2
+    });
+    let status = bot.status();
+    assert_eq!(status["pending"], 1, "{status}");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{status}"
+    );
+    // Killed while the push is still pending: it is on disk.
+    drop(bot);
+    let pending = std::fs::read_to_string(dir.path().join("state/pending.json")).unwrap();
+    assert!(pending.contains(&d1), "{pending}");
+    // Back up, restarted: the push becomes its pull request.
+    forge.set_down(false);
+    let bot = BotProc::start(&config);
+    wait_for("the pull request", || forge.open().len() == 1);
+    wait_for("the queue to empty", || bot.status()["pending"] == 0);
+    assert!(forge.open()[0].body.contains(&d1));
+    // The replayed delivery is still refused after the restart.
+    assert_eq!(
+        deliver(
+            &bot,
+            "x-1",
+            now,
+            &signature(b"s", now, body.as_bytes()),
+            &body
+        )
+        .status,
+        409
+    );
+}
