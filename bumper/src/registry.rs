@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use berth_oci::client::{Client, ClientOptions, Credentials};
+use berth_oci::client::{Client, ClientError, ClientOptions, Credentials};
 use berth_oci::{Digest, Reference};
 
 use crate::BumpError;
@@ -28,6 +28,10 @@ pub struct Registries {
     plain_http: bool,
     auth: Option<(PathBuf, String)>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Registries that could not be reached: not asked again in this run
+    /// (a repo naming fifty images on an unreachable registry must not
+    /// wait out fifty connection timeouts).
+    down: Mutex<HashMap<String, String>>,
 }
 
 impl Registries {
@@ -49,10 +53,22 @@ impl Registries {
             plain_http,
             auth,
             clients: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
         })
     }
 
     fn client(&self, registry: &str) -> Result<Arc<Client>, BumpError> {
+        if let Some(why) = self
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+        {
+            return Err(BumpError::Registry {
+                registry: registry.to_owned(),
+                message: format!("not asked again this run: {why}"),
+            });
+        }
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(registry) {
             return Ok(c.clone());
@@ -74,12 +90,22 @@ impl Registries {
         Ok(c)
     }
 
+    fn note(&self, registry: &str, e: ClientError) -> BumpError {
+        if matches!(e, ClientError::Unreachable { .. }) {
+            self.down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(registry.to_owned(), e.to_string());
+        }
+        registry_error(registry, e)
+    }
+
     /// Whether `image`'s repository has manifest `digest`.
     pub fn exists(&self, image: &Reference, digest: &Digest) -> Result<bool, BumpError> {
         let c = self.client(image.registry())?;
         c.manifest_digest(image.registry(), image.repository(), &digest.to_string())
             .map(|d| d.is_some())
-            .map_err(|e| registry_error(image.registry(), e))
+            .map_err(|e| self.note(image.registry(), e))
     }
 
     /// The digest `image`'s tag points at, or `None` if there is no such
@@ -90,7 +116,7 @@ impl Registries {
         };
         let c = self.client(image.registry())?;
         c.manifest_digest(image.registry(), image.repository(), tag)
-            .map_err(|e| registry_error(image.registry(), e))
+            .map_err(|e| self.note(image.registry(), e))
     }
 
     /// The source/revision labels of `digest` (for an index, of its
@@ -139,7 +165,7 @@ fn annotate(labels: &mut Labels, map: &serde_json::Value) {
         .or_else(|| get("org.opencontainers.image.revision"));
 }
 
-fn registry_error(registry: &str, e: berth_oci::client::ClientError) -> BumpError {
+fn registry_error(registry: &str, e: ClientError) -> BumpError {
     BumpError::Registry {
         registry: registry.to_owned(),
         message: e.to_string(),

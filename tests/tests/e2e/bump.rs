@@ -399,6 +399,9 @@ fn digests_are_checked_and_tags_resolved_against_the_registry() {
         "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - name: web # the site\n          image: {host}/apps/web:1.4\n"
     );
     write(&repo, "apps/web.yaml", &deploy);
+    // Two images on a registry nobody listens on.
+    let gone = "a:\n  image: 127.0.0.1:1/x/a:1\nb:\n  image: 127.0.0.1:1/x/b:1\n";
+    write(&repo, "apps/gone.yaml", gone);
     let repo_s = repo.to_str().unwrap();
 
     // A digest the registry does not have: refused, nothing written.
@@ -438,8 +441,21 @@ fn digests_are_checked_and_tags_resolved_against_the_registry() {
         deploy
     );
 
-    // --resolve: the tag's digest is the index digest, not a platform's.
-    let out = ok(&bump(&["--repo", repo_s, "--resolve"]));
+    // --resolve: the tag's digest is the index digest, not a platform's;
+    // references on an unreachable registry are reported and left alone,
+    // and that registry is asked once.
+    let resolved = bump(&["--repo", repo_s, "--resolve"]);
+    let out = ok(&resolved);
+    let err = String::from_utf8_lossy(&resolved.stderr);
+    assert!(err.contains("127.0.0.1:1/x/a:1: not resolved"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1/x/b:1: not resolved") && err.contains("not asked again"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("apps/gone.yaml")).unwrap(),
+        gone
+    );
     assert!(
         out.contains(&format!("apps/web.yaml:8: {host}/apps/web:1.4 (image)")),
         "{out}"
