@@ -8,7 +8,9 @@
 //! until pushes stop arriving for `debounce_ms`, keeps the newest digest
 //! per image, runs one bump for all of them, and removes them from the
 //! pending file only when the bump (push and pull requests) succeeded;
-//! failures are logged and retried with exponential backoff.
+//! failures are logged and retried with exponential backoff. Pushes that
+//! can never succeed (a digest the registry lacks, a file berth refuses to
+//! edit) are moved to `failed.json` instead, so they block nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -382,6 +384,31 @@ impl Bot {
                     backoff = Duration::from_millis(self.config.retry_ms);
                     not_before = Instant::now();
                 }
+                Err(e) if e.is_permanent() => {
+                    // Retrying cannot help (a digest the registry lacks, a
+                    // file berth refuses to edit): set those pushes aside
+                    // so they do not block the ones behind them.
+                    let dead: Vec<Pending> = match &e {
+                        BumpError::Missing { image, .. } => batch
+                            .iter()
+                            .filter(|p| &p.image == image)
+                            .cloned()
+                            .collect(),
+                        _ => batch.clone(),
+                    };
+                    tracing::error!(error = %e, pushes = dead.len(), "bump cannot succeed; set aside in failed.json");
+                    if let Err(io) = self.set_aside(&dead, &e) {
+                        tracing::error!(error = %io, "cannot write failed.json");
+                    }
+                    inner.pending.retain(|p| !dead.contains(p));
+                    if let Err(io) = self.save(&inner) {
+                        tracing::error!(error = %io, "cannot save the pending pushes");
+                    }
+                    inner.status.pending = inner.pending.len();
+                    inner.status.failures += 1;
+                    inner.status.last_error = Some(e.to_string());
+                    not_before = Instant::now();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "bump failed; will retry");
                     inner.status.failures += 1;
@@ -391,6 +418,16 @@ impl Bot {
                 }
             }
         }
+    }
+
+    /// Append pushes that cannot succeed, with why, to `failed.json`.
+    fn set_aside(&self, pushes: &[Pending], why: &BumpError) -> std::io::Result<()> {
+        let path = self.config.state_dir.join("failed.json");
+        let mut failed: Vec<serde_json::Value> = read_json(&path);
+        for p in pushes {
+            failed.push(serde_json::json!({"push": p, "error": why.to_string(), "at": now()}));
+        }
+        write_json(&path, &failed)
     }
 
     /// One bump for a batch: the newest digest per image.

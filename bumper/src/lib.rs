@@ -96,3 +96,17 @@ pub enum BumpError {
         message: String,
     },
 }
+
+impl BumpError {
+    /// Whether running the same bump again cannot succeed without someone
+    /// changing the input (as opposed to a forge, git or registry outage).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            BumpError::Missing { .. }
+                | BumpError::Target { .. }
+                | BumpError::Verify { .. }
+                | BumpError::Parse { .. }
+        )
+    }
+}

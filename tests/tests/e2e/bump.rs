@@ -1123,6 +1123,26 @@ fn bot_turns_signed_webhooks_into_one_pull_request() {
     );
     assert!(!forge.prs()[0].body.contains(&d2));
     assert_eq!(forge.prs().len(), 1, "never a duplicate");
+
+    // A digest the registry does not have can never be bumped: it is set
+    // aside in failed.json instead of blocking the queue forever.
+    let missing = format!("sha256:{}", "e".repeat(64));
+    let b = push_event(&host, "apps/web", "1.4", &missing, now + 3);
+    assert_eq!(
+        deliver(&bot, "d-4", now, &signature(secret, now, b.as_bytes()), &b).status,
+        202
+    );
+    wait_for("the push to be set aside", || {
+        std::fs::read_to_string(dir.path().join("state/failed.json"))
+            .is_ok_and(|f| f.contains(&missing))
+    });
+    wait_for("the queue to empty", || bot.status()["pending"] == 0);
+    let failed = std::fs::read_to_string(dir.path().join("state/failed.json")).unwrap();
+    assert!(failed.contains("is not in the registry"), "{failed}");
+    assert!(
+        forge.prs()[0].body.contains(&d3),
+        "the pull request keeps the last good digest"
+    );
 }
 
 #[test]
