@@ -31,6 +31,8 @@ pub struct Cache {
     /// Bytes published since the last prune (prune runs every 64 MiB).
     since_prune: AtomicU64,
     tags: Mutex<BTreeMap<String, TagRecord>>,
+    /// Digests pruned since the routing was last told (`take_pruned`).
+    pruned: Mutex<Vec<Digest>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,6 +55,7 @@ impl Cache {
             dir: dir.to_owned(),
             max_bytes,
             since_prune: AtomicU64::new(0),
+            pruned: Mutex::new(Vec::new()),
             tags: Mutex::new(tags),
         })
     }
@@ -155,6 +158,11 @@ impl Cache {
         }
     }
 
+    /// The digests pruned since the last call: this node no longer has them.
+    pub fn take_pruned(&self) -> Vec<Digest> {
+        std::mem::take(&mut *lock(&self.pruned))
+    }
+
     /// Every cached digest (blobs and manifests).
     pub fn digests(&self) -> Vec<Digest> {
         let Ok(dir) = std::fs::read_dir(self.dir.join("blobs").join("sha256")) else {
@@ -188,6 +196,13 @@ impl Cache {
                 break;
             }
             if std::fs::remove_file(&path).is_ok() {
+                if let Some(d) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+                {
+                    lock(&self.pruned).push(d);
+                }
                 for side in [".type", ".private"] {
                     let mut t = path.clone().into_os_string();
                     t.push(side);
@@ -247,6 +262,11 @@ mod tests {
         }
         cache.stat(&ds[0]).unwrap();
         cache.prune().unwrap();
+        // What was pruned is reported once, for the routing to forget.
+        let pruned = cache.take_pruned();
+        assert!(!pruned.is_empty());
+        assert!(pruned.iter().all(|d| !cache.digests().contains(d)));
+        assert!(cache.take_pruned().is_empty());
         assert!(cache.stat(&ds[0]).is_some(), "used last");
         assert!(cache.stat(&ds[1]).is_none(), "least recently used");
     }

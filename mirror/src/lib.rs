@@ -98,6 +98,11 @@ impl Mirror {
     pub fn provide(&self, digests: &[berth_oci::Digest]) {
         self.metrics.advertised(digests.len() as u64);
         self.routing.provide(digests);
+        // Caching may have pruned others: stop announcing those.
+        let gone = self.cache.take_pruned();
+        if !gone.is_empty() {
+            self.routing.unprovide(&gone);
+        }
     }
 
     /// Announce what the cache already holds, 256 digests at a time with a

@@ -44,6 +44,7 @@ struct Behaviour {
 
 enum Command {
     Provide(Vec<Digest>),
+    Unprovide(Vec<Digest>),
     Providers(Digest, oneshot::Sender<Vec<PeerId>>),
 }
 
@@ -61,6 +62,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Provide(d) => write!(f, "Provide({})", d.len()),
+            Self::Unprovide(d) => write!(f, "Unprovide({})", d.len()),
             Self::Providers(d, _) => write!(f, "Providers({d})"),
         }
     }
@@ -195,6 +197,14 @@ impl P2p {
                                 }
                             }
                         }
+                        Some(Command::Unprovide(digests)) => {
+                            let gone: HashSet<Digest> = digests.into_iter().collect();
+                            for d in &gone {
+                                seen.remove(d);
+                                swarm.behaviour_mut().kad.stop_providing(&key(d));
+                            }
+                            provided.retain(|d| !gone.contains(d));
+                        }
                         Some(Command::Providers(d, reply)) => {
                             let id = swarm.behaviour_mut().kad.get_providers(key(&d));
                             pending.insert(id, (reply, HashSet::new()));
@@ -258,6 +268,10 @@ impl P2p {
 impl Routing for P2p {
     fn provide(&self, digests: &[Digest]) {
         let _ = self.tx.send(Command::Provide(digests.to_vec()));
+    }
+
+    fn unprovide(&self, digests: &[Digest]) {
+        let _ = self.tx.send(Command::Unprovide(digests.to_vec()));
     }
 
     fn providers<'a>(

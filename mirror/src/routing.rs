@@ -44,6 +44,11 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
     /// batches, never all at once on a timer.
     fn provide(&self, digests: &[Digest]);
 
+    /// This node no longer holds `digests` (its cache pruned them): stop
+    /// announcing them. Records already spread to other nodes expire on
+    /// their own; until then a peer asking gets a 404 and moves on.
+    fn unprovide(&self, _digests: &[Digest]) {}
+
     /// Other nodes that can serve `digest` now, in the order found, within
     /// `deadline`; never this node. An implementation may stop at the first
     /// (a probe of every peer) or return all its lookup found (a DHT).
@@ -184,6 +189,15 @@ impl Routing for InMemory {
         }
     }
 
+    fn unprovide(&self, digests: &[Digest]) {
+        let mut map = self.net.providers.lock().unwrap_or_else(|e| e.into_inner());
+        for d in digests {
+            if let Some(set) = map.get_mut(d) {
+                set.remove(&self.me);
+            }
+        }
+    }
+
     fn providers<'a>(
         &'a self,
         digest: &'a Digest,
@@ -292,5 +306,16 @@ mod tests {
             .map(|u| Arc::new(InMemory::join(&net, u)) as Arc<dyn Routing>)
             .collect();
         conformance(&nodes, &urls).await;
+        // A node that pruned a digest is no longer its provider.
+        let d = Digest::sha256(b"one");
+        nodes[0].unprovide(std::slice::from_ref(&d));
+        let p = nodes[2]
+            .providers(&d, Kind::Blob, Duration::from_secs(1))
+            .await;
+        assert!(p.iter().all(|p| p.url != urls[0]), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.url == urls[1]),
+            "the other provider stays"
+        );
     }
 }
