@@ -274,12 +274,15 @@ impl<'a> Finder<'a> {
     fn map(&mut self, pairs: &'a [(Node, Node)], path: &mut Vec<String>) {
         let parent_key = path.last().cloned();
         let parent = parent_key.as_deref();
-        if parent == Some("images") {
-            if let Some(name) = self.get(pairs, "name") {
-                self.kustomize_entry(pairs, name);
+        let kustomize = ["newName", "newTag", "digest"]
+            .iter()
+            .any(|k| self.get(pairs, k).is_some());
+        match (self.get(pairs, "name"), self.get(pairs, "repository")) {
+            (Some(name), _) if parent == Some("images") && kustomize => {
+                self.kustomize_entry(pairs, name)
             }
-        } else if let Some(repo) = self.get(pairs, "repository") {
-            self.helm_pair(pairs, repo);
+            (_, Some(repo)) => self.helm_pair(pairs, repo),
+            _ => {}
         }
         for (k, v) in pairs {
             let Node::Scalar(key) = k else { continue };

@@ -72,6 +72,19 @@ fn helm_values_pairs() {
 }
 
 #[test]
+fn helm_values_lists_named_images_are_helm_blocks() {
+    let old = "images:\n  - name: web\n    repository: ghcr.io/org/app\n    tag: \"1.4\"\n";
+    let (new, plan) = bump(old, &["ghcr.io/org/app"]);
+    assert_eq!(
+        new,
+        format!(
+            "images:\n  - name: web\n    repository: ghcr.io/org/app\n    tag: \"1.4@{NEW}\"\n"
+        )
+    );
+    assert_eq!(plan.changes[0].form, Form::HelmValues);
+}
+
+#[test]
 fn kustomize_images_entries() {
     let old = format!(
         "resources: [d.yaml]\nimages:\n- name: app:replaceme\n  newName: ghcr.io/org/app\n  newTag: \"1.4\"\n- name: ghcr.io/org/app\n  digest: {OLD}\n- name: x\n  newName: ghcr.io/org/app@sha256\n  newTag: 1111111111111111111111111111111111111111111111111111111111111111\n- name: ghcr.io/org/app\n  newName: ghcr.io/org/other\n"
