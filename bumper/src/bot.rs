@@ -5,7 +5,8 @@
 //!
 //! Accepted pushes are written to a pending file before the sender gets
 //! 202, so nothing is lost to a crash or a forge outage: a worker waits
-//! until pushes stop arriving for `debounce_ms`, keeps the newest digest
+//! until pushes stop arriving for `debounce_ms` (or ten times that since
+//! the oldest waiting push, under a steady stream), keeps the newest digest
 //! per image, runs one bump for all of them, and removes them from the
 //! pending file only when the bump (push and pull requests) succeeded;
 //! failures are logged and retried with exponential backoff. Pushes that
@@ -211,6 +212,9 @@ struct Inner {
     /// Delivery id → when it was seen.
     seen: HashMap<String, u64>,
     last_push: Option<Instant>,
+    /// When the oldest waiting push arrived: a steady stream of pushes
+    /// delays a bump by at most ten debounce periods.
+    first_push: Option<Instant>,
     status: Status,
 }
 
@@ -279,6 +283,7 @@ impl Bot {
             secret,
             inner: Mutex::new(Inner {
                 last_push: (!pending.is_empty()).then(Instant::now),
+                first_push: (!pending.is_empty()).then(Instant::now),
                 pending,
                 seen,
                 status,
@@ -298,6 +303,9 @@ impl Bot {
     /// Queue pushes (persisted before this returns).
     pub fn enqueue(&self, pushes: Vec<Pending>) -> std::io::Result<()> {
         let mut inner = self.lock();
+        if inner.pending.is_empty() {
+            inner.first_push = Some(Instant::now());
+        }
         inner.pending.extend(pushes);
         self.save(&inner)?;
         inner.status.pending = inner.pending.len();
@@ -355,6 +363,7 @@ impl Bot {
                     let ready = inner
                         .last_push
                         .map(|t| t + debounce)
+                        .map(|t| inner.first_push.map_or(t, |f| t.min(f + debounce * 10)))
                         .filter(|_| !inner.pending.is_empty());
                     match ready {
                         Some(at) if Instant::now() >= at.max(not_before) => break,
@@ -377,6 +386,7 @@ impl Bot {
                 Ok(summary) => {
                     tracing::info!(pushes = batch.len(), %summary, "bump done");
                     inner.pending.retain(|p| !batch.contains(p));
+                    inner.first_push = (!inner.pending.is_empty()).then(Instant::now);
                     if let Err(e) = self.save(&inner) {
                         tracing::error!(error = %e, "cannot save the pending pushes");
                     }
@@ -401,6 +411,7 @@ impl Bot {
                         tracing::error!(error = %io, "cannot write failed.json");
                     }
                     inner.pending.retain(|p| !dead.contains(p));
+                    inner.first_push = (!inner.pending.is_empty()).then(Instant::now);
                     if let Err(io) = self.save(&inner) {
                         tracing::error!(error = %io, "cannot save the pending pushes");
                     }
