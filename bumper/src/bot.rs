@@ -259,7 +259,7 @@ impl Bot {
     pub fn open(config: BotConfig) -> Result<Arc<Self>, BumpError> {
         let io = |p: &Path| {
             let p = p.to_owned();
-            move |e| BumpError::Io { path: p, source: e }
+            move |e| BumpError::Io { path: p, cause: e }
         };
         std::fs::create_dir_all(&config.state_dir).map_err(io(&config.state_dir))?;
         let secret = match &config.secret_file {
@@ -464,7 +464,7 @@ impl Bot {
         if !repo.join("HEAD").exists() && !repo.join(".git").exists() {
             std::fs::create_dir_all(&repo).map_err(|e| BumpError::Io {
                 path: repo.clone(),
-                source: e,
+                cause: e,
             })?;
             crate::git::git(&repo, &["init", "--quiet"])?;
         }
@@ -473,7 +473,7 @@ impl Bot {
                 let token = match &f.token_file {
                     Some(path) => std::fs::read_to_string(path).map_err(|e| BumpError::Io {
                         path: path.clone(),
-                        source: e,
+                        cause: e,
                     })?,
                     None => std::env::var("BERTH_FORGE_TOKEN").map_err(|_| BumpError::Forge {
                         message: "no forge token: set forge.token_file or BERTH_FORGE_TOKEN".into(),

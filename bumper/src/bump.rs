@@ -227,7 +227,7 @@ fn write_all(root: &Path, files: &[(PathBuf, String)]) -> Result<(), BumpError> 
 fn write_atomic(path: &Path, text: &str) -> Result<(), BumpError> {
     let io = |e| BumpError::Io {
         path: path.to_owned(),
-        source: e,
+        cause: e,
     };
     let perms = std::fs::metadata(path).map_err(io)?.permissions();
     let tmp = path.with_extension("berth-tmp");

@@ -86,7 +86,7 @@ impl Worktree {
             .tempdir()
             .map_err(|e| BumpError::Io {
                 path: std::env::temp_dir(),
-                source: e,
+                cause: e,
             })?;
         let dir = tmp.path().join("w");
         let dir_s = dir.to_string_lossy().into_owned();

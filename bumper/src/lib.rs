@@ -48,12 +48,12 @@ pub enum BumpError {
         message: String,
     },
     /// A file or directory could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// Path.
         path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause (not a `source`: the message already says it once).
+        cause: std::io::Error,
     },
     /// A `--set` image is not `repository[:tag]`.
     #[error("bad image {image:?}: {message} (write repository[:tag], e.g. ghcr.io/org/app:1.4)")]

@@ -44,7 +44,7 @@ impl Registries {
                 p.to_owned(),
                 std::fs::read_to_string(p).map_err(|e| BumpError::Io {
                     path: p.to_owned(),
-                    source: e,
+                    cause: e,
                 })?,
             )),
             None => None,

@@ -73,7 +73,7 @@ pub fn scan_repo(root: &Path) -> Result<(Vec<FileRefs>, Vec<Skipped>), BumpError
     let mut paths = Vec::new();
     collect(root, Path::new(""), &mut paths).map_err(|e| BumpError::Io {
         path: root.to_owned(),
-        source: e,
+        cause: e,
     })?;
     paths.sort();
     let threads = std::thread::available_parallelism()
