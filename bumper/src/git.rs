@@ -52,7 +52,13 @@ fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, Bu
     if !out.status.success() {
         return Err(BumpError::Git {
             command: format!("git {}", args.join(" ")),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            // One line: git's stderr joined, blank lines dropped.
+            message: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
