@@ -119,6 +119,9 @@ pub fn run(opts: &Options) -> Result<Report, BumpError> {
     report.unchanged = plan.unchanged;
     report.unpinnable = plan.unpinnable.clone();
     report.changes = plan.changes.clone();
+    // Every edit is made and verified even in a dry run, so a dry run
+    // also shows the files berth would refuse to edit.
+    let rendered = plan.render(&files)?;
     if opts.dry_run {
         return Ok(report);
     }
@@ -128,7 +131,6 @@ pub fn run(opts: &Options) -> Result<Report, BumpError> {
             report.branches = publish(pr, wt, &files, &plan, &report.targets, &labels)?;
         }
         _ => {
-            let rendered = plan.render(&files)?;
             write_all(root, &rendered)?;
             report.written = rendered.into_iter().map(|(p, _)| p).collect();
         }
