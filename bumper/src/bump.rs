@@ -153,9 +153,15 @@ fn resolve_all(
             }
         }
     }
+    let seen: Vec<_> = seen.into_iter().collect();
+    let answers = per_registry(
+        &seen,
+        |(_, r)| r.registry().to_owned(),
+        |(_, r)| regs.resolve(r),
+    );
     let mut out = Vec::new();
-    for (name, reference) in seen {
-        match regs.resolve(&reference) {
+    for ((name, _), answer) in seen.into_iter().zip(answers) {
+        match answer {
             Ok(Some(d)) => match Target::parse(&name) {
                 Ok(t) => out.push((t, d)),
                 Err(e) => unresolved.push((name, e.to_string())),
@@ -167,18 +173,77 @@ fn resolve_all(
     out
 }
 
+/// `f` over `items`, up to eight requests in flight: registries answer
+/// one small request at a time, and a repo names dozens of images.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let chunk = items.len().div_ceil(8).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| unreachable!("a registry thread panicked"))
+            })
+            .collect()
+    })
+}
+
+/// `f` over `items` (each on registry `registry(item)`): the first item of
+/// each registry alone (in parallel across registries), then the rest in
+/// parallel — so a registry that cannot be reached is tried once, not
+/// once per image, before its other images fail fast.
+fn per_registry<T: Sync, R: Send>(
+    items: &[T],
+    registry: impl Fn(&T) -> String,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let mut first = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if seen.insert(registry(item)) {
+            first.push(i);
+        }
+    }
+    let rest: Vec<usize> = (0..items.len()).filter(|i| !first.contains(i)).collect();
+    let mut out: Vec<Option<R>> = items.iter().map(|_| None).collect();
+    for phase in [first, rest] {
+        for (i, r) in phase.iter().zip(parallel(&phase, |i| f(&items[*i]))) {
+            out[*i] = Some(r);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// The targets that change something, once each.
+fn changed_targets(plan: &Plan) -> Vec<usize> {
+    let mut t: Vec<usize> = plan.changes.iter().map(|c| c.target).collect();
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
 fn check_exist(
     plan: &Plan,
     targets: &[(Target, Digest)],
     regs: &Registries,
 ) -> Result<(), BumpError> {
-    let mut checked = std::collections::HashSet::new();
-    for c in &plan.changes {
-        let (t, d) = &targets[c.target];
-        if !checked.insert(c.target) {
-            continue;
-        }
-        if !regs.exists(t.reference(), d)? {
+    let wanted = changed_targets(plan);
+    let answers = per_registry(
+        &wanted,
+        |i| targets[*i].0.reference().registry().to_owned(),
+        |i| {
+            let (t, d) = &targets[*i];
+            regs.exists(t.reference(), d)
+        },
+    );
+    for (i, answer) in wanted.into_iter().zip(answers) {
+        if !answer? {
+            let (t, d) = &targets[i];
             return Err(BumpError::Missing {
                 image: t.image.clone(),
                 digest: d.clone(),
@@ -193,15 +258,19 @@ fn labels(
     targets: &[(Target, Digest)],
     regs: Option<&Registries>,
 ) -> BTreeMap<usize, Labels> {
-    let mut out = BTreeMap::new();
-    let Some(regs) = regs else { return out };
-    for c in &plan.changes {
-        out.entry(c.target).or_insert_with(|| {
-            let (t, d) = &targets[c.target];
+    let Some(regs) = regs else {
+        return BTreeMap::new();
+    };
+    let wanted = changed_targets(plan);
+    let found = per_registry(
+        &wanted,
+        |i| targets[*i].0.reference().registry().to_owned(),
+        |i| {
+            let (t, d) = &targets[*i];
             regs.labels(t.reference(), d)
-        });
-    }
-    out
+        },
+    );
+    wanted.into_iter().zip(found).collect()
 }
 
 /// Replace every file, several at a time: each replacement is a create and
