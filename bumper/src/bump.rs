@@ -301,7 +301,11 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), BumpError> {
         cause: e,
     };
     let perms = std::fs::metadata(path).map_err(io)?.permissions();
-    let tmp = path.with_extension("berth-tmp");
+    // `a.yaml` and `a.yml` may sit side by side: append, do not replace
+    // the extension.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".berth-tmp");
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text).map_err(io)?;
     std::fs::set_permissions(&tmp, perms).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -540,4 +544,50 @@ fn body(
         .collect();
     b.push_str(&format!("\n{MARKER} {} -->\n", list.join(" ")));
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_side_by_side_are_written_each_with_its_own_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a.yaml", "a.yml", "b.yaml", "b.yml"];
+        for n in names {
+            std::fs::write(dir.path().join(n), "old\n").unwrap();
+        }
+        let files: Vec<(PathBuf, String)> = names
+            .iter()
+            .map(|n| (PathBuf::from(n), format!("{n}\n")))
+            .collect();
+        for _ in 0..20 {
+            write_all(dir.path(), &files).unwrap();
+            for n in names {
+                assert_eq!(
+                    std::fs::read_to_string(dir.path().join(n)).unwrap(),
+                    format!("{n}\n")
+                );
+            }
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left.len(),
+            names.len(),
+            "no temporary file is left: {left:?}"
+        );
+    }
+
+    #[test]
+    fn pull_request_markers_round_trip() {
+        let body = format!("text\n{MARKER} ghcr.io/a/b:1 docker.io/library/nginx -->\n");
+        let t = marker_targets(&body).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].reference().repository(), "library/nginx");
+        assert!(marker_targets("no marker").is_none());
+    }
 }
