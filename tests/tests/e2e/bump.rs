@@ -971,6 +971,31 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Write a bot config in `dir` with webhooks on (secret file `dir/secret`)
+/// for the remote `remote`, the fake forge `forge` (as `kind`) and the
+/// given debounce and retry; its path.
+fn webhook_bot_config(
+    dir: &Path,
+    remote: &str,
+    forge: &FakeForge,
+    kind: &str,
+    debounce_ms: u64,
+    retry_ms: u64,
+) -> PathBuf {
+    let config = dir.join("bot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"{d}/state\"\nsecret_file = \"{d}/secret\"\ndebounce_ms = {debounce_ms}\nretry_ms = {retry_ms}\n\n[git]\nremote = \"{remote}\"\n\n[forge]\nkind = \"{kind}\"\nurl = \"{furl}\"\nrepo = \"{frepo}\"\ntoken_file = \"{d}/token\"\n",
+            d = dir.display(),
+            furl = forge.url,
+            frepo = forge.repo()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn bot_turns_signed_webhooks_into_one_pull_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -985,18 +1010,7 @@ fn bot_turns_signed_webhooks_into_one_pull_request() {
     let secret = b"webhook-secret";
     std::fs::write(dir.path().join("secret"), secret).unwrap();
     std::fs::write(dir.path().join("token"), "tok").unwrap();
-    let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nstate_dir = \"{d}/state\"\nsecret_file = \"{d}/secret\"\ndebounce_ms = 300\nretry_ms = 200\n\n[git]\nremote = \"{url}\"\n\n[forge]\nkind = \"forgejo\"\nurl = \"{furl}\"\nrepo = \"{frepo}\"\ntoken_file = \"{d}/token\"\n",
-            d = dir.path().display(),
-            url = r.url,
-            furl = forge.url,
-            frepo = forge.repo()
-        ),
-    )
-    .unwrap();
+    let config = webhook_bot_config(dir.path(), &r.url, &forge, "forgejo", 300, 200);
     let check = run_text(
         Command::new(berth_bin())
             .args(["bot", "--check-config", "--config"])
@@ -1192,18 +1206,7 @@ fn bot_loses_no_push_when_the_forge_is_down_and_the_bot_restarts() {
     let forge = FakeForge::start(Flavor::Gitea, r.bare.clone(), "tok");
     std::fs::write(dir.path().join("secret"), "s").unwrap();
     std::fs::write(dir.path().join("token"), "tok").unwrap();
-    let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nstate_dir = \"{d}/state\"\nsecret_file = \"{d}/secret\"\ndebounce_ms = 100\nretry_ms = 100\n\n[git]\nremote = \"{url}\"\n\n[forge]\nkind = \"gitea\"\nurl = \"{furl}\"\nrepo = \"{frepo}\"\ntoken_file = \"{d}/token\"\n",
-            d = dir.path().display(),
-            url = r.url,
-            furl = forge.url,
-            frepo = forge.repo()
-        ),
-    )
-    .unwrap();
+    let config = webhook_bot_config(dir.path(), &r.url, &forge, "gitea", 100, 100);
     forge.set_down(true);
     let bot = BotProc::start(&config);
     let now = unix_now();
