@@ -565,17 +565,55 @@ fn stalling_peer_after(blob: Vec<u8>, sent: usize) -> SocketAddr {
     addr
 }
 
+/// `len` bytes of a pattern that differs with `step` (each test its own
+/// blob, so nothing is shared through a cache by accident).
+fn pattern(len: u32, step: u32) -> Vec<u8> {
+    (0..len).map(|i| (i * step % 251) as u8).collect()
+}
+
+/// A registry holding `blob` as a blob of `team/app`: (registry, digest,
+/// the mirrors' upstream argument).
+fn registry_with(dir: &Path, blob: &[u8]) -> (Server, String, [String; 1]) {
+    let server = Server::start(&dir.join("registry"), &[]);
+    let digest = put_blob(&server, "team/app", blob);
+    let registry = server.host();
+    (server, digest, [format!("{registry}=http://{registry}")])
+}
+
+/// Node A, which has pulled `blob` through its mirror, after the registry
+/// is killed: (node A, digest, registry host, upstream argument).
+fn cached_on_a_with_the_registry_gone(
+    dir: &Path,
+    blob: &[u8],
+) -> (Mirror, String, String, [String; 1]) {
+    let (mut server, digest, up) = registry_with(dir, blob);
+    let registry = server.host();
+    let a = Mirror::start(&dir.join("mirror-a"), &up);
+    assert!(http("GET", &blob_url(&a, &digest, &registry), &[], b"").body == blob);
+    server.kill9();
+    (a, digest, registry, up)
+}
+
+fn blob_url(m: &Mirror, digest: &str, registry: &str) -> String {
+    format!("{}/v2/team/app/blobs/{digest}?ns={registry}", m.url())
+}
+
+/// GET `url`; the reply and how long it took.
+fn timed_get(url: &str) -> (berth_tests::Reply, Duration) {
+    let began = Instant::now();
+    let reply = http("GET", url, &[], b"");
+    (reply, began.elapsed())
+}
+
 #[test]
 fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("registry"), &[]);
-    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let digest = put_blob(&server, "team/app", &blob);
+    let blob = pattern(2_000_000, 7);
+    let (server, digest, up) = registry_with(dir.path(), &blob);
     let staller = stalling_peer(blob.clone());
-    let registry = server.host();
     let mirror = Mirror::start_with(
         &dir.path().join("mirror"),
-        &[format!("{registry}=http://{registry}")],
+        &up,
         &[
             format!("peers = [\"http://{staller}\"]"),
             // A generous probe: under a loaded test run the staller must
@@ -583,14 +621,7 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
             "[upstream]\nstall_timeout_ms = 1000\npeer_probe_ms = 3000".to_owned(),
         ],
     );
-    let began = Instant::now();
-    let reply = http(
-        "GET",
-        &format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url()),
-        &[],
-        b"",
-    );
-    let took = began.elapsed();
+    let (reply, took) = timed_get(&blob_url(&mirror, &digest, &server.host()));
     assert_eq!(reply.status, 200);
     assert!(reply.body == blob, "the whole, right blob");
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -607,14 +638,12 @@ fn a_peer_stalling_mid_blob_is_left_and_the_rest_comes_from_the_registry() {
 #[test]
 fn a_peer_that_never_starts_sending_is_left_within_its_first_byte_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("registry"), &[]);
-    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i * 17 % 251) as u8).collect();
-    let digest = put_blob(&server, "team/app", &blob);
-    let registry = server.host();
+    let blob = pattern(1_000_000, 17);
+    let (server, digest, up) = registry_with(dir.path(), &blob);
     let silent = stalling_peer_after(blob.clone(), 0);
     let mirror = Mirror::start_with(
         &dir.path().join("mirror"),
-        &[format!("{registry}=http://{registry}")],
+        &up,
         &[
             format!("peers = [\"http://{silent}\"]"),
             // The general stall limit is long: only the first-byte limit
@@ -623,14 +652,7 @@ fn a_peer_that_never_starts_sending_is_left_within_its_first_byte_limit() {
                 .to_owned(),
         ],
     );
-    let began = Instant::now();
-    let reply = http(
-        "GET",
-        &format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url()),
-        &[],
-        b"",
-    );
-    let took = began.elapsed();
+    let (reply, took) = timed_get(&blob_url(&mirror, &digest, &server.host()));
     assert_eq!(reply.status, 200);
     assert!(reply.body == blob);
     assert!(took < Duration::from_secs(3), "took {took:?}");
@@ -640,15 +662,8 @@ fn a_peer_that_never_starts_sending_is_left_within_its_first_byte_limit() {
 #[test]
 fn a_slow_peer_is_hedged_with_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("registry"), &[]);
-    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i * 19 % 251) as u8).collect();
-    let digest = put_blob(&server, "team/app", &blob);
-    let registry = server.host();
-    let up = [format!("{registry}=http://{registry}")];
-    let a = Mirror::start(&dir.path().join("mirror-a"), &up);
-    let url = |m: &Mirror| format!("{}/v2/team/app/blobs/{digest}?ns={registry}", m.url());
-    assert!(http("GET", &url(&a), &[], b"").body == blob);
-    server.kill9();
+    let blob = pattern(1_000_000, 19);
+    let (a, digest, registry, up) = cached_on_a_with_the_registry_gone(dir.path(), &blob);
     let silent = stalling_peer_after(blob.clone(), 0);
     let b = Mirror::start_with(
         &dir.path().join("mirror-b"),
@@ -660,9 +675,7 @@ fn a_slow_peer_is_hedged_with_the_next_one() {
                 .to_owned(),
         ],
     );
-    let began = Instant::now();
-    let reply = http("GET", &url(&b), &[], b"");
-    let took = began.elapsed();
+    let (reply, took) = timed_get(&blob_url(&b, &digest, &registry));
     assert_eq!(reply.status, 200);
     assert!(reply.body == blob);
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -674,17 +687,10 @@ fn a_slow_peer_is_hedged_with_the_next_one() {
 #[test]
 fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("registry"), &[]);
-    let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
-    let digest = put_blob(&server, "team/app", &blob);
-    let registry = server.host();
-    let up = [format!("{registry}=http://{registry}")];
-    // Node A has the blob cached.
-    let a = Mirror::start(&dir.path().join("mirror-a"), &up);
-    let url = |m: &Mirror| format!("{}/v2/team/app/blobs/{digest}?ns={registry}", m.url());
-    assert!(http("GET", &url(&a), &[], b"").body == blob);
-    server.kill9();
-    // Node B knows a stalling peer and node A; the registry is gone.
+    let blob = pattern(2_000_000, 13);
+    // Node A has the blob cached; the registry is gone.
+    let (a, digest, registry, up) = cached_on_a_with_the_registry_gone(dir.path(), &blob);
+    // Node B knows a stalling peer and node A.
     let staller = stalling_peer(blob.clone());
     let b = Mirror::start_with(
         &dir.path().join("mirror-b"),
@@ -694,14 +700,13 @@ fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
             "[upstream]\nstall_timeout_ms = 1000\npeer_probe_ms = 3000".to_owned(),
         ],
     );
-    let began = Instant::now();
-    let reply = http("GET", &url(&b), &[], b"");
+    let (reply, took) = timed_get(&blob_url(&b, &digest, &registry));
     assert_eq!(reply.status, 200);
     assert!(
         reply.body == blob,
         "the whole, right blob, with no registry"
     );
-    assert!(began.elapsed() < Duration::from_secs(5));
+    assert!(took < Duration::from_secs(5));
     let m = b.metrics();
     // The staller is listed first, so it is asked first; the rest came from
     // node A by a Range request.
