@@ -28,10 +28,9 @@ pub(crate) struct BotArgs {
 }
 
 pub(crate) fn run(args: BotArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let mut config = BotConfig::from_toml(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let mut config = crate::read_config(&args.config, |t| {
+        BotConfig::from_toml(t).map_err(anyhow::Error::msg)
+    })?;
     if let Some(l) = args.listen {
         config.listen = l;
     }

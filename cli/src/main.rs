@@ -40,6 +40,18 @@ enum Command {
     Bot(bot::BotArgs),
 }
 
+/// Read the configuration file `path` and parse it with `parse`; either
+/// failure names the file.
+pub(crate) fn read_config<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

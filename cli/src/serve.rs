@@ -33,11 +33,7 @@ pub(crate) struct ServeArgs {
 
 fn load(args: &ServeArgs) -> Result<Config> {
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            Config::parse(&text).with_context(|| format!("in {}", path.display()))?
-        }
+        Some(path) => crate::read_config(path, |t| Ok(Config::parse(t)?))?,
         None => Config::default(),
     };
     if let Some(l) = args.listen {
