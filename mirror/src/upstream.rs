@@ -246,12 +246,8 @@ impl Upstream {
         digest: &Digest,
         auth: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let url = format!("{base}/v2/{name}/blobs/{digest}");
-        let resp = self
-            .send(reqwest::Method::GET, &url, None, auth, None)
-            .await?;
-        Self::classify(resp.status())?;
-        Ok(resp)
+        self.blob_from(&format!("{base}/v2/{name}/blobs/{digest}"), auth, 0)
+            .await
     }
 
     /// GET blob bytes from `offset` on: from a registry (`registry` true:
