@@ -370,6 +370,25 @@ fn check_config(subcommand: &str, config: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `config` (rendered from `what`) passes `berth <subcommand> --check-config`.
+fn assert_accepted(subcommand: &str, config: &Path, what: &str) {
+    let out = check_config(subcommand, config);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(config).unwrap()
+    );
+}
+
+/// `config` (rendered from `what`) is refused, and the error says `reason`.
+fn assert_refused(subcommand: &str, config: &Path, what: &str, reason: &str) {
+    let out = check_config(subcommand, config);
+    assert!(!out.status.success(), "{what} was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(reason), "{what}: {stderr}");
+}
+
 /// Render the registry module's config file, as the module does.
 fn registry_config(dir: &Path, settings: &str) -> PathBuf {
     render_settings(
@@ -382,20 +401,13 @@ fn registry_config(dir: &Path, settings: &str) -> PathBuf {
 #[test]
 fn the_registry_module_renders_a_config_berth_serve_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let check = |config: &Path| check_config("serve", config);
     // The defaults, and every documented key set.
     for settings in [
         "{ }",
         r#"{ storage.fsync = false; limits = { max_manifest_bytes = 8388608; max_page_size = 500; body_idle_timeout_secs = 60; }; log = { format = "human"; level = "info,berth_registry=debug"; }; }"#,
     ] {
         let config = registry_config(dir.path(), settings);
-        let out = check(&config);
-        assert!(
-            out.status.success(),
-            "{settings}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&config).unwrap()
-        );
+        assert_accepted("serve", &config, settings);
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(text.contains("listen = \"0.0.0.0:5123\""), "{text}");
     }
@@ -405,10 +417,12 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         ("{ limits.max_page_size = 0; }", "max_page_size"),
         ("{ storage.fsnyc = true; }", "fsnyc"),
     ] {
-        let out = check(&registry_config(dir.path(), settings));
-        assert!(!out.status.success(), "{settings} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{settings}: {stderr}");
+        assert_refused(
+            "serve",
+            &registry_config(dir.path(), settings),
+            settings,
+            reason,
+        );
     }
 }
 
@@ -416,42 +430,25 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
 fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let render = |args: &str| render_settings(dir.path(), "mirror-settings.nix", args);
-    let check = |config: &Path| check_config("mirror", config);
     for args in [
         "{ }",
         r#"{ registries = [ "registry.lan:5000" "docker.io" ]; extra = { peers = [ "http://10.0.0.3:5001" ]; advertise_url = "http://10.0.0.2:5001"; p2p = { listen = "/ip4/0.0.0.0/tcp/5003"; bootstrap = [ "/dns4/node1.lan/tcp/5003" ]; key_file = "/run/credentials/berth-mirror.service/p2p-key"; }; containerd_content = "/var/lib/containerd/io.containerd.content.v1.content"; }; settings = { upstreams."registry.lan:5000" = "http://10.0.0.2:5000"; cache.max_bytes = 1073741824; upstream.connect_timeout_ms = 500; }; }"#,
     ] {
-        let config = render(args);
-        let out = check(&config);
-        assert!(
-            out.status.success(),
-            "{args}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&config).unwrap()
-        );
+        assert_accepted("mirror", &render(args), args);
     }
-    let out = check(&render(r#"{ registries = [ "not a host" ]; }"#));
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a host"));
+    let bad = r#"{ registries = [ "not a host" ]; }"#;
+    assert_refused("mirror", &render(bad), bad, "not a host");
 }
 
 #[test]
 fn the_bot_module_renders_a_config_berth_bot_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let render = |args: &str| render_settings(dir.path(), "bot-settings.nix", args);
-    let check = |config: &Path| check_config("bot", config);
     for args in [
         r#"{ remote = "https://forgejo.lan/infra/gitops.git"; forge = { kind = "forgejo"; url = "https://forgejo.lan"; repo = "infra/gitops"; }; }"#,
         r#"{ remote = "https://github.com/me/gitops.git"; webhooks = false; forge = { kind = "github"; url = "https://github.com"; repo = "me/gitops"; }; settings = { debounce_ms = 10000; git.group = "apps"; registry = { name = "registry.lan:5000"; plain_http = true; }; poll = { interval_s = 60; images = [ "registry.lan:5000/apps/web:main" ]; }; }; }"#,
     ] {
-        let config = render(args);
-        let out = check(&config);
-        assert!(
-            out.status.success(),
-            "{args}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&config).unwrap()
-        );
+        assert_accepted("bot", &render(args), args);
     }
     for (args, reason) in [
         (
@@ -464,9 +461,6 @@ fn the_bot_module_renders_a_config_berth_bot_accepts() {
         ),
         (r#"{ remote = "r"; webhooks = false; }"#, "poll"),
     ] {
-        let out = check(&render(args));
-        assert!(!out.status.success(), "{args} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(reason), "{args}: {stderr}");
+        assert_refused("bot", &render(args), args, reason);
     }
 }
