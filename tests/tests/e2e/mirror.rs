@@ -90,6 +90,21 @@ fn metric(text: &str, name: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// A `layers`-layer image of `size`-byte layers made with umoci, pushed
+/// with skopeo to `server` as `e2e/<name>:v1`: (its reference, its digest).
+fn pushed_image(
+    dir: &Path,
+    server: &Server,
+    name: &str,
+    layers: usize,
+    size: usize,
+) -> (String, String) {
+    let layout = umoci_image(dir, "v1", layers, size);
+    let image = format!("{}/e2e/{name}:v1", server.host());
+    skopeo_push(&layout, "v1", &image);
+    (image, layout_digest(&layout, "v1"))
+}
+
 /// containerd's hosts directory, written by `berth mirror hosts-config`:
 /// pulls from `registry` go to `mirror` first, then to the registry.
 fn hosts_dir(dir: &Path, registry: &str, mirror: &Mirror) -> PathBuf {
@@ -139,11 +154,8 @@ fn pull_ok(cd: &Containerd, hosts: &Path, image: &str) {
 fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("registry"), &[]);
-    let layout = umoci_image(dir.path(), "v1", 4, 300_000);
-    let want = layout_digest(&layout, "v1");
+    let (image, want) = pushed_image(dir.path(), &server, "mirrored", 4, 300_000);
     let registry = server.host();
-    let image = format!("{registry}/e2e/mirrored:v1");
-    skopeo_push(&layout, "v1", &image);
     let mirror = Mirror::start(
         &dir.path().join("mirror"),
         &[format!("{registry}=http://{registry}")],
@@ -201,11 +213,8 @@ fn containerd_pulls_through_the_mirror_and_its_cache_spares_the_registry() {
 fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("registry"), &[]);
-    let layout = umoci_image(dir.path(), "v1", 3, 250_000);
-    let want = layout_digest(&layout, "v1");
+    let (image, want) = pushed_image(dir.path(), &server, "peered", 3, 250_000);
     let registry = server.host();
-    let image = format!("{registry}/e2e/peered:v1");
-    skopeo_push(&layout, "v1", &image);
     let up = [format!("{registry}=http://{registry}")];
     let a = Mirror::start(&dir.path().join("mirror-a"), &up);
     let peers = format!("peers = [\"{}\"]", a.url());
@@ -268,11 +277,8 @@ fn a_node_pulls_from_its_peer_not_the_registry_even_when_the_registry_is_down() 
 fn nodes_find_each_others_blobs_through_libp2p() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
-    let layout = umoci_image(dir.path(), "v1", 2, 300_000);
-    let want = layout_digest(&layout, "v1");
+    let (image, want) = pushed_image(dir.path(), &server, "p2p", 2, 300_000);
     let registry = server.host();
-    let image = format!("{registry}/e2e/p2p:v1");
-    skopeo_push(&layout, "v1", &image);
     let key = dir.path().join("p2p.key");
     std::fs::write(&key, "11".repeat(32)).unwrap();
     let free = || {
@@ -403,11 +409,8 @@ fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
 fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
-    let layout = umoci_image(dir.path(), "v1", 4, 400_000);
-    let want = layout_digest(&layout, "v1");
+    let (image, want) = pushed_image(dir.path(), &server, "cold", 4, 400_000);
     let registry = server.host();
-    let image = format!("{registry}/e2e/cold:v1");
-    skopeo_push(&layout, "v1", &image);
     let sent = || registry_blob_bytes(&server);
     // The image's blob bytes: config and layers, as the registry has them.
     let manifest = http(
@@ -507,11 +510,8 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
 fn kubelets_cri_pull_honours_the_written_hosts_toml() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
-    let layout = umoci_image(dir.path(), "v1", 2, 300_000);
-    let want = layout_digest(&layout, "v1");
+    let (image, want) = pushed_image(dir.path(), &server, "cri", 2, 300_000);
     let registry = server.host();
-    let image = format!("{registry}/e2e/cri:v1");
-    skopeo_push(&layout, "v1", &image);
     let mirror = Mirror::start(
         &dir.path().join("mirror"),
         &[format!("{registry}=http://{registry}")],
