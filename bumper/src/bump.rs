@@ -414,30 +414,25 @@ fn publish_one(
     }
     if let Some(forge) = &pr.forge {
         let body = body(plan, targets, members, labels);
-        let up = forge.upsert(branch, &pr.base, &title, &body)?;
+        let open = forge.open_pulls()?;
+        let up = forge.upsert(&open, branch, &pr.base, &title, &body)?;
         outcome.pr = Some(up);
         // Close older bump PRs whose every target this one covers.
         let mine: Vec<&Target> = members.iter().map(|i| &targets[*i].0).collect();
-        for open in forge.open_pulls()? {
-            if open.head == branch || !open.head.starts_with(&pr.prefix) {
+        for pull in open {
+            if pull.head == branch || !pull.head.starts_with(&pr.prefix) {
                 continue;
             }
-            let Some(theirs) = marker_targets(&open.body) else {
+            let Some(theirs) = marker_targets(&pull.body) else {
                 continue;
             };
             let covered = !theirs.is_empty()
-                && theirs.iter().all(|t| {
-                    mine.iter().any(|m| {
-                        m.reference().registry() == t.reference().registry()
-                            && m.reference().repository() == t.reference().repository()
-                            && m.reference()
-                                .tag()
-                                .is_none_or(|tag| t.reference().tag() == Some(tag))
-                    })
-                });
+                && theirs
+                    .iter()
+                    .all(|t| mine.iter().any(|m| m.covers_target(t)));
             if covered {
-                forge.close(open.number, &format!("Superseded by #{}.", up.number()))?;
-                outcome.closed.push(open.number);
+                forge.close(pull.number, &format!("Superseded by #{}.", up.number()))?;
+                outcome.closed.push(pull.number);
             }
         }
     }

@@ -204,16 +204,18 @@ impl Forge {
         Ok(out)
     }
 
-    /// Open or update the one pull request from `head` into `base`.
+    /// Open or update the one pull request from `head` into `base`, given
+    /// the open pull requests (`open_pulls`, listed once by the caller).
     pub fn upsert(
         &self,
+        open: &[PullRequest],
         head: &str,
         base: &str,
         title: &str,
         body: &str,
     ) -> Result<Upsert, BumpError> {
-        if let Some(pr) = self.open_pulls()?.into_iter().find(|p| p.head == head) {
-            return self.update(&pr, title, body);
+        if let Some(pr) = open.iter().find(|p| p.head == head) {
+            return self.update(pr, title, body);
         }
         let payload = serde_json::json!({"head": head, "base": base, "title": title, "body": body});
         let (status, resp) = self.call("POST", "/pulls", Some(payload))?;

@@ -271,14 +271,21 @@ impl Target {
         &self.reference
     }
 
+    /// Whether an image `reference` with `tag` is one this target pins.
+    fn covers(&self, reference: &Reference, tag: Option<&str>) -> bool {
+        reference.registry() == self.reference.registry()
+            && reference.repository() == self.reference.repository()
+            && self.reference.tag().is_none_or(|t| tag == Some(t))
+    }
+
     /// Whether `r` is a reference this target pins.
     pub fn matches(&self, r: &ImageRef) -> bool {
-        r.reference.registry() == self.reference.registry()
-            && r.reference.repository() == self.reference.repository()
-            && self
-                .reference
-                .tag()
-                .is_none_or(|t| r.tag.as_deref() == Some(t))
+        self.covers(&r.reference, r.tag.as_deref())
+    }
+
+    /// Whether every reference `other` pins, this target pins too.
+    pub fn covers_target(&self, other: &Target) -> bool {
+        self.covers(&other.reference, other.reference.tag())
     }
 
     /// Matching a tag beats matching the repository.
