@@ -25,10 +25,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use berth_oci::distribution::webhook::{self, MAX_BODY, Payload, TOLERANCE_S};
 use berth_oci::{Digest, Reference};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::bump::{self, Options, PrOptions};
 use crate::forge::{Forge, ForgeKind};
@@ -36,10 +35,7 @@ use crate::git::Identity;
 use crate::registry::Registries;
 use crate::{BumpError, Target};
 
-/// Largest webhook body accepted.
-pub const MAX_BODY: usize = 1 << 20;
-/// How far a delivery's timestamp may be from now.
-pub const TOLERANCE_S: u64 = 300;
+pub use berth_oci::distribution::webhook::sign;
 
 /// The bot's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -601,34 +597,16 @@ impl Bot {
                 "webhooks are not enabled (no secret_file)".into(),
             ));
         };
-        let ts = header("x-berth-timestamp");
-        let sig = header("x-berth-signature-256");
-        let id = header("x-berth-delivery");
-        let Some(hex_sig) = sig.strip_prefix("sha256=") else {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                "missing X-Berth-Signature-256: sha256=<hex>".into(),
-            ));
-        };
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad key".into()))?;
-        mac.update(ts.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        let given = hex::decode(hex_sig)
-            .map_err(|_| (StatusCode::UNAUTHORIZED, "signature is not hex".into()))?;
-        mac.verify_slice(&given)
-            .map_err(|_| (StatusCode::UNAUTHORIZED, "signature does not match".into()))?;
-        let t: u64 = ts
-            .parse()
-            .map_err(|_| (StatusCode::UNAUTHORIZED, "bad X-Berth-Timestamp".into()))?;
-        if now().abs_diff(t) > TOLERANCE_S {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                format!("timestamp is more than {TOLERANCE_S} s away"),
-            ));
-        }
-        if id.is_empty() || id.len() > 128 {
+        let id = header(webhook::HEADER_DELIVERY);
+        webhook::verify(
+            secret,
+            header(webhook::HEADER_TIMESTAMP),
+            header(webhook::HEADER_SIGNATURE),
+            body,
+            now(),
+        )
+        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+        if id.is_empty() || id.len() > webhook::MAX_DELIVERY_ID {
             return Err((StatusCode::BAD_REQUEST, "missing X-Berth-Delivery".into()));
         }
         let payload: serde_json::Value = serde_json::from_slice(body)
@@ -652,49 +630,29 @@ impl Bot {
     }
 
     fn parse(&self, v: &serde_json::Value) -> Result<Vec<Pending>, String> {
-        let kind = v["type"].as_str().ok_or("no \"type\"")?;
-        if kind != "PUSH_ARTIFACT" {
+        let Some(payload) = Payload::from_value(v.clone())? else {
             return Ok(Vec::new());
-        }
-        let occur_at = v["occur_at"]
-            .as_u64()
-            .ok_or("no \"occur_at\" (unix seconds)")?;
-        let repo = v["event_data"]["repository"]["repo_full_name"]
-            .as_str()
-            .ok_or("no event_data.repository.repo_full_name")?;
-        berth_oci::validate_name(repo).map_err(|e| format!("repo_full_name: {e}"))?;
-        let resources = v["event_data"]["resources"]
-            .as_array()
-            .ok_or("no event_data.resources")?;
+        };
         let mut out = Vec::new();
-        for r in resources {
-            let digest: Digest = r["digest"]
-                .as_str()
-                .ok_or("a resource has no digest")?
-                .parse()
-                .map_err(|e| format!("resource digest: {e}"))?;
-            // A push by digest alone has no tag to bump by.
-            let Some(tag) = r["tag"].as_str().filter(|t| !t.is_empty()) else {
-                continue;
-            };
-            berth_oci::validate_tag(tag).map_err(|e| format!("tag: {e}"))?;
+        for push in payload.pushes()? {
             let host = match &self.config.registry.name {
                 Some(n) => n.clone(),
                 None => {
-                    let url = r["resource_url"]
-                        .as_str()
+                    let url = push
+                        .resource_url
+                        .as_deref()
                         .ok_or("a resource has no resource_url")?;
                     url.split('/').next().unwrap_or_default().to_owned()
                 }
             };
-            let image = format!("{host}/{repo}:{tag}");
+            let image = format!("{host}/{}:{}", push.repository, push.tag);
             image
                 .parse::<Reference>()
                 .map_err(|e| format!("{image}: {e}"))?;
             out.push(Pending {
                 image,
-                digest: digest.to_string(),
-                occur_at,
+                digest: push.digest.to_string(),
+                occur_at: push.occur_at,
             });
         }
         Ok(out)
@@ -743,16 +701,6 @@ async fn webhook(State(bot): State<Arc<Bot>>, headers: HeaderMap, body: Bytes) -
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-/// The HMAC-SHA256 signature header value for `body` sent at `timestamp`.
-pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Serve `router` on `listener` until `shutdown` completes.

@@ -17,7 +17,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use berth_oci::{Digest, ErrorCode, ErrorResponse, validate_name, validate_tag};
+use berth_oci::distribution::{ManifestRef, Route, content_range, parse_range, route};
+use berth_oci::{Digest, ErrorCode, ErrorResponse};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -109,65 +110,27 @@ struct Req<'a> {
 /// Why a path was refused: status, code, message.
 type Refusal = (StatusCode, ErrorCode, String);
 
-/// Parse `<name>/manifests/<ref>` or `<name>/blobs/<digest>`.
+/// Parse `<name>/manifests/<ref>` or `<name>/blobs/<digest>` with the
+/// one `/v2` parser; every other endpoint is not the mirror's.
 fn parse(rest: &str) -> Result<Target, Refusal> {
-    let unknown = || {
-        (
-            StatusCode::NOT_FOUND,
-            ErrorCode::NameInvalid,
-            format!("unknown path /v2/{rest}"),
-        )
-    };
-    let (front, last) = rest.rsplit_once('/').ok_or_else(unknown)?;
-    let (name, kind) = front.rsplit_once('/').ok_or_else(unknown)?;
-    validate_name(name).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            ErrorCode::NameInvalid,
-            e.to_string(),
-        )
-    })?;
-    match kind {
-        "manifests" => {
-            if last.contains(':') {
-                last.parse::<Digest>().map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::DigestInvalid,
-                        e.to_string(),
-                    )
-                })?;
-            } else {
-                validate_tag(last).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::ManifestInvalid,
-                        e.to_string(),
-                    )
-                })?;
-            }
-            Ok(Target::Manifest {
-                name: name.to_owned(),
-                reference: last.to_owned(),
-            })
-        }
-        "blobs" => {
-            let digest = last.parse::<Digest>().map_err(|e| {
-                (
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::DigestInvalid,
-                    e.to_string(),
-                )
-            })?;
-            Ok(Target::Blob {
-                name: name.to_owned(),
-                digest,
-            })
-        }
-        _ => Err((
+    match route::parse(rest) {
+        Ok(Route::Manifest { name, reference }) => Ok(Target::Manifest {
+            name,
+            reference: match reference {
+                ManifestRef::Tag(t) => t,
+                ManifestRef::Digest(d) => d.to_string(),
+            },
+        }),
+        Ok(Route::Blob { name, digest }) => Ok(Target::Blob { name, digest }),
+        Ok(_) => Err((
             StatusCode::NOT_FOUND,
             ErrorCode::Unsupported,
             format!("the mirror serves manifests and blobs, not /v2/{rest}"),
+        )),
+        Err(e) => Err((
+            StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            e.code,
+            e.message,
         )),
     }
 }
@@ -437,27 +400,6 @@ async fn manifest(m: &Mirror, req: &Req<'_>, reference: &str, headers: &HeaderMa
     }
 }
 
-/// Parse a single `bytes=a-b` range against `len`.
-fn parse_range(range: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = range.strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            (len.checked_sub(n.min(len))?, len.checked_sub(1)?)
-        }
-        (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
-        (a, b) => (
-            a.parse().ok()?,
-            b.parse::<u64>().ok()?.min(len.checked_sub(1)?),
-        ),
-    };
-    (start <= end && end < len).then_some((start, end))
-}
-
 /// Serve blob `digest` (`len` bytes, verified when it got there) from the
 /// file at `path`, counted under `source`.
 async fn from_file(
@@ -469,24 +411,22 @@ async fn from_file(
     head: bool,
     range: Option<&str>,
 ) -> Response {
-    let (status, start, end) = match range {
-        None => (StatusCode::OK, 0, len.saturating_sub(1)),
-        Some(r) => match parse_range(r, len) {
-            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
-            None => {
-                let mut resp = error(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    ErrorCode::BlobUnknown,
-                    format!("range {r:?} is not within {len} bytes"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                return resp;
+    let (status, start, end) = match parse_range(range, len) {
+        Ok(None) => (StatusCode::OK, 0, len),
+        Ok(Some(r)) => (StatusCode::PARTIAL_CONTENT, r.start, r.end),
+        Err(e) => {
+            let mut resp = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::BlobUnknown,
+                format!("range {range:?}: {e}"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-        },
+            return resp;
+        }
     };
-    let count = if len == 0 { 0 } else { end - start + 1 };
+    let count = end - start;
     let body = if head || count == 0 {
         Body::empty()
     } else {
@@ -526,7 +466,7 @@ async fn from_file(
         h.insert("Docker-Content-Digest", v);
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+        if let Ok(v) = HeaderValue::from_str(&content_range(&(start..end), len)) {
             h.insert(header::CONTENT_RANGE, v);
         }
     }
@@ -881,17 +821,5 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=0-1000", 100), Some((0, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
     }
 }

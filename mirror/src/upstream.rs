@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use berth_oci::Digest;
+use berth_oci::distribution::{self, MANIFEST_ACCEPT};
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
@@ -49,9 +50,6 @@ pub struct Upstream {
     manifest_timeout: Duration,
     max_manifest: u64,
 }
-
-/// The media types a manifest GET accepts when the caller named none.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 impl Upstream {
     /// A client with `config`'s timeouts.
@@ -127,22 +125,13 @@ impl Upstream {
     }
 
     /// Answer a `Bearer realm=…,service=…,scope=…` challenge anonymously.
-    async fn anonymous_token(&self, challenge: &str) -> Option<String> {
-        let params = challenge.strip_prefix("Bearer ")?;
-        let mut realm = None;
-        let mut query = Vec::new();
-        for part in params.split(',') {
-            let (k, v) = part.trim().split_once('=')?;
-            let v = v.trim_matches('"');
-            match k {
-                "realm" => realm = Some(v.to_owned()),
-                "service" | "scope" => query.push((k.to_owned(), v.to_owned())),
-                _ => {}
-            }
-        }
+    async fn anonymous_token(&self, header: &str) -> Option<String> {
+        let challenge = distribution::challenge(header, "bearer")?;
+        let realm = challenge.param("realm")?;
+        let query = challenge.token_query();
         let resp = self
             .client
-            .get(realm?)
+            .get(realm)
             .query(&query)
             .timeout(self.manifest_timeout)
             .send()
@@ -349,5 +338,64 @@ impl Upstream {
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use std::collections::BTreeMap;
+
+    /// A registry whose token endpoint grants a token only for the exact
+    /// scope of its challenge, `repository:a/b:pull,push`: a client that
+    /// splits the challenge on every comma never gets the manifest.
+    #[tokio::test]
+    async fn a_bearer_challenge_with_a_comma_in_its_scope_is_answered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let realm = format!("{base}/token");
+        const MANIFEST: &[u8] =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::get(|Query(q): Query<BTreeMap<String, String>>| async move {
+                    let ok = q.get("scope").map(String::as_str) == Some("repository:a/b:pull,push")
+                        && q.get("service").map(String::as_str) == Some("reg, with comma");
+                    if ok {
+                        (StatusCode::OK, r#"{"token":"granted"}"#).into_response()
+                    } else {
+                        (StatusCode::FORBIDDEN, format!("{q:?}")).into_response()
+                    }
+                }),
+            )
+            .route(
+                "/v2/a/b/manifests/1",
+                axum::routing::get(|State(realm): State<String>, h: HeaderMap| async move {
+                    if h.get("authorization").is_some_and(|v| v == "Bearer granted") {
+                        (
+                            StatusCode::OK,
+                            [("content-type", "application/vnd.oci.image.manifest.v1+json")],
+                            MANIFEST,
+                        )
+                            .into_response()
+                    } else {
+                        let challenge = format!(
+                            r#"Bearer realm="{realm}",service="reg, with comma",scope="repository:a/b:pull,push""#
+                        );
+                        (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "")
+                            .into_response()
+                    }
+                }),
+            )
+            .with_state(realm);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let up = Upstream::new(&UpstreamConfig::default(), 1 << 20);
+        let got = up.manifest(&base, "a/b", "1", None, None).await.unwrap();
+        assert_eq!(got.bytes, MANIFEST);
+        assert_eq!(got.digest, Digest::sha256(MANIFEST));
     }
 }

@@ -258,27 +258,6 @@ fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.starts_with("127.") || h == "[::1]"
 }
 
-/// Parse `Bearer realm="…",service="…",scope="…"`.
-fn bearer_challenge(header: &str) -> Option<BTreeMap<String, String>> {
-    let rest = header.trim().strip_prefix("Bearer ")?;
-    let mut params = BTreeMap::new();
-    let mut s = rest;
-    while !s.is_empty() {
-        let (key, after) = s.split_once('=')?;
-        let after = after.trim_start();
-        let (value, rest) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"')?;
-            (&q[..end], &q[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        params.insert(key.trim().to_ascii_lowercase(), value.to_owned());
-        s = rest.trim_start_matches([',', ' ']);
-    }
-    Some(params)
-}
-
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -362,12 +341,12 @@ impl Client {
     fn token(
         &self,
         registry: &str,
-        challenge: &BTreeMap<String, String>,
+        challenge: &crate::distribution::Challenge,
         scope: &str,
     ) -> Result<String, ClientError> {
-        let realm = challenge.get("realm").cloned().unwrap_or_default();
+        let realm = challenge.param("realm").unwrap_or_default().to_owned();
         let mut url = format!("{realm}?scope={}", url_encode(scope));
-        if let Some(service) = challenge.get("service") {
+        if let Some(service) = challenge.param("service") {
             url.push_str(&format!("&service={}", url_encode(service)));
         }
         let mut req = self.agent.get(&url);
@@ -459,7 +438,10 @@ impl Client {
                 Ok(r) | Err(ureq::Error::Status(_, r)) => {
                     let status = r.status();
                     if status == 401 && !authed_once {
-                        if let Some(ch) = r.header("WWW-Authenticate").and_then(bearer_challenge) {
+                        if let Some(ch) = r
+                            .header("WWW-Authenticate")
+                            .and_then(|h| crate::distribution::challenge(h, "bearer"))
+                        {
                             let t = self.token(registry, &ch, scope)?;
                             self.tokens
                                 .lock()
@@ -529,13 +511,12 @@ impl Client {
     ) -> Result<Option<(String, Vec<u8>, Digest)>, ClientError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
         let scope = format!("repository:{repo}:pull");
-        let accept = crate::media_type::MANIFEST_TYPES.join(", ");
         let call = Call {
             method: "GET",
             registry,
             url: &url,
             scope: &scope,
-            headers: &[("Accept", &accept)],
+            headers: &[("Accept", crate::distribution::MANIFEST_ACCEPT)],
         };
         let r = self.send(&call, Body::Empty, &[200, 404])?;
         if r.status() == 404 {
@@ -792,18 +773,6 @@ mod tests {
             Credentials::Anonymous
         );
         assert!(Credentials::from_auth_json("{", "x", "a").is_err());
-    }
-
-    #[test]
-    fn bearer_challenges() {
-        let c = bearer_challenge(
-            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
-        )
-        .unwrap();
-        assert_eq!(c["realm"], "https://auth.example/token");
-        assert_eq!(c["service"], "registry.example");
-        assert_eq!(c["scope"], "repository:a/b:pull,push");
-        assert!(bearer_challenge("Basic realm=x").is_none());
     }
 
     #[test]

@@ -11,13 +11,16 @@
 //! - [`manifest`]: `Manifest::parse` and what a manifest references.
 //! - [`layout`]: `ImageLayout`, an OCI image-layout directory.
 //! - [`error`]: `ErrorCode` and the error JSON body.
-//!
+//! - [`distribution`]: the protocol pieces every server and client shares:
+//!   `/v2` path routing, `Range`, `WWW-Authenticate` challenges, the
+//!   manifest `Accept` list, the push webhook and its signature.
 //! - [`client`]: the registry client (push with HEAD-skip, cross-repository
 //!   mount, parallel uploads, retries, Basic and Bearer auth) — the only
 //!   module that does network I/O.
 
 pub mod client;
 pub mod digest;
+pub mod distribution;
 pub mod error;
 pub mod layout;
 pub mod manifest;

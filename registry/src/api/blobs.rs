@@ -9,11 +9,11 @@
 //! hash is then recomputed from the stored bytes). One request at a time may
 //! work on a session.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
+use berth_oci::distribution::{parse_range, range};
 use berth_oci::{Algorithm, Digest, ErrorCode, Hasher, validate_name};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
@@ -34,39 +34,6 @@ fn upload_unknown(id: &str) -> ApiError {
         ErrorCode::BlobUploadUnknown,
         format!("upload {id} is not known"),
     )
-}
-
-/// Parse a `Range` request header against a blob of `size` bytes: `None` to
-/// serve the whole blob (no header, or one this server ignores, as RFC 9110
-/// allows), or the range, or 416.
-fn parse_range(value: Option<&str>, size: u64) -> Result<Option<Range<u64>>, ApiError> {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(start), Ok(end)) if start <= end => start..end.saturating_add(1).min(size),
-        // Go's net/http and nginx answer 416 here, and clients expect it.
-        (Ok(_), Ok(_)) => size..size,
-        (Ok(start), Err(_)) if b.is_empty() => start..size,
-        (Err(_), Ok(suffix)) if a.is_empty() && suffix > 0 => size.saturating_sub(suffix)..size,
-        _ => return Ok(None),
-    };
-    if range.start >= size || range.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::SizeInvalid,
-            format!("range {spec} is outside the blob of {size} bytes"),
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-        .with_detail(serde_json::json!({ "size": size })));
-    }
-    Ok(Some(range))
 }
 
 /// GET or HEAD a blob.
@@ -96,6 +63,9 @@ pub(super) async fn get(
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match parse_range(range_header, size) {
         Err(e) => {
+            let e = ApiError::new(ErrorCode::SizeInvalid, format!("{e} ({range_header:?})"))
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .with_detail(serde_json::json!({ "size": size }));
             let mut resp = axum::response::IntoResponse::into_response(e);
             if let Ok(v) = format!("bytes */{size}").parse() {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -115,10 +85,7 @@ pub(super) async fn get(
         Some(rg) => builder
             .status(StatusCode::PARTIAL_CONTENT)
             .header(header::CONTENT_LENGTH, rg.end - rg.start)
-            .header(
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{size}", rg.start, rg.end - 1),
-            ),
+            .header(header::CONTENT_RANGE, range::content_range(&rg, size)),
         None => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, size),
@@ -512,32 +479,4 @@ pub(super) async fn cancel(r: &Arc<Registry>, name: &str, id: &str) -> Result<Re
     let (mut claim, _) = session(r, name, id)?;
     discard(r, &mut claim).await?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn range_table() {
-        type Want = Result<Option<Range<u64>>, ()>;
-        let cases: &[(Option<&str>, Want)] = &[
-            (None, Ok(None)),
-            (Some("bytes=0-9"), Ok(Some(0..10))),
-            (Some("bytes=5-"), Ok(Some(5..100))),
-            (Some("bytes=-10"), Ok(Some(90..100))),
-            (Some("bytes=-1000"), Ok(Some(0..100))),
-            (Some("bytes=90-1000"), Ok(Some(90..100))),
-            (Some("bytes=100-"), Err(())),
-            (Some("bytes=200-300"), Err(())),
-            (Some("bytes=0-1,5-6"), Ok(None)),
-            (Some("bytes=9-0"), Err(())),
-            (Some("items=0-1"), Ok(None)),
-            (Some("bytes=x-y"), Ok(None)),
-        ];
-        for (h, want) in cases {
-            let got = parse_range(*h, 100).map_err(|_| ());
-            assert_eq!(&got, want, "{h:?}");
-        }
-    }
 }

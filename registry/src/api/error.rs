@@ -81,8 +81,8 @@ impl ApiError {
     }
 }
 
-impl From<super::route::RouteError> for ApiError {
-    fn from(e: super::route::RouteError) -> Self {
+impl From<berth_oci::distribution::RouteError> for ApiError {
+    fn from(e: berth_oci::distribution::RouteError) -> Self {
         let err = Self::new(e.code, e.message);
         if e.code == ErrorCode::NameUnknown {
             err.with_status(StatusCode::NOT_FOUND)

@@ -12,10 +12,10 @@ use berth_oci::{Digest, ErrorCode, Manifest, media_type};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
-use super::route::ManifestRef;
 use super::{ApiError, Params, db_write, empty, next_chunk};
 use crate::Registry;
 use crate::metadata::{ManifestKey, NewManifest};
+use berth_oci::distribution::ManifestRef;
 
 fn key(reference: &ManifestRef) -> ManifestKey<'_> {
     match reference {

@@ -1,5 +1,5 @@
 //! The HTTP edge of the registry: the axum router, the single `/v2/{*rest}`
-//! handler that parses the path with [`route::parse`] and dispatches on
+//! handler that parses the path with [`berth_oci::distribution::route::parse`] and dispatches on
 //! method and route, `/metrics`, `/healthz`, and the request-metrics layer.
 //!
 //! Layering: routes (here) → the endpoint handlers in [`manifests`] and
@@ -24,10 +24,9 @@ use crate::Registry;
 mod blobs;
 pub mod error;
 mod manifests;
-pub mod route;
 
+use berth_oci::distribution::{Route, route};
 pub use error::ApiError;
-use route::Route;
 
 /// The label a response carries for the request metrics.
 #[derive(Debug, Clone, Copy)]

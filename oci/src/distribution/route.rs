@@ -2,9 +2,10 @@
 //! which repository, with which reference. Repository names may have any
 //! number of components (even ones such as `blobs` or `manifests`), so the
 //! endpoint is recognised from the end of the path. Names, tags and digests
-//! are validated here, before anything else sees them.
+//! are validated here, before anything else sees them. Both servers (the
+//! registry and the node mirror) route with it; neither has another.
 
-use berth_oci::{Digest, ErrorCode, validate_name, validate_tag};
+use crate::{Digest, ErrorCode, validate_name, validate_tag};
 
 /// How a manifest is named in a request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +89,8 @@ fn name(segs: &[&str]) -> Result<String, RouteError> {
 }
 
 fn digest(s: &str) -> Result<Digest, RouteError> {
-    s.parse().map_err(|e: berth_oci::DigestError| {
-        RouteError::new(ErrorCode::DigestInvalid, e.to_string())
-    })
+    s.parse()
+        .map_err(|e: crate::DigestError| RouteError::new(ErrorCode::DigestInvalid, e.to_string()))
 }
 
 /// Parse the part of a path after `/v2/` (so `library/alpine/manifests/3`).
