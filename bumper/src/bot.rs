@@ -350,7 +350,13 @@ impl Bot {
 
     fn work(&self) {
         let debounce = Duration::from_millis(self.config.debounce_ms);
-        let mut backoff = Duration::from_millis(self.config.retry_ms);
+        let policy = berth_oci::retry::Backoff {
+            initial: Duration::from_millis(self.config.retry_ms),
+            factor: 2,
+            max: Duration::from_secs(600),
+        };
+        // Failed runs in a row.
+        let mut failures = 0;
         let mut not_before = Instant::now();
         loop {
             let batch = {
@@ -387,7 +393,7 @@ impl Bot {
                         tracing::error!(error = %e, "cannot save the pending pushes");
                     }
                     inner.status.pending = inner.pending.len();
-                    backoff = Duration::from_millis(self.config.retry_ms);
+                    failures = 0;
                     not_before = Instant::now();
                 }
                 Err(e) if e.is_permanent() => {
@@ -417,11 +423,12 @@ impl Bot {
                     not_before = Instant::now();
                 }
                 Err(e) => {
+                    failures += 1;
+                    let backoff = policy.delay(failures);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "bump failed; will retry");
                     inner.status.failures += 1;
                     inner.status.last_error = Some(e.to_string());
                     not_before = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(600));
                 }
             }
         }

@@ -55,7 +55,7 @@ pub struct Forge {
     owner: String,
     repo: String,
     token: String,
-    agent: ureq::Agent,
+    http: reqwest::blocking::Client,
 }
 
 /// What an upsert did.
@@ -96,34 +96,36 @@ impl Forge {
             ForgeKind::GitHub => url.to_owned(),
             _ => format!("{url}/api/v1"),
         };
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
-            .build();
+            .user_agent("berth-bump")
+            .build()
+            .map_err(|e| BumpError::Forge {
+                message: format!("cannot set up the HTTP client: {e}"),
+            })?;
         Ok(Self {
             kind,
             api,
             owner: owner.to_owned(),
             repo: name.to_owned(),
             token,
-            agent,
+            http,
         })
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
+    fn request(&self, method: &str, path: &str) -> reqwest::blocking::RequestBuilder {
         let url = format!("{}/repos/{}/{}{path}", self.api, self.owner, self.repo);
-        let r = self
-            .agent
-            .request(method, &url)
-            .set("User-Agent", "berth-bump");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let r = self.http.request(method, url);
         match self.kind {
             ForgeKind::GitHub => r
-                .set("Authorization", &format!("Bearer {}", self.token))
-                .set("Accept", "application/vnd.github+json")
-                .set("X-GitHub-Api-Version", "2022-11-28"),
+                .bearer_auth(&self.token)
+                .header("Accept", "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28"),
             _ => r
-                .set("Authorization", &format!("token {}", self.token))
-                .set("Accept", "application/json"),
+                .header("Authorization", format!("token {}", self.token))
+                .header("Accept", "application/json"),
         }
     }
 
@@ -134,20 +136,15 @@ impl Forge {
         body: Option<serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), BumpError> {
         let req = self.request(method, path);
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
         };
-        let (status, resp) = match res {
-            Ok(r) => (r.status(), r),
-            Err(ureq::Error::Status(s, r)) => (s, r),
-            Err(e) => {
-                return Err(BumpError::Forge {
-                    message: format!("{method} {path}: {e}"),
-                });
-            }
-        };
-        let text = resp.into_string().unwrap_or_default();
+        let resp = req.send().map_err(|e| BumpError::Forge {
+            message: format!("{method} {path}: {}", berth_oci::client::error_chain(&e)),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Ok((status, json))
     }

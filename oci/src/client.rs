@@ -9,17 +9,29 @@
 //! (`WWW-Authenticate: Bearer realm=…`) are supported, with credentials from
 //! a docker-style `auth.json` or given directly.
 //!
-//! Blocking I/O on threads: the builder that calls it is synchronous.
+//! A synchronous API over reqwest (the workspace's one HTTP client): the
+//! builder and the bumper that call it are synchronous, so each client
+//! runs its requests on a small runtime of its own and must not be called
+//! from inside another async runtime. Blob bodies stream from the layout
+//! in 1 MiB chunks, verified as they are read.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+
 use crate::digest::Digest;
+use crate::distribution::{self, Challenge};
 use crate::layout::ImageLayout;
 use crate::manifest::Manifest;
 use crate::reference::Reference;
+use crate::retry::Backoff;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +113,11 @@ impl Credentials {
         let Some(auth) = entry["auth"].as_str() else {
             return Ok(Self::Anonymous);
         };
-        let decoded = base64_decode(auth)
-            .ok_or_else(|| err(format!("the auth for {registry} is not base64")))?;
+        let auth = auth.trim();
+        let decoded = STANDARD
+            .decode(auth)
+            .or_else(|_| STANDARD_NO_PAD.decode(auth.trim_end_matches('=')))
+            .map_err(|_| err(format!("the auth for {registry} is not base64")))?;
         let text = String::from_utf8(decoded)
             .map_err(|_| err(format!("the auth for {registry} is not UTF-8")))?;
         let (u, p) = text
@@ -119,49 +134,10 @@ impl Credentials {
             Self::Anonymous => None,
             Self::Basic { username, password } => Some(format!(
                 "Basic {}",
-                base64_encode(format!("{username}:{password}").as_bytes())
+                STANDARD.encode(format!("{username}:{password}"))
             )),
         }
     }
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = B64.iter().position(|&b| b == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// What a push reports as it goes (for progress bars).
@@ -182,22 +158,6 @@ pub struct PushProgress(pub std::sync::Arc<dyn Fn(PushEvent) + Send + Sync>);
 impl std::fmt::Debug for PushProgress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PushProgress")
-    }
-}
-
-/// Counts the bytes read through it into a [`PushProgress`].
-struct Counted<R> {
-    inner: R,
-    progress: Option<PushProgress>,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(p) = &self.progress {
-            (p.0)(PushEvent::Sent(n as u64));
-        }
-        Ok(n)
     }
 }
 
@@ -247,7 +207,8 @@ pub struct PushReport {
 /// A registry client.
 #[derive(Debug)]
 pub struct Client {
-    agent: ureq::Agent,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
     opts: ClientOptions,
     /// Bearer tokens by scope.
     tokens: Mutex<BTreeMap<String, String>>,
@@ -258,34 +219,62 @@ fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.starts_with("127.") || h == "[::1]"
 }
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// An error and its causes, on one line (reqwest leaves the cause, such
+/// as "connection refused", to its error's sources).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// At most `max` bytes of a response body.
-fn read_body(r: ureq::Response, max: u64, registry: &str) -> Result<Vec<u8>, ClientError> {
+async fn read_body(
+    mut r: reqwest::Response,
+    max: u64,
+    registry: &str,
+) -> Result<Vec<u8>, ClientError> {
     let mut bytes = Vec::new();
-    r.into_reader()
-        .take(max)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ClientError::Unreachable {
-            registry: registry.to_owned(),
-            cause: e.to_string(),
-        })?;
-    Ok(bytes)
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) => {
+                let room = max.saturating_sub(bytes.len() as u64) as usize;
+                bytes.extend_from_slice(&c[..c.len().min(room)]);
+                if bytes.len() as u64 >= max {
+                    return Ok(bytes);
+                }
+            }
+            Ok(None) => return Ok(bytes),
+            Err(e) => {
+                return Err(ClientError::Unreachable {
+                    registry: registry.to_owned(),
+                    cause: error_chain(&e),
+                });
+            }
+        }
+    }
+}
+
+/// A response's media type, without parameters.
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.split(';').next().unwrap_or(t).trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// One request's target and fixed headers.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Call<'a> {
-    method: &'static str,
+    method: reqwest::Method,
     registry: &'a str,
     url: &'a str,
     /// The token scope, `repository:<name>:pull,push`.
@@ -299,16 +288,49 @@ enum Body<'a> {
     File(&'a ImageLayout, &'a Digest, u64),
 }
 
+/// Bytes read from a layout blob per chunk of an upload body.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// What pushing one blob took.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+/// The method's name, for errors.
+fn static_method(m: &reqwest::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "request",
+    }
+}
+
 impl Client {
     /// A client with `opts`.
     pub fn new(opts: ClientOptions) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(300))
-            .redirects(5)
-            .build();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(300))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a reqwest client with static settings builds");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("berth-client")
+            .enable_all()
+            .build()
+            .expect("a two-thread tokio runtime starts");
         Self {
-            agent,
+            http,
+            runtime,
             opts,
             tokens: Mutex::new(BTreeMap::new()),
         }
@@ -338,41 +360,43 @@ impl Client {
     }
 
     /// Fetch a Bearer token for a challenge.
-    fn token(
+    async fn token(
         &self,
         registry: &str,
-        challenge: &crate::distribution::Challenge,
+        challenge: &Challenge,
         scope: &str,
     ) -> Result<String, ClientError> {
         let realm = challenge.param("realm").unwrap_or_default().to_owned();
-        let mut url = format!("{realm}?scope={}", url_encode(scope));
-        if let Some(service) = challenge.param("service") {
-            url.push_str(&format!("&service={}", url_encode(service)));
-        }
-        let mut req = self.agent.get(&url);
-        if let Some(h) = self.opts.credentials.basic_header() {
-            req = req.set("Authorization", &h);
-        }
-        let resp = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(401 | 403, _)) => {
-                return Err(ClientError::Unauthorized {
-                    registry: registry.to_owned(),
-                    scope: scope.to_owned(),
-                });
-            }
-            Err(e) => {
-                return Err(ClientError::Unreachable {
-                    registry: realm,
-                    cause: e.to_string(),
-                });
-            }
+        let unreachable = |cause: String| ClientError::Unreachable {
+            registry: realm.clone(),
+            cause,
         };
-        let v: serde_json::Value = serde_json::from_reader(resp.into_reader().take(1 << 20))
-            .map_err(|e| ClientError::Unreachable {
-                registry: realm.clone(),
-                cause: format!("token response: {e}"),
-            })?;
+        let mut url = reqwest::Url::parse(&realm)
+            .map_err(|e| unreachable(format!("token realm {realm:?}: {e}")))?;
+        url.query_pairs_mut().append_pair("scope", scope);
+        if let Some(service) = challenge.param("service") {
+            url.query_pairs_mut().append_pair("service", service);
+        }
+        let mut req = self.http.get(url);
+        if let Some(h) = self.opts.credentials.basic_header() {
+            req = req.header(AUTHORIZATION, h);
+        }
+        let resp = req.send().await.map_err(|e| unreachable(error_chain(&e)))?;
+        if matches!(resp.status().as_u16(), 401 | 403) {
+            return Err(ClientError::Unauthorized {
+                registry: registry.to_owned(),
+                scope: scope.to_owned(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(unreachable(format!(
+                "token endpoint answered {}",
+                resp.status()
+            )));
+        }
+        let body = read_body(resp, 1 << 20, &realm).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| unreachable(format!("token response: {e}")))?;
         v["token"]
             .as_str()
             .or(v["access_token"].as_str())
@@ -383,28 +407,77 @@ impl Client {
             })
     }
 
+    /// A layout blob as a streamed request body: read (and verified) in
+    /// 1 MiB chunks on the blocking pool, counted into the progress.
+    fn file_body(
+        &self,
+        layout: &ImageLayout,
+        digest: &Digest,
+    ) -> Result<reqwest::Body, ClientError> {
+        let mut reader = layout.open_blob(digest)?;
+        let progress = self.opts.progress.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let mut n = 0;
+                let read = loop {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => {
+                            n += k;
+                            if n == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                if let Err(e) = read {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+                if n == 0 {
+                    return;
+                }
+                buf.truncate(n);
+                if let Some(p) = &progress {
+                    (p.0)(PushEvent::Sent(n as u64));
+                }
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        Ok(reqwest::Body::wrap_stream(stream))
+    }
+
     /// Send a request with retries and authentication; statuses in `ok` are
     /// returned, others become errors.
-    fn send(
+    async fn send(
         &self,
         call: &Call<'_>,
         body: Body<'_>,
         ok: &[u16],
-    ) -> Result<ureq::Response, ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let Call {
             method,
             registry,
             url,
             scope,
             headers,
-        } = *call;
+        } = call.clone();
         let mut attempt = 0;
         let mut authed_once = false;
         loop {
             attempt += 1;
-            let mut req = self.agent.request(method, url);
+            let mut req = self.http.request(method.clone(), url);
             for (k, v) in headers {
-                req = req.set(k, v);
+                req = req.header(*k, *v);
             }
             let token = self
                 .tokens
@@ -413,36 +486,32 @@ impl Client {
                 .get(scope)
                 .cloned();
             if let Some(t) = token {
-                req = req.set("Authorization", &format!("Bearer {t}"));
+                req = req.header(AUTHORIZATION, format!("Bearer {t}"));
             } else if let Some(h) = self.opts.credentials.basic_header() {
-                req = req.set("Authorization", &h);
+                req = req.header(AUTHORIZATION, h);
             }
-            let result = match &body {
-                Body::Empty if matches!(method, "GET" | "HEAD" | "DELETE") => req.call(),
-                Body::Empty => req.set("Content-Length", "0").send_bytes(&[]),
-                Body::Bytes(b) => req.send_bytes(b),
-                Body::File(layout, digest, size) => match layout.open_blob(digest) {
-                    Ok(f) => req
-                        .set("Content-Length", &size.to_string())
-                        .set("Content-Type", "application/octet-stream")
-                        .send(Counted {
-                            inner: f,
-                            progress: self.opts.progress.clone(),
-                        }),
-                    Err(e) => return Err(e.into()),
-                },
+            req = match &body {
+                Body::Empty if matches!(method.as_str(), "GET" | "HEAD" | "DELETE") => req,
+                Body::Empty => req.header(CONTENT_LENGTH, 0),
+                Body::Bytes(b) => req.body(b.to_vec()),
+                Body::File(layout, digest, size) => req
+                    .header(CONTENT_LENGTH, *size)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(self.file_body(layout, digest)?),
             };
             let transient = |a: u32| a < self.opts.attempts;
-            match result {
-                Ok(r) if ok.contains(&r.status()) => return Ok(r),
-                Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                    let status = r.status();
+            match req.send().await {
+                Ok(r) if ok.contains(&r.status().as_u16()) => return Ok(r),
+                Ok(r) => {
+                    let status = r.status().as_u16();
                     if status == 401 && !authed_once {
                         if let Some(ch) = r
-                            .header("WWW-Authenticate")
-                            .and_then(|h| crate::distribution::challenge(h, "bearer"))
+                            .headers()
+                            .get(WWW_AUTHENTICATE)
+                            .and_then(|h| h.to_str().ok())
+                            .and_then(|h| distribution::challenge(h, "bearer"))
                         {
-                            let t = self.token(registry, &ch, scope)?;
+                            let t = self.token(registry, &ch, scope).await?;
                             self.tokens
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -451,9 +520,6 @@ impl Client {
                             continue;
                         }
                     }
-                    if ok.contains(&status) {
-                        return Ok(r);
-                    }
                     if status == 401 || status == 403 {
                         return Err(ClientError::Unauthorized {
                             registry: registry.to_owned(),
@@ -461,26 +527,25 @@ impl Client {
                         });
                     }
                     if (status == 429 || status >= 500) && transient(attempt) {
-                        std::thread::sleep(backoff(attempt));
+                        tokio::time::sleep(Backoff::REQUEST.delay(attempt)).await;
                         continue;
                     }
-                    let mut text = String::new();
-                    let _ = r.into_reader().take(4096).read_to_string(&mut text);
+                    let text = read_body(r, 4096, registry).await.unwrap_or_default();
                     return Err(ClientError::Status {
                         status,
-                        method,
+                        method: static_method(&method),
                         url: url.to_owned(),
-                        body: text.trim().to_owned(),
+                        body: String::from_utf8_lossy(&text).trim().to_owned(),
                     });
                 }
                 Err(e) => {
                     if transient(attempt) {
-                        std::thread::sleep(backoff(attempt));
+                        tokio::time::sleep(Backoff::REQUEST.delay(attempt)).await;
                         continue;
                     }
                     return Err(ClientError::Unreachable {
                         registry: registry.to_owned(),
-                        cause: e.to_string(),
+                        cause: error_chain(&e),
                     });
                 }
             }
@@ -509,35 +574,37 @@ impl Client {
         repo: &str,
         reference: &str,
     ) -> Result<Option<(String, Vec<u8>, Digest)>, ClientError> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
-        let scope = format!("repository:{repo}:pull");
-        let call = Call {
-            method: "GET",
-            registry,
-            url: &url,
-            scope: &scope,
-            headers: &[("Accept", crate::distribution::MANIFEST_ACCEPT)],
-        };
-        let r = self.send(&call, Body::Empty, &[200, 404])?;
-        if r.status() == 404 {
-            return Ok(None);
-        }
-        let media_type = r.content_type().to_owned();
-        let bytes = read_body(r, 16 << 20, registry)?;
-        let wanted = reference.parse::<Digest>().ok();
-        let algorithm = wanted
-            .as_ref()
-            .map_or(crate::digest::Algorithm::Sha256, |d| d.algorithm());
-        let digest = algorithm.digest(&bytes);
-        if wanted.is_some_and(|w| w != digest) {
-            return Err(ClientError::Status {
-                status: 200,
-                method: "GET",
-                url,
-                body: format!("the registry served a manifest whose digest is {digest}"),
-            });
-        }
-        Ok(Some((media_type, bytes, digest)))
+        self.runtime.block_on(async {
+            let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
+            let scope = format!("repository:{repo}:pull");
+            let call = Call {
+                method: reqwest::Method::GET,
+                registry,
+                url: &url,
+                scope: &scope,
+                headers: &[("Accept", distribution::MANIFEST_ACCEPT)],
+            };
+            let r = self.send(&call, Body::Empty, &[200, 404]).await?;
+            if r.status() == 404 {
+                return Ok(None);
+            }
+            let media_type = content_type(&r);
+            let bytes = read_body(r, 16 << 20, registry).await?;
+            let wanted = reference.parse::<Digest>().ok();
+            let algorithm = wanted
+                .as_ref()
+                .map_or(crate::digest::Algorithm::Sha256, |d| d.algorithm());
+            let digest = algorithm.digest(&bytes);
+            if wanted.is_some_and(|w| w != digest) {
+                return Err(ClientError::Status {
+                    status: 200,
+                    method: "GET",
+                    url,
+                    body: format!("the registry served a manifest whose digest is {digest}"),
+                });
+            }
+            Ok(Some((media_type, bytes, digest)))
+        })
     }
 
     /// Blob `digest` of `repo`, at most `max` bytes, verified.
@@ -548,26 +615,28 @@ impl Client {
         digest: &Digest,
         max: u64,
     ) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
-        let scope = format!("repository:{repo}:pull");
-        let call = Call {
-            method: "GET",
-            registry,
-            url: &url,
-            scope: &scope,
-            headers: &[],
-        };
-        let r = self.send(&call, Body::Empty, &[200])?;
-        let bytes = read_body(r, max + 1, registry)?;
-        if bytes.len() as u64 > max || digest.algorithm().digest(&bytes) != *digest {
-            return Err(ClientError::Status {
-                status: 200,
-                method: "GET",
-                url,
-                body: "the blob is larger than allowed or does not match its digest".into(),
-            });
-        }
-        Ok(bytes)
+        self.runtime.block_on(async {
+            let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
+            let scope = format!("repository:{repo}:pull");
+            let call = Call {
+                method: reqwest::Method::GET,
+                registry,
+                url: &url,
+                scope: &scope,
+                headers: &[],
+            };
+            let r = self.send(&call, Body::Empty, &[200]).await?;
+            let bytes = read_body(r, max + 1, registry).await?;
+            if bytes.len() as u64 > max || digest.algorithm().digest(&bytes) != *digest {
+                return Err(ClientError::Status {
+                    status: 200,
+                    method: "GET",
+                    url,
+                    body: "the blob is larger than allowed or does not match its digest".into(),
+                });
+            }
+            Ok(bytes)
+        })
     }
 
     /// Whether `repo` holds blob `digest`.
@@ -577,23 +646,33 @@ impl Client {
         repo: &str,
         digest: &Digest,
     ) -> Result<bool, ClientError> {
+        self.runtime
+            .block_on(self.blob_exists_async(registry, repo, digest))
+    }
+
+    async fn blob_exists_async(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<bool, ClientError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
         let scope = format!("repository:{repo}:pull,push");
         let call = Call {
-            method: "HEAD",
+            method: reqwest::Method::HEAD,
             registry,
             url: &url,
             scope: &scope,
             headers: &[],
         };
-        let r = self.send(&call, Body::Empty, &[200, 404])?;
+        let r = self.send(&call, Body::Empty, &[200, 404]).await?;
         Ok(r.status() == 200)
     }
 
     /// Put one blob into `repo`: mount if the registry can, else upload
     /// into the session the mount request opened. Returns whether it was
     /// mounted.
-    fn put_blob(
+    async fn put_blob(
         &self,
         registry: &str,
         repo: &str,
@@ -602,45 +681,65 @@ impl Client {
         size: u64,
     ) -> Result<bool, ClientError> {
         let scope = format!("repository:{repo}:pull,push");
-        let mut url = format!(
-            "{}/v2/{repo}/blobs/uploads/?mount={digest}",
-            self.base(registry)
-        );
+        let mut url =
+            reqwest::Url::parse(&format!("{}/v2/{repo}/blobs/uploads/", self.base(registry)))
+                .map_err(|e| ClientError::Unreachable {
+                    registry: registry.to_owned(),
+                    cause: e.to_string(),
+                })?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string());
         if let Some(from) = &self.opts.mount_from {
-            url.push_str(&format!("&from={}", url_encode(from)));
+            url.query_pairs_mut().append_pair("from", from);
         }
+        let url = url.to_string();
         let call = Call {
-            method: "POST",
+            method: reqwest::Method::POST,
             registry,
             url: &url,
             scope: &scope,
             headers: &[],
         };
-        let r = self.send(&call, Body::Empty, &[201, 202])?;
+        let r = self.send(&call, Body::Empty, &[201, 202]).await?;
         if r.status() == 201 {
             return Ok(true);
         }
-        let location = r.header("Location").ok_or_else(|| ClientError::Status {
-            status: 202,
-            method: "POST",
-            url: url.clone(),
-            body: "no Location header for the upload session".into(),
-        })?;
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::Status {
+                status: 202,
+                method: "POST",
+                url: url.clone(),
+                body: "no Location header for the upload session".into(),
+            })?;
         let loc = self.absolute(registry, location);
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
         let call = Call {
-            method: "PUT",
+            method: reqwest::Method::PUT,
             url: &put,
             ..call
         };
-        self.send(&call, Body::File(layout, digest, size), &[201])?;
+        self.send(&call, Body::File(layout, digest, size), &[201])
+            .await?;
         Ok(false)
     }
 
     /// Push the image `manifest` of `layout` to `dest` (tagged with its tag,
     /// or by digest), skipping what the registry has.
     pub fn push_image(
+        &self,
+        layout: &ImageLayout,
+        manifest: &Digest,
+        dest: &Reference,
+    ) -> Result<PushReport, ClientError> {
+        self.runtime
+            .block_on(self.push_image_async(layout, manifest, dest))
+    }
+
+    async fn push_image_async(
         &self,
         layout: &ImageLayout,
         manifest: &Digest,
@@ -654,74 +753,52 @@ impl Client {
         if let Some(p) = &self.opts.progress {
             (p.0)(PushEvent::Planned(blobs.iter().map(|b| b.size).sum()));
         }
-        let report = Mutex::new(PushReport::default());
-        let next = Mutex::new(blobs.iter());
-        let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..self.opts.parallel.max(1) {
-                s.spawn(|| {
-                    loop {
-                        let Some(blob) = next.lock().unwrap_or_else(|e| e.into_inner()).next()
-                        else {
-                            return;
-                        };
-                        if first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .is_some()
-                        {
-                            return;
-                        }
-                        let outcome =
-                            self.blob_exists(registry, repo, &blob.digest)
-                                .and_then(|exists| {
-                                    if exists {
-                                        return Ok((0, 0));
-                                    }
-                                    self.put_blob(registry, repo, layout, &blob.digest, blob.size)
-                                        .map(
-                                            |mounted| if mounted { (1, 0) } else { (2, blob.size) },
-                                        )
-                                });
-                        let mut rep = report.lock().unwrap_or_else(|e| e.into_inner());
-                        if let (Some(p), Ok((0 | 1, _))) = (&self.opts.progress, &outcome) {
-                            (p.0)(PushEvent::Skipped(blob.size));
-                        }
-                        match outcome {
-                            Ok((0, _)) => rep.skipped.push(blob.digest.clone()),
-                            Ok((1, _)) => rep.mounted.push(blob.digest.clone()),
-                            Ok((_, n)) => {
-                                rep.uploaded.push(blob.digest.clone());
-                                rep.bytes += n;
-                            }
-                            Err(e) => {
-                                first_error
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .get_or_insert(e);
-                            }
-                        }
-                    }
-                });
+        // Each blob: skipped (present), mounted, or uploaded; the first
+        // error stops the push.
+        let mut outcomes = futures_util::stream::iter(blobs.iter())
+            .map(|blob| async move {
+                let outcome = if self.blob_exists_async(registry, repo, &blob.digest).await? {
+                    Sent::Skipped
+                } else if self
+                    .put_blob(registry, repo, layout, &blob.digest, blob.size)
+                    .await?
+                {
+                    Sent::Mounted
+                } else {
+                    Sent::Uploaded
+                };
+                if let (Some(p), Sent::Skipped | Sent::Mounted) = (&self.opts.progress, outcome) {
+                    (p.0)(PushEvent::Skipped(blob.size));
+                }
+                Ok::<_, ClientError>((blob, outcome))
+            })
+            .buffer_unordered(self.opts.parallel.max(1));
+        let mut report = PushReport::default();
+        while let Some(done) = outcomes.next().await {
+            let (blob, outcome) = done?;
+            match outcome {
+                Sent::Skipped => report.skipped.push(blob.digest.clone()),
+                Sent::Mounted => report.mounted.push(blob.digest.clone()),
+                Sent::Uploaded => {
+                    report.uploaded.push(blob.digest.clone());
+                    report.bytes += blob.size;
+                }
             }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
         }
-        let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        drop(outcomes);
         let reference = dest
             .tag()
             .map_or_else(|| manifest.to_string(), str::to_owned);
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
         let scope = format!("repository:{repo}:pull,push");
         let call = Call {
-            method: "PUT",
+            method: reqwest::Method::PUT,
             registry,
             url: &url,
             scope: &scope,
             headers: &[("Content-Type", parsed.media_type())],
         };
-        self.send(&call, Body::Bytes(&bytes), &[200, 201])?;
+        self.send(&call, Body::Bytes(&bytes), &[200, 201]).await?;
         report.bytes += bytes.len() as u64;
         for list in [
             &mut report.skipped,
@@ -734,25 +811,9 @@ impl Client {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200 * 4u64.pow(attempt.saturating_sub(1).min(4)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trip() {
-        for s in ["", "a", "ab", "abc", "user:pa:ss", "robot$ci:tok3n/+="] {
-            assert_eq!(
-                base64_decode(&base64_encode(s.as_bytes())).unwrap(),
-                s.as_bytes()
-            );
-        }
-        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
-        assert!(base64_decode("not*base64").is_none());
-    }
 
     #[test]
     fn auth_json_lookup() {

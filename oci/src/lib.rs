@@ -14,10 +14,12 @@
 //! - [`distribution`]: the protocol pieces every server and client shares:
 //!   `/v2` path routing, `Range`, `WWW-Authenticate` challenges, the
 //!   manifest `Accept` list, the push webhook and its signature.
-//! - [`client`]: the registry client (push with HEAD-skip, cross-repository
+//! - [`retry`]: the backoff policy of berth's clients.
+//! - `client` (the `client` feature): the registry client (push with HEAD-skip, cross-repository
 //!   mount, parallel uploads, retries, Basic and Bearer auth) — the only
 //!   module that does network I/O.
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod digest;
 pub mod distribution;
@@ -26,6 +28,7 @@ pub mod layout;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;
+pub mod retry;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher, Verifier, VerifyingReader};
 pub use error::{ErrorCode, ErrorInfo, ErrorResponse};

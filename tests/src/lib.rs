@@ -221,39 +221,46 @@ pub fn try_http(
         url.starts_with("http://127."),
         "tests talk to loopback only: {url}"
     );
-    let agent = ureq::AgentBuilder::new()
+    let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
-        .redirects(0)
-        .build();
-    let mut req = agent.request(method, url);
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut req = client.request(method.clone(), url);
     for (k, v) in headers {
-        req = req.set(k, v);
+        req = req.header(*k, *v);
     }
-    let result = if body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE") {
-        req.call()
-    } else {
-        req.send_bytes(body)
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
+    if !(body.is_empty() && matches!(method.as_str(), "GET" | "HEAD" | "DELETE")) {
+        req = req.body(body.to_vec());
+    }
+    let resp = req.send().map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    })?;
+    let status = resp.status().as_u16();
     let headers = resp
-        .headers_names()
-        .into_iter()
-        .map(|k| {
-            let v = resp.header(&k).unwrap_or_default().to_owned();
-            (k, v)
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
         })
         .collect();
-    let mut body = Vec::new();
-    if method != "HEAD" {
-        resp.into_reader()
-            .read_to_end(&mut body)
-            .map_err(|e| format!("reading the body: {e}"))?;
-    }
+    let body = if method == reqwest::Method::HEAD {
+        Vec::new()
+    } else {
+        resp.bytes()
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_vec()
+    };
     Ok(Reply {
         status,
         headers,
