@@ -50,24 +50,14 @@ async fn base() -> Response {
 
 async fn metrics(State(m): State<Arc<Mirror>>) -> Response {
     let members = m.routing.members();
-    let peers = members.len() as u64;
-    let good = members.iter().filter(|p| !m.is_penalised(p)).count() as u64;
-    let gauges = [
-        ("berth_mirror_peers", "Other nodes known to routing.", peers),
-        (
-            "berth_mirror_peers_penalised",
-            "Peers skipped for sending bytes that did not match.",
-            peers - good,
-        ),
-        (
-            "berth_mirror_downloads_in_flight",
-            "Blobs being fetched now.",
-            m.downloads.len() as u64,
-        ),
-    ];
+    let state = crate::metrics::State {
+        peers: members.len() as u64,
+        peers_penalised: members.iter().filter(|p| m.is_penalised(p)).count() as u64,
+        downloads_in_flight: m.downloads.len() as u64,
+    };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.metrics.render(&gauges),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        m.metrics.render(state),
     )
         .into_response()
 }

@@ -1,153 +1,169 @@
-//! Prometheus metrics for the registry, rendered in the text exposition
-//! format at `/metrics`: requests by route, method and status, request
-//! latency, bytes received and sent (blob bytes separately, so a mirror test
-//! can prove the registry sent none), and upload sessions. Counters are
-//! atomics or a short-held map; rendering never blocks a request for long.
+//! Prometheus metrics for the registry, on the `prometheus-client` crate
+//! and rendered in the OpenMetrics text format at `/metrics`: requests by
+//! route, method and status, request latency, bytes received and sent
+//! (blob bytes separately, so a mirror test can prove the registry sent
+//! none), and upload sessions. Every update is an atomic add or a short
+//! read-locked lookup; rendering never blocks a request for long.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of the rendered metrics.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the request latency histogram.
 const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: String,
+    status: u16,
 }
 
-/// The registry's counters.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The registry's metrics.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    blob_bytes_out: AtomicU64,
-    uploads_started: AtomicU64,
-    uploads_completed: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    blob_bytes_out: Counter,
+    uploads_started: Counter,
+    uploads_completed: Counter,
+    upload_sessions: Gauge,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let m = Self {
+            requests,
+            latency,
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            blob_bytes_out: Counter::default(),
+            uploads_started: Counter::default(),
+            uploads_completed: Counter::default(),
+            upload_sessions: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "berth_registry_requests",
+            "HTTP requests by route, method and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "berth_registry_request_duration_seconds",
+            "Request latency by route",
+            m.latency.clone(),
+        );
+        for (name, help, counter) in [
+            (
+                "berth_registry_received_bytes",
+                "Bytes received in request bodies",
+                &m.bytes_in,
+            ),
+            (
+                "berth_registry_sent_bytes",
+                "Bytes sent in response bodies",
+                &m.bytes_out,
+            ),
+            (
+                "berth_registry_blob_sent_bytes",
+                "Blob content bytes sent",
+                &m.blob_bytes_out,
+            ),
+            (
+                "berth_registry_uploads_started",
+                "Upload sessions started",
+                &m.uploads_started,
+            ),
+            (
+                "berth_registry_uploads_completed",
+                "Uploads published as blobs",
+                &m.uploads_completed,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "berth_registry_upload_sessions",
+            "Open upload sessions",
+            m.upload_sessions.clone(),
+        );
+        Self { registry, ..m }
+    }
 }
 
 impl Metrics {
     /// Count one finished request.
     pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
-        *lock(&self.requests)
-            .entry((route, method.to_owned(), status))
-            .or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        let mut lat = lock(&self.latency);
-        let h = lat.entry(route).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Count bytes received in request bodies.
     pub fn bytes_in(&self, n: u64) {
-        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.bytes_in.inc_by(n);
     }
 
     /// Count bytes sent in response bodies; `blob` for blob content.
     pub fn bytes_out(&self, n: u64, blob: bool) {
-        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.bytes_out.inc_by(n);
         if blob {
-            self.blob_bytes_out.fetch_add(n, Ordering::Relaxed);
+            self.blob_bytes_out.inc_by(n);
         }
     }
 
     /// Count a started upload session.
     pub fn upload_started(&self) {
-        self.uploads_started.fetch_add(1, Ordering::Relaxed);
+        self.uploads_started.inc();
     }
 
     /// Count a completed (published) upload.
     pub fn upload_completed(&self) {
-        self.uploads_completed.fetch_add(1, Ordering::Relaxed);
+        self.uploads_completed.inc();
     }
 
     /// Render every metric; `open_uploads` is read from the metadata store.
     pub fn render(&self, open_uploads: u64) -> String {
+        self.upload_sessions
+            .set(i64::try_from(open_uploads).unwrap_or(i64::MAX));
         let mut out = String::new();
-        out.push_str(
-            "# HELP berth_registry_requests_total HTTP requests by route, method and status.\n",
-        );
-        out.push_str("# TYPE berth_registry_requests_total counter\n");
-        for ((route, method, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "berth_registry_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-            );
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot render the metrics");
         }
-        out.push_str("# HELP berth_registry_request_duration_seconds Request latency by route.\n");
-        out.push_str("# TYPE berth_registry_request_duration_seconds histogram\n");
-        for (route, h) in lock(&self.latency).iter() {
-            for (b, c) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "berth_registry_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "berth_registry_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-                 berth_registry_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-                 berth_registry_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        let counters = [
-            (
-                "berth_registry_received_bytes_total",
-                "Bytes received in request bodies.",
-                &self.bytes_in,
-            ),
-            (
-                "berth_registry_sent_bytes_total",
-                "Bytes sent in response bodies.",
-                &self.bytes_out,
-            ),
-            (
-                "berth_registry_blob_sent_bytes_total",
-                "Blob content bytes sent.",
-                &self.blob_bytes_out,
-            ),
-            (
-                "berth_registry_uploads_started_total",
-                "Upload sessions started.",
-                &self.uploads_started,
-            ),
-            (
-                "berth_registry_uploads_completed_total",
-                "Uploads published as blobs.",
-                &self.uploads_completed,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP berth_registry_upload_sessions Open upload sessions.\n\
-             # TYPE berth_registry_upload_sessions gauge\nberth_registry_upload_sessions {open_uploads}"
-        );
         out
     }
 }
@@ -167,7 +183,7 @@ mod tests {
             r#"berth_registry_requests_total{route="manifest",method="GET",status="200"} 2"#
         ));
         assert!(text.contains(
-            r#"berth_registry_request_duration_seconds_bucket{route="manifest",le="0.005"} 1"#
+            r#"berth_registry_request_duration_seconds_bucket{le="0.005",route="manifest"} 1"#
         ));
         assert!(text.contains("berth_registry_blob_sent_bytes_total 10"));
         assert!(text.contains("berth_registry_upload_sessions 3"));

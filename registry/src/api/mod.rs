@@ -95,7 +95,7 @@ async fn base() -> Response {
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     let open = registry.meta.upload_count().unwrap_or(0);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         registry.metrics.render(open),
     )
         .into_response()
