@@ -341,7 +341,7 @@ mod tests {
                 berth_oci::spec::Descriptor::new(
                     berth_oci::spec::MediaType::ImageManifest,
                     2,
-                    m.to_string().parse::<berth_oci::spec::Digest>().unwrap(),
+                    berth_oci::spec::Digest::from(&m),
                 ),
                 None,
             )

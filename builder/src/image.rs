@@ -538,10 +538,7 @@ pub fn write_index(
     let descriptor = berth_oci::spec::Descriptor::new(
         berth_oci::spec::MediaType::ImageIndex,
         bytes.len() as u64,
-        digest
-            .to_string()
-            .parse::<berth_oci::spec::Digest>()
-            .expect("a berth digest is an OCI digest"),
+        berth_oci::spec::Digest::from(&digest),
     );
     layout.add_manifest(descriptor, tag)?;
     Ok(digest)
@@ -633,10 +630,7 @@ pub(crate) fn oci_descriptor(
     let mut d = berth_oci::spec::Descriptor::new(
         berth_oci::spec::MediaType::ImageManifest,
         size as u64,
-        digest
-            .to_string()
-            .parse::<berth_oci::spec::Digest>()
-            .expect("a berth digest is an OCI digest"),
+        berth_oci::spec::Digest::from(digest),
     );
     d.set_platform(Some(
         berth_oci::spec::PlatformBuilder::default()

@@ -140,10 +140,7 @@ pub fn write_sbom(
     let mut descriptor = berth_oci::spec::Descriptor::new(
         berth_oci::spec::MediaType::ImageManifest,
         bytes.len() as u64,
-        digest
-            .to_string()
-            .parse::<berth_oci::spec::Digest>()
-            .expect("a berth digest is an OCI digest"),
+        berth_oci::spec::Digest::from(&digest),
     );
     descriptor.set_artifact_type(Some(berth_oci::spec::MediaType::Other(
         CYCLONEDX_JSON.to_owned(),

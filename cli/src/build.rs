@@ -442,11 +442,7 @@ fn copy_image(from: &ImageLayout, to: &ImageLayout, built: &Built, tag: &str) ->
     let descriptor = berth_oci::spec::Descriptor::new(
         media,
         top.len() as u64,
-        built
-            .top
-            .to_string()
-            .parse::<berth_oci::spec::Digest>()
-            .expect("a berth digest is an OCI digest"),
+        berth_oci::spec::Digest::from(&built.top),
     );
     to.add_manifest(descriptor, Some(tag))?;
     Ok(())

@@ -198,6 +198,24 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(d: &Digest) -> Self {
+        // Both grammars accept every sha256/sha512 digest berth can hold.
+        d.to_string()
+            .parse()
+            .unwrap_or_else(|e| unreachable!("a berth digest is an OCI digest: {e}"))
+    }
+}
+
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+
+    /// Only sha256 and sha512 digests (with valid hex) are berth digests.
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, DigestError> {
+        d.to_string().parse()
+    }
+}
+
 /// An incremental hasher for one of the supported algorithms.
 #[derive(Clone)]
 pub enum Hasher {
@@ -343,6 +361,20 @@ mod tests {
 
     const EMPTY256: &str =
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn converts_to_and_from_oci_spec_digests() {
+        for d in [
+            Algorithm::Sha256.digest(b"x"),
+            Algorithm::Sha512.digest(b"x"),
+        ] {
+            let spec = oci_spec::image::Digest::from(&d);
+            assert_eq!(spec.to_string(), d.to_string());
+            assert_eq!(Digest::try_from(&spec).unwrap(), d);
+        }
+        let other: oci_spec::image::Digest = format!("blake3:{}", "a".repeat(64)).parse().unwrap();
+        assert!(Digest::try_from(&other).is_err());
+    }
 
     #[test]
     fn parse_table() {

@@ -340,7 +340,7 @@ mod tests {
         let desc = |d: &Digest| {
             oci_spec::image::DescriptorBuilder::default()
                 .media_type(MediaType::ImageManifest)
-                .digest(d.to_string().parse::<oci_spec::image::Digest>().unwrap())
+                .digest(oci_spec::image::Digest::from(d))
                 .size(2u64)
                 .build()
                 .unwrap()

@@ -92,7 +92,7 @@ struct Probe {
 
 fn content_ref(d: &SpecDescriptor) -> Result<ContentRef, ManifestError> {
     Ok(ContentRef {
-        digest: d.digest().to_string().parse()?,
+        digest: d.digest().try_into()?,
         size: d.size(),
         media_type: d.media_type().to_string(),
         urls: d.urls().clone().unwrap_or_default(),
