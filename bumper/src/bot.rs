@@ -63,6 +63,9 @@ pub struct BotConfig {
     pub registry: RegistryConfig,
     /// Polling, for registries without webhooks.
     pub poll: Option<PollConfig>,
+    /// Logging (`[log]`, as in `berth serve`'s and `berth mirror`'s).
+    #[serde(default)]
+    pub log: berth_oci::log::LogConfig,
 }
 
 fn default_listen() -> SocketAddr {

@@ -3,17 +3,18 @@
 
 use std::io::IsTerminal;
 
-use berth_registry::config::LogFormat;
+use berth_oci::log::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// Install the global subscriber.
-pub(crate) fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+/// Install the global subscriber for `log` (`RUST_LOG` overrides its
+/// level).
+pub(crate) fn init(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
+    match log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }

@@ -14,6 +14,7 @@ mod logging;
 mod mirror;
 mod progress;
 mod serve;
+mod server;
 
 /// berth: Nix closures to running pods.
 #[derive(Debug, Parser)]

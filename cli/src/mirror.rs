@@ -5,14 +5,12 @@
 //! hosts-config` writes or prints the runtime configuration that sends
 //! pulls through the mirror.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use berth_mirror::Mirror;
 use berth_mirror::config::Config;
-use berth_registry::config::LogFormat;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -62,9 +60,6 @@ struct ServeArgs {
     /// Configuration file (TOML); every setting has a default.
     #[arg(long, short, env = "BERTH_MIRROR_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on (overrides the file); port 0 picks a free one.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
     /// Cache directory (overrides the file).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -73,12 +68,8 @@ struct ServeArgs {
     /// to the file's.
     #[arg(long = "registry", value_name = "HOST[=URL]")]
     registries: Vec<String>,
-    /// Log one JSON object per line.
-    #[arg(long)]
-    log_json: bool,
-    /// Check the configuration and exit without serving.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    server: crate::server::ServerFlags,
 }
 
 fn load(args: &ServeArgs) -> Result<Config> {
@@ -86,9 +77,7 @@ fn load(args: &ServeArgs) -> Result<Config> {
         Some(path) => crate::read_config(path, |t| Ok(Config::parse(t)?))?,
         None => Config::default(),
     };
-    if let Some(l) = args.listen {
-        config.listen = l;
-    }
+    args.server.apply(&mut config.listen, &mut config.log);
     if let Some(d) = &args.data {
         config.data = d.clone();
     }
@@ -103,9 +92,6 @@ fn load(args: &ServeArgs) -> Result<Config> {
         if let Some(u) = url {
             config.upstreams.insert(host, u);
         }
-    }
-    if args.log_json {
-        config.log.format = "json".into();
     }
     config.validate()?;
     Ok(config)
@@ -165,16 +151,11 @@ fn hosts_config(args: &HostsArgs) -> Result<()> {
 
 fn serve(args: &ServeArgs) -> Result<()> {
     let config = load(args)?;
-    if args.check_config {
+    if args.server.check_config {
         println!("configuration is valid");
         return Ok(());
     }
-    let format = if config.log.format == "json" {
-        LogFormat::Json
-    } else {
-        LogFormat::Human
-    };
-    crate::logging::init(format, &config.log.level);
+    crate::logging::init(&config.log);
     if let Ok(text) = std::fs::read_to_string(&config.containerd_config) {
         for problem in berth_mirror::hosts::check_containerd_config(&text) {
             eprintln!(
@@ -185,11 +166,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             tracing::warn!(%problem, "containerd config defeats the mirror");
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    crate::server::runtime()?.block_on(async move {
         let listen = config.listen;
         let data = config.data.clone();
         let mirror = match config.p2p.clone() {
@@ -221,13 +198,14 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .context("cannot open the mirror's cache directory (check --data and its permissions)")?;
         let mirror = Arc::new(mirror);
         mirror.announce_cached();
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-            format!("cannot listen on {listen} (is another process using it? pass --listen 127.0.0.1:0 for a free port)")
-        })?;
+        let listener = crate::server::bind(listen).await?;
         let addr = listener.local_addr()?;
-        println!("berth mirror listening on http://{addr} (cache in {})", data.display());
+        println!(
+            "berth mirror listening on http://{addr} (cache in {})",
+            data.display()
+        );
         tracing::info!(%addr, "serving");
-        berth_mirror::serve(listener, mirror, crate::serve::shutdown_signal())
+        berth_mirror::serve(listener, mirror, crate::server::shutdown_signal())
             .await
             .context("server failed")?;
         Ok(())

@@ -169,24 +169,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// Logging settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: String,
-    /// `tracing` filter directive.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: "human".into(),
-            level: "info".into(),
-        }
-    }
-}
+pub use berth_oci::log::{LogConfig, LogFormat};
 
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -242,12 +225,6 @@ impl Config {
                     )));
                 }
             }
-        }
-        if !matches!(self.log.format.as_str(), "human" | "json") {
-            return Err(ConfigError(format!(
-                "log.format {:?} is not \"human\" or \"json\"",
-                self.log.format
-            )));
         }
         if self.cache.max_manifest_bytes == 0 {
             return Err(ConfigError(

@@ -14,6 +14,7 @@
 //! - [`distribution`]: the protocol pieces every server and client shares:
 //!   `/v2` path routing, `Range`, `WWW-Authenticate` challenges, the
 //!   manifest `Accept` list, the push webhook and its signature.
+//! - [`log`]: the `[log]` settings every server's config file shares.
 //! - [`retry`]: the backoff policy of berth's clients.
 //! - `client` (the `client` feature): the registry client (push with HEAD-skip, cross-repository
 //!   mount, parallel uploads, retries, Basic and Bearer auth) — the only
@@ -25,6 +26,7 @@ pub mod digest;
 pub mod distribution;
 pub mod error;
 pub mod layout;
+pub mod log;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;

@@ -77,35 +77,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Logging settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// Output format.
-    pub format: LogFormat,
-    /// `tracing` filter directive, e.g. `info` or `berth_registry=debug`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            level: "info".to_owned(),
-        }
-    }
-}
+pub use berth_oci::log::{LogConfig, LogFormat};
 
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,12 @@ impl T {
         self.req(Method::GET, uri, &[], Body::empty()).await
     }
 
+    /// PUT a manifest of `media_type` at `uri`.
+    async fn put_manifest(&self, uri: &str, media_type: &str, body: impl Into<Body>) -> Resp {
+        self.req(Method::PUT, uri, &[("Content-Type", media_type)], body)
+            .await
+    }
+
     async fn head(&self, uri: &str) -> Resp {
         self.req(Method::HEAD, uri, &[], Body::empty()).await
     }
@@ -147,10 +153,9 @@ impl T {
         }
         let body = serde_json::to_vec(&m).unwrap();
         let r = self
-            .req(
-                Method::PUT,
+            .put_manifest(
                 &format!("/v2/{repo}/manifests/{reference}"),
-                &[("Content-Type", OCI_MANIFEST)],
+                OCI_MANIFEST,
                 body.clone(),
             )
             .await;
@@ -578,10 +583,9 @@ async fn docker_schema2_manifest_keeps_its_media_type() {
         "layers": [{"mediaType": DOCKER_LAYER_GZIP, "digest": l.to_string(), "size": 5}],
     });
     let r = t
-        .req(
-            Method::PUT,
+        .put_manifest(
             "/v2/d/manifests/latest",
-            &[("Content-Type", DOCKER_MANIFEST)],
+            DOCKER_MANIFEST,
             serde_json::to_vec(&m).unwrap(),
         )
         .await;
@@ -591,10 +595,9 @@ async fn docker_schema2_manifest_keeps_its_media_type() {
         DOCKER_MANIFEST
     );
     // Schema 1 is refused.
-    t.req(
-        Method::PUT,
+    t.put_manifest(
         "/v2/d/manifests/old",
-        &[("Content-Type", DOCKER_SCHEMA1_SIGNED)],
+        DOCKER_SCHEMA1_SIGNED,
         r#"{"schemaVersion":1,"name":"d","tag":"old","fsLayers":[]}"#,
     )
     .await
@@ -612,10 +615,9 @@ async fn manifest_validation() {
         "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": missing.to_string(), "size": 12}],
     });
     let r = t
-        .req(
-            Method::PUT,
+        .put_manifest(
             "/v2/v/manifests/t",
-            &[("Content-Type", OCI_MANIFEST)],
+            OCI_MANIFEST,
             serde_json::to_vec(&m).unwrap(),
         )
         .await;
@@ -634,10 +636,9 @@ async fn manifest_validation() {
         "config": {"mediaType": OCI_CONFIG, "digest": c.to_string(), "size": 3},
         "layers": [],
     });
-    t.req(
-        Method::PUT,
+    t.put_manifest(
         "/v2/v/manifests/t",
-        &[("Content-Type", OCI_MANIFEST)],
+        OCI_MANIFEST,
         serde_json::to_vec(&wrong_size).unwrap(),
     )
     .await
@@ -651,10 +652,9 @@ async fn manifest_validation() {
                     "digest": missing.to_string(), "size": 12, "urls": ["https://example.invalid/l"]}],
     });
     let r = t
-        .req(
-            Method::PUT,
+        .put_manifest(
             "/v2/v/manifests/foreign",
-            &[("Content-Type", OCI_MANIFEST)],
+            OCI_MANIFEST,
             serde_json::to_vec(&foreign).unwrap(),
         )
         .await;
@@ -674,33 +674,22 @@ async fn manifest_validation() {
             "MANIFEST_INVALID",
         ),
     ] {
-        t.req(
-            Method::PUT,
-            "/v2/v/manifests/bad",
-            &[("Content-Type", ct)],
-            body,
-        )
-        .await
-        .oci_error(400, code);
+        t.put_manifest("/v2/v/manifests/bad", ct, body)
+            .await
+            .oci_error(400, code);
     }
     // By digest: the body must hash to it.
     let body = serde_json::to_vec(&foreign).unwrap();
-    t.req(
-        Method::PUT,
+    t.put_manifest(
         &format!("/v2/v/manifests/{missing}"),
-        &[("Content-Type", OCI_MANIFEST)],
+        OCI_MANIFEST,
         body.clone(),
     )
     .await
     .oci_error(400, "DIGEST_INVALID");
     let d = Digest::sha256(&body);
     let r = t
-        .req(
-            Method::PUT,
-            &format!("/v2/v/manifests/{d}"),
-            &[("Content-Type", OCI_MANIFEST)],
-            body,
-        )
+        .put_manifest(&format!("/v2/v/manifests/{d}"), OCI_MANIFEST, body)
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
@@ -713,12 +702,10 @@ async fn push_by_digest_with_tag_parameters() {
         "config": {"mediaType": OCI_CONFIG, "digest": cfg.to_string(), "size": 2}, "layers": []}))
     .unwrap();
     let d = Digest::sha256(&m);
-    let ct = [("Content-Type", OCI_MANIFEST)];
     let r = t
-        .req(
-            Method::PUT,
+        .put_manifest(
             &format!("/v2/tp/manifests/{d}?tag=1.2.3&tag=1.2&tag=latest"),
-            &ct,
+            OCI_MANIFEST,
             m.clone(),
         )
         .await;
@@ -728,16 +715,15 @@ async fn push_by_digest_with_tag_parameters() {
         t.get("/v2/tp/tags/list").await.json()["tags"],
         json!(["1.2", "1.2.3", "latest"])
     );
-    t.req(
-        Method::PUT,
+    t.put_manifest(
         &format!("/v2/tp/manifests/{d}?tag=ok&tag=-bad"),
-        &ct,
+        OCI_MANIFEST,
         m.clone(),
     )
     .await
     .oci_error(400, "TAG_INVALID");
     let many: String = (0..101).map(|i| format!("tag=t{i}&")).collect();
-    t.req(Method::PUT, &format!("/v2/tp/manifests/{d}?{many}"), &ct, m)
+    t.put_manifest(&format!("/v2/tp/manifests/{d}?{many}"), OCI_MANIFEST, m)
         .await
         .oci_error(414, "TAG_INVALID");
     assert_eq!(
@@ -756,14 +742,9 @@ async fn oversized_manifest_is_refused() {
         r#"{{"schemaVersion":2,"annotations":{{"x":"{}"}}}}"#,
         "a".repeat(4096)
     );
-    t.req(
-        Method::PUT,
-        "/v2/big/manifests/t",
-        &[("Content-Type", OCI_MANIFEST)],
-        big.clone(),
-    )
-    .await
-    .oci_error(413, "SIZE_INVALID");
+    t.put_manifest("/v2/big/manifests/t", OCI_MANIFEST, big.clone())
+        .await
+        .oci_error(413, "SIZE_INVALID");
     // Also when the length is not declared up front.
     let stream = futures_util::stream::iter(
         big.into_bytes()
@@ -771,10 +752,9 @@ async fn oversized_manifest_is_refused() {
             .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
             .collect::<Vec<_>>(),
     );
-    t.req(
-        Method::PUT,
+    t.put_manifest(
         "/v2/big/manifests/t",
-        &[("Content-Type", OCI_MANIFEST)],
+        OCI_MANIFEST,
         Body::from_stream(stream),
     )
     .await
@@ -797,21 +777,11 @@ async fn index_needs_its_children() {
         .unwrap()
     };
     let absent = Digest::sha256(b"absent child");
-    t.req(
-        Method::PUT,
-        "/v2/multi/manifests/latest",
-        &[("Content-Type", OCI_INDEX)],
-        index(&absent),
-    )
-    .await
-    .oci_error(400, "MANIFEST_BLOB_UNKNOWN");
+    t.put_manifest("/v2/multi/manifests/latest", OCI_INDEX, index(&absent))
+        .await
+        .oci_error(400, "MANIFEST_BLOB_UNKNOWN");
     let r = t
-        .req(
-            Method::PUT,
-            "/v2/multi/manifests/latest",
-            &[("Content-Type", OCI_INDEX)],
-            index(&child),
-        )
+        .put_manifest("/v2/multi/manifests/latest", OCI_INDEX, index(&child))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(
@@ -841,10 +811,9 @@ async fn referrers_and_subject() {
     };
     let sig_body = put(sig);
     let r = t
-        .req(
-            Method::PUT,
+        .put_manifest(
             &format!("/v2/ref/manifests/{}", Digest::sha256(&sig_body)),
-            &[("Content-Type", OCI_MANIFEST)],
+            OCI_MANIFEST,
             sig_body.clone(),
         )
         .await;
@@ -853,13 +822,8 @@ async fn referrers_and_subject() {
     let mut sbom = subj.clone();
     sbom["artifactType"] = json!("application/spdx+json");
     let sbom_body = put(sbom);
-    t.req(
-        Method::PUT,
-        "/v2/ref/manifests/sbom",
-        &[("Content-Type", OCI_MANIFEST)],
-        sbom_body,
-    )
-    .await;
+    t.put_manifest("/v2/ref/manifests/sbom", OCI_MANIFEST, sbom_body)
+        .await;
 
     let r = t.get(&format!("/v2/ref/referrers/{subject}")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1030,12 +994,7 @@ async fn sha512_blobs_and_manifests() {
     .unwrap();
     let md = Algorithm::Sha512.digest(&m);
     let r = t
-        .req(
-            Method::PUT,
-            &format!("/v2/s/manifests/{md}"),
-            &[("Content-Type", OCI_MANIFEST)],
-            m.clone(),
-        )
+        .put_manifest(&format!("/v2/s/manifests/{md}"), OCI_MANIFEST, m.clone())
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.header("Docker-Content-Digest"), md.to_string());

@@ -3,6 +3,7 @@
 //! harness compiles once.
 
 mod bad_input;
+mod bot;
 mod build;
 mod bump;
 mod clients;

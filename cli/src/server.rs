@@ -1,0 +1,73 @@
+//! What the three long-running subcommands (`serve`, `mirror`, `bot`)
+//! share: the flags every one of them takes (`--listen`, `--log-json`,
+//! `--check-config`), their async runtime, binding the listener with an
+//! error that says how to fix a busy port, and the shutdown signal
+//! (SIGINT or SIGTERM) that starts a graceful drain.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use berth_oci::log::{LogConfig, LogFormat};
+use clap::Args;
+
+/// Flags every server subcommand takes.
+#[derive(Debug, Args)]
+pub(crate) struct ServerFlags {
+    /// Address to listen on (overrides the file); port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Log one JSON object per line (overrides the file's `[log]`).
+    #[arg(long)]
+    pub(crate) log_json: bool,
+    /// Check the configuration and exit without serving.
+    #[arg(long)]
+    pub(crate) check_config: bool,
+}
+
+impl ServerFlags {
+    /// Apply the overrides to a configuration's listen address and logging.
+    pub(crate) fn apply(&self, listen: &mut SocketAddr, log: &mut LogConfig) {
+        if let Some(l) = self.listen {
+            *listen = l;
+        }
+        if self.log_json {
+            log.format = LogFormat::Json;
+        }
+    }
+}
+
+/// The multi-threaded runtime a server runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Bind `addr`; a failure says how to pick a free port.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} (is another process using it? pass --listen 127.0.0.1:0 for a free port)"
+        )
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
