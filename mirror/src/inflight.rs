@@ -16,14 +16,17 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::Bytes;
 use berth_oci::Digest;
-use futures_util::Stream;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::Mirror;
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::sources::{self, Penalties, Source, SourceKind};
 
 /// Where a download is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,24 +57,47 @@ enum Entry {
     Running(Arc<InFlight>),
 }
 
-/// The downloads in flight on this node.
-#[derive(Debug, Default)]
-pub struct Downloads {
-    map: Mutex<BTreeMap<Digest, Entry>>,
+/// How long sources are given before the next one is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A source that sends nothing for this long is left for the next.
+    pub stall: Duration,
+    /// A node that has not sent its first bytes this long after being
+    /// asked is left for the next.
+    pub first_byte: Duration,
+    /// A node that has not started this long after being asked is joined
+    /// by a request to the next node (a hedged request).
+    pub hedge: Duration,
 }
 
-/// Where else a download can continue when its source stalls or breaks:
-/// the rest is asked for with a Range request.
-#[derive(Debug, Clone)]
-pub struct Fallback {
-    /// The blob's URL there.
-    pub url: String,
-    /// Credentials to send (the registry, or the owner fetching for us).
-    pub auth: Option<http::HeaderValue>,
-    /// `peer` or `upstream`, for the metrics.
-    pub label: &'static str,
-    /// The peer, to penalise if the bytes are wrong.
-    pub peer: Option<String>,
+/// What downloads need from the rest of the mirror: where verified blobs
+/// go, what is counted, who is penalised, and whom to tell.
+pub struct Context {
+    /// The cache verified blobs are published into.
+    pub cache: Arc<Cache>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Nodes that sent wrong bytes.
+    pub penalties: Arc<Penalties>,
+    /// How long sources are given.
+    pub timeouts: Timeouts,
+    /// Called with a digest once it is published (to announce it).
+    pub published: Box<dyn Fn(&Digest) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The downloads in flight on this node.
+#[derive(Debug)]
+pub struct Downloads {
+    map: Mutex<BTreeMap<Digest, Entry>>,
+    ctx: Context,
 }
 
 /// The answer to [`Downloads::claim`].
@@ -91,19 +117,27 @@ pub enum Claim {
 pub struct Starter {
     digest: Digest,
     tx: Option<watch::Sender<Option<Option<Arc<InFlight>>>>>,
-    mirror: Arc<Mirror>,
+    downloads: Arc<Downloads>,
 }
 
 impl Drop for Starter {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            self.mirror.downloads.remove(&self.digest);
+            self.downloads.remove(&self.digest);
             let _ = tx.send(Some(None));
         }
     }
 }
 
 impl Downloads {
+    /// No downloads yet; each will use `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            map: Mutex::new(BTreeMap::new()),
+            ctx,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Digest, Entry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -132,9 +166,9 @@ impl Downloads {
 
     /// Join the fetch of `d`, or take the right to start it: one fetch per
     /// digest on this node, however many ask at once.
-    pub async fn claim(m: &Arc<Mirror>, d: &Digest) -> Claim {
+    pub async fn claim(self: &Arc<Self>, d: &Digest) -> Claim {
         let mut rx = {
-            let mut map = m.downloads.lock();
+            let mut map = self.lock();
             match map.get(d) {
                 Some(Entry::Running(f)) => return Claim::Joined(f.clone()),
                 Some(Entry::Starting(rx)) => rx.clone(),
@@ -144,7 +178,7 @@ impl Downloads {
                     return Claim::Mine(Starter {
                         digest: d.clone(),
                         tx: Some(tx),
-                        mirror: m.clone(),
+                        downloads: self.clone(),
                     });
                 }
             }
@@ -161,46 +195,57 @@ impl Downloads {
             }
         }
     }
+
+    /// The bytes of `flight` as they arrive, counted under `source`. Ends
+    /// with an error if the download fails.
+    pub fn read(
+        &self,
+        digest: Digest,
+        flight: Arc<InFlight>,
+        source: SourceKind,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + use<> {
+        read(
+            self.ctx.cache.clone(),
+            self.ctx.metrics.clone(),
+            digest,
+            flight,
+            source.label(),
+        )
+    }
 }
 
 impl Starter {
-    /// Fetch the blob from `resp` (its body) in the background. `source`
-    /// labels the metrics; `peer` is penalised if its bytes do not match.
+    /// Fetch the blob in the background from `stream`, the bytes `source`
+    /// answered with; when it stalls or breaks, the rest comes from
+    /// `fallbacks`, in order.
     pub fn start(
         mut self,
-        resp: reqwest::Response,
-        source: &'static str,
-        peer: Option<String>,
-        fallbacks: Vec<Fallback>,
+        source: Arc<dyn Source>,
+        stream: sources::Stream,
+        fallbacks: Vec<Arc<dyn Source>>,
     ) -> io::Result<Arc<InFlight>> {
-        let m = self.mirror.clone();
-        let tmp = m.cache.temp()?;
+        let d = self.downloads.clone();
+        let tmp = d.ctx.cache.temp()?;
         let file = tokio::fs::File::from_std(tmp.reopen()?);
         let (tx, rx) = watch::channel(Progress::Running(0));
         let flight = Arc::new(InFlight {
             path: tmp.path().to_owned(),
-            total: resp.content_length(),
+            total: stream.total,
             progress: rx,
         });
-        m.downloads
-            .lock()
+        d.lock()
             .insert(self.digest.clone(), Entry::Running(flight.clone()));
         if let Some(waiting) = self.tx.take() {
             let _ = waiting.send(Some(Some(flight.clone())));
         }
         let digest = self.digest.clone();
         tokio::spawn(async move {
-            let first = Fallback {
-                url: String::new(),
-                auth: None,
-                label: source,
-                peer: peer.clone(),
-            };
-            let outcome = download(&m, &digest, resp, first, fallbacks, file, &tx).await;
+            let from = format!("{source:?}");
+            let outcome = download(&d.ctx, &digest, source, stream, fallbacks, file, &tx).await;
             let final_state = match outcome {
-                Ok(n) => match m.cache.publish(tmp, &digest, n) {
+                Ok(n) => match d.ctx.cache.publish(tmp, &digest, n) {
                     Ok(()) => {
-                        m.provide(std::slice::from_ref(&digest));
+                        (d.ctx.published)(&digest);
                         Progress::Done(n)
                     }
                     Err(e) => {
@@ -209,11 +254,11 @@ impl Starter {
                     }
                 },
                 Err(e) => {
-                    tracing::warn!(error = %e, %digest, source, ?peer, "download failed; nothing cached");
+                    tracing::warn!(error = %e, %digest, %from, "download failed; nothing cached");
                     Progress::Failed
                 }
             };
-            m.downloads.remove(&digest);
+            d.remove(&digest);
             let _ = tx.send(final_state);
         });
         Ok(flight)
@@ -240,59 +285,56 @@ impl InFlight {
 /// Bytes gathered before a write to the download's file.
 const WRITE_BATCH: usize = 512 << 10;
 
-/// Copy the blob into `file`, hashing: from `resp` (whose source is
-/// `current`), and when a source stalls for `stall` or breaks, the rest from
-/// the next fallback. The byte count if the digest matches; a mismatch is
-/// `InvalidData`, and every peer that contributed is penalised.
+/// Copy the blob into `file`, hashing: from `stream` (which `current`
+/// answered with), and when a source stalls or breaks, the rest from the
+/// next fallback. The byte count if the digest matches; a mismatch is
+/// `InvalidData`, and every node that contributed is penalised.
 async fn download(
-    m: &Mirror,
+    ctx: &Context,
     digest: &Digest,
-    mut resp: reqwest::Response,
-    mut current: Fallback,
-    mut fallbacks: Vec<Fallback>,
+    mut current: Arc<dyn Source>,
+    mut stream: sources::Stream,
+    mut fallbacks: Vec<Arc<dyn Source>>,
     mut file: tokio::fs::File,
     tx: &watch::Sender<Progress>,
 ) -> io::Result<u64> {
-    let stall = std::time::Duration::from_millis(m.config.upstream.stall_timeout_ms);
+    let Timeouts {
+        stall,
+        first_byte,
+        hedge,
+    } = ctx.timeouts;
     let mut hasher = digest.algorithm().hasher();
     let mut n: u64 = 0;
     // Network chunks are small; the file and the readers get 512 KiB at a
     // time, so each costs one blocking write and one wake-up per 512 KiB.
     let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-    let mut written: u64 = 0;
-    let mut contributors: Vec<String> = current.peer.iter().cloned().collect();
+    let mut contributors: Vec<String> = current.peer().map(str::to_owned).into_iter().collect();
     // Bytes of a whole-blob answer to skip when resuming at `n`.
     let mut skip: u64 = 0;
-    let first_byte = std::time::Duration::from_millis(m.config.upstream.peer_first_byte_ms);
     // Bytes received from the current source.
     let mut from_current: u64 = 0;
     // A first chunk already taken (by the hedge below).
     let mut primed: Option<Result<Option<Bytes>, String>> = None;
-    let hedge = std::time::Duration::from_millis(m.config.upstream.peer_hedge_ms);
-    if current.label == "peer" && fallbacks.first().is_some_and(|f| f.label == "peer") {
-        // A hedged request: if this peer has not started within `hedge`,
+    if current.kind().is_node() && fallbacks.first().is_some_and(|f| f.kind().is_node()) {
+        // A hedged request: if this node has not started within `hedge`,
         // ask the next one too and keep whichever sends first.
-        match tokio::time::timeout(hedge, resp.chunk()).await {
-            Ok(first) => primed = Some(first.map_err(|e| e.to_string())),
+        match tokio::time::timeout(hedge, stream.bytes.next()).await {
+            Ok(first) => primed = Some(first.transpose()),
             Err(_) => {
                 let other = fallbacks.remove(0);
-                match m
-                    .upstream
-                    .blob_from(&other.url, other.auth.as_ref(), 0)
-                    .await
-                {
+                match other.open(digest, 0).await {
                     Ok(mut second) => {
-                        m.metrics.hedged();
+                        ctx.metrics.hedged();
                         tokio::select! {
-                            a = resp.chunk() => {
-                                primed = Some(a.map_err(|e| e.to_string()));
+                            a = stream.bytes.next() => {
+                                primed = Some(a.transpose());
                                 fallbacks.insert(0, other);
                             }
-                            b = second.chunk() => {
-                                tracing::info!(slow = ?current.peer, fast = ?other.peer, %digest, "hedged: the second peer answered first");
-                                primed = Some(b.map_err(|e| e.to_string()));
-                                contributors.extend(other.peer.iter().cloned());
-                                resp = second;
+                            b = second.bytes.next() => {
+                                tracing::info!(slow = ?current.peer(), fast = ?other.peer(), %digest, "hedged: the second node answered first");
+                                primed = Some(b.transpose());
+                                contributors.extend(other.peer().map(str::to_owned));
+                                stream = second;
                                 current = other;
                             }
                         }
@@ -303,16 +345,15 @@ async fn download(
         }
     }
     loop {
-        let wait = if from_current == 0 && current.label == "peer" {
+        let wait = if from_current == 0 && current.kind().is_node() {
             first_byte.min(stall)
         } else {
             stall
         };
         let next = match primed.take() {
             Some(first) => first,
-            None => match tokio::time::timeout(wait, resp.chunk()).await {
-                Ok(Ok(chunk)) => Ok(chunk),
-                Ok(Err(e)) => Err(e.to_string()),
+            None => match tokio::time::timeout(wait, stream.bytes.next()).await {
+                Ok(chunk) => chunk.transpose(),
                 Err(_) => Err(format!("no bytes for {wait:?}")),
             },
         };
@@ -330,14 +371,13 @@ async fn download(
                 pending.extend_from_slice(&chunk);
                 n += chunk.len() as u64;
                 from_current += chunk.len() as u64;
-                if current.label == "upstream" {
-                    m.metrics.upstream_bytes(chunk.len() as u64);
+                if current.kind() == SourceKind::Registry {
+                    ctx.metrics.upstream_bytes(chunk.len() as u64);
                 }
                 if pending.len() >= WRITE_BATCH {
                     file.write_all(&pending).await?;
                     pending.clear();
-                    written = n;
-                    let _ = tx.send(Progress::Running(written));
+                    let _ = tx.send(Progress::Running(n));
                 }
             }
             Ok(None) => break,
@@ -346,29 +386,25 @@ async fn download(
                 let mut resumed = None;
                 while !fallbacks.is_empty() {
                     let f = fallbacks.remove(0);
-                    tracing::warn!(from = ?current.peer, label = current.label, %why, to = %f.url, offset = n, %digest, "source stalled or broke; resuming elsewhere");
-                    if let Some(p) = &current.peer {
-                        m.penalise(p);
+                    tracing::warn!(from = ?current, %why, to = ?f, offset = n, %digest, "source stalled or broke; resuming elsewhere");
+                    if let Some(p) = current.peer() {
+                        ctx.penalties.penalise(p);
                     }
-                    match m.upstream.blob_from(&f.url, f.auth.as_ref(), n).await {
-                        Ok(r) => {
-                            skip = if r.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                                0
-                            } else {
-                                n
-                            };
-                            resumed = Some((r, f));
+                    match f.open(digest, n).await {
+                        Ok(s) => {
+                            skip = if s.from_offset { 0 } else { n };
+                            resumed = Some((s, f));
                             break;
                         }
-                        Err(e) => tracing::warn!(url = %f.url, error = %e, "fallback failed"),
+                        Err(e) => tracing::warn!(source = ?f, error = %e, "fallback failed"),
                     }
                 }
-                let Some((r, f)) = resumed else {
+                let Some((s, f)) = resumed else {
                     return Err(io::Error::other(format!("every source failed: {why}")));
                 };
-                m.metrics.resumed();
-                contributors.extend(f.peer.iter().cloned());
-                resp = r;
+                ctx.metrics.resumed();
+                contributors.extend(f.peer().map(str::to_owned));
+                stream = s;
                 current = f;
                 from_current = 0;
             }
@@ -376,14 +412,14 @@ async fn download(
     }
     file.write_all(&pending).await?;
     file.flush().await?;
-    if written != n {
-        let _ = tx.send(Progress::Running(n));
-    }
+    // Readers see the bytes after `written` only once the digest checks
+    // out (`Done`): whether or not the source announced a length, a wrong
+    // blob is never read whole.
     let got = hasher.finish();
     if &got != digest {
-        m.metrics.verify_failure();
+        ctx.metrics.verify_failure();
         for p in &contributors {
-            m.penalise(p);
+            ctx.penalties.penalise(p);
         }
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -395,14 +431,16 @@ async fn download(
 
 /// The bytes of `flight` as they arrive, counted under `source`. Ends with
 /// an error if the download fails.
-pub fn read(
-    m: Arc<Mirror>,
+fn read(
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
     digest: Digest,
     flight: Arc<InFlight>,
     source: &'static str,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Reader {
-        m: Arc<Mirror>,
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
         digest: Digest,
         flight: Arc<InFlight>,
         rx: watch::Receiver<Progress>,
@@ -413,7 +451,8 @@ pub fn read(
     }
     let rx = flight.progress.clone();
     let state = Reader {
-        m,
+        cache,
+        metrics,
         digest,
         flight,
         rx,
@@ -452,7 +491,7 @@ pub fn read(
                     // The temporary file, or the cache once it is published.
                     let opened = match tokio::fs::File::open(&r.flight.path).await {
                         Ok(f) => Ok(f),
-                        Err(_) => tokio::fs::File::open(r.m.cache.path(&r.digest)).await,
+                        Err(_) => tokio::fs::File::open(r.cache.path(&r.digest)).await,
                     };
                     match opened {
                         Ok(mut f) => {
@@ -479,7 +518,7 @@ pub fn read(
                     }
                     Ok(got) => {
                         r.pos += got as u64;
-                        r.m.metrics.served(r.source, got as u64);
+                        r.metrics.served(r.source, got as u64);
                         return Some((Ok(buf.freeze()), r));
                     }
                     Err(e) => {

@@ -17,7 +17,12 @@
 //! - [`config`]: the TOML configuration.
 //! - [`cache`]: verified blobs and manifests on disk, LRU-bounded; last tags.
 //! - [`upstream`]: requests to mirrored registries.
-//! - [`api`]: the `/v2` routes, `/metrics`, `/healthz`, `/readyz`.
+//! - [`api`]: the `/v2` routes, `/metrics`, `/healthz`, `/readyz`: parse,
+//!   authorize, ask the sources, render.
+//! - `private`: which callers may read private repositories.
+//! - `render`: error JSON, manifests, files, downloads in flight, sizes.
+//! - [`sources`]: where content comes from, in order (cache, containerd,
+//!   in flight, peers, owner, registry), behind one `Source` trait.
 //! - [`inflight`]: shared downloads (one fetch per blob per node, read
 //!   along by every request) and the rendezvous owner of a cold blob.
 //! - [`metrics`]: counters by source and result.
@@ -34,8 +39,14 @@ pub mod hosts;
 pub mod inflight;
 pub mod metrics;
 pub mod p2p;
+mod private;
+mod render;
 pub mod routing;
+pub mod sources;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::sync::Arc;
@@ -48,13 +59,13 @@ pub struct Mirror {
     /// Its configuration.
     pub config: config::Config,
     /// The on-disk cache.
-    pub cache: cache::Cache,
+    pub cache: Arc<cache::Cache>,
     /// The registry client.
     pub upstream: upstream::Upstream,
     /// Counters.
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     /// Downloads in flight.
-    pub downloads: inflight::Downloads,
+    pub downloads: Arc<inflight::Downloads>,
     /// How other nodes are found.
     pub routing: Arc<dyn routing::Routing>,
     /// Private-repository reads the registry allowed, by (registry,
@@ -62,24 +73,38 @@ pub struct Mirror {
     /// [`AUTH_TTL`].
     pub allowed:
         std::sync::Mutex<std::collections::BTreeMap<(String, String, String), std::time::Instant>>,
-    /// Peers that sent bytes not matching their digest, and when: skipped
-    /// for [`PEER_PENALTY`].
-    pub penalised: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
+    /// Nodes that sent bytes not matching their digest.
+    pub penalties: Arc<sources::Penalties>,
 }
 
 /// How long a registry's "yes" to a private read is trusted.
 pub const AUTH_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How long a peer that sent wrong bytes is not asked again.
-pub const PEER_PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
+/// Tell the other nodes (through `routing`) this node can now serve
+/// `digests`, and stop announcing what the cache pruned meanwhile.
+fn announce(
+    cache: &cache::Cache,
+    metrics: &metrics::Metrics,
+    routing: &dyn routing::Routing,
+    digests: &[berth_oci::Digest],
+) {
+    metrics.advertised(digests.len() as u64);
+    routing.provide(digests);
+    let gone = cache.take_pruned();
+    if !gone.is_empty() {
+        routing.unprovide(&gone);
+    }
+}
 
 impl Mirror {
     /// Penalise `peer` (it sent bytes that did not match their digest).
     pub fn penalise(&self, peer: &str) {
-        self.penalised
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer.to_owned(), std::time::Instant::now());
+        self.penalties.penalise(peer);
+    }
+
+    /// Whether `peer` is under penalty.
+    pub fn is_penalised(&self, peer: &str) -> bool {
+        self.penalties.is_penalised(peer)
     }
 
     /// The peer that fetches cold blob `d` from the registry for the
@@ -96,13 +121,7 @@ impl Mirror {
 
     /// Tell the other nodes this node can now serve `digests`.
     pub fn provide(&self, digests: &[berth_oci::Digest]) {
-        self.metrics.advertised(digests.len() as u64);
-        self.routing.provide(digests);
-        // Caching may have pruned others: stop announcing those.
-        let gone = self.cache.take_pruned();
-        if !gone.is_empty() {
-            self.routing.unprovide(&gone);
-        }
+        announce(&self.cache, &self.metrics, self.routing.as_ref(), digests);
     }
 
     /// Announce what the cache already holds, 256 digests at a time with a
@@ -116,15 +135,6 @@ impl Mirror {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });
-    }
-
-    /// Whether `peer` is under penalty.
-    pub fn is_penalised(&self, peer: &str) -> bool {
-        self.penalised
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(peer)
-            .is_some_and(|t| t.elapsed() <= PEER_PENALTY)
     }
 }
 
@@ -145,15 +155,35 @@ impl Mirror {
         upstream: upstream::Upstream,
         routing: Arc<dyn routing::Routing>,
     ) -> io::Result<Self> {
-        let cache = cache::Cache::open(&config.data, config.cache.max_bytes)?;
+        let cache = Arc::new(cache::Cache::open(&config.data, config.cache.max_bytes)?);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let penalties = Arc::new(sources::Penalties::default());
+        let ms = std::time::Duration::from_millis;
+        let published = {
+            let (cache, metrics, routing) = (cache.clone(), metrics.clone(), routing.clone());
+            Box::new(move |d: &berth_oci::Digest| {
+                announce(&cache, &metrics, routing.as_ref(), std::slice::from_ref(d));
+            })
+        };
+        let downloads = Arc::new(inflight::Downloads::new(inflight::Context {
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            penalties: penalties.clone(),
+            timeouts: inflight::Timeouts {
+                stall: ms(config.upstream.stall_timeout_ms),
+                first_byte: ms(config.upstream.peer_first_byte_ms),
+                hedge: ms(config.upstream.peer_hedge_ms),
+            },
+            published,
+        }));
         Ok(Self {
             routing,
             config,
             cache,
             upstream,
-            metrics: metrics::Metrics::default(),
-            downloads: inflight::Downloads::default(),
-            penalised: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            metrics,
+            downloads,
+            penalties,
             allowed: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }

@@ -296,6 +296,83 @@ pub(crate) async fn conformance(nodes: &[Arc<dyn Routing>], urls: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse as _;
+
+    /// A node for [`StaticPeers`]: it answers the `?local=1` HEAD probes of
+    /// the others (as a mirror does) for what it was told to provide, and
+    /// asks the others through a real `StaticPeers`.
+    #[derive(Debug)]
+    struct Probed {
+        peers: StaticPeers,
+        held: Arc<Mutex<BTreeSet<String>>>,
+    }
+
+    impl Routing for Probed {
+        fn provide(&self, digests: &[Digest]) {
+            let mut held = self.held.lock().unwrap();
+            held.extend(digests.iter().map(|d| format!("/v2/berth/peer/blobs/{d}")));
+        }
+
+        fn providers<'a>(
+            &'a self,
+            digest: &'a Digest,
+            kind: Kind,
+            deadline: Duration,
+        ) -> BoxFuture<'a, Vec<Provider>> {
+            self.peers.providers(digest, kind, deadline)
+        }
+
+        fn members(&self) -> Vec<String> {
+            self.peers.members()
+        }
+    }
+
+    #[tokio::test]
+    async fn static_peers_pass_the_conformance_suite() {
+        let mut urls = Vec::new();
+        let mut helds = Vec::new();
+        for _ in 0..3 {
+            let held: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+            let h = held.clone();
+            let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+                let h = h.clone();
+                async move {
+                    let local = uri.query() == Some("local=1");
+                    if local && h.lock().unwrap().contains(uri.path()) {
+                        ([(http::header::CONTENT_LENGTH, "3")], "abc").into_response()
+                    } else {
+                        http::StatusCode::NOT_FOUND.into_response()
+                    }
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            urls.push(format!("http://{}", listener.local_addr().unwrap()));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            helds.push(held);
+        }
+        let client = Upstream::new(&crate::config::UpstreamConfig::default(), 1 << 20);
+        let nodes: Vec<Arc<dyn Routing>> = (0..3)
+            .map(|i| {
+                let others = urls
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, u)| u.clone())
+                    .collect();
+                Arc::new(Probed {
+                    peers: StaticPeers::new(others, client.clone()),
+                    held: helds[i].clone(),
+                }) as Arc<dyn Routing>
+            })
+            .collect();
+        conformance(&nodes, &urls).await;
+        // The size a probe answers with is the provider's.
+        let d = Digest::sha256(b"one");
+        let p = nodes[1]
+            .providers(&d, Kind::Blob, Duration::from_secs(1))
+            .await;
+        assert_eq!(p[0].size, Some(3));
+    }
 
     #[tokio::test]
     async fn in_memory_passes_the_conformance_suite() {
