@@ -1,29 +1,23 @@
 //! Image assembly: from a validated spec and its layer plan to blobs in an
 //! OCI image layout — each layer in one pass (canonical tar → diff_id →
 //! block-parallel compression → digest, straight into a temporary file that
-//! is renamed to its digest), then the config (with one history entry per
-//! layer naming its store paths) and the manifest (with the compressor id
-//! and store paths as layer annotations and `org.opencontainers.image.*`
-//! annotations). JSON is written with sorted keys, so the same spec gives
-//! the same bytes.
+//! is renamed to its digest), layers in parallel ([`crate::jobs`]), or
+//! linked from the layer cache; then the config and the manifest
+//! ([`crate::manifest`]), tagged in the layout's index.
 
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use berth_oci::{Digest, ImageLayout, media_type};
-use serde_json::{Value, json};
+use berth_oci::{Digest, ImageLayout};
 
 use crate::cache::{CachedLayer, LayerCache};
 use crate::canonical_tar::{LayerEntries, TarError, TarOptions};
 use crate::compress::{BlockCompressor, Compression, HashingWriter};
+use crate::jobs::{LayerJob, cache_key, check_present, job_entries, layer_jobs, run_parallel};
+pub use crate::manifest::{COMPRESSOR_ANNOTATION, STORE_PATHS_ANNOTATION};
+use crate::manifest::{config_json, manifest_json, oci_descriptor};
 use crate::plan::{LayerPlan, plan_layers};
-use crate::spec::{ExtraFile, ImageSpec};
-
-/// The layer annotation that lists a layer's store paths (newline-separated).
-pub const STORE_PATHS_ANNOTATION: &str = "io.berth.store-paths";
-/// The layer annotation that records the compressor id.
-pub const COMPRESSOR_ANNOTATION: &str = "io.berth.compressor";
+use crate::spec::ImageSpec;
 
 /// Why an image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -180,10 +174,6 @@ pub struct BuiltImage {
     pub plan: LayerPlan,
 }
 
-pub(crate) fn source_of(opts: &BuildOptions, store_path: &str) -> PathBuf {
-    opts.store_root.join(store_path.trim_start_matches('/'))
-}
-
 /// Write one layer's blob into the layout.
 fn write_layer(
     entries: &LayerEntries,
@@ -253,120 +243,6 @@ fn compress_layer(
     Ok((digest, size, diff_id))
 }
 
-fn extra_files_entries(spec: &ImageSpec, opts: &BuildOptions) -> Result<LayerEntries, BuildError> {
-    let mut e = LayerEntries::new();
-    // Directories first, so an explicit mode is not overridden by an
-    // implied parent of a later file.
-    for f in &spec.extra_files {
-        if let ExtraFile::Directory { path, .. } = f {
-            e.add_dir(path, f.mode_bits().unwrap_or(0o555))?;
-        }
-    }
-    for f in &spec.extra_files {
-        match f {
-            ExtraFile::File { path, contents, .. } => {
-                e.add_file(path, contents.as_bytes(), f.mode_bits().unwrap_or(0o444))?;
-            }
-            ExtraFile::Symlink { path, target } => e.add_symlink(path, target)?,
-            ExtraFile::Directory { .. } => {}
-        }
-    }
-    for f in &spec.extra_files {
-        if let Some((uid, gid)) = f.owner() {
-            e.set_owner(f.path(), uid, gid);
-        }
-    }
-    for c in &spec.contents {
-        e.add_links_to(c, &source_of(opts, c))?;
-    }
-    Ok(e)
-}
-
-/// Fail unless every store path of the closure is on this machine.
-pub(crate) fn check_present(spec: &ImageSpec, opts: &BuildOptions) -> Result<(), BuildError> {
-    for p in &spec.closure {
-        let src = source_of(opts, &p.path);
-        if std::fs::symlink_metadata(&src).is_err() {
-            return Err(BuildError::MissingStorePath(
-                p.path.clone(),
-                opts.store_root.clone(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// One layer to build: store paths, or (with no paths) the extra files.
-pub(crate) struct LayerJob<'a> {
-    pub(crate) paths: Vec<String>,
-    pub(crate) extra: Option<&'a [ExtraFile]>,
-    /// NAR bytes, for scheduling.
-    pub(crate) nar_size: u64,
-}
-
-/// The layers of `plan`, bottom first: each planned layer, then the extra
-/// files.
-pub(crate) fn layer_jobs<'a>(spec: &'a ImageSpec, plan: &LayerPlan) -> Vec<LayerJob<'a>> {
-    let mut jobs: Vec<LayerJob<'a>> = plan
-        .layers
-        .iter()
-        .map(|l| LayerJob {
-            nar_size: l
-                .paths
-                .iter()
-                .filter_map(|p| spec.path_info(p))
-                .map(|p| p.nar_size)
-                .sum(),
-            paths: l.paths.clone(),
-            extra: None,
-        })
-        .collect();
-    if plan.extra_files_layer {
-        jobs.push(LayerJob {
-            paths: Vec::new(),
-            extra: Some(&spec.extra_files),
-            nar_size: 0,
-        });
-    }
-    jobs
-}
-
-/// Run `f` over `0..jobs.len()` on up to `threads` threads, largest job
-/// first (so the long ones start early); results keep the jobs' order, so
-/// nothing depends on who finished first.
-pub(crate) fn run_parallel<T: Send>(
-    threads: usize,
-    jobs: &[LayerJob<'_>],
-    f: impl Fn(usize) -> T + Sync,
-) -> Vec<T> {
-    let results: Vec<std::sync::Mutex<Option<T>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].nar_size));
-    let next = std::sync::Mutex::new(order.into_iter());
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1).min(jobs.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let Some(i) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
-                        return;
-                    };
-                    let r = f(i);
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("every job ran")
-        })
-        .collect()
-}
-
 /// Build the image of `spec` into `layout` and tag it `tag` there.
 pub fn build_image(
     spec: &ImageSpec,
@@ -402,51 +278,6 @@ pub fn build_image(
         layers,
         plan,
     })
-}
-
-/// The cache key of a layer: everything that decides its bytes.
-pub(crate) fn cache_key(spec: &ImageSpec, opts: &BuildOptions, job: &LayerJob<'_>) -> Digest {
-    let compressor = opts.compression.id();
-    let tar = format!(
-        "mtime={};uid={};gid={}",
-        opts.tar.mtime, opts.tar.uid, opts.tar.gid
-    );
-    let mut parts: Vec<String> = vec![compressor, tar];
-    match job.extra {
-        Some(files) => {
-            parts.push(serde_json::to_string(files).expect("extra files serialise"));
-            // Links to contents follow the contents' trees.
-            for c in &spec.contents {
-                let hash = spec.path_info(c).map_or("", |i| i.nar_hash.as_str());
-                parts.push(format!("contents:{c}\n{hash}"));
-            }
-        }
-        None => {
-            for p in &job.paths {
-                let hash = spec.path_info(p).map_or("", |i| i.nar_hash.as_str());
-                parts.push(format!("{p}\n{hash}"));
-            }
-        }
-    }
-    LayerCache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// The entries of a layer (walking its store paths).
-pub(crate) fn job_entries(
-    spec: &ImageSpec,
-    opts: &BuildOptions,
-    job: &LayerJob<'_>,
-) -> Result<LayerEntries, BuildError> {
-    match job.extra {
-        Some(_) => extra_files_entries(spec, opts),
-        None => {
-            let mut entries = LayerEntries::new();
-            for p in &job.paths {
-                entries.add_store_path(p, &source_of(opts, p))?;
-            }
-            Ok(entries)
-        }
-    }
 }
 
 /// Build (or find in the cache) one layer.
@@ -488,166 +319,16 @@ fn build_one(
     })
 }
 
-/// Write a multi-architecture OCI index over `images` (each with the spec
-/// it was built from, for its platform) into `layout`, name it `tag`
-/// there, and return its digest. Platforms must differ.
-pub fn write_index(
-    layout: &ImageLayout,
-    images: &[(&ImageSpec, &BuiltImage)],
-    tag: Option<&str>,
-) -> Result<Digest, BuildError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for (spec, _) in images {
-        if !seen.insert((spec.os.as_str(), spec.architecture.as_str())) {
-            return Err(BuildError::Io {
-                path: layout.root().to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "two specs are for {}/{}; an index needs one image per platform",
-                        spec.os, spec.architecture
-                    ),
-                ),
-            });
-        }
-    }
-    let manifests: Vec<Value> = images
-        .iter()
-        .map(|(spec, image)| {
-            json!({
-                "mediaType": media_type::OCI_MANIFEST,
-                "digest": image.manifest_digest.to_string(),
-                "size": image.manifest.len(),
-                "platform": {"architecture": spec.architecture, "os": spec.os},
-            })
-        })
-        .collect();
-    let created = images
-        .iter()
-        .map(|(s, _)| s.created.as_str())
-        .max()
-        .unwrap_or(crate::spec::DEFAULT_CREATED);
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": manifests,
-        "annotations": {"org.opencontainers.image.created": created},
-    });
-    let bytes = serde_json::to_vec(&index).expect("JSON values serialise");
-    let digest = layout.write_blob(&bytes)?;
-    let descriptor = berth_oci::spec::Descriptor::new(
-        berth_oci::spec::MediaType::ImageIndex,
-        bytes.len() as u64,
-        berth_oci::spec::Digest::from(&digest),
-    );
-    layout.add_manifest(descriptor, tag)?;
-    Ok(digest)
-}
-
-fn history_line(layer: &BuiltLayer) -> String {
-    if layer.store_paths.is_empty() {
-        "berth: extra files".to_owned()
-    } else {
-        format!("berth: {}", layer.store_paths.join(" "))
-    }
-}
-
-pub(crate) fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
-    let mut config = serde_json::to_value(&spec.config).unwrap_or_else(|_| json!({}));
-    if let Some(obj) = config.as_object_mut() {
-        if obj.is_empty() {
-            config = json!({});
-        }
-    }
-    let value = json!({
-        "created": spec.created,
-        "architecture": spec.architecture,
-        "os": spec.os,
-        "config": config,
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-        },
-        "history": layers.iter().map(|l| json!({
-            "created": spec.created,
-            "created_by": history_line(l),
-        })).collect::<Vec<_>>(),
-    });
-    serde_json::to_vec(&value).expect("JSON values serialise")
-}
-
-pub(crate) fn manifest_json(
-    spec: &ImageSpec,
-    opts: &BuildOptions,
-    config: &Digest,
-    config_size: usize,
-    layers: &[BuiltLayer],
-) -> Vec<u8> {
-    let mut annotations: BTreeMap<String, String> = BTreeMap::new();
-    annotations.insert(
-        "org.opencontainers.image.created".into(),
-        spec.created.clone(),
-    );
-    if let Some(name) = &spec.name {
-        annotations.insert("org.opencontainers.image.title".into(), name.clone());
-    }
-    annotations.extend(spec.annotations.clone());
-    let layer_descs: Vec<Value> = layers
-        .iter()
-        .map(|l| {
-            let mut a = BTreeMap::new();
-            a.insert(COMPRESSOR_ANNOTATION.to_owned(), opts.compression.id());
-            if !l.store_paths.is_empty() {
-                a.insert(STORE_PATHS_ANNOTATION.to_owned(), l.store_paths.join("\n"));
-            }
-            json!({
-                "mediaType": opts.compression.media_type(),
-                "digest": l.digest.to_string(),
-                "size": l.size,
-                "annotations": a,
-            })
-        })
-        .collect();
-    let value = json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_MANIFEST,
-        "config": {
-            "mediaType": media_type::OCI_CONFIG,
-            "digest": config.to_string(),
-            "size": config_size,
-        },
-        "layers": layer_descs,
-        "annotations": annotations,
-    });
-    serde_json::to_vec(&value).expect("JSON values serialise")
-}
-
-pub(crate) fn oci_descriptor(
-    digest: &Digest,
-    size: usize,
-    spec: &ImageSpec,
-) -> berth_oci::spec::Descriptor {
-    let mut d = berth_oci::spec::Descriptor::new(
-        berth_oci::spec::MediaType::ImageManifest,
-        size as u64,
-        berth_oci::spec::Digest::from(digest),
-    );
-    d.set_platform(Some(
-        berth_oci::spec::PlatformBuilder::default()
-            .architecture(berth_oci::spec::Arch::from(spec.architecture.as_str()))
-            .os(berth_oci::spec::Os::from(spec.os.as_str()))
-            .build()
-            .expect("architecture and os are set"),
-    ));
-    d
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use berth_oci::media_type;
+    use serde_json::Value;
+
+    use crate::spec::ExtraFile;
     use crate::spec::tests::sp;
 
     /// A chroot store under `root` with app → lib, app → data, lib → lib

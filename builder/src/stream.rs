@@ -23,10 +23,9 @@ use berth_oci::Digest;
 use crate::archive::{ArchiveKind, FILE_MODE, archive_head, archive_tail, blob_name};
 use crate::canonical_tar::{BLOCK, TarError, TarOptions, file_header, padding};
 use crate::compress::{Compression, HashingWriter};
-use crate::image::{
-    BuildError, BuildOptions, BuiltImage, BuiltLayer, LayerJob, cache_key, check_present,
-    config_json, job_entries, layer_jobs, manifest_json, run_parallel,
-};
+use crate::image::{BuildError, BuildOptions, BuiltImage, BuiltLayer};
+use crate::jobs::{LayerJob, cache_key, check_present, job_entries, layer_jobs, run_parallel};
+use crate::manifest::{config_json, manifest_json};
 use crate::plan::plan_layers;
 use crate::spec::ImageSpec;
 

@@ -9,10 +9,10 @@ use berth_builder::archive::{ArchiveKind, write_archive};
 use berth_builder::cache::LayerCache;
 use berth_builder::canonical_tar::TarOptions;
 use berth_builder::compress::Compression;
-use berth_builder::sbom::write_sbom;
-use berth_builder::{BuildOptions, ImageSpec, build_image, write_index};
+use berth_builder::publish::{PublishError, build_set};
+use berth_builder::{BuildOptions, ImageSpec};
 use berth_oci::client::{Client, ClientOptions, Credentials};
-use berth_oci::{Digest, ImageLayout, Reference};
+use berth_oci::{ImageLayout, Reference};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -164,13 +164,6 @@ fn parse_output(s: &str) -> Result<Output> {
     }
 }
 
-/// What was built: the image (or index) digest, and each image with its
-/// SBOM, for pushing.
-struct Built {
-    top: Digest,
-    images: Vec<(Digest, Option<Digest>)>,
-}
-
 pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let outputs: Vec<Output> = args
         .outputs
@@ -179,10 +172,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let specs = load_specs(&args)?;
     if specs.len() > 1 && !args.index {
-        bail!(
-            "{} specs make one multi-architecture image only with --index",
-            specs.len()
-        );
+        return Err(PublishError::NeedsIndex(specs.len()).into());
     }
     if args.index && outputs.iter().any(|o| matches!(o, Output::Archive { .. })) {
         bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
@@ -243,7 +233,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         progress: bars.clone().map(|b| b as berth_builder::image::Progress),
         ..opts
     };
-    let built = build_all(&args, &specs, &opts, &layout, tag);
+    let built = build_set(&specs, &opts, &layout, tag, args.index, !args.no_sbom);
     if let Some(b) = &bars {
         b.finish();
     }
@@ -252,7 +242,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     for (dir, tag) in oci_outputs {
         let other = ImageLayout::create(dir)
             .with_context(|| format!("cannot create the OCI layout {}", dir.display()))?;
-        copy_image(&layout, &other, &built, tag)?;
+        built.copy_to(&layout, &other, tag)?;
     }
     for output in &outputs {
         if let Output::Archive { file, kind } = output {
@@ -273,37 +263,11 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             progress: push_bar.as_ref().map(crate::progress::PushBar::hook),
             ..ClientOptions::default()
         });
-        let by_digest = |d: &Digest| -> Reference {
-            format!("{}/{}@{d}", dest.registry(), dest.repository())
-                .parse()
-                .expect("a pushed reference with a digest parses")
-        };
-        let mut total = berth_oci::client::PushReport::default();
-        let mut add = |r: berth_oci::client::PushReport| {
-            total.uploaded.extend(r.uploaded);
-            total.mounted.extend(r.mounted);
-            total.skipped.extend(r.skipped);
-            total.bytes += r.bytes;
-        };
-        // Children before the index that names them.
-        if args.index {
-            for (image, _) in &built.images {
-                add(client.push_image(&layout, image, &by_digest(image))?);
-            }
-        }
-        add(client.push_image(&layout, &built.top, &dest)?);
-        for (image, sbom) in &built.images {
-            if let Some(sbom) = sbom {
-                add(client
-                    .push_image(&layout, sbom, &by_digest(sbom))
-                    .with_context(|| {
-                        format!("the image was pushed, but the SBOM of {image} was not")
-                    })?);
-            }
-        }
+        let total = built.push(&client, &layout, &dest);
         if let Some(b) = &push_bar {
             b.finish();
         }
+        let total = total?;
         eprintln!(
             "pushed {dest}: {} blobs uploaded ({} bytes with the manifests), {} mounted, {} already there",
             total.uploaded.len(),
@@ -368,87 +332,7 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
     Ok(opts)
 }
 
-/// Build every spec (and its SBOM) into `layout`; with --index, tie them
-/// together in an index tagged `tag`.
-fn build_all(
-    args: &BuildArgs,
-    specs: &[ImageSpec],
-    opts: &BuildOptions,
-    layout: &ImageLayout,
-    tag: Option<&str>,
-) -> Result<Built> {
-    let mut images = Vec::new();
-    let image_tag = if args.index { None } else { tag };
-    for spec in specs {
-        let image = build_image(spec, opts, layout, image_tag)?;
-        let sbom = (!args.no_sbom)
-            .then(|| {
-                write_sbom(
-                    spec,
-                    layout,
-                    &image.manifest_digest,
-                    image.manifest.len() as u64,
-                )
-            })
-            .transpose()?;
-        images.push((image, sbom));
-    }
-    let top = if args.index {
-        let entries: Vec<(&ImageSpec, &berth_builder::BuiltImage)> =
-            specs.iter().zip(images.iter().map(|(i, _)| i)).collect();
-        write_index(layout, &entries, tag)?
-    } else {
-        images[0].0.manifest_digest.clone()
-    };
-    Ok(Built {
-        top,
-        images: images
-            .into_iter()
-            .map(|(i, s)| (i.manifest_digest, s))
-            .collect(),
-    })
-}
-
-/// Hard-link (or copy) everything `built` needs from `from` into `to`, and
-/// name the top manifest `tag` there.
-fn copy_image(from: &ImageLayout, to: &ImageLayout, built: &Built, tag: &str) -> Result<()> {
-    let mut manifests: Vec<&Digest> = vec![&built.top];
-    for (image, sbom) in &built.images {
-        manifests.push(image);
-        manifests.extend(sbom);
-    }
-    let mut blobs: Vec<Digest> = Vec::new();
-    for m in &manifests {
-        blobs.push((*m).clone());
-        let bytes = from.read_blob(m)?;
-        let parsed = berth_oci::Manifest::parse(&bytes, None)?;
-        blobs.extend(parsed.blobs()?.into_iter().map(|b| b.digest));
-    }
-    for d in &blobs {
-        let (src, dst) = (from.blob_path(d), to.blob_path(d));
-        if !dst.exists() && std::fs::hard_link(&src, &dst).is_err() {
-            let f = std::fs::File::open(&src)
-                .with_context(|| format!("cannot read {}", src.display()))?;
-            to.write_blob_from(f, Some(d))?;
-        }
-    }
-    let top = from.read_blob(&built.top)?;
-    let parsed = berth_oci::Manifest::parse(&top, None)?;
-    let media = if berth_oci::media_type::is_index(parsed.media_type()) {
-        berth_oci::spec::MediaType::ImageIndex
-    } else {
-        berth_oci::spec::MediaType::ImageManifest
-    };
-    let descriptor = berth_oci::spec::Descriptor::new(
-        media,
-        top.len() as u64,
-        berth_oci::spec::Digest::from(&built.top),
-    );
-    to.add_manifest(descriptor, Some(tag))?;
-    Ok(())
-}
-
-fn verify(args: &BuildArgs, digest: &Digest, reference: &str) -> Result<()> {
+fn verify(args: &BuildArgs, digest: &berth_oci::Digest, reference: &str) -> Result<()> {
     let dest: Reference = reference
         .parse()
         .with_context(|| format!("--verify {reference}"))?;
@@ -457,20 +341,9 @@ fn verify(args: &BuildArgs, digest: &Digest, reference: &str) -> Result<()> {
         credentials: credentials(args, dest.registry())?,
         ..ClientOptions::default()
     });
-    match client.manifest_digest(
-        dest.registry(),
-        dest.repository(),
-        &dest.manifest_reference(),
-    )? {
-        Some(d) if &d == digest => {
-            eprintln!("verified: {dest} is {digest}, as built");
-            Ok(())
-        }
-        Some(d) => {
-            bail!("{dest} is {d}, but this spec builds {digest}: the image differs from its inputs")
-        }
-        None => bail!("{dest} does not exist in the registry (this spec builds {digest})"),
-    }
+    berth_builder::publish::verify(&client, digest, &dest)?;
+    eprintln!("verified: {dest} is {digest}, as built");
+    Ok(())
 }
 
 /// The spec for `--nix`: the closure from `nix path-info`, roots and
