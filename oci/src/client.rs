@@ -552,6 +552,29 @@ impl Client {
         }
     }
 
+    /// GET `/v2/<repo>/<path>` with pull rights: the response (its status
+    /// one of `ok`) and the URL asked.
+    async fn read(
+        &self,
+        registry: &str,
+        repo: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        ok: &[u16],
+    ) -> Result<(reqwest::Response, String), ClientError> {
+        let url = format!("{}/v2/{repo}/{path}", self.base(registry));
+        let scope = format!("repository:{repo}:pull");
+        let call = Call {
+            method: reqwest::Method::GET,
+            registry,
+            url: &url,
+            scope: &scope,
+            headers,
+        };
+        let r = self.send(&call, Body::Empty, ok).await?;
+        Ok((r, url))
+    }
+
     /// The digest of the manifest `reference` (tag or digest) of `repo`,
     /// or `None` if the registry has no such manifest. The digest is
     /// computed from the bytes served, not taken from a header; for a
@@ -575,16 +598,11 @@ impl Client {
         reference: &str,
     ) -> Result<Option<(String, Vec<u8>, Digest)>, ClientError> {
         self.runtime.block_on(async {
-            let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
-            let scope = format!("repository:{repo}:pull");
-            let call = Call {
-                method: reqwest::Method::GET,
-                registry,
-                url: &url,
-                scope: &scope,
-                headers: &[("Accept", distribution::MANIFEST_ACCEPT)],
-            };
-            let r = self.send(&call, Body::Empty, &[200, 404]).await?;
+            let path = format!("manifests/{reference}");
+            let accept = [("Accept", distribution::MANIFEST_ACCEPT)];
+            let (r, url) = self
+                .read(registry, repo, &path, &accept, &[200, 404])
+                .await?;
             if r.status() == 404 {
                 return Ok(None);
             }
@@ -616,16 +634,8 @@ impl Client {
         max: u64,
     ) -> Result<Vec<u8>, ClientError> {
         self.runtime.block_on(async {
-            let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
-            let scope = format!("repository:{repo}:pull");
-            let call = Call {
-                method: reqwest::Method::GET,
-                registry,
-                url: &url,
-                scope: &scope,
-                headers: &[],
-            };
-            let r = self.send(&call, Body::Empty, &[200]).await?;
+            let path = format!("blobs/{digest}");
+            let (r, url) = self.read(registry, repo, &path, &[], &[200]).await?;
             let bytes = read_body(r, max + 1, registry).await?;
             if bytes.len() as u64 > max || digest.algorithm().digest(&bytes) != *digest {
                 return Err(ClientError::Status {
@@ -735,11 +745,11 @@ impl Client {
         manifest: &Digest,
         dest: &Reference,
     ) -> Result<PushReport, ClientError> {
-        self.runtime
-            .block_on(self.push_image_async(layout, manifest, dest))
+        self.runtime.block_on(self.push(layout, manifest, dest))
     }
 
-    async fn push_image_async(
+    /// [`Self::push_image`], on the client's runtime.
+    async fn push(
         &self,
         layout: &ImageLayout,
         manifest: &Digest,

@@ -22,6 +22,22 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// The plain counters' names and help, in the order `Metrics::default`
+/// registers them.
+const COUNTERS: [(&str, &str); 5] = [
+    (
+        "berth_registry_received_bytes",
+        "Bytes received in request bodies",
+    ),
+    ("berth_registry_sent_bytes", "Bytes sent in response bodies"),
+    ("berth_registry_blob_sent_bytes", "Blob content bytes sent"),
+    ("berth_registry_uploads_started", "Upload sessions started"),
+    (
+        "berth_registry_uploads_completed",
+        "Uploads published as blobs",
+    ),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
@@ -80,34 +96,15 @@ impl Default for Metrics {
             "Request latency by route",
             m.latency.clone(),
         );
-        for (name, help, counter) in [
-            (
-                "berth_registry_received_bytes",
-                "Bytes received in request bodies",
-                &m.bytes_in,
-            ),
-            (
-                "berth_registry_sent_bytes",
-                "Bytes sent in response bodies",
-                &m.bytes_out,
-            ),
-            (
-                "berth_registry_blob_sent_bytes",
-                "Blob content bytes sent",
-                &m.blob_bytes_out,
-            ),
-            (
-                "berth_registry_uploads_started",
-                "Upload sessions started",
-                &m.uploads_started,
-            ),
-            (
-                "berth_registry_uploads_completed",
-                "Uploads published as blobs",
-                &m.uploads_completed,
-            ),
-        ] {
-            registry.register(name, help, counter.clone());
+        let counters = [
+            &m.bytes_in,
+            &m.bytes_out,
+            &m.blob_bytes_out,
+            &m.uploads_started,
+            &m.uploads_completed,
+        ];
+        for ((name, help), counter) in COUNTERS.iter().zip(counters) {
+            registry.register(*name, *help, counter.clone());
         }
         registry.register(
             "berth_registry_upload_sessions",
