@@ -219,20 +219,20 @@ fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.starts_with("127.") || h == "[::1]"
 }
 
-/// An error and its causes, on one line (reqwest leaves the cause, such
-/// as "connection refused", to its error's sources).
+/// An error and its root cause, on one line (reqwest leaves the cause, such
+/// as "connection refused", to its error's sources; the layers between
+/// say nothing a user can act on).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
+    let mut root = None;
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
+        root = Some(s);
         source = s.source();
     }
-    out
+    match root {
+        Some(r) => format!("{e}: {r}"),
+        None => e.to_string(),
+    }
 }
 
 /// At most `max` bytes of a response body.
