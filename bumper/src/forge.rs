@@ -55,7 +55,7 @@ pub struct Forge {
     owner: String,
     repo: String,
     token: String,
-    http: reqwest::blocking::Client,
+    http: std::sync::Arc<berth_oci::client::JsonClient>,
 }
 
 /// What an upsert did.
@@ -96,14 +96,7 @@ impl Forge {
             ForgeKind::GitHub => url.to_owned(),
             _ => format!("{url}/api/v1"),
         };
-        let http = reqwest::blocking::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .user_agent("berth-bump")
-            .build()
-            .map_err(|e| BumpError::Forge {
-                message: format!("cannot set up the HTTP client: {e}"),
-            })?;
+        let http = std::sync::Arc::new(berth_oci::client::JsonClient::new(Duration::from_secs(60)));
         Ok(Self {
             kind,
             api,
@@ -114,39 +107,30 @@ impl Forge {
         })
     }
 
-    fn request(&self, method: &str, path: &str) -> reqwest::blocking::RequestBuilder {
-        let url = format!("{}/repos/{}/{}{path}", self.api, self.owner, self.repo);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let r = self.http.request(method, url);
-        match self.kind {
-            ForgeKind::GitHub => r
-                .bearer_auth(&self.token)
-                .header("Accept", "application/vnd.github+json")
-                .header("X-GitHub-Api-Version", "2022-11-28"),
-            _ => r
-                .header("Authorization", format!("token {}", self.token))
-                .header("Accept", "application/json"),
-        }
-    }
-
     fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), BumpError> {
-        let req = self.request(method, path);
-        let req = match body {
-            Some(b) => req.json(&b),
-            None => req,
+        let url = format!("{}/repos/{}/{}{path}", self.api, self.owner, self.repo);
+        let (bearer, token) = (
+            format!("Bearer {}", self.token),
+            format!("token {}", self.token),
+        );
+        let headers: &[(&str, &str)] = match self.kind {
+            ForgeKind::GitHub => &[
+                ("Authorization", &bearer),
+                ("Accept", "application/vnd.github+json"),
+                ("X-GitHub-Api-Version", "2022-11-28"),
+            ],
+            _ => &[("Authorization", &token), ("Accept", "application/json")],
         };
-        let resp = req.send().map_err(|e| BumpError::Forge {
-            message: format!("{method} {path}: {}", berth_oci::client::error_chain(&e)),
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
-        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        Ok((status, json))
+        self.http
+            .call(method, &url, headers, body.as_ref())
+            .map_err(|e| BumpError::Forge {
+                message: format!("{method} {path}: {e}"),
+            })
     }
 
     fn fail(method: &str, path: &str, status: u16, body: &serde_json::Value) -> BumpError {

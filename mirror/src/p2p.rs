@@ -174,6 +174,13 @@ impl P2p {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        // Refresh the table now and then: two nodes that
+                        // joined through the same bootstrap peer at once
+                        // learn of each other here, not minutes later at
+                        // Kademlia's own periodic bootstrap.
+                        if bootstrapped {
+                            let _ = swarm.behaviour_mut().kad.bootstrap();
+                        }
                         // ceil(len / (REANNOUNCE / TICK)) per tick: each
                         // record once per period, no spikes.
                         let per_tick = provided

@@ -260,12 +260,29 @@ pub(crate) async fn conformance(nodes: &[Arc<dyn Routing>], urls: &[String]) {
         got.sort();
         assert_eq!(got, want, "members of node {i}");
     }
+    // An announcement spreads (at once in a table, within moments in a
+    // DHT): what `n` finds for `d` once it includes every URL of `want`,
+    // or what it found last when `deadline` has passed.
+    let found_all = |n: &Arc<dyn Routing>, d: Digest, want: Vec<String>| {
+        let n = n.clone();
+        async move {
+            let until = tokio::time::Instant::now() + deadline;
+            loop {
+                let p = n.providers(&d, Kind::Blob, deadline).await;
+                let urls: BTreeSet<String> = p.into_iter().map(|p| p.url).collect();
+                if want.iter().all(|u| urls.contains(u)) || tokio::time::Instant::now() >= until {
+                    return urls;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     // One batch from node 0 is visible to the others, not to itself.
     nodes[0].provide(&[d1.clone(), d2.clone()]);
     for d in [&d1, &d2] {
         for n in &nodes[1..] {
-            let p = n.providers(d, Kind::Blob, deadline).await;
-            assert!(p.iter().any(|p| p.url == urls[0]), "{p:?}");
+            let p = found_all(n, d.clone(), vec![urls[0].clone()]).await;
+            assert!(p.contains(&urls[0]), "{p:?}");
         }
         assert!(
             !nodes[0]
@@ -278,10 +295,10 @@ pub(crate) async fn conformance(nodes: &[Arc<dyn Routing>], urls: &[String]) {
     }
     // A second provider is found too.
     nodes[1].provide(std::slice::from_ref(&d1));
-    let p = nodes[2].providers(&d1, Kind::Blob, deadline).await;
-    let found: BTreeSet<&str> = p.iter().map(|p| p.url.as_str()).collect();
+    let both = vec![urls[0].clone(), urls[1].clone()];
+    let found = found_all(&nodes[2], d1.clone(), both).await;
     assert!(
-        found.contains(urls[0].as_str()) && found.contains(urls[1].as_str()),
+        found.contains(&urls[0]) && found.contains(&urls[1]),
         "{found:?}"
     );
     // Other digests stay unknown.

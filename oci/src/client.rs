@@ -7,7 +7,9 @@
 //! mount request opened. Blobs go up in parallel; transient failures are
 //! retried with backoff; Basic credentials and the Docker Bearer token flow
 //! (`WWW-Authenticate: Bearer realm=…`) are supported, with credentials from
-//! a docker-style `auth.json` or given directly.
+//! a docker-style `auth.json` or given directly. [`JsonClient`] serves the
+//! JSON APIs next to registries (the bumper's forge calls) on the same
+//! stack, so this is the one place outside the servers that opens sockets.
 //!
 //! A synchronous API over reqwest (the workspace's one HTTP client): the
 //! builder and the bumper that call it are synchronous, so each client
@@ -57,6 +59,14 @@ pub enum ClientError {
         url: String,
         /// The response body (its OCI error message).
         body: String,
+    },
+    /// A JSON API (not a registry) could not be reached.
+    #[error("{url}: {cause}")]
+    Transport {
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        cause: String,
     },
     /// Credentials are missing or wrong.
     #[error(
@@ -312,22 +322,82 @@ fn static_method(m: &reqwest::Method) -> &'static str {
     }
 }
 
+/// The HTTP stack every client here runs on: reqwest with `builder`'s
+/// settings plus berth's user agent and redirect limit, and a two-thread
+/// runtime of its own (callers are synchronous).
+fn stack(builder: reqwest::ClientBuilder) -> (reqwest::Client, tokio::runtime::Runtime) {
+    let http = builder
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a reqwest client with static settings builds");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("berth-client")
+        .enable_all()
+        .build()
+        .expect("a two-thread tokio runtime starts");
+    (http, runtime)
+}
+
+/// A client for the JSON APIs next to registries — a forge's pull
+/// requests — on the same stack as [`Client`]: synchronous, one request at
+/// a time, bodies bounded (16 MiB), no retries (the caller decides).
+#[derive(Debug)]
+pub struct JsonClient {
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl JsonClient {
+    /// A client whose requests may take `timeout` each.
+    pub fn new(timeout: Duration) -> Self {
+        let (http, runtime) = stack(reqwest::Client::builder().timeout(timeout));
+        Self { http, runtime }
+    }
+
+    /// Send `method` to `url` with `headers` and, if any, the JSON `body`:
+    /// the status and the answer (parsed as JSON, or its text as a JSON
+    /// string). Only a transport failure is an error.
+    pub fn call(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let transport = |cause: String| ClientError::Transport {
+            url: url.to_owned(),
+            cause,
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| transport(format!("method {method:?}: {e}")))?;
+        let mut req = self.http.request(method, url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(b).unwrap_or_default());
+        }
+        self.runtime.block_on(async {
+            let resp = req.send().await.map_err(|e| transport(error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            let bytes = read_body(resp, 16 << 20, url).await?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+            Ok((status, json))
+        })
+    }
+}
+
 impl Client {
     /// A client with `opts`.
     pub fn new(opts: ClientOptions) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a reqwest client with static settings builds");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("berth-client")
-            .enable_all()
-            .build()
-            .expect("a two-thread tokio runtime starts");
+        let (http, runtime) =
+            stack(reqwest::Client::builder().read_timeout(Duration::from_secs(300)));
         Self {
             http,
             runtime,
