@@ -146,7 +146,7 @@ pub fn write_archive(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    let tmp = berth_oci::layout::output_temp(dir).map_err(io(dir))?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
         w.write_all(&archive_head()).map_err(io(dest))?;

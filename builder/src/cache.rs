@@ -131,7 +131,7 @@ impl LayerCache {
         let dir = self.dir.join("layers");
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+            let mut tmp = berth_oci::layout::output_temp(&dir)?;
             std::io::Write::write_all(
                 &mut tmp,
                 &serde_json::to_vec(layer).map_err(std::io::Error::other)?,

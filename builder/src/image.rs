@@ -185,7 +185,7 @@ fn write_layer(
         let path = path.to_owned();
         move |source| BuildError::Io { path, source }
     };
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
+    let tmp = berth_oci::layout::output_temp(&dir).map_err(io(&dir))?;
     let file = tmp.as_file().try_clone().map_err(io(tmp.path()))?;
     let (digest, size, diff_id) = if opts.compression == Compression::None {
         // The blob is the tar: hash it once, no compressor in between.

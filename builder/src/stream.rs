@@ -96,7 +96,7 @@ pub fn stream_archive(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_at(dir))?;
+    let tmp = berth_oci::layout::output_temp(dir).map_err(io_at(dir))?;
     let file = tmp.as_file();
     let tmp_path = tmp.path().to_owned();
     let head = archive_head();

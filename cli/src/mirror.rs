@@ -82,15 +82,12 @@ fn load(args: &ServeArgs) -> Result<Config> {
         config.data = d.clone();
     }
     for r in &args.registries {
-        let (host, url) = match r.split_once('=') {
-            Some((h, u)) => (h.to_owned(), Some(u.to_owned())),
-            None => (r.clone(), None),
-        };
-        if !config.registries.contains(&host) {
-            config.registries.push(host.clone());
+        let r = berth_mirror::hosts::parse_registry(r).map_err(anyhow::Error::msg)?;
+        if !config.registries.contains(&r.host) {
+            config.registries.push(r.host.clone());
         }
-        if let Some(u) = url {
-            config.upstreams.insert(host, u);
+        if !r.assumed {
+            config.upstreams.insert(r.host, r.server);
         }
     }
     config.validate()?;
@@ -106,37 +103,38 @@ pub(crate) fn run(args: MirrorArgs) -> Result<()> {
 
 fn hosts_config(args: &HostsArgs) -> Result<()> {
     use berth_mirror::hosts;
-    let mut registries = Vec::new();
-    for r in &args.registries {
-        let (host, url) = match r.split_once('=') {
-            Some((h, u)) => (h, u.trim_end_matches('/').to_owned()),
-            None => (r.as_str(), hosts::default_server(r)),
-        };
-        // The host becomes a directory name: validate it first.
-        anyhow::ensure!(
-            berth_mirror::config::valid_host(host),
-            "--registry {host:?} is not a registry host[:port] (e.g. registry.lan:5000)"
+    let mirror_url =
+        hosts::check_url("--mirror-url", &args.mirror_url).map_err(anyhow::Error::msg)?;
+    let registries = args
+        .registries
+        .iter()
+        .map(|r| hosts::parse_registry(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    for r in registries.iter().filter(|r| r.assumed) {
+        eprintln!(
+            "berth mirror: {host} falls back to {server} (containerd's default); for a plain-HTTP registry such as berth serve without TLS write --registry {host}=http://{host}",
+            host = r.host,
+            server = r.server
         );
-        registries.push((host.to_owned(), url));
     }
-    let names: Vec<String> = registries.iter().map(|(h, _)| h.clone()).collect();
     if args.talos {
-        print!("{}", hosts::talos_patch(&names, &args.mirror_url));
+        print!("{}", hosts::talos_patch(&registries, &mirror_url));
         return Ok(());
     }
     if args.k3s {
-        print!("{}", hosts::k3s_registries_yaml(&names, &args.mirror_url));
+        print!("{}", hosts::k3s_registries_yaml(&registries, &mirror_url));
         return Ok(());
     }
-    for (host, server) in &registries {
-        let text = hosts::containerd_hosts_toml(server, &args.mirror_url, args.dial_timeout_ms);
+    for hosts::Mirrored { host, server, .. } in &registries {
+        let text = hosts::containerd_hosts_toml(server, &mirror_url, args.dial_timeout_ms);
         match &args.containerd_dir {
             Some(dir) => {
                 let d = dir.join(host);
                 std::fs::create_dir_all(&d)
                     .with_context(|| format!("cannot create {}", d.display()))?;
                 let path = d.join("hosts.toml");
-                let mut tmp = tempfile::NamedTempFile::new_in(&d)
+                let mut tmp = berth_oci::layout::output_temp(&d)
                     .with_context(|| format!("cannot write in {}", d.display()))?;
                 std::io::Write::write_all(&mut tmp, text.as_bytes())?;
                 tmp.persist(&path)

@@ -9,13 +9,75 @@
 
 use std::fmt::Write as _;
 
-/// The server URL containerd falls back to for `registry`.
+/// The server URL containerd falls back to for `registry` when none is
+/// given: HTTPS, as containerd assumes (Docker Hub's API host for
+/// `docker.io`).
 pub fn default_server(registry: &str) -> String {
     if registry == "docker.io" {
         "https://registry-1.docker.io".to_owned()
     } else {
         format!("https://{registry}")
     }
+}
+
+/// A mirrored registry: its name as images spell it, and the URL of its
+/// API (scheme included) that runtimes fall back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    /// `HOST[:PORT]`.
+    pub host: String,
+    /// `http(s)://…`.
+    pub server: String,
+    /// Whether `server` was assumed (no `=URL` given).
+    pub assumed: bool,
+}
+
+/// `url` if it is an absolute `http://` or `https://` URL with a host;
+/// otherwise why not, naming `what` (the flag) and the fix. Runtimes take
+/// an endpoint without a scheme as HTTPS, which bypasses a plain-HTTP
+/// mirror or registry without a word.
+pub fn check_url(what: &str, url: &str) -> Result<String, String> {
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(url.to_owned()),
+        Some(_) => Err(format!(
+            "{what} {url:?} must be scheme://host[:port] with no path (e.g. http://127.0.0.1:5001)"
+        )),
+        None => Err(format!(
+            "{what} {url:?} has no scheme; containerd would read it as https://{url}: write http://{url} (plain HTTP, as berth mirror and berth serve without TLS speak) or https://{url}"
+        )),
+    }
+}
+
+/// Parse a `--registry` value, `HOST[:PORT]` or `HOST[:PORT]=URL`.
+pub fn parse_registry(arg: &str) -> Result<Mirrored, String> {
+    let (host, url) = match arg.split_once('=') {
+        Some((h, u)) => (h, Some(u)),
+        None => (arg, None),
+    };
+    if host.starts_with("http://") || host.starts_with("https://") {
+        let bare = host.split_once("://").map_or(host, |(_, h)| h);
+        return Err(format!(
+            "--registry {arg:?}: name the registry as images do, and its URL after '=': {bare}={host}"
+        ));
+    }
+    if !crate::config::valid_host(host) {
+        return Err(format!(
+            "--registry {host:?} is not a registry host[:port] (e.g. registry.lan:5000, or registry.lan:5000=http://registry.lan:5000)"
+        ));
+    }
+    let (server, assumed) = match url {
+        Some(u) => (check_url(&format!("--registry {host}="), u)?, false),
+        None => (default_server(host), true),
+    };
+    Ok(Mirrored {
+        host: host.to_owned(),
+        server,
+        assumed,
+    })
 }
 
 /// containerd's `<config_path>/<registry>/hosts.toml`: the mirror first,
@@ -28,25 +90,30 @@ pub fn containerd_hosts_toml(server: &str, mirror_url: &str, dial_timeout_ms: u6
     )
 }
 
-/// A Talos machine-config patch mirroring `registries` through `mirror_url`
-/// (`talosctl patch mc --patch @file`).
-pub fn talos_patch(registries: &[String], mirror_url: &str) -> String {
+/// A Talos machine-config patch mirroring `registries` through `mirror_url`,
+/// each falling back to its own server (`talosctl patch mc --patch @file`).
+pub fn talos_patch(registries: &[Mirrored], mirror_url: &str) -> String {
     let mut out = String::from("machine:\n  registries:\n    mirrors:\n");
     for r in registries {
         let _ = write!(
             out,
-            "      {r}:\n        endpoints:\n          - {mirror_url}\n          - {}\n        overridePath: false\n",
-            default_server(r)
+            "      {}:\n        endpoints:\n          - {mirror_url}\n          - {}\n        overridePath: false\n",
+            r.host, r.server
         );
     }
     out
 }
 
-/// k3s's `/etc/rancher/k3s/registries.yaml` mirroring `registries`.
-pub fn k3s_registries_yaml(registries: &[String], mirror_url: &str) -> String {
+/// k3s's `/etc/rancher/k3s/registries.yaml` mirroring `registries` through
+/// `mirror_url`, each falling back to its own server.
+pub fn k3s_registries_yaml(registries: &[Mirrored], mirror_url: &str) -> String {
     let mut out = String::from("mirrors:\n");
     for r in registries {
-        let _ = write!(out, "  \"{r}\":\n    endpoint:\n      - \"{mirror_url}\"\n");
+        let _ = write!(
+            out,
+            "  \"{}\":\n    endpoint:\n      - \"{mirror_url}\"\n      - \"{}\"\n",
+            r.host, r.server
+        );
     }
     out
 }
@@ -106,14 +173,48 @@ mod tests {
                 .len(),
             2
         );
-        let regs = vec!["registry.lan:5000".to_owned(), "docker.io".to_owned()];
+        let regs = vec![
+            parse_registry("registry.lan:5000=http://registry.lan:5000").unwrap(),
+            parse_registry("docker.io").unwrap(),
+        ];
         let talos = talos_patch(&regs, "http://127.0.0.1:5001");
         assert!(talos.contains("docker.io:\n        endpoints:\n          - http://127.0.0.1:5001\n          - https://registry-1.docker.io"));
+        assert!(talos.contains("          - http://registry.lan:5000\n"));
         let k3s = k3s_registries_yaml(&regs, "http://127.0.0.1:5001");
+        assert!(k3s.contains(
+            "\"registry.lan:5000\":\n    endpoint:\n      - \"http://127.0.0.1:5001\"\n      - \"http://registry.lan:5000\""
+        ));
+    }
+
+    #[test]
+    fn registries_and_urls() {
+        let r = parse_registry("registry.lan:5000").unwrap();
+        assert_eq!(
+            (r.server.as_str(), r.assumed),
+            ("https://registry.lan:5000", true)
+        );
+        let r = parse_registry("r:5000=http://10.0.0.2:5000/").unwrap();
+        assert_eq!(
+            (r.server.as_str(), r.assumed),
+            ("http://10.0.0.2:5000", false)
+        );
+        for bad in [
+            "http://r:5000",
+            "r:5000=r:5000",
+            "r:5000=ftp://x",
+            "a/b",
+            "r=http://x/v2",
+        ] {
+            assert!(parse_registry(bad).is_err(), "{bad}");
+        }
         assert!(
-            k3s.contains(
-                "\"registry.lan:5000\":\n    endpoint:\n      - \"http://127.0.0.1:5001\""
-            )
+            check_url("--mirror-url", "127.0.0.1:5001")
+                .unwrap_err()
+                .contains("http://127.0.0.1:5001")
+        );
+        assert_eq!(
+            check_url("--mirror-url", "http://127.0.0.1:5001/").unwrap(),
+            "http://127.0.0.1:5001"
         );
     }
 

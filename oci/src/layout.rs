@@ -120,8 +120,7 @@ impl ImageLayout {
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), LayoutError> {
         let dir = path.parent().unwrap_or(&self.root);
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io_err("create temp in", dir))?;
+        let mut tmp = output_temp(dir).map_err(io_err("create temp in", dir))?;
         tmp.write_all(data).map_err(io_err("write", path))?;
         tmp.persist(path)
             .map_err(|e| e.error)
@@ -149,8 +148,7 @@ impl ImageLayout {
     ) -> Result<(Digest, u64), LayoutError> {
         let alg = expected.map_or(Algorithm::Sha256, Digest::algorithm);
         let dir = self.root.join("blobs").join(alg.as_str());
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&dir).map_err(io_err("create temp in", &dir))?;
+        let mut tmp = output_temp(&dir).map_err(io_err("create temp in", &dir))?;
         let mut hasher = alg.hasher();
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
@@ -276,6 +274,19 @@ impl ImageLayout {
         };
         Ok(found)
     }
+}
+
+/// A temporary file in `dir` for an output that is then renamed into
+/// place, created with mode 0666 less the umask — the mode `open(2)`
+/// would give the final file — rather than tempfile's private 0600, so
+/// other users and services can read what berth wrote when the umask lets
+/// them.
+pub fn output_temp(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".berth-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 /// The `org.opencontainers.image.ref.name` of a descriptor.

@@ -9,4 +9,5 @@ mod bump;
 mod clients;
 mod crash;
 mod mirror;
+mod newcomer;
 mod nix;

@@ -1,0 +1,223 @@
+//! A newcomer's first hour (issue 12): the commands a new user runs from
+//! README and docs, with the usual mistakes, each driven through the real
+//! binary as the user did. Every test here failed on the code before its
+//! fix.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_tests::berth_bin;
+
+/// Run `berth args…` under umask 022 (a shell sets it, as a login does).
+fn berth_umask(args: &[&str], dir: &Path) -> Output {
+    let mut script = String::from("umask 022; exec \"$0\"");
+    for i in 1..=args.len() {
+        // `${10}`, not `$10` (which is `$1` and a 0).
+        script.push_str(&format!(" \"${{{i}}}\""));
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(berth_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Point 1: the three writers keep the registry's scheme and refuse what
+/// containerd would misread; point 5 for hosts.toml.
+#[test]
+fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = "registry.lan:5000=http://registry.lan:5000";
+    let mirror = "http://127.0.0.1:5001";
+    let talos = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            reg,
+            "--mirror-url",
+            mirror,
+            "--talos",
+        ],
+        dir.path(),
+    );
+    assert!(talos.status.success(), "{}", text(&talos.stderr));
+    let out = text(&talos.stdout);
+    assert!(
+        out.contains("          - http://127.0.0.1:5001\n          - http://registry.lan:5000\n"),
+        "{out}"
+    );
+    let k3s = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            reg,
+            "--mirror-url",
+            mirror,
+            "--k3s",
+        ],
+        dir.path(),
+    );
+    let out = text(&k3s.stdout);
+    assert!(
+        out.contains("      - \"http://127.0.0.1:5001\"\n      - \"http://registry.lan:5000\"\n"),
+        "the k3s mirror falls back to the registry: {out}"
+    );
+    let d = dir.path().join("certs.d");
+    let written = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            reg,
+            "--mirror-url",
+            mirror,
+            "--containerd-dir",
+            d.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(written.status.success(), "{}", text(&written.stderr));
+    let hosts = d.join("registry.lan:5000/hosts.toml");
+    let toml = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        toml.contains("server = \"http://registry.lan:5000\""),
+        "{toml}"
+    );
+    assert_eq!(mode(&hosts), 0o644, "containerd (and others) can read it");
+    // A mirror URL without a scheme: refused with the fix.
+    let bad = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            reg,
+            "--mirror-url",
+            "127.0.0.1:5001",
+        ],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("write http://127.0.0.1:5001"),
+        "{}",
+        text(&bad.stderr)
+    );
+    // A URL where the name belongs: the right form is named.
+    let url = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            "http://registry.lan:5000",
+        ],
+        dir.path(),
+    );
+    assert!(!url.status.success());
+    assert!(
+        text(&url.stderr).contains("registry.lan:5000=http://registry.lan:5000"),
+        "{}",
+        text(&url.stderr)
+    );
+    // A bare name: HTTPS assumed, and said so with the plain-HTTP form.
+    let bare = berth_umask(
+        &[
+            "mirror",
+            "hosts-config",
+            "--registry",
+            "registry.lan:5000",
+            "--talos",
+        ],
+        dir.path(),
+    );
+    assert!(bare.status.success());
+    assert!(text(&bare.stdout).contains("- https://registry.lan:5000"));
+    assert!(
+        text(&bare.stderr).contains("--registry registry.lan:5000=http://registry.lan:5000"),
+        "{}",
+        text(&bare.stderr)
+    );
+}
+
+/// A two-path closure under a store root of its own (no Nix needed), and
+/// its spec.
+fn store_spec(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = dir.join("root");
+    let mut closure = Vec::new();
+    for (i, name) in ["lib", "app"].iter().enumerate() {
+        let path = format!("/nix/store/{}{i}-{name}", "b".repeat(31));
+        let d = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::write(
+            d.join("bin").join(name),
+            format!("#!/bin/sh\necho {name}\n"),
+        )
+        .unwrap();
+        closure.push(serde_json::json!({
+            "path": path, "narHash": format!("sha256:{i}"), "narSize": 100, "references": []
+        }));
+    }
+    let spec = dir.join("spec.json");
+    let roots: Vec<&str> = closure
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    std::fs::write(
+        &spec,
+        serde_json::json!({"version": 1, "name": "app", "closure": closure, "roots": roots})
+            .to_string(),
+    )
+    .unwrap();
+    (spec, root)
+}
+
+/// Point 5: what berth writes is readable as the umask allows, like what
+/// other tools write.
+#[test]
+fn outputs_respect_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, root) = store_spec(dir.path());
+    let layout = dir.path().join("layout");
+    let archive = dir.path().join("app.tar");
+    let out = berth_umask(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--store-root",
+            root.to_str().unwrap(),
+            "--cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+            "-q",
+            "-o",
+            &format!("oci:{}", layout.display()),
+            "-o",
+            &format!("docker-archive:{}:app:1", archive.display()),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut checked = vec![
+        layout.join("index.json"),
+        layout.join("oci-layout"),
+        archive.clone(),
+    ];
+    for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        checked.push(blob.unwrap().path());
+    }
+    for p in &checked {
+        assert_eq!(mode(p), 0o644, "{}", p.display());
+    }
+}
