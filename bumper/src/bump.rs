@@ -79,10 +79,21 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// `--resolve` references whose digest could not be found, and why.
     pub unresolved: Vec<(String, String)>,
+    /// `--set` targets that no reference in the checkout matches.
+    pub unmatched: Vec<String>,
     /// Files written (without `--pr`).
     pub written: Vec<PathBuf>,
     /// Branches (with `--pr`).
     pub branches: Vec<BranchOutcome>,
+}
+
+impl Report {
+    /// Whether something asked for was not done: a `--resolve` reference
+    /// left unresolved, or a `--set` target that matched nothing. A CI job
+    /// must not pass on a bump that checked nothing.
+    pub fn incomplete(&self) -> bool {
+        !self.unresolved.is_empty() || !self.unmatched.is_empty()
+    }
 }
 
 /// Run a bump.
@@ -111,6 +122,12 @@ pub fn run(opts: &Options) -> Result<Report, BumpError> {
         opts.sets.clone()
     };
     let plan = Plan::new(&files, &report.targets);
+    report.unmatched = report
+        .targets
+        .iter()
+        .filter(|(t, _)| !files.iter().any(|f| f.refs.iter().any(|r| t.matches(r))))
+        .map(|(t, _)| t.image.clone())
+        .collect();
     if let Some(regs) = &opts.registries {
         if !opts.resolve {
             check_exist(&plan, &report.targets, regs)?;

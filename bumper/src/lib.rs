@@ -88,7 +88,7 @@ pub enum BumpError {
         message: String,
     },
     /// A registry could not answer.
-    #[error("registry {registry}: {message} (check the name and credentials, or pass --offline)")]
+    #[error("{message}")]
     Registry {
         /// Registry host.
         registry: String,

@@ -66,7 +66,7 @@ impl Registries {
         {
             return Err(BumpError::Registry {
                 registry: registry.to_owned(),
-                message: format!("not asked again this run: {why}"),
+                message: format!("registry {registry}: not asked again this run: {why}"),
             });
         }
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());

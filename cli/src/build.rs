@@ -16,14 +16,11 @@ use berth_oci::{ImageLayout, Reference};
 use clap::Args;
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["specs", "nix"])))]
 pub(crate) struct BuildArgs {
     /// Image specs (JSON; see docs/image-spec.md); several, one per
     /// platform, with --index.
-    #[arg(
-        required_unless_present = "nix",
-        conflicts_with = "nix",
-        value_name = "SPEC"
-    )]
+    #[arg(value_name = "SPEC")]
     specs: Vec<PathBuf>,
     /// Tie the images of several specs together in one multi-architecture
     /// OCI index (their platforms come from each spec).
@@ -164,7 +161,41 @@ fn parse_output(s: &str) -> Result<Output> {
     }
 }
 
+/// Refuse flags that would be ignored: the config flags without `--nix`
+/// (a spec's config sets those), the registry flags without `--push` or
+/// `--verify`.
+fn check_flags(args: &BuildArgs) -> Result<()> {
+    if args.nix.is_empty() {
+        for (flag, given) in [
+            ("--entrypoint", !args.entrypoint.is_empty()),
+            ("--cmd", !args.cmd.is_empty()),
+            ("--env", !args.env.is_empty()),
+            ("--name", args.name.is_some()),
+        ] {
+            if given {
+                bail!(
+                    "{flag} applies only with --nix; with a spec, set it in the spec's config (docs/image-spec.md)"
+                );
+            }
+        }
+    }
+    if args.push.is_none() && args.verify.is_none() {
+        for (flag, given) in [
+            ("--plain-http", args.plain_http),
+            ("--authfile", args.authfile.is_some()),
+            ("--username", args.username.is_some()),
+            ("--mount-from", args.mount_from.is_some()),
+        ] {
+            if given {
+                bail!("{flag} applies only with --push or --verify");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: BuildArgs) -> Result<()> {
+    check_flags(&args)?;
     let outputs: Vec<Output> = args
         .outputs
         .iter()

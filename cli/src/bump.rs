@@ -15,6 +15,9 @@ use berth_oci::Digest;
 use clap::Args;
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("what").required(true).args(["sets", "resolve", "list"])
+))]
 pub(crate) struct BumpArgs {
     /// The GitOps checkout.
     #[arg(long, value_name = "DIR")]
@@ -22,12 +25,12 @@ pub(crate) struct BumpArgs {
     /// Pin `IMAGE` (`repository[:tag]`) to `DIGEST`; with a tag only the
     /// references with that tag, without one every reference to the
     /// repository. May be repeated.
-    #[arg(
-        long = "set",
-        value_name = "IMAGE=DIGEST",
-        required_unless_present_any = ["resolve", "list"]
-    )]
+    #[arg(long = "set", value_name = "IMAGE=DIGEST")]
     sets: Vec<String>,
+    /// Exit 0 even when references stay unresolved or a --set target
+    /// matches nothing (reported either way).
+    #[arg(long)]
+    allow_incomplete: bool,
     /// Pin every tagged reference to the digest its tag has now.
     #[arg(long, conflicts_with = "sets")]
     resolve: bool,
@@ -171,6 +174,13 @@ pub(crate) fn run(args: BumpArgs) -> Result<()> {
     };
     let report = bump::run(&opts)?;
     print_report(&report, args.dry_run);
+    if report.incomplete() && !args.allow_incomplete {
+        bail!(
+            "{} reference(s) not resolved and {} --set target(s) matching nothing (see the warnings above; --allow-incomplete accepts that)",
+            report.unresolved.len(),
+            report.unmatched.len()
+        );
+    }
     Ok(())
 }
 
@@ -222,14 +232,19 @@ fn print_report(r: &Report, dry_run: bool) {
     for (name, why) in &r.unresolved {
         eprintln!("warning: {name}: not resolved: {why}");
     }
+    for image in &r.unmatched {
+        eprintln!("warning: --set {image}: no reference in the checkout matches it");
+    }
     let files: std::collections::BTreeSet<_> = r.changes.iter().map(|c| &c.file).collect();
     let verb = if dry_run { "would change" } else { "changed" };
     println!(
-        "{} reference(s) in {} file(s) {verb}; {} already pinned; {} cannot be pinned; {} file(s) not YAML",
+        "{} reference(s) in {} file(s) {verb}; {} already pinned; {} cannot be pinned; {} not resolved; {} target(s) matching nothing; {} file(s) not YAML",
         r.changes.len(),
         files.len(),
         r.unchanged,
         r.unpinnable.len(),
+        r.unresolved.len(),
+        r.unmatched.len(),
         r.skipped.len()
     );
     for b in &r.branches {

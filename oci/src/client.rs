@@ -39,9 +39,7 @@ use crate::retry::Backoff;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The registry could not be reached.
-    #[error(
-        "cannot reach registry {registry}: {cause} (check the address, and --plain-http for a registry without TLS)"
-    )]
+    #[error("cannot reach registry {registry}: {cause}{}", unreachable_hint(.registry))]
     Unreachable {
         /// The registry host.
         registry: String,
@@ -92,6 +90,17 @@ pub enum ClientError {
         /// What is wrong.
         cause: String,
     },
+}
+
+/// What to check when `registry` cannot be reached: its address, and for a
+/// registry berth would talk HTTPS to, whether it speaks plain HTTP
+/// (loopback registries are always asked over plain HTTP, so not there).
+fn unreachable_hint(registry: &str) -> &'static str {
+    if is_loopback(registry) {
+        " (check that it runs and the port)"
+    } else {
+        " (check the address, and --plain-http for a registry without TLS)"
+    }
 }
 
 /// Credentials for one registry.

@@ -221,3 +221,91 @@ fn outputs_respect_the_umask() {
         assert_eq!(mode(p), 0o644, "{}", p.display());
     }
 }
+
+fn berth(args: &[&str]) -> Output {
+    Command::new(berth_bin()).args(args).output().unwrap()
+}
+
+/// Points 8 and 9: a missing input names every alternative; a flag that
+/// would be ignored is an error.
+#[test]
+fn missing_arguments_name_the_alternatives_and_ignored_flags_are_errors() {
+    let build = berth(&["build"]);
+    assert!(!build.status.success());
+    let err = text(&build.stderr);
+    assert!(err.contains("<SPEC|--nix <STOREPATH>...>"), "{err}");
+    let bump = berth(&["bump", "--repo", "."]);
+    assert!(!bump.status.success());
+    let err = text(&bump.stderr);
+    assert!(
+        err.contains("--set") && err.contains("--resolve") && err.contains("--list"),
+        "{err}"
+    );
+    for (flags, named) in [
+        (
+            &["--entrypoint", "/x"][..],
+            "--entrypoint applies only with --nix",
+        ),
+        (&["--cmd", "x"][..], "--cmd applies only with --nix"),
+        (
+            &["--plain-http"][..],
+            "--plain-http applies only with --push or --verify",
+        ),
+    ] {
+        let mut args = vec!["build", "spec.json"];
+        args.extend_from_slice(flags);
+        let out = berth(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(text(&out.stderr).contains(named), "{}", text(&out.stderr));
+    }
+}
+
+/// Points 3 and 10: a bump that checked nothing fails (unless told to
+/// accept that), and the registry's failure is said once, with a fix that
+/// fits a loopback registry.
+#[test]
+fn a_bump_that_checked_nothing_fails_and_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("app.yaml"),
+        "spec:\n  containers:\n    - image: 127.0.0.1:1/apps/web:1.0\n",
+    )
+    .unwrap();
+    let repo_s = repo.to_str().unwrap();
+    let down = berth(&["bump", "--repo", repo_s, "--resolve"]);
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down.stderr));
+    let err = text(&down.stderr);
+    assert!(
+        text(&down.stdout).contains("1 not resolved"),
+        "{}",
+        text(&down.stdout)
+    );
+    assert_eq!(
+        err.matches("127.0.0.1:1:").count(),
+        1,
+        "the registry named once: {err}"
+    );
+    assert!(
+        !err.contains("--plain-http"),
+        "loopback is plain HTTP already: {err}"
+    );
+    assert!(
+        !err.contains("--offline"),
+        "--offline cannot go with --resolve: {err}"
+    );
+    let relaxed = berth(&["bump", "--repo", repo_s, "--resolve", "--allow-incomplete"]);
+    assert!(relaxed.status.success(), "{}", text(&relaxed.stderr));
+    // A --set that matches no reference.
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let set = format!("127.0.0.1:1/apps/other={digest}");
+    let unmatched = berth(&["bump", "--repo", repo_s, "--offline", "--set", &set]);
+    assert_eq!(unmatched.status.code(), Some(1));
+    assert!(
+        text(&unmatched.stderr).contains("--set 127.0.0.1:1/apps/other: no reference"),
+        "{}",
+        text(&unmatched.stderr)
+    );
+    assert!(text(&unmatched.stdout).contains("1 target(s) matching nothing"));
+}
