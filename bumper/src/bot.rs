@@ -180,6 +180,35 @@ impl BotConfig {
         }
         Ok(c)
     }
+
+    /// What start-up needs beyond the file's syntax: every secret file it
+    /// names readable and not empty, each error naming its key. Run by
+    /// `--check-config` and by [`Bot::open`] before it touches the disk.
+    pub fn check_files(&self) -> Result<(), String> {
+        let mut files = vec![("secret_file", self.secret_file.as_ref())];
+        if let Some(f) = &self.forge {
+            files.push(("forge.token_file", f.token_file.as_ref()));
+            if f.token_file.is_none() && std::env::var_os("BERTH_FORGE_TOKEN").is_none() {
+                return Err(
+                    "[forge] needs a token: set forge.token_file or BERTH_FORGE_TOKEN".into(),
+                );
+            }
+        }
+        files.push(("registry.auth_file", self.registry.auth_file.as_ref()));
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().is_empty() => {
+                    return Err(format!("{key} = {:?}: the file is empty", path.display()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!("{key} = {:?}: cannot read it: {e}", path.display()));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One push waiting to be bumped.
@@ -260,6 +289,9 @@ impl Bot {
             let p = p.to_owned();
             move |e| BumpError::Io { path: p, cause: e }
         };
+        config
+            .check_files()
+            .map_err(|message| BumpError::Config { message })?;
         std::fs::create_dir_all(&config.state_dir).map_err(io(&config.state_dir))?;
         let secret = match &config.secret_file {
             Some(p) => Some(

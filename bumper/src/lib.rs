@@ -27,6 +27,12 @@ pub use rewrite::{
 /// Everything that can go wrong in a bump.
 #[derive(Debug, thiserror::Error)]
 pub enum BumpError {
+    /// The bot's configuration names something start-up cannot use.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What, naming the key.
+        message: String,
+    },
     /// A file is not valid YAML.
     #[error("{}:{line}: not valid YAML: {message}", file.display())]
     Parse {

@@ -24,7 +24,11 @@ pub(crate) fn run(args: BotArgs) -> Result<()> {
     })?;
     args.server.apply(&mut config.listen, &mut config.log);
     if args.server.check_config {
-        println!("{}: ok", args.config.display());
+        config
+            .check_files()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", args.config.display()))?;
+        crate::server::config_valid(Some(&args.config));
         return Ok(());
     }
     crate::logging::init(&config.log);

@@ -150,7 +150,7 @@ fn hosts_config(args: &HostsArgs) -> Result<()> {
 fn serve(args: &ServeArgs) -> Result<()> {
     let config = load(args)?;
     if args.server.check_config {
-        println!("configuration is valid");
+        crate::server::config_valid(args.config.as_deref());
         return Ok(());
     }
     crate::logging::init(&config.log);
@@ -167,6 +167,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
     crate::server::runtime()?.block_on(async move {
         let listen = config.listen;
         let data = config.data.clone();
+        // Bind first: a busy port must not leave a cache directory behind.
+        let listener = crate::server::bind(listen).await?;
         let mirror = match config.p2p.clone() {
             None => Mirror::open(config),
             Some(p2p) => {
@@ -196,7 +198,6 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .context("cannot open the mirror's cache directory (check --data and its permissions)")?;
         let mirror = Arc::new(mirror);
         mirror.announce_cached();
-        let listener = crate::server::bind(listen).await?;
         let addr = listener.local_addr()?;
         println!(
             "berth mirror listening on http://{addr} (cache in {})",

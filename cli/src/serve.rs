@@ -39,16 +39,22 @@ fn load(args: &ServeArgs) -> Result<Config> {
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let config = load(&args)?;
     if args.server.check_config {
-        println!("configuration is valid");
+        crate::server::config_valid(args.config.as_deref());
         return Ok(());
     }
     crate::logging::init(&config.log);
     crate::server::runtime()?.block_on(async move {
+        // Bind first: a busy port must not leave a data directory behind.
+        let listener = crate::server::bind(config.listen).await?;
         let registry = Registry::open_local(&config.data, config.storage.fsync, config.limits())
             .context(
                 "cannot open the registry's data directory (check --data and its permissions)",
             )?;
-        let listener = crate::server::bind(config.listen).await?;
+        if !listener.local_addr()?.ip().is_loopback() {
+            let warning = "berth serve has no authentication yet: anyone who can reach this address can push, overwrite and delete";
+            eprintln!("berth: warning: {warning} (listen on 127.0.0.1, or put an authenticating proxy in front)");
+            tracing::warn!(addr = %config.listen, "{warning}");
+        }
         let addr = listener.local_addr()?;
         println!(
             "berth registry listening on http://{addr} (data in {})",

@@ -36,6 +36,15 @@ impl ServerFlags {
     }
 }
 
+/// The one answer of `--check-config` for every server: the file checked,
+/// or the built-in defaults.
+pub(crate) fn config_valid(file: Option<&std::path::Path>) {
+    match file {
+        Some(f) => println!("{}: configuration is valid", f.display()),
+        None => println!("configuration is valid (built-in defaults)"),
+    }
+}
+
 /// The multi-threaded runtime a server runs on.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

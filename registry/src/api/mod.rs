@@ -63,11 +63,20 @@ pub fn router(registry: Arc<Registry>) -> Router {
 async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
+    // The endpoints outside /v2 are named by their path (a scrape is not
+    // an API request of an unknown kind).
+    let fixed = match req.uri().path() {
+        "/metrics" => Some("metrics"),
+        "/healthz" => Some("healthz"),
+        _ => None,
+    };
     let resp = next.run(req).await;
     let route = resp
         .extensions()
         .get::<RouteLabel>()
-        .map_or("other", |l| l.0);
+        .map(|l| l.0)
+        .or(fixed)
+        .unwrap_or("other");
     registry.metrics.request(
         route,
         method.as_str(),

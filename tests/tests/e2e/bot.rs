@@ -167,7 +167,7 @@ fn bot_turns_signed_webhooks_into_one_pull_request() {
             .args(["bot", "--check-config", "--config"])
             .arg(&config),
     );
-    assert!(check.contains(": ok"), "{check}");
+    assert!(check.contains(": configuration is valid"), "{check}");
     let bot = BotProc::start(&config);
     let now = unix_now();
     let body = push_event(&host, "apps/web", "1.4", &d1, now);

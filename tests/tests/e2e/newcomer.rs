@@ -26,6 +26,10 @@ fn berth_umask(args: &[&str], dir: &Path) -> Output {
         .unwrap()
 }
 
+fn berth(args: &[&str]) -> Output {
+    Command::new(berth_bin()).args(args).output().unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -222,10 +226,6 @@ fn outputs_respect_the_umask() {
     }
 }
 
-fn berth(args: &[&str]) -> Output {
-    Command::new(berth_bin()).args(args).output().unwrap()
-}
-
 /// Points 8 and 9: a missing input names every alternative; a flag that
 /// would be ignored is an error.
 #[test]
@@ -308,4 +308,93 @@ fn a_bump_that_checked_nothing_fails_and_says_why_once() {
         text(&unmatched.stderr)
     );
     assert!(text(&unmatched.stdout).contains("1 target(s) matching nothing"));
+}
+
+/// Point 7: `--check-config` checks what start-up needs, and start-up
+/// fails before it creates anything; errors name the key. Point 16: one
+/// answer style for every server's check.
+#[test]
+fn the_bot_config_check_reads_the_secret_files_start_up_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("bot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nsecret_file = \"{}/missing-secret\"\n[git]\nremote = \"r\"\n",
+            state.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config_s = config.to_str().unwrap();
+    let check = berth(&["bot", "--check-config", "--config", config_s]);
+    assert!(!check.status.success(), "a missing secret passed the check");
+    let err = text(&check.stderr);
+    assert!(
+        err.contains("secret_file = ") && err.contains("missing-secret"),
+        "{err}"
+    );
+    let start = berth(&["bot", "--config", config_s, "--listen", "127.0.0.1:0"]);
+    assert!(!start.status.success());
+    assert!(
+        text(&start.stderr).contains("secret_file = "),
+        "{}",
+        text(&start.stderr)
+    );
+    assert!(
+        !state.exists(),
+        "start-up created the state directory before failing"
+    );
+    std::fs::write(dir.path().join("missing-secret"), "s\n").unwrap();
+    let ok = berth(&["bot", "--check-config", "--config", config_s]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(
+        text(&ok.stdout),
+        format!("{config_s}: configuration is valid\n")
+    );
+    let serve = berth(&["serve", "--check-config"]);
+    assert_eq!(
+        text(&serve.stdout),
+        "configuration is valid (built-in defaults)\n"
+    );
+    let mirror = berth(&["mirror", "--check-config"]);
+    assert_eq!(
+        text(&mirror.stdout),
+        "configuration is valid (built-in defaults)\n"
+    );
+}
+
+/// Point 17: a busy port leaves no data directory behind, and scrapes are
+/// counted under their own route. Point 15: a registry listening beyond
+/// loopback without authentication says so.
+#[test]
+fn serve_binds_before_it_creates_anything_and_names_its_own_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = berth_tests::Server::start(&dir.path().join("one"), &[]);
+    let second = dir.path().join("two");
+    let busy = berth(&[
+        "serve",
+        "--listen",
+        &server.addr.to_string(),
+        "--data",
+        second.to_str().unwrap(),
+    ]);
+    assert!(!busy.status.success());
+    assert!(text(&busy.stderr).contains("--listen 127.0.0.1:0"));
+    assert!(
+        !second.exists(),
+        "a failed start created {}",
+        second.display()
+    );
+    berth_tests::http("GET", &format!("{}/healthz", server.url()), &[], b"");
+    let metrics = berth_tests::http("GET", &format!("{}/metrics", server.url()), &[], b"");
+    let metrics = text(&metrics.body);
+    assert!(
+        metrics.contains(
+            r#"berth_registry_requests_total{route="healthz",method="GET",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"route="other""#), "{metrics}");
 }

@@ -443,7 +443,20 @@ fn the_mirror_module_renders_a_config_berth_mirror_accepts() {
 #[test]
 fn the_bot_module_renders_a_config_berth_bot_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let render = |args: &str| render_settings(dir.path(), "bot-settings.nix", args);
+    // The credentials systemd would hand the service, where the check can
+    // read them (the check reads every secret file start-up needs).
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("webhook-secret"), "s3cret\n").unwrap();
+    std::fs::write(creds.join("forge-token"), "tok\n").unwrap();
+    let with_creds = |args: &str| {
+        args.replacen(
+            "{ ",
+            &format!("{{ credentials = \"{}\"; ", creds.display()),
+            1,
+        )
+    };
+    let render = |args: &str| render_settings(dir.path(), "bot-settings.nix", &with_creds(args));
     for args in [
         r#"{ remote = "https://forgejo.lan/infra/gitops.git"; forge = { kind = "forgejo"; url = "https://forgejo.lan"; repo = "infra/gitops"; }; }"#,
         r#"{ remote = "https://github.com/me/gitops.git"; webhooks = false; forge = { kind = "github"; url = "https://github.com"; repo = "me/gitops"; }; settings = { debounce_ms = 10000; git.group = "apps"; registry = { name = "registry.lan:5000"; plain_http = true; }; poll = { interval_s = 60; images = [ "registry.lan:5000/apps/web:main" ]; }; }; }"#,
@@ -463,4 +476,12 @@ fn the_bot_module_renders_a_config_berth_bot_accepts() {
     ] {
         assert_refused("bot", &render(args), args, reason);
     }
+    // Without the credentials the service would get, the check fails and
+    // names the key.
+    let missing = render_settings(
+        dir.path(),
+        "bot-settings.nix",
+        r#"{ remote = "r"; credentials = "/nonexistent"; }"#,
+    );
+    assert_refused("bot", &missing, "no credentials", "secret_file");
 }
