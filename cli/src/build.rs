@@ -201,14 +201,6 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         .iter()
         .map(|o| parse_output(o))
         .collect::<Result<_>>()?;
-    let specs = load_specs(&args)?;
-    if specs.len() > 1 && !args.index {
-        return Err(PublishError::NeedsIndex(specs.len()).into());
-    }
-    if args.index && outputs.iter().any(|o| matches!(o, Output::Archive { .. })) {
-        bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
-    }
-    let opts = build_options(&args)?;
     let push = args
         .push
         .as_deref()
@@ -217,6 +209,14 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
                 .with_context(|| format!("--push {r}"))
         })
         .transpose()?;
+    let specs = load_specs(&args)?;
+    if specs.len() > 1 && !args.index {
+        return Err(PublishError::NeedsIndex(specs.len()).into());
+    }
+    if args.index && outputs.iter().any(|o| matches!(o, Output::Archive { .. })) {
+        bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
+    }
+    let opts = build_options(&args)?;
 
     // One uncompressed archive and nothing else: stream the layers straight
     // into it, each byte written once.

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use berth_mirror::Mirror;
 use berth_mirror::config::Config;
 use clap::{Args, Subcommand};
@@ -25,8 +25,9 @@ pub(crate) struct MirrorArgs {
 #[derive(Debug, Subcommand)]
 enum MirrorCommand {
     /// Write containerd hosts.toml files (or print a Talos patch or a k3s
-    /// registries.yaml) that send pulls through the mirror; check a
-    /// containerd config for settings that defeat it.
+    /// registries.yaml) that send pulls through the mirror; with
+    /// --check-containerd, check a containerd config for settings that
+    /// defeat it.
     HostsConfig(HostsArgs),
 }
 
@@ -34,8 +35,17 @@ enum MirrorCommand {
 struct HostsArgs {
     /// A registry to mirror, `HOST[:PORT]` or `HOST[:PORT]=URL` (its API
     /// when not https://HOST). May be repeated.
-    #[arg(long = "registry", value_name = "HOST[=URL]", required = true)]
+    #[arg(
+        long = "registry",
+        value_name = "HOST[=URL]",
+        required_unless_present = "check_containerd"
+    )]
     registries: Vec<String>,
+    /// Check this containerd config.toml for settings that defeat the
+    /// mirror (no registry config_path, discard_unpacked_layers = true):
+    /// prints each with its fix and exits 1 if there is any.
+    #[arg(long, value_name = "FILE")]
+    check_containerd: Option<PathBuf>,
     /// The mirror as containerd on this node reaches it.
     #[arg(long, default_value = "http://127.0.0.1:5001")]
     mirror_url: String,
@@ -103,6 +113,25 @@ pub(crate) fn run(args: MirrorArgs) -> Result<()> {
 
 fn hosts_config(args: &HostsArgs) -> Result<()> {
     use berth_mirror::hosts;
+    if let Some(file) = &args.check_containerd {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let problems = hosts::check_containerd_config(&text);
+        for p in &problems {
+            eprintln!("{}: {p}", file.display());
+        }
+        if !problems.is_empty() {
+            bail!(
+                "{} setting(s) in {} defeat the mirror",
+                problems.len(),
+                file.display()
+            );
+        }
+        println!("{}: no setting defeats the mirror", file.display());
+        if args.registries.is_empty() {
+            return Ok(());
+        }
+    }
     let mirror_url =
         hosts::check_url("--mirror-url", &args.mirror_url).map_err(anyhow::Error::msg)?;
     let registries = args
@@ -155,13 +184,13 @@ fn serve(args: &ServeArgs) -> Result<()> {
     }
     crate::logging::init(&config.log);
     if let Ok(text) = std::fs::read_to_string(&config.containerd_config) {
+        // Once, through the log (which goes to stderr), naming the file
+        // checked: the mirror's `containerd_config` says which one.
         for problem in berth_mirror::hosts::check_containerd_config(&text) {
-            eprintln!(
-                "berth mirror: warning: {} ({})",
-                problem,
-                config.containerd_config.display()
+            tracing::warn!(
+                file = %config.containerd_config.display(),
+                "containerd config defeats the mirror: {problem} (another file? set containerd_config in the mirror's config)"
             );
-            tracing::warn!(%problem, "containerd config defeats the mirror");
         }
     }
     crate::server::runtime()?.block_on(async move {

@@ -13,8 +13,9 @@ use clap::Args;
 /// Flags every server subcommand takes.
 #[derive(Debug, Args)]
 pub(crate) struct ServerFlags {
-    /// Address to listen on (overrides the file); port 0 picks a free one.
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on (overrides the file), IP:PORT or
+    /// localhost:PORT; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub(crate) listen: Option<SocketAddr>,
     /// Log one JSON object per line (overrides the file's `[log]`).
     #[arg(long)]
@@ -22,6 +23,26 @@ pub(crate) struct ServerFlags {
     /// Check the configuration and exit without serving.
     #[arg(long)]
     pub(crate) check_config: bool,
+}
+
+/// A `--listen` value: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`; the
+/// other forms people type get the right one named.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let port = |p: &str| p.parse::<u16>().ok();
+    if let Some(p) = s.strip_prefix("localhost:").and_then(port) {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    if s.strip_prefix(':').and_then(port).is_some() {
+        return Err(format!(
+            "{s:?} names no address: write 127.0.0.1{s} (this machine only) or 0.0.0.0{s} (every interface)"
+        ));
+    }
+    Err(format!(
+        "{s:?} is not an address to listen on: write IP:PORT, e.g. 127.0.0.1:5000, [::1]:5000, localhost:5000, or 127.0.0.1:0 for a free port"
+    ))
 }
 
 impl ServerFlags {

@@ -41,6 +41,11 @@ pub enum ReferenceError {
     /// Nothing to parse.
     #[error("empty image reference")]
     Empty,
+    /// A URL where a reference belongs.
+    #[error(
+        "{0:?} is a URL; an image reference has no scheme: write {1} (loopback registries are always asked over plain HTTP; --plain-http for others)"
+    )]
+    Url(String, String),
 }
 
 /// True if `c` is one path component of a repository name:
@@ -188,6 +193,12 @@ impl FromStr for Reference {
         if s.is_empty() {
             return Err(ReferenceError::Empty);
         }
+        if let Some((_, rest)) = s
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "http" | "https" | "docker" | "oci"))
+        {
+            return Err(ReferenceError::Url(s.to_owned(), rest.to_owned()));
+        }
         let (rest, digest) = match s.rsplit_once('@') {
             Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
             None => (s, None),
@@ -255,6 +266,21 @@ impl fmt::Display for Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_refused_with_the_reference_to_write() {
+        let e = "http://127.0.0.1:5000/team/app:v1"
+            .parse::<Reference>()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("write 127.0.0.1:5000/team/app:v1"),
+            "{e}"
+        );
+        assert!(matches!(
+            "docker://ghcr.io/a/b:1".parse::<Reference>(),
+            Err(ReferenceError::Url(..))
+        ));
+    }
 
     #[test]
     fn name_table() {

@@ -398,3 +398,175 @@ fn serve_binds_before_it_creates_anything_and_names_its_own_routes() {
     );
     assert!(!metrics.contains(r#"route="other""#), "{metrics}");
 }
+
+/// Point 12: URL-shaped input and the usual address forms are accepted or
+/// answered with the form to write.
+#[test]
+fn urls_and_addresses_are_accepted_or_answered_with_the_right_form() {
+    let push = berth(&[
+        "build",
+        "spec.json",
+        "--push",
+        "http://127.0.0.1:5000/team/app:v1",
+    ]);
+    assert!(!push.status.success());
+    assert!(
+        text(&push.stderr).contains("write 127.0.0.1:5000/team/app:v1"),
+        "{}",
+        text(&push.stderr)
+    );
+    let mirror = berth(&[
+        "mirror",
+        "--registry",
+        "http://r.lan:5000",
+        "--check-config",
+    ]);
+    assert!(!mirror.status.success());
+    assert!(
+        text(&mirror.stderr).contains("r.lan:5000=http://r.lan:5000"),
+        "{}",
+        text(&mirror.stderr)
+    );
+    let colon = berth(&["serve", "--listen", ":5000", "--check-config"]);
+    assert!(!colon.status.success());
+    assert!(
+        text(&colon.stderr).contains("127.0.0.1:5000"),
+        "{}",
+        text(&colon.stderr)
+    );
+    let localhost = berth(&["serve", "--listen", "localhost:0", "--check-config"]);
+    assert!(localhost.status.success(), "{}", text(&localhost.stderr));
+    let garbage = berth(&["mirror", "--listen", "five-thousand", "--check-config"]);
+    assert!(
+        text(&garbage.stderr).contains("e.g. 127.0.0.1:5000"),
+        "{}",
+        text(&garbage.stderr)
+    );
+}
+
+/// Point 13: what `hosts-config --help` promises, a flag does; the
+/// mirror's containerd warning is printed once and names the file it read.
+#[test]
+fn the_containerd_check_is_a_flag_and_its_warning_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("k3s-containerd.toml");
+    std::fs::write(&bad, "version = 2\n").unwrap();
+    let bad_s = bad.to_str().unwrap();
+    let check = berth(&["mirror", "hosts-config", "--check-containerd", bad_s]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stderr).contains("config_path"),
+        "{}",
+        text(&check.stderr)
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/etc/containerd/certs.d\"\n",
+    )
+    .unwrap();
+    let ok = berth(&[
+        "mirror",
+        "hosts-config",
+        "--check-containerd",
+        good.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // The mirror reads the file its config names, and says so once.
+    let config = dir.path().join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "registries = [\"r.lan:5000\"]\ndata = \"{}/cache\"\ncontainerd_config = \"{bad_s}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(berth_bin())
+        .args([
+            "mirror",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.matches("no registry config_path").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains(bad_s), "{err}");
+}
+
+/// Point 16: README's synopses name every flag the binary has (so they
+/// cannot fall behind again).
+#[test]
+fn readme_synopses_name_every_flag_the_binary_has() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    // The fenced lines of a synopsis: from `berth <command>` up to the
+    // next line that does not continue it.
+    let synopsis = |command: &str| -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in readme.lines() {
+            if line.starts_with(&format!("berth {command} "))
+                && !line.starts_with(&format!("berth {command} hosts-config"))
+            {
+                inside = true;
+            } else if inside && !line.starts_with(' ') {
+                inside = false;
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    };
+    for command in [
+        "serve",
+        "build",
+        "mirror",
+        "mirror hosts-config",
+        "bump",
+        "bot",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let help = text(&berth(&args).stdout);
+        let text = synopsis(command);
+        assert!(
+            !text.is_empty(),
+            "no synopsis of berth {command} in README.md"
+        );
+        // Option lines start with `-x, --flag` or `--flag`.
+        for flag in help
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('-'))
+            .filter_map(|l| l.split([' ', ',']).find(|w| w.starts_with("--")))
+            .filter(|f| *f != "--help" && *f != "--version")
+        {
+            assert!(
+                text.contains(flag),
+                "README's synopsis of berth {command} lacks {flag}:\n{text}"
+            );
+        }
+    }
+}
