@@ -23,9 +23,10 @@ pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
 /// what would be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// Not JSON, or not the shape of a spec.
-    #[error("image spec is not valid JSON of the expected shape: {0}")]
-    Json(#[from] serde_json::Error),
+    /// Not JSON, or not the shape of a spec: said once, with its line and
+    /// column (not also as a source, which would print it twice).
+    #[error("{}", json_message(.0))]
+    Json(serde_json::Error),
     /// A version this berth does not read.
     #[error(
         "image spec version {0} is not supported (this berth reads version {SPEC_VERSION}); upgrade berth or regenerate the spec"
@@ -34,6 +35,29 @@ pub enum SpecError {
     /// Anything else, with its explanation.
     #[error("image spec: {0}")]
     Invalid(String),
+}
+
+impl From<serde_json::Error> for SpecError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
+}
+
+/// `image spec, line L, column C: <what serde expected>`.
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    if e.line() == 0 {
+        format!("image spec is not valid JSON of the expected shape: {what}")
+    } else {
+        format!(
+            "image spec, line {}, column {}: {what}",
+            e.line(),
+            e.column()
+        )
+    }
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, SpecError> {
@@ -325,12 +349,14 @@ impl ImageSpec {
         // Check the version first, so a newer spec gets the right error
         // instead of a complaint about a field this berth does not know.
         let mut doc: serde_json::Value = serde_json::from_slice(json)?;
+        let mut attrs = false;
         // The structured-attrs form: a derivation's `.attrs.json`, the spec
         // in `berthSpec` and the closure in `closure` (from
         // `exportReferencesGraph.closure`); the derivation's other
         // attributes are not the spec's.
         if let Some(obj) = doc.as_object_mut() {
             if let Some(inner) = obj.remove("berthSpec") {
+                attrs = true;
                 let closure = obj.remove("closure");
                 doc = inner;
                 if let (Some(spec), Some(closure)) = (doc.as_object_mut(), closure) {
@@ -344,7 +370,13 @@ impl ImageSpec {
             Some(other) => return Err(SpecError::Version(other)),
             None => return invalid("missing \"version\" (this berth reads version 1)"),
         }
-        let mut spec = Self::deserialize(doc)?;
+        // From the bytes when they are the spec itself, so a shape error
+        // has its line and column.
+        let mut spec = if attrs {
+            Self::deserialize(doc)?
+        } else {
+            serde_json::from_slice(json)?
+        };
         spec.resolve_roots_from()?;
         spec.validate()?;
         Ok(spec)

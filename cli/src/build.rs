@@ -137,17 +137,20 @@ fn parse_output(s: &str) -> Result<Output> {
             kind: ArchiveKind::Oci { tag: tag(name)? },
         }),
         "docker-archive" => {
+            // NAME:TAG, NAME alone meaning NAME:latest; none: the spec's
+            // name (filled in once the spec is read), tag latest.
             let repo_tag = name
                 .map(|n| {
-                    // NAME:TAG, NAME alone meaning NAME:latest.
-                    let full = if n.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')) {
-                        n.to_owned()
-                    } else {
-                        format!("{n}:latest")
+                    let (repo, t) = match n.rsplit_once(':') {
+                        Some((r, t)) if !t.contains('/') => (r, t),
+                        _ => (n, "latest"),
                     };
-                    full.parse::<Reference>()
-                        .with_context(|| format!("in output {s:?}"))?;
-                    Ok::<_, anyhow::Error>(full)
+                    // Checked as typed: a reference would be normalised
+                    // (`library/…`), naming something the user never wrote.
+                    berth_oci::validate_name(repo.rsplit_once('/').map_or(repo, |(_, r)| r))
+                        .and_then(|()| berth_oci::validate_tag(t))
+                        .with_context(|| format!("in output {s:?}, name {n:?}"))?;
+                    Ok::<_, anyhow::Error>(format!("{repo}:{t}"))
                 })
                 .transpose()?;
             Ok(Output::Archive {
@@ -196,7 +199,7 @@ fn check_flags(args: &BuildArgs) -> Result<()> {
 
 pub(crate) fn run(args: BuildArgs) -> Result<()> {
     check_flags(&args)?;
-    let outputs: Vec<Output> = args
+    let mut outputs: Vec<Output> = args
         .outputs
         .iter()
         .map(|o| parse_output(o))
@@ -210,6 +213,18 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         })
         .transpose()?;
     let specs = load_specs(&args)?;
+    // A docker archive without NAME:TAG is named after the spec, tagged
+    // latest (`docker load` would otherwise load it untagged).
+    let default_repo_tag = format!("{}:latest", specs[0].name.as_deref().unwrap_or("image"));
+    for o in &mut outputs {
+        if let Output::Archive {
+            kind: ArchiveKind::Docker { repo_tag },
+            ..
+        } = o
+        {
+            repo_tag.get_or_insert_with(|| default_repo_tag.clone());
+        }
+    }
     if specs.len() > 1 && !args.index {
         return Err(PublishError::NeedsIndex(specs.len()).into());
     }

@@ -570,3 +570,62 @@ fn readme_synopses_name_every_flag_the_binary_has() {
         }
     }
 }
+
+/// Point 6: a docker archive is tagged as the help says, and a bad name
+/// is reported as typed. Point 11: a spec error is one line with its line
+/// and column, said once.
+#[test]
+fn docker_archives_are_tagged_and_spec_errors_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, root) = store_spec(dir.path());
+    let archive = dir.path().join("app.tar");
+    let build = |output: &str| {
+        berth(&[
+            "build",
+            spec.to_str().unwrap(),
+            "--store-root",
+            root.to_str().unwrap(),
+            "--no-cache",
+            "-q",
+            "-o",
+            output,
+        ])
+    };
+    let out = build(&format!("docker-archive:{}", archive.display()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:latest"]));
+    let bad = build(&format!("docker-archive:{}:noTag", archive.display()));
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("\"noTag\"") && !err.contains("library/"),
+        "{err}"
+    );
+    // Spec errors.
+    let unknown = dir.path().join("unknown.json");
+    std::fs::write(&unknown, "{\"version\": 1,\n \"entrypoint\": [\"/x\"]}").unwrap();
+    let out = berth(&["build", unknown.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown.json") && err.contains("line 2, column"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("unknown field `entrypoint`").count(),
+        1,
+        "{err}"
+    );
+    let cut = dir.path().join("cut.json");
+    std::fs::write(&cut, "{\"version\": 1,\n").unwrap();
+    let err = text(&berth(&["build", cut.to_str().unwrap()]).stderr);
+    assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
+    assert!(err.contains("line 2, column 0"), "{err}");
+}
