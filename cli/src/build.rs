@@ -395,6 +395,11 @@ fn verify(args: &BuildArgs, digest: &berth_oci::Digest, reference: &str) -> Resu
 /// The spec for `--nix`: the closure from `nix path-info`, roots and
 /// config from the flags.
 fn spec_from_nix(args: &BuildArgs) -> Result<ImageSpec> {
+    let roots = args
+        .nix
+        .iter()
+        .map(|p| store_path(p))
+        .collect::<Result<Vec<_>>>()?;
     let out = std::process::Command::new("nix")
         .args([
             "--extra-experimental-features",
@@ -403,14 +408,14 @@ fn spec_from_nix(args: &BuildArgs) -> Result<ImageSpec> {
             "--json",
             "--recursive",
         ])
-        .args(&args.nix)
+        .args(&roots)
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cannot run `nix path-info` (is Nix installed and on PATH?)")?;
     if !out.status.success() {
         bail!(
             "`nix path-info` failed for {}: are the paths built?",
-            args.nix.join(" ")
+            roots.join(" ")
         );
     }
     let info: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -440,13 +445,44 @@ fn spec_from_nix(args: &BuildArgs) -> Result<ImageSpec> {
     let mut spec = serde_json::json!({
         "version": berth_builder::spec::SPEC_VERSION,
         "closure": closure,
-        "roots": args.nix,
+        "roots": roots,
         "config": config,
     });
     if let Some(name) = &args.name {
         spec["name"] = serde_json::json!(name);
     }
     ImageSpec::parse(spec.to_string().as_bytes()).context("the spec made from nix path-info")
+}
+
+/// The store path `arg` names: a store path itself, or a path that leads
+/// to one through symlinks (`./result`, the out-link `nix-build` leaves,
+/// or `result`, which Nix itself would take for a flake reference).
+fn store_path(arg: &str) -> Result<String> {
+    let store = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".to_owned());
+    let store = std::path::Path::new(&store);
+    let in_store = |p: &std::path::Path| -> Option<String> {
+        let rest = p.strip_prefix(store).ok()?;
+        let first = rest.components().next()?;
+        Some(store.join(first).display().to_string())
+    };
+    let mut p = std::path::absolute(arg).with_context(|| format!("--nix {arg}"))?;
+    for _ in 0..40 {
+        if let Some(s) = in_store(&p) {
+            return Ok(s);
+        }
+        let target = std::fs::read_link(&p).with_context(|| {
+            format!(
+                "--nix {arg}: {} is neither in {} nor a link to it (give a store path or an out-link such as ./result)",
+                p.display(),
+                store.display()
+            )
+        })?;
+        p = match p.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    bail!("--nix {arg}: too many symbolic links")
 }
 
 fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {

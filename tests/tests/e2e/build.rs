@@ -25,7 +25,7 @@ fn nix(cmd: &str) -> Command {
 }
 
 /// Build the test closure and return (app store path, path-info JSON).
-fn nix_closure(dir: &Path) -> (String, Value) {
+pub(crate) fn nix_closure(dir: &Path) -> (String, Value) {
     let busybox = Path::new("/bin/busybox");
     assert!(busybox.exists(), "busybox is not installed: {NIX_HINT}");
     std::fs::create_dir_all(dir.join("bbdir/bin")).unwrap();

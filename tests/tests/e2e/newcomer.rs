@@ -629,3 +629,33 @@ fn docker_archives_are_tagged_and_spec_errors_say_where() {
     assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
     assert!(err.contains("line 2, column 0"), "{err}");
 }
+
+/// Point 2: `--nix` takes the out-link `nix-build` leaves, relative or
+/// not, and gives the image of the store path it points at.
+#[test]
+fn nix_out_links_and_relative_paths_name_their_store_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = crate::build::nix_closure(dir.path());
+    std::os::unix::fs::symlink(&app, dir.path().join("result")).unwrap();
+    let build = |arg: &str| {
+        let out = Command::new(berth_bin())
+            .current_dir(dir.path())
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .args(["build", "--nix", arg, "-q"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "--nix {arg}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let direct = build(&app);
+    assert!(direct.starts_with("sha256:"), "{direct}");
+    assert_eq!(build("./result"), direct);
+    assert_eq!(build("result"), direct);
+    let nowhere = berth(&["build", "--nix", "/tmp", "-q"]);
+    assert!(!nowhere.status.success());
+    assert!(
+        text(&nowhere.stderr).contains("out-link"),
+        "{}",
+        text(&nowhere.stderr)
+    );
+}
