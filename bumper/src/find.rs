@@ -281,7 +281,11 @@ impl<'a> Finder<'a> {
             (Some(name), _) if parent == Some("images") && kustomize => {
                 self.kustomize_entry(pairs, name)
             }
-            (_, Some(repo)) => self.helm_pair(pairs, repo),
+            (_, Some(repo)) => {
+                let image_block =
+                    parent.is_some_and(is_image_key) || self.get(pairs, "pullPolicy").is_some();
+                self.helm_pair(pairs, repo, image_block)
+            }
             _ => {}
         }
         for (k, v) in pairs {
@@ -358,13 +362,23 @@ impl<'a> Finder<'a> {
     }
 
     /// Helm's `image: {registry, repository, tag, digest}`.
-    fn helm_pair(&mut self, pairs: &'a [(Node, Node)], repo: &'a Scalar) {
+    fn helm_pair(&mut self, pairs: &'a [(Node, Node)], repo: &'a Scalar, image_block: bool) {
         let tag = self.get(pairs, "tag");
         let digest_key = self.get(pairs, "digest");
-        if repo.value.contains("://")
-            || templated(&repo.value)
-            || (tag.is_none() && digest_key.is_none())
-        {
+        if repo.value.contains("://") || templated(&repo.value) {
+            return;
+        }
+        if tag.is_none() && digest_key.is_none() {
+            // An image block that leaves the tag to the chart: reported,
+            // not restructured (other mappings with a `repository` key are
+            // not images).
+            if image_block {
+                if let Ok(reference) = repo.value.parse::<Reference>() {
+                    let why = "no `tag` key (the chart's default tag): add `tag:` to pin it";
+                    let parts = (repo.value.clone(), None, None, reference);
+                    self.push(repo, Form::HelmValues, parts, Pin::No(why));
+                }
+            }
             return;
         }
         let name = match self.get(pairs, "registry") {

@@ -84,12 +84,20 @@ fn bumped_corpus(dir: &Path) -> (PathBuf, BTreeMap<String, String>) {
     copy_dir(&corpus(), &copy);
     let list = ok(&bump(&["--repo", copy.to_str().unwrap(), "--list"]));
     let mut refs = BTreeMap::new();
+    let mut tagless = 0;
     for line in list.lines() {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 4, "{line}");
+        // Helm image blocks that leave the tag to the chart are listed as
+        // such (issue 12, point 4); every other reference is pinnable.
+        if cols[1] == "helm" && cols[3].starts_with("no `tag` key") {
+            tagless += 1;
+            continue;
+        }
         assert_eq!(cols[3], "pinnable", "{line}");
         refs.insert(cols[0].to_owned(), bare_name(cols[2]));
     }
+    assert!(tagless >= 1, "the corpus has a Helm block without a tag");
     let names: BTreeSet<&String> = refs.values().collect();
     let mut args = vec![
         "--repo".to_owned(),

@@ -659,3 +659,39 @@ fn nix_out_links_and_relative_paths_name_their_store_path() {
         text(&nowhere.stderr)
     );
 }
+
+/// Point 4: a Helm image block without `tag` is reported as the docs say,
+/// not skipped in silence; a `repository` key elsewhere is not an image.
+#[test]
+fn a_helm_block_without_a_tag_is_reported_as_unpinnable() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let values = "image:\n  repository: ghcr.io/org/app\n  pullPolicy: IfNotPresent\nchart:\n  repository: ghcr.io/org/charts\n";
+    std::fs::write(repo.join("values.yaml"), values).unwrap();
+    let repo_s = repo.to_str().unwrap();
+    let list = berth(&["bump", "--repo", repo_s, "--list"]);
+    let out = text(&list.stdout);
+    assert!(
+        out.contains("values.yaml:2\thelm\tghcr.io/org/app\tno `tag` key"),
+        "{out}"
+    );
+    assert!(!out.contains("charts"), "{out}");
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let set = format!("ghcr.io/org/app={digest}");
+    let bump = berth(&["bump", "--repo", repo_s, "--offline", "--set", &set]);
+    assert!(
+        text(&bump.stderr).contains("ghcr.io/org/app cannot be pinned: no `tag` key"),
+        "{}",
+        text(&bump.stderr)
+    );
+    assert!(
+        text(&bump.stdout).contains("1 cannot be pinned"),
+        "{}",
+        text(&bump.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("values.yaml")).unwrap(),
+        values
+    );
+}
