@@ -34,7 +34,7 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
         .with_state(mirror)
 }
 
@@ -44,6 +44,29 @@ async fn base() -> Response {
         Body::from("{}"),
     )
         .into_response()
+}
+
+/// Ready when every mirrored registry answers; otherwise 503 naming the
+/// ones that do not (the mirror still serves what it has).
+async fn readyz(State(m): State<Arc<Mirror>>) -> Response {
+    for ns in &m.config.registries {
+        if let Some(base) = m.config.upstream_url(ns) {
+            match m.upstream.ping(&base).await {
+                Ok(()) => m.health.up(ns),
+                Err(why) => m.health.unreachable(ns, &why),
+            }
+        }
+    }
+    let down = m.health.unreachable_now();
+    if down.is_empty() {
+        return "ready\n".into_response();
+    }
+    let mut text = String::from("not ready: ");
+    for (ns, why) in &down {
+        text.push_str(&format!("registry {ns} unreachable ({why}); "));
+    }
+    text.push_str("cached content and the last verified tags are still served\n");
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
 async fn metrics(State(m): State<Arc<Mirror>>) -> Response {
@@ -215,6 +238,10 @@ async fn manifest(
         .upstream
         .manifest(want.base, want.name, reference, accept, want.auth)
         .await;
+    match &fetched {
+        Err(UpstreamError::Unreachable(why)) => m.health.unreachable(want.ns, why),
+        _ => m.health.up(want.ns),
+    }
     match fetched {
         Ok(f) => {
             m.cache_manifest(&f.digest, &f.bytes, &f.media_type);

@@ -29,12 +29,15 @@
 //! - [`routing`]: which nodes can serve a digest (static peers; in-memory
 //!   for tests), with the conformance suite.
 //! - [`p2p`]: the libp2p Kademlia routing.
+//! - [`health`]: which mirrored registries can be reached (logs, gauge,
+//!   `/readyz`).
 //! - [`hosts`]: containerd hosts.toml, Talos and k3s config writers, and
 //!   the containerd config check.
 
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod health;
 pub mod hosts;
 pub mod inflight;
 pub mod metrics;
@@ -75,6 +78,8 @@ pub struct Mirror {
         std::sync::Mutex<std::collections::BTreeMap<(String, String, String), std::time::Instant>>,
     /// Nodes that sent bytes not matching their digest.
     pub penalties: Arc<sources::Penalties>,
+    /// Which mirrored registries can be reached.
+    pub health: health::Health,
 }
 
 /// How long a registry's "yes" to a private read is trusted.
@@ -181,6 +186,7 @@ impl Mirror {
             config,
             cache,
             upstream,
+            health: health::Health::new(metrics.clone()),
             metrics,
             downloads,
             penalties,

@@ -27,6 +27,11 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RegistryLabels {
+    registry: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabels {
     source: &'static str,
 }
@@ -48,6 +53,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     served: Family<SourceLabels, Counter>,
+    registry_up: Family<RegistryLabels, Gauge>,
     upstream_bytes: Counter,
     verify_failures: Counter,
     resumed: Counter,
@@ -66,6 +72,7 @@ impl Default for Metrics {
             registry: Registry::default(),
             requests: Family::default(),
             served: Family::default(),
+            registry_up: Family::default(),
             upstream_bytes: Counter::default(),
             verify_failures: Counter::default(),
             resumed: Counter::default(),
@@ -104,6 +111,11 @@ impl Default for Metrics {
             "berth_mirror_requests",
             "Requests by kind, source and result",
             m.requests.clone(),
+        );
+        registry.register(
+            "berth_mirror_registry_up",
+            "Whether each mirrored registry answered the last request or probe (1) or not (0)",
+            m.registry_up.clone(),
         );
         registry.register(
             "berth_mirror_served_bytes",
@@ -160,6 +172,15 @@ impl Metrics {
         self.served
             .get_or_create(&SourceLabels { source })
             .inc_by(n);
+    }
+
+    /// Whether `registry` is reachable.
+    pub fn registry_up(&self, registry: &str, up: bool) {
+        self.registry_up
+            .get_or_create(&RegistryLabels {
+                registry: registry.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// `n` bytes received from a registry.

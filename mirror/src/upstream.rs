@@ -286,6 +286,18 @@ impl Upstream {
         Ok(resp)
     }
 
+    /// Whether the registry at `base` answers at all (`GET /v2/`, any
+    /// status): `Err` with the transport error if not.
+    pub async fn ping(&self, base: &str) -> Result<(), String> {
+        self.client
+            .get(format!("{base}/v2/"))
+            .timeout(self.manifest_timeout.min(Duration::from_secs(2)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Whether the registry lets the caller (`auth`) read `url` (a HEAD):
     /// `Ok(())`, or the refusal with the registry's challenge to pass on.
     pub async fn authorize(

@@ -695,3 +695,92 @@ fn a_helm_block_without_a_tag_is_reported_as_unpinnable() {
         values
     );
 }
+
+/// Point 14: with its registry down, the mirror is not ready and says
+/// why, logs the outage once at info level, and shows it as a gauge.
+#[test]
+fn a_mirror_tells_when_its_registry_is_unreachable() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = berth_tests::Server::start(&dir.path().join("reg"), &[]);
+    let host = server.host();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = berth_tests::put_blob(&server, "team/app", config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": []
+    })
+    .to_string();
+    berth_tests::put_manifest(
+        &server,
+        "team/app",
+        "v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.as_bytes(),
+    );
+    let registry = format!("{host}={}", server.url());
+    let mut mirror = Command::new(berth_bin())
+        .args([
+            "mirror",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            &registry,
+            "--data",
+        ])
+        .arg(dir.path().join("cache"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(mirror.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let get = |path: &str| berth_tests::http("GET", &format!("{url}{path}"), &[], b"");
+    assert_eq!(get("/readyz").status, 200);
+    let tag = format!("/v2/team/app/manifests/v1?ns={host}");
+    assert_eq!(get(&tag).status, 200);
+    server.kill9();
+    // The last verified tag is still served; readiness and metrics say why.
+    assert_eq!(get(&tag).status, 200);
+    let ready = get("/readyz");
+    assert_eq!(ready.status, 503);
+    let body = text(&ready.body);
+    assert!(
+        body.contains(&format!("registry {host} unreachable")),
+        "{body}"
+    );
+    let metrics = text(&get("/metrics").body);
+    assert!(
+        metrics.contains(&format!(
+            "berth_mirror_registry_up{{registry=\"{host}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"berth_mirror_requests_total{kind="manifest",source="stale",result="ok"} 1"#
+        ),
+        "{metrics}"
+    );
+    mirror.kill().unwrap();
+    let out = mirror.wait_with_output().unwrap();
+    let log = text(&out.stderr);
+    assert_eq!(
+        log.matches("registry unreachable: serving cached content")
+            .count(),
+        1,
+        "the outage is logged once, at info level: {log}"
+    );
+}

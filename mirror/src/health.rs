@@ -1,0 +1,71 @@
+//! Whether each mirrored registry can be reached, as the mirror last saw
+//! it: from the answers to its own requests (tag resolution) and from the
+//! probes `/readyz` sends. A change is logged once at info level (down:
+//! what still works; back: since when it was down) and shown as the gauge
+//! `berth_mirror_registry_up{registry}`, so an operator learns of an outage
+//! without reading WARN lines about stale tags.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// The registries' reachability.
+#[derive(Debug)]
+pub struct Health {
+    /// Registry → since when it has been unreachable, and why.
+    down: Mutex<BTreeMap<String, (Instant, String)>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// All registries assumed reachable until shown otherwise.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            down: Mutex::new(BTreeMap::new()),
+            metrics,
+        }
+    }
+
+    /// `registry` answered (anything, even a refusal).
+    pub fn up(&self, registry: &str) {
+        let was = self
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(registry);
+        self.metrics.registry_up(registry, true);
+        if let Some((since, _)) = was {
+            tracing::info!(
+                registry,
+                down_for_s = since.elapsed().as_secs(),
+                "registry reachable again"
+            );
+        }
+    }
+
+    /// `registry` could not be reached, because of `why`.
+    pub fn unreachable(&self, registry: &str, why: &str) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        self.metrics.registry_up(registry, false);
+        if !down.contains_key(registry) {
+            tracing::info!(
+                registry,
+                %why,
+                "registry unreachable: serving cached content, content from other nodes and the last verified tags until it is back"
+            );
+            down.insert(registry.to_owned(), (Instant::now(), why.to_owned()));
+        }
+    }
+
+    /// The registries unreachable now, with why.
+    pub fn unreachable_now(&self) -> Vec<(String, String)> {
+        self.down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, (_, why))| (r.clone(), why.clone()))
+            .collect()
+    }
+}
