@@ -784,3 +784,43 @@ fn a_mirror_tells_when_its_registry_is_unreachable() {
         "the outage is logged once, at info level: {log}"
     );
 }
+
+/// Point 15: a registry without authentication that listens beyond
+/// loopback says so at start-up. (It binds the wildcard address for a
+/// moment and is sent nothing.)
+#[test]
+fn serve_warns_when_it_listens_beyond_loopback_without_authentication() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(berth_bin())
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    assert!(err.contains("no authentication yet"), "{err}");
+    // On loopback it stays quiet.
+    let mut quiet = Command::new(berth_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data2"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(quiet.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    quiet.kill().unwrap();
+    let err = text(&quiet.wait_with_output().unwrap().stderr);
+    assert!(!err.contains("no authentication"), "{err}");
+}
