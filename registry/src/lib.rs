@@ -12,6 +12,7 @@
 //!   upload sessions in SQLite.
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`config`]: the `berth serve` configuration file.
+//! - [`auth`]: projects, roles, robots and bearer tokens (not enforced yet).
 //!
 //! It must never parse GitOps YAML or build images.
 
@@ -26,6 +27,7 @@ use berth_oci::Hasher;
 use tokio::net::TcpListener;
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metadata;
 pub mod metrics;
