@@ -8,6 +8,9 @@
 //! - [`model`]: projects, roles, robots, principals and `Policy::grant`,
 //!   the one answer to "may this principal take these actions here".
 //! - [`token`]: EdDSA-signed JWTs with strict verification.
+//! - [`credentials`]: argon2id hashes, htpasswd bcrypt entries, checks of
+//!   equal cost for unknown names, and a short cache of successes.
 
+pub mod credentials;
 pub mod model;
 pub mod token;

@@ -1,0 +1,201 @@
+//! Passwords and robot secrets at rest and at the door: new ones are
+//! stored as argon2id (PHC strings, random salt); an existing htpasswd
+//! file's bcrypt entries are accepted as distribution and zot accept them
+//! (other htpasswd schemes — MD5 `$apr1$`, `{SHA}`, crypt — are refused
+//! with the line that has them). An unknown name is checked against a
+//! dummy hash, so it costs what a wrong password costs; a successful check
+//! is remembered briefly ([`RecentlyVerified`]) so argon2 is not paid on
+//! every request. Secrets never leave this module in any form but a hash.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use base64::Engine as _;
+
+/// Hash `secret` for storage: argon2id with a random salt, as a PHC string.
+pub fn hash_secret(secret: &str) -> String {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .unwrap_or_else(|e| unreachable!("16 bytes always encode as a salt: {e}"));
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_else(|e| unreachable!("argon2 with default parameters hashes: {e}"))
+}
+
+/// A new robot secret: 32 random bytes, base64url.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `secret` matches `stored` (argon2 PHC or bcrypt).
+pub fn verify_secret(stored: &str, secret: &str) -> bool {
+    if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
+        return bcrypt::verify(secret, stored).unwrap_or(false);
+    }
+    match PasswordHash::new(stored) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(secret.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Users and their stored hashes, checked in constant shape: an unknown
+/// name is verified against a dummy hash too.
+#[derive(Debug)]
+pub struct Store {
+    hashes: HashMap<String, String>,
+    dummy: String,
+}
+
+impl Store {
+    /// The store of `(name, stored hash)` pairs.
+    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            hashes: entries.into_iter().collect(),
+            dummy: hash_secret("berth: no such user"),
+        }
+    }
+
+    /// Whether `name` exists and `secret` is its secret. Unknown names and
+    /// wrong secrets take the same work and give the same answer.
+    pub fn check(&self, name: &str, secret: &str) -> bool {
+        match self.hashes.get(name) {
+            Some(h) => verify_secret(h, secret),
+            None => {
+                let _ = verify_secret(&self.dummy, secret);
+                false
+            }
+        }
+    }
+}
+
+/// Parse an htpasswd file: `(user, bcrypt hash)` for each entry; other
+/// schemes are refused naming their line, so nobody is locked out in
+/// silence.
+pub fn parse_htpasswd(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(format!("htpasswd line {}: not user:hash", i + 1));
+        };
+        if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            return Err(format!(
+                "htpasswd line {} ({user}): only bcrypt entries are accepted (htpasswd -B)",
+                i + 1
+            ));
+        }
+        out.push((user.to_owned(), hash.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Successful checks remembered for a short while, keyed by name and a
+/// hash of the secret, so a registry client's many requests do not each
+/// pay for argon2; a changed or wrong secret is never found here.
+#[derive(Debug)]
+pub struct RecentlyVerified {
+    ttl: Duration,
+    seen: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl RecentlyVerified {
+    /// Remember successes for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(name: &str, secret: &str) -> (String, String) {
+        (
+            name.to_owned(),
+            berth_oci::Digest::sha256(secret.as_bytes())
+                .hex()
+                .to_owned(),
+        )
+    }
+
+    /// Whether `name` proved `secret` within the last `ttl`.
+    pub fn contains(&self, name: &str, secret: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        seen.retain(|_, t| t.elapsed() < ttl);
+        seen.contains_key(&Self::key(name, secret))
+    }
+
+    /// `name` just proved `secret`.
+    pub fn insert(&self, name: &str, secret: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(name, secret), Instant::now());
+    }
+
+    /// Forget `name` (its secret was rotated, or it was disabled).
+    pub fn forget(&self, name: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(n, _), _| n != name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_hashes_verify_and_differ_by_salt() {
+        let a = hash_secret("s3cret");
+        let b = hash_secret("s3cret");
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "a random salt each time");
+        assert!(verify_secret(&a, "s3cret"));
+        assert!(!verify_secret(&a, "s3cret "));
+        assert!(!verify_secret("not a hash", "s3cret"));
+        let s = new_secret();
+        assert_eq!(s.len(), 43);
+        assert_ne!(s, new_secret());
+    }
+
+    #[test]
+    fn htpasswd_bcrypt_entries_are_accepted_and_others_named() {
+        let hash = bcrypt::hash_with_salt("pw", 4, [1u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        let text = format!("# users\nalice:{hash}\n\n");
+        let entries = parse_htpasswd(&text).unwrap();
+        assert_eq!(entries.len(), 1);
+        let store = Store::new(entries);
+        assert!(store.check("alice", "pw"));
+        assert!(!store.check("alice", "wrong"));
+        assert!(!store.check("mallory", "pw"), "unknown users are refused");
+        let md5 = "bob:$apr1$abc$def\n";
+        assert!(parse_htpasswd(md5).unwrap_err().contains("line 1 (bob)"));
+        assert!(parse_htpasswd("nocolon\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn recent_successes_are_remembered_briefly_and_per_secret() {
+        let cache = RecentlyVerified::new(Duration::from_millis(200));
+        cache.insert("robot$team+ci", "secret-1");
+        assert!(cache.contains("robot$team+ci", "secret-1"));
+        assert!(!cache.contains("robot$team+ci", "secret-2"));
+        assert!(!cache.contains("robot$other+ci", "secret-1"));
+        cache.forget("robot$team+ci");
+        assert!(!cache.contains("robot$team+ci", "secret-1"));
+        cache.insert("u", "p");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!cache.contains("u", "p"), "expired");
+    }
+}
