@@ -39,6 +39,11 @@ fn load(args: &ServeArgs) -> Result<Config> {
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let config = load(&args)?;
     if args.server.check_config {
+        if let Some(auth) = &config.auth {
+            auth.check_files()
+                .map_err(anyhow::Error::msg)
+                .context("in [auth]")?;
+        }
         crate::server::config_valid(args.config.as_deref());
         return Ok(());
     }
@@ -46,11 +51,18 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     crate::server::runtime()?.block_on(async move {
         // Bind first: a busy port must not leave a data directory behind.
         let listener = crate::server::bind(config.listen).await?;
-        let registry = Registry::open_local(&config.data, config.storage.fsync, config.limits())
-            .context(
+        let mut registry =
+            Registry::open_local(&config.data, config.storage.fsync, config.limits()).context(
                 "cannot open the registry's data directory (check --data and its permissions)",
             )?;
-        if !listener.local_addr()?.ip().is_loopback() {
+        if let Some(auth) = &config.auth {
+            let gate = auth
+                .load(&config.data)
+                .map_err(anyhow::Error::msg)
+                .context("in [auth]")?;
+            registry = registry.with_gate(gate);
+        }
+        if !listener.local_addr()?.ip().is_loopback() && config.auth.is_none() {
             let warning = "berth serve has no authentication yet: anyone who can reach this address can push, overwrite and delete";
             eprintln!("berth: warning: {warning} (listen on 127.0.0.1, or put an authenticating proxy in front)");
             tracing::warn!(addr = %config.listen, "{warning}");

@@ -25,6 +25,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Access control; without it the registry is open to anyone who can
+    /// reach it.
+    pub auth: Option<crate::auth::config::AuthConfig>,
 }
 
 impl Default for Config {
@@ -35,6 +38,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            auth: None,
         }
     }
 }
@@ -94,6 +98,9 @@ impl Config {
 
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = &self.auth {
+            a.validate().map_err(ConfigError)?;
+        }
         let l = &self.limits;
         if l.max_manifest_bytes < 1024 {
             return Err(ConfigError(format!(

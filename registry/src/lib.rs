@@ -74,6 +74,8 @@ pub struct Registry {
     limits: Limits,
     metrics: metrics::Metrics,
     sessions: Mutex<HashMap<UploadId, SessionState>>,
+    /// Access control; `None`: open to anyone.
+    gate: Option<auth::gate::Gate>,
 }
 
 /// Why a registry could not be opened.
@@ -101,7 +103,14 @@ impl Registry {
             limits,
             metrics: metrics::Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
+            gate: None,
         }
+    }
+
+    /// Check every request with `gate`.
+    pub fn with_gate(mut self, gate: auth::gate::Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The embedded default: filesystem blobs and SQLite metadata under

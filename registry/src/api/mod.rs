@@ -24,6 +24,7 @@ use crate::Registry;
 mod blobs;
 pub mod error;
 mod manifests;
+mod token;
 
 use berth_oci::distribution::{Route, route};
 pub use error::ApiError;
@@ -51,9 +52,10 @@ impl Params {
 /// Build the registry's router.
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/v2", any(base))
-        .route("/v2/", any(base))
+        .route("/v2", any(base_checked))
+        .route("/v2/", any(base_checked))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(registry.clone(), record))
@@ -91,6 +93,28 @@ fn api_version(mut resp: Response) -> Response {
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
     );
+    resp
+}
+
+/// `/v2/`: with `[auth]`, any valid token (a 401 here is how clients
+/// learn where to get one).
+async fn base_checked(
+    State(registry): State<Arc<Registry>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let resp = match admit(
+        &registry,
+        &method,
+        &Route::Base,
+        Params(Vec::new()),
+        &headers,
+    ) {
+        Ok(_) => base().await,
+        Err(refused) => api_version(*refused),
+    };
+    let mut resp = resp;
+    resp.extensions_mut().insert(RouteLabel("base"));
     resp
 }
 
@@ -175,16 +199,140 @@ async fn dispatch(
     let (result, label) = match route::parse(&rest) {
         Ok(route) => {
             let label = label(&route);
-            (
-                handle(&registry, method, route, params, headers, body).await,
-                label,
-            )
+            match admit(&registry, &method, &route, params, &headers) {
+                Ok((params, who)) => {
+                    let catalog = matches!(route, Route::Catalog);
+                    let result = handle(&registry, method, route, params, headers, body).await;
+                    match (catalog, who, result) {
+                        (true, Some(who), Ok(resp)) => {
+                            (Ok(filter_catalog(&registry, &who, resp).await), label)
+                        }
+                        (_, _, result) => (result, label),
+                    }
+                }
+                Err(refused) => (Ok(*refused), label),
+            }
         }
         Err(e) => (Err(e.into()), "invalid"),
     };
     let mut resp = api_version(result.unwrap_or_else(IntoResponse::into_response));
     resp.extensions_mut().insert(RouteLabel(label));
     resp
+}
+
+/// The catalog page as `who` may see it: only repositories it may pull.
+async fn filter_catalog(
+    r: &Registry,
+    who: &crate::auth::model::Principal,
+    resp: Response,
+) -> Response {
+    let Some(gate) = &r.gate else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let now = token::now();
+    if let Some(list) = v.get_mut("repositories").and_then(|l| l.as_array_mut()) {
+        list.retain(|name| {
+            name.as_str().is_some_and(|n| {
+                gate.policy
+                    .allows(who, n, crate::auth::model::Action::Pull, now)
+            })
+        });
+    }
+    let body = serde_json::to_vec(&v).unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// What `method` on `route` needs from the access policy.
+fn resource<'a>(method: &Method, route: &'a Route) -> crate::auth::gate::Resource<'a> {
+    use crate::auth::gate::Resource;
+    use crate::auth::model::Action;
+    let action = match *method {
+        Method::GET | Method::HEAD => Action::Pull,
+        Method::DELETE => Action::Delete,
+        _ => Action::Push,
+    };
+    match route {
+        Route::Base => Resource::Any,
+        Route::Catalog => Resource::Catalog,
+        Route::Tags { name } | Route::Referrers { name, .. } => {
+            Resource::Repository(name, crate::auth::model::Action::Pull)
+        }
+        // Upload sessions belong to pushes, whatever the method.
+        Route::UploadStart { name } | Route::Upload { name, .. } => Resource::Repository(
+            name,
+            if *method == Method::DELETE || *method == Method::GET {
+                crate::auth::model::Action::Push
+            } else {
+                action
+            },
+        ),
+        Route::Manifest { name, .. } | Route::Blob { name, .. } => {
+            Resource::Repository(name, action)
+        }
+    }
+}
+
+/// With `[auth]`: let the request through (its query, a mount the caller
+/// may not read the source of turned into a plain upload) or answer 401
+/// with the challenge for the scope it needs.
+fn admit(
+    r: &Registry,
+    method: &Method,
+    route: &Route,
+    params: Params,
+    headers: &HeaderMap,
+) -> Result<(Params, Option<crate::auth::model::Principal>), Box<Response>> {
+    let Some(gate) = &r.gate else {
+        return Ok((params, None));
+    };
+    let now = token::now();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match gate.check(auth, resource(method, route), now) {
+        Ok(who) => {
+            // A mount needs pull on its source; an anonymous mount
+            // (without `from`) cannot be checked. Either way the client
+            // gets a normal upload session, which never tells whether the
+            // blob exists elsewhere.
+            if let Route::UploadStart { .. } = route {
+                if params.get("mount").is_some() {
+                    let readable = params.get("from").is_some_and(|from| {
+                        gate.policy
+                            .allows(&who, from, crate::auth::model::Action::Pull, now)
+                    });
+                    if !readable {
+                        let plain = params
+                            .0
+                            .into_iter()
+                            .filter(|(k, _)| k != "mount" && k != "from")
+                            .collect();
+                        return Ok((Params(plain), Some(who)));
+                    }
+                }
+            }
+            Ok((params, Some(who)))
+        }
+        Err(crate::auth::gate::Refusal::Unauthorized { scope, why }) => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+            let challenge = gate.challenge(host, "http", scope.as_deref());
+            let mut resp = ApiError::new(ErrorCode::Unauthorized, why)
+                .with_status(StatusCode::UNAUTHORIZED)
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Err(Box::new(resp))
+        }
+    }
 }
 
 async fn handle(

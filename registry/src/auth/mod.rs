@@ -1,16 +1,20 @@
-//! Who may do what in the registry (issue 13, in progress): the access
-//! model of projects, roles and robot accounts, and the bearer tokens that
-//! carry what was granted. Not wired into the request path yet: `berth
-//! serve` is still open to anyone who can reach it (README says so, and it
-//! warns when it listens beyond loopback).
+//! Who may do what in the registry: the access model of projects, roles
+//! and robot accounts, the credentials that prove who is asking, and the
+//! bearer tokens that carry what was granted. With an `[auth]` section in
+//! the configuration every `/v2` request passes the [`gate::Gate`]; without
+//! one `berth serve` stays open, as before (and warns beyond loopback).
 //!
 //! # Layout
 //! - [`model`]: projects, roles, robots, principals and `Policy::grant`,
 //!   the one answer to "may this principal take these actions here".
 //! - [`token`]: EdDSA-signed JWTs with strict verification.
+//! - [`config`]: the `[auth]` section and loading it into a gate.
+//! - [`gate`]: authenticate, issue tokens, check requests, challenge.
 //! - [`credentials`]: argon2id hashes, htpasswd bcrypt entries, checks of
 //!   equal cost for unknown names, and a short cache of successes.
 
+pub mod config;
 pub mod credentials;
+pub mod gate;
 pub mod model;
 pub mod token;

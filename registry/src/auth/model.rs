@@ -209,13 +209,15 @@ impl Policy {
                 if !robot.active(now) {
                     return false;
                 }
+                if project.public && action == Action::Pull {
+                    return true;
+                }
                 if robot.project().is_some_and(|p| p != project_name) {
                     return false;
                 }
-                (project.public && action == Action::Pull)
-                    || robot.permissions.iter().any(|(pattern, actions)| {
-                        actions.contains(&action) && pattern_matches(pattern, repo)
-                    })
+                robot.permissions.iter().any(|(pattern, actions)| {
+                    actions.contains(&action) && pattern_matches(pattern, repo)
+                })
             }
         }
     }

@@ -158,7 +158,7 @@ fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads()
 
 /// A two-path closure under a store root of its own (no Nix needed), and
 /// its spec.
-fn store_spec(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn store_spec(dir: &Path) -> (PathBuf, PathBuf) {
     let root = dir.join("root");
     let mut closure = Vec::new();
     for (i, name) in ["lib", "app"].iter().enumerate() {

@@ -1,0 +1,107 @@
+//! `/token`, the token endpoint of the distribution token spec: `GET` with
+//! Basic credentials (or none, for an anonymous token) and `scope` query
+//! parameters, as docker, podman, skopeo and oras ask; and the OAuth2
+//! password-grant `POST` containerd tries first. Both answer `token`,
+//! `access_token`, `expires_in` and `issued_at`; wrong credentials are a
+//! 401 whatever the scope.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, Uri, header};
+
+use super::{Params, parse_query};
+use crate::Registry;
+use crate::auth::gate::{Gate, TokenAnswer};
+use crate::auth::model::Principal;
+
+/// Unix seconds now.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn refused() -> Response {
+    json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"errors": [{"code": "UNAUTHORIZED", "message": "wrong user name or password"}]}),
+    )
+}
+
+fn answer(gate: &Gate, who: &Principal, params: &Params) -> Response {
+    let scopes: Vec<String> = params
+        .all("scope")
+        .flat_map(|s| s.split(' '))
+        .map(str::to_owned)
+        .collect();
+    let t: TokenAnswer = gate.issue(who, &scopes, now());
+    json(StatusCode::OK, &t)
+}
+
+/// `GET /token?service=…&scope=…`.
+pub(super) async fn get(State(r): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -> Response {
+    let Some(gate) = &r.gate else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let params = parse_query(uri.query().unwrap_or(""));
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let gate_ref = r.clone();
+    let who = tokio::task::spawn_blocking(move || {
+        let gate = gate_ref.gate.as_ref().expect("checked above");
+        gate.authenticate(auth.as_deref(), now())
+    })
+    .await
+    .unwrap_or(Err(crate::auth::gate::BadCredentials));
+    match who {
+        Ok(who) => answer(gate, &who, &params),
+        Err(_) => refused(),
+    }
+}
+
+/// `POST /token` with `grant_type=password&username=…&password=…&scope=…`.
+pub(super) async fn post(State(r): State<Arc<Registry>>, body: Body) -> Response {
+    let Some(gate) = &r.gate else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let params = parse_query(&String::from_utf8_lossy(&bytes));
+    if params.get("grant_type").map(String::as_str) != Some("password") {
+        // containerd falls back to GET on 400.
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "unsupported_grant_type"}),
+        );
+    }
+    let (user, pass) = (
+        params.get("username").cloned().unwrap_or_default(),
+        params.get("password").cloned().unwrap_or_default(),
+    );
+    let gate_ref = r.clone();
+    let who = tokio::task::spawn_blocking(move || {
+        let gate = gate_ref.gate.as_ref().expect("checked above");
+        gate.login(&user, &pass, now())
+    })
+    .await
+    .unwrap_or(Err(crate::auth::gate::BadCredentials));
+    match who {
+        Ok(who) => answer(gate, &who, &params),
+        Err(_) => refused(),
+    }
+}

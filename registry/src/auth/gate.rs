@@ -1,0 +1,318 @@
+//! The gate every request passes when `[auth]` is configured: who presents
+//! which credentials ([`Gate::authenticate`], Basic at `/token`), what a
+//! token may carry ([`Gate::issue`]: the intersection of the scopes asked
+//! and what [`Policy`] allows), and whether a `/v2` request's bearer token
+//! covers what it does ([`Gate::check`]), with the `WWW-Authenticate`
+//! challenge that sends a client to get one. Pure apart from the clock the
+//! caller passes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::credentials::{RecentlyVerified, Store};
+use super::model::{Action, Policy, Principal, Robot};
+use super::token::{self, Access, Claims, Keys};
+
+/// The registry's access control, loaded from `[auth]`.
+#[derive(Debug)]
+pub struct Gate {
+    /// The service name (token `iss`/`aud`, challenge `service`).
+    pub service: String,
+    /// The token endpoint, if configured; else derived from the request.
+    pub realm: Option<String>,
+    /// Token lifetime.
+    pub ttl: Duration,
+    pub(crate) keys: Keys,
+    /// Projects and what they allow.
+    pub policy: Policy,
+    pub(crate) users: Store,
+    pub(crate) admins: Vec<String>,
+    pub(crate) robots: BTreeMap<String, Robot>,
+    pub(crate) robot_secrets: Store,
+    pub(crate) recent: RecentlyVerified,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token, or one that is invalid or does not cover the request:
+    /// 401 with a challenge for `scope`.
+    Unauthorized {
+        /// The scope to ask for, if any.
+        scope: Option<String>,
+        /// Why, for the error message.
+        why: String,
+    },
+}
+
+/// Credentials that do not prove anyone: a wrong secret, an unknown
+/// name, an expired or disabled robot, or a malformed header — one answer
+/// for all, so none can be told from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("wrong user name or password")]
+pub struct BadCredentials;
+
+/// A `/token` answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenAnswer {
+    /// The token.
+    pub token: String,
+    /// The same, under OAuth2's name.
+    pub access_token: String,
+    /// Seconds it is valid.
+    pub expires_in: u64,
+    /// When it was issued, RFC 3339.
+    pub issued_at: String,
+}
+
+/// RFC 3339 for unix seconds (UTC), for `issued_at`.
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `(type, name, actions)` of a token-spec scope
+/// (`repository:team/app:pull,push`).
+pub fn parse_scope(scope: &str) -> Option<(&str, &str, &str)> {
+    let (kind, rest) = scope.split_once(':')?;
+    let (name, actions) = rest.rsplit_once(':')?;
+    (!name.is_empty()).then_some((kind, name, actions))
+}
+
+impl Gate {
+    /// Who `authorization` (a `Basic` header value, or none) names:
+    /// anonymous without one, `Err` when the credentials are wrong, the
+    /// robot is expired or disabled, or the header is malformed. The same
+    /// answer, and the same work, for an unknown name as for a wrong
+    /// secret.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        now: u64,
+    ) -> Result<Principal, BadCredentials> {
+        let Some(value) = authorization else {
+            return Ok(Principal::Anonymous);
+        };
+        let encoded = value.strip_prefix("Basic ").ok_or(BadCredentials)?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| BadCredentials)?;
+        let text = String::from_utf8(decoded).map_err(|_| BadCredentials)?;
+        let (name, secret) = text.split_once(':').ok_or(BadCredentials)?;
+        self.login(name, secret, now)
+    }
+
+    /// Check `name`'s `secret`.
+    pub fn login(&self, name: &str, secret: &str, now: u64) -> Result<Principal, BadCredentials> {
+        let known = self.recent.contains(name, secret);
+        if let Some(robot) = self.robots.get(name) {
+            if !(known || self.robot_secrets.check(name, secret)) || !robot.active(now) {
+                return Err(BadCredentials);
+            }
+            self.recent.insert(name, secret);
+            return Ok(Principal::Robot(robot.clone()));
+        }
+        if name.starts_with("robot$") {
+            // Unknown robot: the same work as a wrong secret.
+            let _ = self.robot_secrets.check(name, secret);
+            return Err(BadCredentials);
+        }
+        if !(known || self.users.check(name, secret)) {
+            return Err(BadCredentials);
+        }
+        self.recent.insert(name, secret);
+        Ok(self.principal_of(name))
+    }
+
+    /// The principal a token's `sub` names.
+    pub fn principal_of(&self, sub: &str) -> Principal {
+        if sub.is_empty() {
+            return Principal::Anonymous;
+        }
+        if let Some(r) = self.robots.get(sub) {
+            return Principal::Robot(r.clone());
+        }
+        Principal::User {
+            name: sub.to_owned(),
+            admin: self.admins.iter().any(|a| a == sub),
+        }
+    }
+
+    fn subject(who: &Principal) -> String {
+        match who {
+            Principal::Anonymous => String::new(),
+            Principal::User { name, .. } => name.clone(),
+            Principal::Robot(r) => r.name.clone(),
+        }
+    }
+
+    /// A token for `who` covering what it may do of `scopes` at `now`.
+    pub fn issue(&self, who: &Principal, scopes: &[String], now: u64) -> TokenAnswer {
+        let mut access = Vec::new();
+        for scope in scopes {
+            let Some((kind, name, actions)) = parse_scope(scope) else {
+                continue;
+            };
+            let granted: Vec<String> = match kind {
+                "repository" => self
+                    .policy
+                    .grant(who, name, &Action::parse_list(actions), now)
+                    .into_iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect(),
+                // The catalog is filtered per repository: anyone known may
+                // ask for it.
+                "registry" if name == "catalog" && !matches!(who, Principal::Anonymous) => {
+                    vec!["*".to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            if !granted.is_empty() {
+                access.push(Access {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    actions: granted,
+                });
+            }
+        }
+        let ttl = self.ttl.as_secs();
+        let claims = Claims {
+            iss: self.service.clone(),
+            sub: Self::subject(who),
+            aud: self.service.clone(),
+            exp: now + ttl,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: super::credentials::new_secret(),
+            access,
+        };
+        let token = token::issue(&self.keys, &claims);
+        TokenAnswer {
+            access_token: token.clone(),
+            token,
+            expires_in: ttl,
+            issued_at: rfc3339(now),
+        }
+    }
+
+    /// Whether `authorization` (a `Bearer` header value) covers `action`
+    /// on `repository` (`None`: any valid token, as `/v2/` asks; the
+    /// catalog asks for `registry:catalog:*`). The principal on success.
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        resource: Resource<'_>,
+        now: u64,
+    ) -> Result<Principal, Refusal> {
+        let scope = resource.scope();
+        let refuse = |why: &str| Refusal::Unauthorized {
+            scope: scope.clone(),
+            why: why.to_owned(),
+        };
+        let Some(bearer) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return Err(refuse("authentication required"));
+        };
+        let claims = token::verify(&self.keys, bearer.trim(), &self.service, now)
+            .map_err(|e| refuse(&e.to_string()))?;
+        let covered = match resource {
+            Resource::Any => true,
+            Resource::Catalog => claims
+                .access
+                .iter()
+                .any(|a| a.kind == "registry" && a.name == "catalog"),
+            Resource::Repository(name, action) => claims
+                .access
+                .iter()
+                .any(|a| a.kind == "repository" && a.name == name && a.granted().contains(&action)),
+        };
+        if !covered {
+            return Err(refuse("the token does not cover this request"));
+        }
+        Ok(self.principal_of(&claims.sub))
+    }
+
+    /// The `WWW-Authenticate` value sending a client to the token endpoint
+    /// (`realm`, else `<scheme>://<host>/token`) for `scope`.
+    pub fn challenge(&self, host: Option<&str>, scheme: &str, scope: Option<&str>) -> String {
+        let realm = self
+            .realm
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}/token", host.unwrap_or(&self.service)));
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut v = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            quote(&realm),
+            quote(&self.service)
+        );
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{}\"", quote(s)));
+        }
+        v
+    }
+}
+
+/// What a `/v2` request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    /// Any valid token (`/v2/`).
+    Any,
+    /// The catalog.
+    Catalog,
+    /// An action on a repository.
+    Repository(&'a str, Action),
+}
+
+impl Resource<'_> {
+    /// The scope a client should ask for.
+    pub fn scope(&self) -> Option<String> {
+        match self {
+            Resource::Any => None,
+            Resource::Catalog => Some("registry:catalog:*".to_owned()),
+            Resource::Repository(name, Action::Pull) => Some(format!("repository:{name}:pull")),
+            Resource::Repository(name, Action::Push) => {
+                Some(format!("repository:{name}:pull,push"))
+            }
+            Resource::Repository(name, Action::Delete) => Some(format!("repository:{name}:delete")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_scopes() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            parse_scope("repository:team/app:pull,push"),
+            Some(("repository", "team/app", "pull,push"))
+        );
+        assert_eq!(
+            parse_scope("registry:catalog:*"),
+            Some(("registry", "catalog", "*"))
+        );
+        assert_eq!(parse_scope("repository::pull"), None);
+        assert_eq!(parse_scope("nonsense"), None);
+    }
+}
