@@ -437,4 +437,6 @@ fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,378 @@
+//! The authorization matrix of docs/auth.md through the real router: every
+//! principal (with the token `/token` gives it, or none when its
+//! credentials are refused) × every kind of request × a public and a
+//! private project. Each cell is an HTTP request whose status is asserted;
+//! refused requests change nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use base64::Engine as _;
+use berth_oci::Digest;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::auth::config::AuthConfig;
+use crate::{Limits, Registry};
+
+struct Harness {
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    basic: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(c) = basic {
+        let enc = base64::engine::general_purpose::STANDARD.encode(c);
+        b = b.header("authorization", format!("Basic {enc}"));
+    }
+    if uri.contains("/manifests/") {
+        b = b.header("content-type", "application/vnd.oci.image.manifest.v1+json");
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (f, s) in [("robot", "robot-secret"), ("pw", "password")] {
+            std::fs::write(d.join(f), s).unwrap();
+        }
+        let users = [
+            "guest",
+            "dev",
+            "both",
+            "maint",
+            "padmin",
+            "otheradmin",
+            "root",
+        ]
+        .iter()
+        .map(|u| {
+            format!(
+                "[[auth.users]]\nname = \"{u}\"\npassword_file = \"{}/pw\"\nadmin = {}\n",
+                d.display(),
+                *u == "root"
+            )
+        })
+        .collect::<String>();
+        let team = r#"{ guest = "guest", dev = "developer", both = "developer", maint = "maintainer", padmin = "admin" }"#;
+        let mut robots = String::new();
+        for project in ["pub", "priv"] {
+            for (name, actions, extra) in [
+                ("pull", r#"["pull"]"#, ""),
+                ("push", r#"["pull", "push"]"#, ""),
+                (
+                    "expired",
+                    r#"["pull", "push", "delete"]"#,
+                    "expires_at = 1\n",
+                ),
+                (
+                    "disabled",
+                    r#"["pull", "push", "delete"]"#,
+                    "disabled = true\n",
+                ),
+            ] {
+                robots.push_str(&format!(
+                    "[[auth.robots]]\nname = \"robot${project}+{name}\"\nsecret_file = \"{}/robot\"\npermissions = [{{ repositories = [\"{project}/*\"], actions = {actions} }}]\n{extra}",
+                    d.display()
+                ));
+            }
+        }
+        let text = format!(
+            "service = \"test\"\ntoken_key_file = \"{d}/key\"\n{users}\n[[auth.projects]]\nname = \"pub\"\npublic = true\nmembers = {team}\n[[auth.projects]]\nname = \"priv\"\nmembers = {team}\n[[auth.projects]]\nname = \"other\"\nmembers = {{ otheradmin = \"admin\", both = \"developer\" }}\n{robots}",
+            d = d.display()
+        );
+        // `[auth]`'s keys, parsed as the config file's section would be.
+        let text = text.replace("[[auth.", "[[");
+        let config: AuthConfig = toml::from_str(&text).unwrap();
+        let gate = config.load(d).unwrap();
+        let registry = Registry::in_memory(Limits::default())
+            .unwrap()
+            .with_gate(gate);
+        Self {
+            app: super::router(Arc::new(registry)),
+            _dir: dir,
+        }
+    }
+
+    /// A token for `creds` (`None`: anonymous) asking for everything on
+    /// `repos` and the catalog; `None` when the credentials are refused.
+    async fn token(&self, creds: Option<&str>, repos: &[&str]) -> Option<String> {
+        let mut uri = "/token?service=test&scope=registry:catalog:*".to_owned();
+        for r in repos {
+            uri.push_str(&format!("&scope=repository:{r}:pull,push,delete"));
+        }
+        let (status, body) = call(&self.app, Method::GET, &uri, None, creds, Vec::new()).await;
+        if status == StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Some(body["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Push `blob` to `repo` as the admin; its digest.
+    async fn admin_blob(&self, admin: &str, repo: &str, blob: &[u8]) -> Digest {
+        let d = Digest::sha256(blob);
+        let (s, body) = call(
+            &self.app,
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            Some(admin),
+            None,
+            blob.to_vec(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        d
+    }
+
+    /// A manifest with a unique annotation pushed to `repo:tag`; its digest.
+    async fn admin_manifest(&self, admin: &str, repo: &str, tag: &str) -> Digest {
+        let config = self.admin_blob(admin, repo, b"{}").await;
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [],
+            "annotations": {"n": format!("{repo}:{tag}")},
+        });
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let (s, body) = call(
+            &self.app,
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            Some(admin),
+            None,
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        Digest::sha256(&bytes)
+    }
+}
+
+#[tokio::test]
+async fn the_authorization_matrix_over_http() {
+    let h = Harness::new();
+    let all = ["pub/app", "priv/app", "other/lib"];
+    let admin = h.token(Some("root:password"), &all).await.unwrap();
+    let lib_blob = h
+        .admin_blob(&admin, "other/lib", b"a layer in other/lib")
+        .await;
+    // (label, credentials, public cells, private cells), as in
+    // auth::model's matrix: P pull, U push, D delete, M mount from other/lib.
+    let rows: [(&str, Option<&str>, &str, &str); 12] = [
+        ("anonymous", None, "P---", "----"),
+        (
+            "robot with pull",
+            Some("robot${p}+pull:robot-secret"),
+            "P---",
+            "P---",
+        ),
+        (
+            "robot with push",
+            Some("robot${p}+push:robot-secret"),
+            "PU--",
+            "PU--",
+        ),
+        ("guest", Some("guest:password"), "P---", "P---"),
+        ("developer", Some("dev:password"), "PU--", "PU--"),
+        (
+            "developer here and in other",
+            Some("both:password"),
+            "PU-M",
+            "PU-M",
+        ),
+        ("maintainer", Some("maint:password"), "PUD-", "PUD-"),
+        ("project admin", Some("padmin:password"), "PUD-", "PUD-"),
+        (
+            "other project's admin",
+            Some("otheradmin:password"),
+            "P---",
+            "----",
+        ),
+        ("system admin", Some("root:password"), "PUDM", "PUDM"),
+        (
+            "expired robot",
+            Some("robot${p}+expired:robot-secret"),
+            "----",
+            "----",
+        ),
+        (
+            "disabled robot",
+            Some("robot${p}+disabled:robot-secret"),
+            "----",
+            "----",
+        ),
+    ];
+    for (i, (label, creds, public, private)) in rows.iter().enumerate() {
+        for (project, cells) in [("pub", public), ("priv", private)] {
+            let repo = format!("{project}/app");
+            let cell = |c: char| cells.contains(c);
+            // Fresh content for this row: a manifest to read, one to
+            // delete by tag, one to delete by digest.
+            let read_tag = format!("r{i}");
+            let read = h.admin_manifest(&admin, &repo, &read_tag).await;
+            let del_tag = format!("t{i}");
+            h.admin_manifest(&admin, &repo, &del_tag).await;
+            let del_digest = h.admin_manifest(&admin, &repo, &format!("d{i}")).await;
+            let creds = creds.map(|c| c.replace("{p}", project));
+            let token = h.token(creds.as_deref(), &[&repo, "other/lib"]).await;
+            let t = token.as_deref();
+            let app = &h.app;
+            let status = |s: StatusCode| s.as_u16();
+            let ok_or_401 = |allowed: bool, got: StatusCode, ok: u16, what: &str| {
+                let want = if allowed { ok } else { 401 };
+                assert_eq!(status(got), want, "{label} on {project}: {what}");
+            };
+            // Pull: manifest, blob, tag list, referrers.
+            let (s, _) = call(
+                app,
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{read_tag}"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('P'), s, 200, "pull manifest");
+            let config = Digest::sha256(b"{}");
+            let (s, _) = call(
+                app,
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{config}"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('P'), s, 200, "pull blob");
+            let (s, _) = call(
+                app,
+                Method::GET,
+                &format!("/v2/{repo}/tags/list"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('P'), s, 200, "tag list");
+            let (s, _) = call(
+                app,
+                Method::GET,
+                &format!("/v2/{repo}/referrers/{read}"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('P'), s, 200, "referrers");
+            // Push a blob.
+            let blob = format!("{label} was here").into_bytes();
+            let d = Digest::sha256(&blob);
+            let (s, _) = call(
+                app,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                t,
+                None,
+                blob,
+            )
+            .await;
+            ok_or_401(cell('U'), s, 201, "push");
+            // Delete a tag, then a manifest by digest.
+            let (s, _) = call(
+                app,
+                Method::DELETE,
+                &format!("/v2/{repo}/manifests/{del_tag}"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('D'), s, 202, "delete tag");
+            let (s, _) = call(
+                app,
+                Method::DELETE,
+                &format!("/v2/{repo}/manifests/{del_digest}"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            ok_or_401(cell('D'), s, 202, "delete manifest");
+            // What a refused delete left alone is still there.
+            let (s, _) = call(
+                app,
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{del_tag}"),
+                Some(&admin),
+                None,
+                vec![],
+            )
+            .await;
+            assert_eq!(
+                status(s),
+                if cell('D') { 404 } else { 200 },
+                "{label} on {project}: tag after delete"
+            );
+            // Mount from other/lib: 201 with read access there, otherwise
+            // a plain upload session (202); 401 without push here.
+            let (s, _) = call(
+                app,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?mount={lib_blob}&from=other/lib"),
+                t,
+                None,
+                vec![],
+            )
+            .await;
+            let want = if !cell('U') {
+                401
+            } else if cell('M') {
+                201
+            } else {
+                202
+            };
+            assert_eq!(status(s), want, "{label} on {project}: mount");
+            // The catalog lists this repository exactly when it may pull.
+            let (s, body) = call(app, Method::GET, "/v2/_catalog", t, None, vec![]).await;
+            if token.is_none() || creds.is_none() {
+                assert_eq!(status(s), 401, "{label}: catalog");
+            } else {
+                assert_eq!(status(s), 200, "{label}: catalog");
+                let listed = body["repositories"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == repo.as_str());
+                assert_eq!(listed, cell('P'), "{label} on {project}: catalog entry");
+            }
+        }
+    }
+}
