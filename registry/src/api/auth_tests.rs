@@ -376,3 +376,51 @@ async fn the_authorization_matrix_over_http() {
         }
     }
 }
+
+/// Spellings of a path that reach another repository never carry the
+/// permission of the one the token names (Harbor CVE-2020-29662 was a
+/// route variant that skipped the check).
+#[tokio::test]
+async fn route_variants_reach_the_same_check() {
+    let h = Harness::new();
+    let admin = h
+        .token(Some("root:password"), &["priv/app", "pub/app"])
+        .await
+        .unwrap();
+    h.admin_manifest(&admin, "priv/app", "v1").await;
+    h.admin_manifest(&admin, "pub/app", "v1").await;
+    // The public project's pull-only robot: its token covers pub/app.
+    let t = h
+        .token(
+            Some("robot$pub+pull:robot-secret"),
+            &["pub/app", "priv/app"],
+        )
+        .await
+        .unwrap();
+    for path in [
+        "/v2/priv/app/manifests/v1",
+        "/v2/priv%2Fapp/manifests/v1",
+        "/v2/priv%2fapp/manifests/v1",
+        "/v2//priv/app/manifests/v1",
+        "/v2/priv//app/manifests/v1",
+        "/v2/PRIV/app/manifests/v1",
+        "/v2/Priv/app/manifests/v1",
+        "/v2/pub/../priv/app/manifests/v1",
+        "/v2/pub/%2e%2e/priv/app/manifests/v1",
+        "/v2/priv/app/manifests/v1/",
+    ] {
+        let (s, _) = call(&h.app, Method::GET, path, Some(&t), None, vec![]).await;
+        assert!(s.is_client_error(), "{path}: {s}");
+    }
+    // The same token does read what it covers.
+    let (s, _) = call(
+        &h.app,
+        Method::GET,
+        "/v2/pub/app/tags/list",
+        Some(&t),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
