@@ -14,7 +14,7 @@ use http::{HeaderMap, StatusCode, Uri, header};
 
 use super::{Params, parse_query};
 use crate::Registry;
-use crate::auth::gate::{Gate, TokenAnswer};
+use crate::auth::gate::{BadCredentials, Gate, TokenAnswer};
 use crate::auth::model::Principal;
 
 /// Unix seconds now.
@@ -50,23 +50,46 @@ fn answer(gate: &Gate, who: &Principal, params: &Params) -> Response {
     json(StatusCode::OK, &t)
 }
 
+/// Check `user`'s `pass`: from the cache of recent successes, else by
+/// hashing on the blocking pool, at most as many at once as the gate
+/// allows.
+async fn login(
+    r: &Arc<Registry>,
+    gate: &Gate,
+    user: String,
+    pass: String,
+) -> Result<Principal, BadCredentials> {
+    if let Some(who) = gate.login_cached(&user, &pass, now()) {
+        return Ok(who);
+    }
+    let Ok(_permit) = gate.hashing.acquire().await else {
+        return Err(BadCredentials);
+    };
+    let registry = r.clone();
+    tokio::task::spawn_blocking(move || {
+        let gate = registry.gate.as_ref().ok_or(BadCredentials)?;
+        gate.login(&user, &pass, now())
+    })
+    .await
+    .unwrap_or(Err(BadCredentials))
+}
+
 /// `GET /token?service=…&scope=…`.
 pub(super) async fn get(State(r): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -> Response {
     let Some(gate) = &r.gate else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let params = parse_query(uri.query().unwrap_or(""));
-    let auth = headers
+    let who = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let gate_ref = r.clone();
-    let who = tokio::task::spawn_blocking(move || {
-        let gate = gate_ref.gate.as_ref().expect("checked above");
-        gate.authenticate(auth.as_deref(), now())
-    })
-    .await
-    .unwrap_or(Err(crate::auth::gate::BadCredentials));
+    {
+        None => Ok(Principal::Anonymous),
+        Some(value) => match Gate::basic(value) {
+            Ok((user, pass)) => login(&r, gate, user, pass).await,
+            Err(e) => Err(e),
+        },
+    };
     match who {
         Ok(who) => answer(gate, &who, &params),
         Err(_) => refused(),
@@ -93,13 +116,7 @@ pub(super) async fn post(State(r): State<Arc<Registry>>, body: Body) -> Response
         params.get("username").cloned().unwrap_or_default(),
         params.get("password").cloned().unwrap_or_default(),
     );
-    let gate_ref = r.clone();
-    let who = tokio::task::spawn_blocking(move || {
-        let gate = gate_ref.gate.as_ref().expect("checked above");
-        gate.login(&user, &pass, now())
-    })
-    .await
-    .unwrap_or(Err(crate::auth::gate::BadCredentials));
+    let who = login(&r, gate, user, pass).await;
     match who {
         Ok(who) => answer(gate, &who, &params),
         Err(_) => refused(),

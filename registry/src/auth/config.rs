@@ -282,6 +282,8 @@ impl AuthConfig {
             robots,
             robot_secrets: Store::new(robot_secrets),
             recent: RecentlyVerified::new(Duration::from_secs(10)),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(2),
         })
     }
 }

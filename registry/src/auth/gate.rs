@@ -32,7 +32,17 @@ pub struct Gate {
     pub(crate) robots: BTreeMap<String, Robot>,
     pub(crate) robot_secrets: Store,
     pub(crate) recent: RecentlyVerified,
+    /// Tokens whose signature was verified, by the hash of the token: a
+    /// client's many requests with one token pay for Ed25519 once.
+    pub(crate) verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+    /// Password hashing at once is bounded (argon2id takes 19 MiB and tens
+    /// of milliseconds each): a burst of logins, right or wrong, queues
+    /// instead of exhausting memory.
+    pub hashing: tokio::sync::Semaphore,
 }
+
+/// Most verified tokens remembered.
+const VERIFIED_MAX: usize = 10_000;
 
 /// Why a request was not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,13 +122,31 @@ impl Gate {
         let Some(value) = authorization else {
             return Ok(Principal::Anonymous);
         };
-        let encoded = value.strip_prefix("Basic ").ok_or(BadCredentials)?;
+        let (name, secret) = Self::basic(value)?;
+        self.login(&name, &secret, now)
+    }
+
+    /// `name`'s principal if it proved `secret` moments ago (no hashing).
+    pub fn login_cached(&self, name: &str, secret: &str, now: u64) -> Option<Principal> {
+        if !self.recent.contains(name, secret) {
+            return None;
+        }
+        match self.robots.get(name) {
+            Some(r) if r.active(now) => Some(Principal::Robot(r.clone())),
+            Some(_) => None,
+            None => Some(self.principal_of(name)),
+        }
+    }
+
+    /// The `name:secret` of a `Basic` header value.
+    pub fn basic(authorization: &str) -> Result<(String, String), BadCredentials> {
+        let encoded = authorization.strip_prefix("Basic ").ok_or(BadCredentials)?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|_| BadCredentials)?;
         let text = String::from_utf8(decoded).map_err(|_| BadCredentials)?;
         let (name, secret) = text.split_once(':').ok_or(BadCredentials)?;
-        self.login(name, secret, now)
+        Ok((name.to_owned(), secret.to_owned()))
     }
 
     /// Check `name`'s `secret`.
@@ -231,7 +259,8 @@ impl Gate {
         let Some(bearer) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
             return Err(refuse("authentication required"));
         };
-        let claims = token::verify(&self.keys, bearer.trim(), &self.service, now)
+        let claims = self
+            .verify(bearer.trim(), now)
             .map_err(|e| refuse(&e.to_string()))?;
         let covered = match resource {
             Resource::Any => true,
@@ -248,6 +277,32 @@ impl Gate {
             return Err(refuse("the token does not cover this request"));
         }
         Ok(self.principal_of(&claims.sub))
+    }
+
+    /// A token's claims: from the cache of verified tokens while they are
+    /// valid, else verified (and remembered).
+    fn verify(&self, bearer: &str, now: u64) -> Result<Claims, token::TokenError> {
+        let key: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(bearer.as_bytes()).into()
+        };
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = verified.get(&key) {
+            if now < c.exp && now >= c.nbf {
+                return Ok(c.clone());
+            }
+        }
+        drop(verified);
+        let claims = token::verify(&self.keys, bearer, &self.service, now)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.retain(|_, c| now < c.exp);
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(key, claims.clone());
+        Ok(claims)
     }
 
     /// The `WWW-Authenticate` value sending a client to the token endpoint
