@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::credentials::{self, RecentlyVerified, Store};
+use super::credentials::{self, RecentlyVerified, Secret, Store};
 use super::gate::Gate;
 use super::model::{Action, Policy, Project, Robot, Role};
 use super::token::Keys;
@@ -117,15 +117,6 @@ fn read(key: &str, path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-/// A stored hash as is; a plain secret hashed now.
-fn stored(secret: String) -> String {
-    if secret.starts_with("$argon2") || secret.starts_with("$2") {
-        secret
-    } else {
-        credentials::hash_secret(&secret)
-    }
-}
-
 fn role(name: &str) -> Result<Role, String> {
     match name {
         "guest" => Ok(Role::Guest),
@@ -208,17 +199,15 @@ impl AuthConfig {
     /// on first start) and build the gate.
     pub fn load(&self, data: &Path) -> Result<Gate, String> {
         self.validate()?;
-        let mut users: Vec<(String, String)> = Vec::new();
+        let mut users: Vec<(String, Secret)> = Vec::new();
         if let Some(h) = &self.htpasswd_file {
-            users.extend(credentials::parse_htpasswd(&read(
-                "auth.htpasswd_file",
-                h,
-            )?)?);
+            let entries = credentials::parse_htpasswd(&read("auth.htpasswd_file", h)?)?;
+            users.extend(entries.into_iter().map(|(u, h)| (u, Secret::Hashed(h))));
         }
         let mut admins = Vec::new();
         for u in &self.users {
-            let hash = stored(read("auth.users.password_file", &u.password_file)?);
-            users.push((u.name.clone(), hash));
+            let secret = Secret::from_file(&read("auth.users.password_file", &u.password_file)?);
+            users.push((u.name.clone(), secret));
             if u.admin {
                 admins.push(u.name.clone());
             }
@@ -228,7 +217,7 @@ impl AuthConfig {
         for r in &self.robots {
             robot_secrets.push((
                 r.name.clone(),
-                stored(read("auth.robots.secret_file", &r.secret_file)?),
+                Secret::from_file(&read("auth.robots.secret_file", &r.secret_file)?),
             ));
             robots.insert(
                 r.name.clone(),

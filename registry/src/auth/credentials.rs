@@ -1,11 +1,14 @@
-//! Passwords and robot secrets at rest and at the door: new ones are
-//! stored as argon2id (PHC strings, random salt); an existing htpasswd
-//! file's bcrypt entries are accepted as distribution and zot accept them
-//! (other htpasswd schemes — MD5 `$apr1$`, `{SHA}`, crypt — are refused
-//! with the line that has them). An unknown name is checked against a
-//! dummy hash, so it costs what a wrong password costs; a successful check
-//! is remembered briefly ([`RecentlyVerified`]) so argon2 is not paid on
-//! every request. Secrets never leave this module in any form but a hash.
+//! Passwords and robot secrets at rest and at the door. A secret file may
+//! hold the secret itself — kept in memory only as its sha256 and compared
+//! in constant time (argon2 would protect nothing the file does not
+//! already hold, at 19 MiB a hash) — or its hash: argon2id PHC strings
+//! ([`hash_secret`] makes them) and bcrypt, so an existing htpasswd file's
+//! entries work as in distribution and zot (other htpasswd schemes — MD5
+//! `$apr1$`, `{SHA}`, crypt — are refused with the line that has them). An
+//! unknown name is checked against a dummy of the common kind, so it costs
+//! what a wrong secret costs; a successful check is remembered briefly
+//! ([`RecentlyVerified`]) so a hash is not paid on every token. Secrets
+//! never leave this module in any form but a digest or hash.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,30 +47,86 @@ pub fn verify_secret(stored: &str, secret: &str) -> bool {
     }
 }
 
-/// Users and their stored hashes, checked in constant shape: an unknown
-/// name is verified against a dummy hash too.
+/// A secret as the registry keeps it.
+#[derive(Debug, Clone)]
+pub enum Secret {
+    /// Given in plain text (a secret file): kept as its sha256, compared
+    /// in constant time. Hashing it with argon2 in memory would protect
+    /// nothing the file does not already hold, and would cost 19 MiB.
+    Plain([u8; 32]),
+    /// An argon2 PHC string or a bcrypt hash.
+    Hashed(String),
+}
+
+impl Secret {
+    /// From a secret file's content: a hash as is, anything else plain.
+    pub fn from_file(text: &str) -> Self {
+        if text.starts_with("$argon2")
+            || text.starts_with("$2a$")
+            || text.starts_with("$2b$")
+            || text.starts_with("$2y$")
+        {
+            Self::Hashed(text.to_owned())
+        } else {
+            Self::Plain(sha256(text))
+        }
+    }
+
+    fn verify(&self, secret: &str) -> bool {
+        match self {
+            Self::Plain(want) => {
+                let got = sha256(secret);
+                want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+            Self::Hashed(h) => verify_secret(h, secret),
+        }
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+/// Names and their secrets, checked in constant shape: an unknown name is
+/// verified against a dummy of the kind most entries have, so it costs
+/// what a wrong secret costs.
 #[derive(Debug)]
 pub struct Store {
-    hashes: HashMap<String, String>,
-    dummy: String,
+    secrets: HashMap<String, Secret>,
+    dummy: std::sync::OnceLock<Secret>,
+    hashed_dummy: bool,
 }
 
 impl Store {
-    /// The store of `(name, stored hash)` pairs.
-    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// The store of `(name, secret)` pairs.
+    pub fn new(entries: impl IntoIterator<Item = (String, Secret)>) -> Self {
+        let secrets: HashMap<String, Secret> = entries.into_iter().collect();
+        let hashed = secrets
+            .values()
+            .filter(|s| matches!(s, Secret::Hashed(_)))
+            .count();
         Self {
-            hashes: entries.into_iter().collect(),
-            dummy: hash_secret("berth: no such user"),
+            hashed_dummy: hashed * 2 > secrets.len(),
+            secrets,
+            dummy: std::sync::OnceLock::new(),
         }
     }
 
     /// Whether `name` exists and `secret` is its secret. Unknown names and
     /// wrong secrets take the same work and give the same answer.
     pub fn check(&self, name: &str, secret: &str) -> bool {
-        match self.hashes.get(name) {
-            Some(h) => verify_secret(h, secret),
+        match self.secrets.get(name) {
+            Some(s) => s.verify(secret),
             None => {
-                let _ = verify_secret(&self.dummy, secret);
+                let dummy = self.dummy.get_or_init(|| {
+                    if self.hashed_dummy {
+                        Secret::Hashed(hash_secret("berth: no such user"))
+                    } else {
+                        Secret::Plain(sha256("berth: no such user"))
+                    }
+                });
+                let _ = dummy.verify(secret);
                 false
             }
         }
@@ -176,13 +235,27 @@ mod tests {
         let text = format!("# users\nalice:{hash}\n\n");
         let entries = parse_htpasswd(&text).unwrap();
         assert_eq!(entries.len(), 1);
-        let store = Store::new(entries);
+        let store = Store::new(entries.into_iter().map(|(u, h)| (u, Secret::Hashed(h))));
         assert!(store.check("alice", "pw"));
         assert!(!store.check("alice", "wrong"));
         assert!(!store.check("mallory", "pw"), "unknown users are refused");
         let md5 = "bob:$apr1$abc$def\n";
         assert!(parse_htpasswd(md5).unwrap_err().contains("line 1 (bob)"));
         assert!(parse_htpasswd("nocolon\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn plain_secrets_are_kept_as_digests_and_compared_whole() {
+        let store = Store::new([
+            ("robot$a+ci".to_owned(), Secret::from_file("s3cret")),
+            ("alice".to_owned(), Secret::from_file(&hash_secret("pw"))),
+        ]);
+        assert!(matches!(Secret::from_file("s3cret"), Secret::Plain(_)));
+        assert!(store.check("robot$a+ci", "s3cret"));
+        assert!(!store.check("robot$a+ci", "s3cre"));
+        assert!(!store.check("robot$a+ci", "s3cret2"));
+        assert!(store.check("alice", "pw"));
+        assert!(!store.check("nobody", "s3cret"));
     }
 
     #[test]
