@@ -298,7 +298,9 @@ fn admit(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match gate.check(auth, resource(method, route), now) {
-        Ok(who) => {
+        Ok(claims) => {
+            // Who it is matters for a mount's source and the catalog only.
+            let who = || gate.principal_of(&claims.sub);
             // A mount needs pull on its source; an anonymous mount
             // (without `from`) cannot be checked. Either way the client
             // gets a normal upload session, which never tells whether the
@@ -307,7 +309,7 @@ fn admit(
                 if params.get("mount").is_some() {
                     let readable = params.get("from").is_some_and(|from| {
                         gate.policy
-                            .allows(&who, from, crate::auth::model::Action::Pull, now)
+                            .allows(&who(), from, crate::auth::model::Action::Pull, now)
                     });
                     if !readable {
                         let plain = params
@@ -315,11 +317,11 @@ fn admit(
                             .into_iter()
                             .filter(|(k, _)| k != "mount" && k != "from")
                             .collect();
-                        return Ok((Params(plain), Some(who)));
+                        return Ok((Params(plain), None));
                     }
                 }
             }
-            Ok((params, Some(who)))
+            Ok((params, matches!(route, Route::Catalog).then(who)))
         }
         Err(crate::auth::gate::Refusal::Unauthorized { scope, why }) => {
             let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());

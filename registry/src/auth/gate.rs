@@ -34,7 +34,8 @@ pub struct Gate {
     pub(crate) recent: RecentlyVerified,
     /// Tokens whose signature was verified, by the hash of the token: a
     /// client's many requests with one token pay for Ed25519 once.
-    pub(crate) verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+    pub(crate) verified:
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>>,
     /// Password hashing at once is bounded (argon2id takes 19 MiB and tens
     /// of milliseconds each): a burst of logins, right or wrong, queues
     /// instead of exhausting memory.
@@ -244,13 +245,14 @@ impl Gate {
 
     /// Whether `authorization` (a `Bearer` header value) covers `action`
     /// on `repository` (`None`: any valid token, as `/v2/` asks; the
-    /// catalog asks for `registry:catalog:*`). The principal on success.
+    /// catalog asks for `registry:catalog:*`). The token's claims on
+    /// success ([`Gate::principal_of`] their `sub` for who it is).
     pub fn check(
         &self,
         authorization: Option<&str>,
         resource: Resource<'_>,
         now: u64,
-    ) -> Result<Principal, Refusal> {
+    ) -> Result<std::sync::Arc<Claims>, Refusal> {
         let scope = resource.scope();
         let refuse = |why: &str| Refusal::Unauthorized {
             scope: scope.clone(),
@@ -276,12 +278,12 @@ impl Gate {
         if !covered {
             return Err(refuse("the token does not cover this request"));
         }
-        Ok(self.principal_of(&claims.sub))
+        Ok(claims)
     }
 
     /// A token's claims: from the cache of verified tokens while they are
     /// valid, else verified (and remembered).
-    fn verify(&self, bearer: &str, now: u64) -> Result<Claims, token::TokenError> {
+    fn verify(&self, bearer: &str, now: u64) -> Result<std::sync::Arc<Claims>, token::TokenError> {
         let key: [u8; 32] = {
             use sha2::Digest as _;
             sha2::Sha256::digest(bearer.as_bytes()).into()
@@ -289,11 +291,11 @@ impl Gate {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = verified.get(&key) {
             if now < c.exp && now >= c.nbf {
-                return Ok(c.clone());
+                return Ok(std::sync::Arc::clone(c));
             }
         }
         drop(verified);
-        let claims = token::verify(&self.keys, bearer, &self.service, now)?;
+        let claims = std::sync::Arc::new(token::verify(&self.keys, bearer, &self.service, now)?);
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= VERIFIED_MAX {
             verified.retain(|_, c| now < c.exp);
@@ -301,7 +303,7 @@ impl Gate {
                 verified.clear();
             }
         }
-        verified.insert(key, claims.clone());
+        verified.insert(key, std::sync::Arc::clone(&claims));
         Ok(claims)
     }
 
