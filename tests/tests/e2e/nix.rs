@@ -424,6 +424,31 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
             reason,
         );
     }
+    // [auth] through `settings`: arrays of tables ([[auth.robots]]) with
+    // inline tables inside render, and the secrets systemd would hand over
+    // (here in the test's directory) are read by the check.
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("robot-ci"), "s3cret\n").unwrap();
+    let auth = |secret: &str| {
+        format!(
+            r#"{{ auth = {{ service = "registry.lan:5000"; projects = [ {{ name = "team"; members = {{ alice = "developer"; }}; }} {{ name = "pub"; public = true; }} ]; robots = [ {{ name = "robot$team+ci"; secret_file = "{}/{secret}"; permissions = [ {{ repositories = [ "team/*" ]; actions = [ "pull" "push" ]; }} ]; }} ]; }}; }}"#,
+            creds.display()
+        )
+    };
+    let config = registry_config(dir.path(), &auth("robot-ci"));
+    assert_accepted("serve", &config, "auth");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("[[auth.robots]]") && text.contains("[[auth.projects]]"),
+        "{text}"
+    );
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), &auth("missing")),
+        "auth without its secret",
+        "secret_file",
+    );
 }
 
 #[test]
