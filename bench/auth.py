@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from benchdoc import write_section
+from registry import start_docker_registry, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
@@ -39,12 +39,6 @@ def need(*programs):
     missing = [p for p in programs if shutil.which(p) is None]
     if missing:
         sys.exit(f"bench: missing {' '.join(missing)}: apt-get install -y wrk docker-registry apache2-utils curl")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(method, url, data=b"", headers=None):
@@ -84,20 +78,6 @@ def push_manifest(base, repo, headers):
     assert s == 201, (s, b)
 
 
-def wrk(url, header=None):
-    args = ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency",
-            "-H", "Accept: application/vnd.oci.image.manifest.v1+json"]
-    if header:
-        args += ["-H", header]
-    out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        sys.exit(f"bench: {url} answered errors:\n{out}")
-    return rps, float(p99.group(1)) * scale
-
-
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -113,39 +93,6 @@ def start_berth(binary, work, config=None):
                          env={**os.environ, "RUST_LOG": "warn"})
     m = re.search(r"http://(\S+)", p.stdout.readline())
     return p, "http://" + m.group(1)
-
-
-def start_docker_registry(work):
-    port = free_port()
-    htpasswd = work / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "bench", "bench-pw"], check=True,
-                   capture_output=True)
-    cfg = work / "docker-registry.yml"
-    cfg.write_text(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {work / 'dr-data'}
-http:
-  addr: 127.0.0.1:{port}
-auth:
-  htpasswd:
-    realm: bench
-    path: {htpasswd}
-""")
-    p = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            request("GET", f"{base}/v2/")
-            break
-        except OSError:
-            time.sleep(0.1)
-    return p, base
 
 
 def main():
@@ -193,8 +140,12 @@ permissions = [{{ repositories = ["team/*"], actions = ["pull", "push"] }}]
                              headers={"Authorization": basic(ROBOT, SECRET)})
         pull_token = json.loads(body)["token"]
         # docker-registry with htpasswd.
-        dr, dr_base = start_docker_registry(work)
-        procs.append(dr)
+        htpasswd = work / "htpasswd"
+        subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "bench", "bench-pw"], check=True,
+                       capture_output=True)
+        dr, dr_host = start_docker_registry(work, htpasswd)
+        dr_base = f"http://{dr_host}"
+        procs.append(dr.p)
         push_manifest(dr_base, "team/app", {"Authorization": basic("bench", "bench-pw")})
 
         rows = {"open": [], "auth": [], "dr": [], "token": []}

@@ -146,8 +146,11 @@ def start_berth(work, binary):
     return p, m.group(1)
 
 
-def start_docker_registry(work):
+def start_docker_registry(work, htpasswd=None):
+    """docker-registry on a free port; with `htpasswd`, Basic auth checked
+    against that (bcrypt) file on every request."""
     port = free_port()
+    auth = f"auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n" if htpasswd else ""
     cfg = work / "docker-registry.yml"
     cfg.write_text(f"""version: 0.1
 log:
@@ -161,7 +164,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:{port}
-""")
+{auth}""")
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     p = Proc("docker-registry", ["docker-registry", "serve", str(cfg)],
              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -235,10 +238,11 @@ def curl_push(path, digest, host, repo):
     return time.perf_counter() - start
 
 
-def wrk(url):
+def wrk(url, header=None):
+    extra = ["-H", header] if header else []
     out = subprocess.run(
         ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency",
-         "-H", "Accept: application/vnd.oci.image.manifest.v1+json", url],
+         "-H", "Accept: application/vnd.oci.image.manifest.v1+json", *extra, url],
         check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)

@@ -14,8 +14,9 @@ use crate::metrics::Metrics;
 /// The registries' reachability.
 #[derive(Debug)]
 pub struct Health {
-    /// Registry → since when it has been unreachable, and why.
-    down: Mutex<BTreeMap<String, (Instant, String)>>,
+    /// Registry → `None` while reachable, or since when it has been
+    /// unreachable and why. A registry not in the map was never seen.
+    state: Mutex<BTreeMap<String, Option<(Instant, String)>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -23,18 +24,24 @@ impl Health {
     /// All registries assumed reachable until shown otherwise.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            down: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(BTreeMap::new()),
             metrics,
         }
     }
 
-    /// `registry` answered (anything, even a refusal).
+    /// `registry` answered (anything, even a refusal). Called on every tag
+    /// resolution: only a change touches the gauge or the log.
     pub fn up(&self, registry: &str) {
-        let was = self
-            .down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(registry);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was = match state.get_mut(registry) {
+            Some(None) => return,
+            Some(s) => s.take(),
+            None => {
+                state.insert(registry.to_owned(), None);
+                None
+            }
+        };
+        drop(state);
         self.metrics.registry_up(registry, true);
         if let Some((since, _)) = was {
             tracing::info!(
@@ -47,25 +54,27 @@ impl Health {
 
     /// `registry` could not be reached, because of `why`.
     pub fn unreachable(&self, registry: &str, why: &str) {
-        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        self.metrics.registry_up(registry, false);
-        if !down.contains_key(registry) {
-            tracing::info!(
-                registry,
-                %why,
-                "registry unreachable: serving cached content, content from other nodes and the last verified tags until it is back"
-            );
-            down.insert(registry.to_owned(), (Instant::now(), why.to_owned()));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(state.get(registry), Some(Some(_))) {
+            return;
         }
+        state.insert(registry.to_owned(), Some((Instant::now(), why.to_owned())));
+        drop(state);
+        self.metrics.registry_up(registry, false);
+        tracing::info!(
+            registry,
+            %why,
+            "registry unreachable: serving cached content, content from other nodes and the last verified tags until it is back"
+        );
     }
 
     /// The registries unreachable now, with why.
     pub fn unreachable_now(&self) -> Vec<(String, String)> {
-        self.down
+        self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(r, (_, why))| (r.clone(), why.clone()))
+            .filter_map(|(r, s)| s.as_ref().map(|(_, why)| (r.clone(), why.clone())))
             .collect()
     }
 }

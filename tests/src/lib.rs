@@ -69,6 +69,22 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Spawn `cmd` (stdin closed, stdout piped; stderr as the caller set it)
+/// and wait for the first line it prints on stdout, as the servers print
+/// the address they bound: the child and that line.
+pub fn spawn_first_line(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{cmd:?} printed nothing: {e}"));
+    (child, line)
+}
+
 /// Run a command and return its stdout as text.
 pub fn run_text(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).expect("utf-8 output")
@@ -88,24 +104,17 @@ impl Server {
     /// Start `berth serve --listen 127.0.0.1:0 --data <data>` with extra
     /// arguments and wait for it to print its address.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(berth_bin())
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read berth serve's first line");
+        let (child, line) = spawn_first_line(
+            Command::new(berth_bin())
+                .arg("serve")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--data")
+                .arg(data)
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit()),
+        );
         let addr = line
             .split("http://")
             .nth(1)

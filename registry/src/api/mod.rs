@@ -254,29 +254,24 @@ async fn filter_catalog(
 fn resource<'a>(method: &Method, route: &'a Route) -> crate::auth::gate::Resource<'a> {
     use crate::auth::gate::Resource;
     use crate::auth::model::Action;
-    let action = match *method {
-        Method::GET | Method::HEAD => Action::Pull,
-        Method::DELETE => Action::Delete,
-        _ => Action::Push,
-    };
     match route {
         Route::Base => Resource::Any,
         Route::Catalog => Resource::Catalog,
         Route::Tags { name } | Route::Referrers { name, .. } => {
-            Resource::Repository(name, crate::auth::model::Action::Pull)
+            Resource::Repository(name, Action::Pull)
         }
         // Upload sessions belong to pushes, whatever the method.
-        Route::UploadStart { name } | Route::Upload { name, .. } => Resource::Repository(
+        Route::UploadStart { name } | Route::Upload { name, .. } => {
+            Resource::Repository(name, Action::Push)
+        }
+        Route::Manifest { name, .. } | Route::Blob { name, .. } => Resource::Repository(
             name,
-            if *method == Method::DELETE || *method == Method::GET {
-                crate::auth::model::Action::Push
-            } else {
-                action
+            match *method {
+                Method::GET | Method::HEAD => Action::Pull,
+                Method::DELETE => Action::Delete,
+                _ => Action::Push,
             },
         ),
-        Route::Manifest { name, .. } | Route::Blob { name, .. } => {
-            Resource::Repository(name, action)
-        }
     }
 }
 

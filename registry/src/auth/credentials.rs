@@ -186,18 +186,19 @@ impl RecentlyVerified {
 
     /// Whether `name` proved `secret` within the last `ttl`.
     pub fn contains(&self, name: &str, secret: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let ttl = self.ttl;
-        seen.retain(|_, t| t.elapsed() < ttl);
-        seen.contains_key(&Self::key(name, secret))
-    }
-
-    /// `name` just proved `secret`.
-    pub fn insert(&self, name: &str, secret: &str) {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(Self::key(name, secret), Instant::now());
+            .get(&Self::key(name, secret))
+            .is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    /// `name` just proved `secret` (expired entries are dropped here, not
+    /// on every lookup).
+    pub fn insert(&self, name: &str, secret: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, t| t.elapsed() < self.ttl);
+        seen.insert(Self::key(name, secret), Instant::now());
     }
 
     /// Forget `name` (its secret was rotated, or it was disabled).

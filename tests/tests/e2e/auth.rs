@@ -295,48 +295,37 @@ fn forged_tokens_and_cross_project_probes_change_nothing() {
         "repository:team/app:pull,push",
     );
     let robot_auth = format!("Bearer {robot}");
+    let as_robot = |method: &str, path: &str| {
+        http(
+            method,
+            &format!("{url}{path}"),
+            &[("Authorization", &robot_auth)],
+            b"",
+        )
+    };
     // It does not reach other/secret, nor does it learn the blob exists.
-    let head = http(
-        "HEAD",
-        &format!("{url}/v2/other/secret/blobs/{digest}"),
-        &[("Authorization", &robot_auth)],
-        b"",
-    );
+    let head = as_robot("HEAD", &format!("/v2/other/secret/blobs/{digest}"));
     assert_eq!(head.status, 401);
-    let mine = http(
-        "HEAD",
-        &format!("{url}/v2/team/app/blobs/{digest}"),
-        &[("Authorization", &robot_auth)],
-        b"",
-    );
+    let mine = as_robot("HEAD", &format!("/v2/team/app/blobs/{digest}"));
     assert_eq!(
         mine.status, 404,
         "a blob of another repository is not visible here"
     );
     // A mount from the unreadable repository is a plain upload session.
-    let mount = http(
+    let mount = as_robot(
         "POST",
-        &format!("{url}/v2/team/app/blobs/uploads/?mount={digest}&from=other/secret"),
-        &[("Authorization", &robot_auth)],
-        b"",
+        &format!("/v2/team/app/blobs/uploads/?mount={digest}&from=other/secret"),
     );
     assert_eq!(
         mount.status, 202,
         "a mount from an unreadable source must not succeed"
     );
-    let anon_mount = http(
+    let anon_mount = as_robot(
         "POST",
-        &format!("{url}/v2/team/app/blobs/uploads/?mount={digest}"),
-        &[("Authorization", &robot_auth)],
-        b"",
+        &format!("/v2/team/app/blobs/uploads/?mount={digest}"),
     );
     assert_eq!(anon_mount.status, 202);
-    let still = http(
-        "HEAD",
-        &format!("{url}/v2/team/app/blobs/{digest}"),
-        &[("Authorization", &robot_auth)],
-        b"",
-    );
+    let still = as_robot("HEAD", &format!("/v2/team/app/blobs/{digest}"));
     assert_eq!(still.status, 404);
 
     // Forged and misused tokens: each a 401 with the OCI error JSON.

@@ -21,20 +21,13 @@ struct BotProc {
 
 impl BotProc {
     fn start(config: &Path) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(berth_bin())
-            .args(["bot", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = berth_tests::spawn_first_line(
+            Command::new(berth_bin())
+                .args(["bot", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "info")
+                .stderr(std::process::Stdio::inherit()),
+        );
         assert!(
             line.trim().parse::<std::net::SocketAddr>().is_ok(),
             "berth bot printed {line:?}"

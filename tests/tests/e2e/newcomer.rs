@@ -30,6 +30,13 @@ fn berth(args: &[&str]) -> Output {
     Command::new(berth_bin()).args(args).output().unwrap()
 }
 
+/// `out` is a failure whose stderr says `says`.
+fn refused(out: &Output, says: &str) {
+    assert!(!out.status.success(), "it succeeded");
+    let err = text(&out.stderr);
+    assert!(err.contains(says), "{err}");
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -114,12 +121,7 @@ fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads()
         ],
         dir.path(),
     );
-    assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("write http://127.0.0.1:5001"),
-        "{}",
-        text(&bad.stderr)
-    );
+    refused(&bad, "write http://127.0.0.1:5001");
     // A URL where the name belongs: the right form is named.
     let url = berth_umask(
         &[
@@ -130,12 +132,7 @@ fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads()
         ],
         dir.path(),
     );
-    assert!(!url.status.success());
-    assert!(
-        text(&url.stderr).contains("registry.lan:5000=http://registry.lan:5000"),
-        "{}",
-        text(&url.stderr)
-    );
+    refused(&url, "registry.lan:5000=http://registry.lan:5000");
     // A bare name: HTTPS assumed, and said so with the plain-HTTP form.
     let bare = berth_umask(
         &[
@@ -336,12 +333,7 @@ fn the_bot_config_check_reads_the_secret_files_start_up_needs() {
         "{err}"
     );
     let start = berth(&["bot", "--config", config_s, "--listen", "127.0.0.1:0"]);
-    assert!(!start.status.success());
-    assert!(
-        text(&start.stderr).contains("secret_file = "),
-        "{}",
-        text(&start.stderr)
-    );
+    refused(&start, "secret_file = ");
     assert!(
         !state.exists(),
         "start-up created the state directory before failing"
@@ -409,31 +401,16 @@ fn urls_and_addresses_are_accepted_or_answered_with_the_right_form() {
         "--push",
         "http://127.0.0.1:5000/team/app:v1",
     ]);
-    assert!(!push.status.success());
-    assert!(
-        text(&push.stderr).contains("write 127.0.0.1:5000/team/app:v1"),
-        "{}",
-        text(&push.stderr)
-    );
+    refused(&push, "write 127.0.0.1:5000/team/app:v1");
     let mirror = berth(&[
         "mirror",
         "--registry",
         "http://r.lan:5000",
         "--check-config",
     ]);
-    assert!(!mirror.status.success());
-    assert!(
-        text(&mirror.stderr).contains("r.lan:5000=http://r.lan:5000"),
-        "{}",
-        text(&mirror.stderr)
-    );
+    refused(&mirror, "r.lan:5000=http://r.lan:5000");
     let colon = berth(&["serve", "--listen", ":5000", "--check-config"]);
-    assert!(!colon.status.success());
-    assert!(
-        text(&colon.stderr).contains("127.0.0.1:5000"),
-        "{}",
-        text(&colon.stderr)
-    );
+    refused(&colon, "127.0.0.1:5000");
     let localhost = berth(&["serve", "--listen", "localhost:0", "--check-config"]);
     assert!(localhost.status.success(), "{}", text(&localhost.stderr));
     let garbage = berth(&["mirror", "--listen", "five-thousand", "--check-config"]);
@@ -482,24 +459,12 @@ fn the_containerd_check_is_a_flag_and_its_warning_is_said_once() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(berth_bin())
-        .args([
-            "mirror",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut child, line) = berth_tests::spawn_first_line(
+        Command::new(berth_bin())
+            .args(["mirror", "--config", config.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped()),
+    );
     assert!(line.contains("listening"), "{line}");
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -652,12 +617,7 @@ fn nix_out_links_and_relative_paths_name_their_store_path() {
     assert_eq!(build("./result"), direct);
     assert_eq!(build("result"), direct);
     let nowhere = berth(&["build", "--nix", "/tmp", "-q"]);
-    assert!(!nowhere.status.success());
-    assert!(
-        text(&nowhere.stderr).contains("out-link"),
-        "{}",
-        text(&nowhere.stderr)
-    );
+    refused(&nowhere, "out-link");
 }
 
 /// Point 4: a Helm image block without `tag` is reported as the docs say,
@@ -700,7 +660,6 @@ fn a_helm_block_without_a_tag_is_reported_as_unpinnable() {
 /// why, logs the outage once at info level, and shows it as a gauge.
 #[test]
 fn a_mirror_tells_when_its_registry_is_unreachable() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let mut server = berth_tests::Server::start(&dir.path().join("reg"), &[]);
     let host = server.host();
@@ -723,25 +682,20 @@ fn a_mirror_tells_when_its_registry_is_unreachable() {
         manifest.as_bytes(),
     );
     let registry = format!("{host}={}", server.url());
-    let mut mirror = Command::new(berth_bin())
-        .args([
-            "mirror",
-            "--listen",
-            "127.0.0.1:0",
-            "--registry",
-            &registry,
-            "--data",
-        ])
-        .arg(dir.path().join("cache"))
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(mirror.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut mirror, line) = berth_tests::spawn_first_line(
+        Command::new(berth_bin())
+            .args([
+                "mirror",
+                "--listen",
+                "127.0.0.1:0",
+                "--registry",
+                &registry,
+                "--data",
+            ])
+            .arg(dir.path().join("cache"))
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped()),
+    );
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -790,37 +744,22 @@ fn a_mirror_tells_when_its_registry_is_unreachable() {
 /// moment and is sent nothing.)
 #[test]
 fn serve_warns_when_it_listens_beyond_loopback_without_authentication() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(berth_bin())
-        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = text(&out.stderr);
+    // berth serve on `listen`: its first line and what it said on stderr.
+    let start = |listen: &str, data: &str| {
+        let (mut child, line) = berth_tests::spawn_first_line(
+            Command::new(berth_bin())
+                .args(["serve", "--listen", listen, "--data"])
+                .arg(dir.path().join(data))
+                .stderr(std::process::Stdio::piped()),
+        );
+        child.kill().unwrap();
+        (line, text(&child.wait_with_output().unwrap().stderr))
+    };
+    let (line, err) = start("0.0.0.0:0", "data");
     assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
     assert!(err.contains("no authentication yet"), "{err}");
     // On loopback it stays quiet.
-    let mut quiet = Command::new(berth_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data2"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(quiet.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    quiet.kill().unwrap();
-    let err = text(&quiet.wait_with_output().unwrap().stderr);
+    let (_, err) = start("127.0.0.1:0", "data2");
     assert!(!err.contains("no authentication"), "{err}");
 }
