@@ -190,31 +190,22 @@ fn real_clients_push_and_pull_with_robots_and_users_and_the_rest_is_refused() {
     // berth build --push with the robot's secret (the client answers the
     // Bearer challenge with Basic credentials at /token).
     let (spec, root) = crate::newcomer::store_spec(dir.path());
-    let built = Command::new(berth_tests::berth_bin())
-        .args([
-            "build",
-            spec.to_str().unwrap(),
-            "--store-root",
-            root.to_str().unwrap(),
-            "-q",
-        ])
-        .args(["--no-cache", "--push", &format!("{host}/team/built:v1")])
-        .args(["--username", ROBOT, "--password", ROBOT_SECRET])
-        .output()
-        .unwrap();
+    let push_as_robot = |dest: &str| {
+        Command::new(berth_tests::berth_bin())
+            .args([
+                "build",
+                spec.to_str().unwrap(),
+                "--store-root",
+                root.to_str().unwrap(),
+            ])
+            .args(["-q", "--no-cache", "--push", &format!("{host}/{dest}")])
+            .args(["--username", ROBOT, "--password", ROBOT_SECRET])
+            .output()
+            .unwrap()
+    };
+    let built = push_as_robot("team/built:v1");
     assert!(built.status.success(), "{}", text(&built.stderr));
-    let refused = Command::new(berth_tests::berth_bin())
-        .args([
-            "build",
-            spec.to_str().unwrap(),
-            "--store-root",
-            root.to_str().unwrap(),
-            "-q",
-        ])
-        .args(["--no-cache", "--push", &format!("{host}/other/built:v1")])
-        .args(["--username", ROBOT, "--password", ROBOT_SECRET])
-        .output()
-        .unwrap();
+    let refused = push_as_robot("other/built:v1");
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr).contains("refused the credentials"),

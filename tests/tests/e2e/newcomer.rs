@@ -50,57 +50,35 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads() {
     let dir = tempfile::tempdir().unwrap();
+    let hosts_config = |args: &[&str]| {
+        let mut all = vec!["mirror", "hosts-config"];
+        all.extend_from_slice(args);
+        berth_umask(&all, dir.path())
+    };
     let reg = "registry.lan:5000=http://registry.lan:5000";
     let mirror = "http://127.0.0.1:5001";
-    let talos = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            reg,
-            "--mirror-url",
-            mirror,
-            "--talos",
-        ],
-        dir.path(),
-    );
+    let talos = hosts_config(&["--registry", reg, "--mirror-url", mirror, "--talos"]);
     assert!(talos.status.success(), "{}", text(&talos.stderr));
     let out = text(&talos.stdout);
     assert!(
         out.contains("          - http://127.0.0.1:5001\n          - http://registry.lan:5000\n"),
         "{out}"
     );
-    let k3s = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            reg,
-            "--mirror-url",
-            mirror,
-            "--k3s",
-        ],
-        dir.path(),
-    );
+    let k3s = hosts_config(&["--registry", reg, "--mirror-url", mirror, "--k3s"]);
     let out = text(&k3s.stdout);
     assert!(
         out.contains("      - \"http://127.0.0.1:5001\"\n      - \"http://registry.lan:5000\"\n"),
         "the k3s mirror falls back to the registry: {out}"
     );
     let d = dir.path().join("certs.d");
-    let written = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            reg,
-            "--mirror-url",
-            mirror,
-            "--containerd-dir",
-            d.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let written = hosts_config(&[
+        "--registry",
+        reg,
+        "--mirror-url",
+        mirror,
+        "--containerd-dir",
+        d.to_str().unwrap(),
+    ]);
     assert!(written.status.success(), "{}", text(&written.stderr));
     let hosts = d.join("registry.lan:5000/hosts.toml");
     let toml = std::fs::read_to_string(&hosts).unwrap();
@@ -110,40 +88,13 @@ fn hosts_config_keeps_the_registry_scheme_and_refuses_what_containerd_misreads()
     );
     assert_eq!(mode(&hosts), 0o644, "containerd (and others) can read it");
     // A mirror URL without a scheme: refused with the fix.
-    let bad = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            reg,
-            "--mirror-url",
-            "127.0.0.1:5001",
-        ],
-        dir.path(),
-    );
+    let bad = hosts_config(&["--registry", reg, "--mirror-url", "127.0.0.1:5001"]);
     refused(&bad, "write http://127.0.0.1:5001");
     // A URL where the name belongs: the right form is named.
-    let url = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            "http://registry.lan:5000",
-        ],
-        dir.path(),
-    );
+    let url = hosts_config(&["--registry", "http://registry.lan:5000"]);
     refused(&url, "registry.lan:5000=http://registry.lan:5000");
     // A bare name: HTTPS assumed, and said so with the plain-HTTP form.
-    let bare = berth_umask(
-        &[
-            "mirror",
-            "hosts-config",
-            "--registry",
-            "registry.lan:5000",
-            "--talos",
-        ],
-        dir.path(),
-    );
+    let bare = hosts_config(&["--registry", "registry.lan:5000", "--talos"]);
     assert!(bare.status.success());
     assert!(text(&bare.stdout).contains("- https://registry.lan:5000"));
     assert!(
