@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use berth_registry::config::Config;
+use berth_registry::tls::{ReloadingCert, serve_tls};
 use berth_registry::{Registry, serve};
 use clap::Args;
 
@@ -44,6 +45,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .map_err(anyhow::Error::msg)
                 .context("in [auth]")?;
         }
+        if let Some(tls) = &config.tls {
+            tls.files().load().context("in [tls]")?;
+        }
         crate::server::config_valid(args.config.as_deref());
         return Ok(());
     }
@@ -51,6 +55,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     crate::server::runtime()?.block_on(async move {
         // Bind first: a busy port must not leave a data directory behind.
         let listener = crate::server::bind(config.listen).await?;
+        let cert = match &config.tls {
+            Some(tls) => Some(ReloadingCert::new(tls.files()).context("in [tls]")?),
+            None => None,
+        };
         let mut registry =
             Registry::open_local(&config.data, config.storage.fsync, config.limits()).context(
                 "cannot open the registry's data directory (check --data and its permissions)",
@@ -62,25 +70,67 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .context("in [auth]")?;
             registry = registry.with_gate(gate);
         }
-        if !listener.local_addr()?.ip().is_loopback() && config.auth.is_none() {
-            let warning = "berth serve has no authentication yet: anyone who can reach this address can push, overwrite and delete";
-            eprintln!("berth: warning: {warning} (listen on 127.0.0.1, or put an authenticating proxy in front)");
-            tracing::warn!(addr = %config.listen, "{warning}");
-        }
+        let registry = registry.with_https(cert.is_some());
         let addr = listener.local_addr()?;
+        if let Some(warning) = exposure_warning(addr, config.auth.is_some(), cert.is_some()) {
+            eprintln!("berth: warning: {warning}");
+            tracing::warn!(%addr, "{warning}");
+        }
+        let scheme = if cert.is_some() { "https" } else { "http" };
         println!(
-            "berth registry listening on http://{addr} (data in {})",
+            "berth registry listening on {scheme}://{addr} (data in {})",
             config.data.display()
         );
-        tracing::info!(%addr, data = %config.data.display(), "serving");
-        serve(
-            listener,
-            Arc::new(registry),
-            crate::server::shutdown_signal(),
-        )
-        .await
+        tracing::info!(%addr, %scheme, data = %config.data.display(), "serving");
+        let registry = Arc::new(registry);
+        let shutdown = crate::server::shutdown_signal();
+        match cert {
+            Some(cert) => serve_tls(listener, registry, cert, shutdown).await,
+            None => serve(listener, registry, shutdown).await,
+        }
         .context("server failed")?;
         tracing::info!("stopped after draining in-flight requests");
         Ok(())
     })
+}
+
+/// What to say when the registry listens beyond this machine: without
+/// auth anyone may write; with auth but without TLS, passwords and tokens
+/// cross the network in clear.
+fn exposure_warning(addr: std::net::SocketAddr, auth: bool, tls: bool) -> Option<&'static str> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    match (auth, tls) {
+        (false, _) => Some(
+            "berth serve has no [auth]: anyone who can reach this address can push, overwrite and delete (add [auth], or listen on 127.0.0.1)",
+        ),
+        (true, false) => Some(
+            "[auth] is on without [tls]: passwords, robot secrets and tokens cross the network in clear (add [tls] cert_file/key_file, or terminate TLS in front)",
+        ),
+        (true, true) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn exposure_is_warned_about_beyond_loopback_only() {
+        let lan = "192.0.2.1:5000".parse().unwrap();
+        let lo = "127.0.0.1:5000".parse().unwrap();
+        assert!(exposure_warning(lo, false, false).is_none());
+        assert!(
+            exposure_warning(lan, false, true)
+                .unwrap()
+                .contains("no [auth]")
+        );
+        assert!(
+            exposure_warning(lan, true, false)
+                .unwrap()
+                .contains("without [tls]")
+        );
+        assert!(exposure_warning(lan, true, true).is_none());
+    }
 }

@@ -28,6 +28,29 @@ pub struct Config {
     /// Access control; without it the registry is open to anyone who can
     /// reach it.
     pub auth: Option<crate::auth::config::AuthConfig>,
+    /// HTTPS; without it the registry speaks plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the certificate and key `berth serve` answers HTTPS with,
+/// re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// The files.
+    pub fn files(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +62,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             auth: None,
+            tls: None,
         }
     }
 }

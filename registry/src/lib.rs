@@ -12,7 +12,9 @@
 //!   upload sessions in SQLite.
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`config`]: the `berth serve` configuration file.
-//! - [`auth`]: projects, roles, robots and bearer tokens (not enforced yet).
+//! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
+//!   `[auth]` is configured.
+//! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
 
@@ -32,6 +34,7 @@ pub mod config;
 pub mod metadata;
 pub mod metrics;
 pub mod storage;
+pub mod tls;
 
 use metadata::Metadata;
 use storage::{Blobs, UploadId};
@@ -76,6 +79,8 @@ pub struct Registry {
     sessions: Mutex<HashMap<UploadId, SessionState>>,
     /// Access control; `None`: open to anyone.
     gate: Option<auth::gate::Gate>,
+    /// Served over TLS (the token realm it derives is `https://`).
+    https: bool,
 }
 
 /// Why a registry could not be opened.
@@ -104,7 +109,14 @@ impl Registry {
             metrics: metrics::Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
             gate: None,
+            https: false,
         }
+    }
+
+    /// Say that clients reach this registry over HTTPS.
+    pub fn with_https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
     }
 
     /// Check every request with `gate`.

@@ -11,6 +11,55 @@
 
 pub mod forge;
 
+/// A certificate authority made at test time, and server certificates it
+/// signs, for tests over TLS.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    /// A new CA.
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses):
+    /// `(certificate PEM, key PEM)`.
+    pub fn leaf(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test server");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,6 +143,8 @@ pub fn run_text(cmd: &mut Command) -> String {
 #[derive(Debug)]
 pub struct Server {
     child: Option<Child>,
+    /// `http` or `https`, as it said.
+    pub scheme: String,
     /// The address it bound.
     pub addr: SocketAddr,
     /// Its data directory.
@@ -115,22 +166,26 @@ impl Server {
                 .env("RUST_LOG", "warn")
                 .stderr(Stdio::inherit()),
         );
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
+        let (scheme, rest) = line
+            .split_once("listening on ")
+            .and_then(|(_, r)| r.split_once("://"))
+            .unwrap_or_else(|| panic!("berth serve printed no address: {line:?}"));
+        let addr = rest
+            .split_whitespace()
+            .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("berth serve printed no address: {line:?}"));
         Self {
             child: Some(child),
+            scheme: scheme.to_owned(),
             addr,
             data: data.to_owned(),
         }
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>` (or `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// `<addr>` as registry host for clients (`127.0.0.1:PORT`).
@@ -468,6 +523,17 @@ impl Drop for Containerd {
 /// both, as the CRI API defines it). Returns the image ref containerd
 /// reports, or the gRPC error.
 pub fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
+    cri_pull_image_with_auth(socket, image, None)
+}
+
+/// [`cri_pull_image`] with the credentials kubelet passes from an image
+/// pull secret (`PullImageRequest.auth`, field 2: `AuthConfig{username = 1,
+/// password = 2}`).
+pub fn cri_pull_image_with_auth(
+    socket: &Path,
+    image: &str,
+    auth: Option<(&str, &str)>,
+) -> Result<String, String> {
     fn varint(mut n: usize, out: &mut Vec<u8>) {
         while n >= 0x80 {
             out.push((n as u8) | 0x80);
@@ -484,6 +550,12 @@ pub fn cri_pull_image(socket: &Path, image: &str) -> Result<String, String> {
     field(0x0a, image.as_bytes(), &mut spec);
     let mut msg = Vec::new();
     field(0x0a, &spec, &mut msg);
+    if let Some((user, pass)) = auth {
+        let mut config = Vec::new();
+        field(0x0a, user.as_bytes(), &mut config);
+        field(0x12, pass.as_bytes(), &mut config);
+        field(0x12, &config, &mut msg);
+    }
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     frame.extend_from_slice(&msg);

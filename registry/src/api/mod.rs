@@ -101,6 +101,7 @@ fn api_version(mut resp: Response) -> Response {
 async fn base_checked(
     State(registry): State<Arc<Registry>>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let resp = match admit(
@@ -109,6 +110,7 @@ async fn base_checked(
         &Route::Base,
         Params(Vec::new()),
         &headers,
+        &uri,
     ) {
         Ok(_) => base().await,
         Err(refused) => api_version(*refused),
@@ -199,7 +201,7 @@ async fn dispatch(
     let (result, label) = match route::parse(&rest) {
         Ok(route) => {
             let label = label(&route);
-            match admit(&registry, &method, &route, params, &headers) {
+            match admit(&registry, &method, &route, params, &headers, &uri) {
                 Ok((params, who)) => {
                     let catalog = matches!(route, Route::Catalog);
                     let result = handle(&registry, method, route, params, headers, body).await;
@@ -284,6 +286,7 @@ fn admit(
     route: &Route,
     params: Params,
     headers: &HeaderMap,
+    uri: &Uri,
 ) -> Result<(Params, Option<crate::auth::model::Principal>), Box<Response>> {
     let Some(gate) = &r.gate else {
         return Ok((params, None));
@@ -318,12 +321,35 @@ fn admit(
             }
             Ok((params, matches!(route, Route::Catalog).then(who)))
         }
-        Err(crate::auth::gate::Refusal::Unauthorized { scope, why }) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-            let challenge = gate.challenge(host, "http", scope.as_deref());
-            let mut resp = ApiError::new(ErrorCode::Unauthorized, why)
-                .with_status(StatusCode::UNAUTHORIZED)
-                .into_response();
+        Err(refusal) => {
+            use crate::auth::gate::Refusal;
+            let (error, insufficient, scope) = match refusal {
+                Refusal::Unauthorized { scope, why } => (
+                    ApiError::new(ErrorCode::Unauthorized, why).with_status(StatusCode::UNAUTHORIZED),
+                    false,
+                    scope,
+                ),
+                Refusal::InsufficientScope { scope } => (
+                    ApiError::new(
+                        ErrorCode::Denied,
+                        "the token does not cover this request; ask /token for the scope in WWW-Authenticate",
+                    )
+                    .with_status(StatusCode::FORBIDDEN),
+                    true,
+                    scope,
+                ),
+            };
+            // HTTP/1.1 names the host in `Host`, HTTP/2 in `:authority`.
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| uri.authority().map(|a| a.as_str()));
+            let scheme = if r.https { "https" } else { "http" };
+            let mut challenge = gate.challenge(host, scheme, scope.as_deref());
+            if insufficient {
+                challenge.push_str(",error=\"insufficient_scope\"");
+            }
+            let mut resp = error.into_response();
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }

@@ -56,6 +56,14 @@ pub enum Refusal {
         /// Why, for the error message.
         why: String,
     },
+    /// A valid token that does not cover the request: 403 with a
+    /// challenge for `scope` and `error="insufficient_scope"` (RFC 6750
+    /// §3.1), so a client holding a narrower token (oras asks for pull
+    /// first, then pushes) fetches one for this scope.
+    InsufficientScope {
+        /// The scope to ask for.
+        scope: Option<String>,
+    },
 }
 
 /// Credentials that do not prove anyone: a wrong secret, an unknown
@@ -277,7 +285,7 @@ impl Gate {
                 .any(|a| a.kind == "repository" && a.name == name && a.granted().contains(&action)),
         };
         if !covered {
-            return Err(refuse("the token does not cover this request"));
+            return Err(Refusal::InsufficientScope { scope });
         }
         Ok(claims)
     }

@@ -11,13 +11,13 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use berth_tests::{Server, http, put_blob, require, umoci_image};
 
-const ROBOT: &str = "robot$team+ci";
-const ROBOT_SECRET: &str = "r0bot-secret";
+pub(crate) const ROBOT: &str = "robot$team+ci";
+pub(crate) const ROBOT_SECRET: &str = "r0bot-secret";
 
 /// Secrets and a config with projects `team` (private; alice developer,
 /// bob guest), `pub` (public), `other` (private; nobody), a robot for
 /// `team`, and `root` a system admin.
-fn auth_config(dir: &Path) -> PathBuf {
+pub(crate) fn auth_config(dir: &Path) -> PathBuf {
     for (file, secret) in [
         ("robot.secret", ROBOT_SECRET),
         ("alice.pw", "alice-pw"),
@@ -234,7 +234,7 @@ fn real_clients_push_and_pull_with_robots_and_users_and_the_rest_is_refused() {
         catalog(Some((ROBOT, ROBOT_SECRET))).1,
         serde_json::json!(["pub/app", "team/app", "team/built"])
     );
-    assert_eq!(catalog(None).0, 401, "anonymous callers get no catalog");
+    assert_eq!(catalog(None).0, 403, "anonymous callers get no catalog");
     assert_eq!(
         token(&server, Some(("alice", "nope")), "registry:catalog:*").0,
         401
@@ -296,7 +296,7 @@ fn forged_tokens_and_cross_project_probes_change_nothing() {
     };
     // It does not reach other/secret, nor does it learn the blob exists.
     let head = as_robot("HEAD", &format!("/v2/other/secret/blobs/{digest}"));
-    assert_eq!(head.status, 401);
+    assert_eq!(head.status, 403, "a valid token that does not cover it");
     let mine = as_robot("HEAD", &format!("/v2/team/app/blobs/{digest}"));
     assert_eq!(
         mine.status, 404,
@@ -337,10 +337,15 @@ fn forged_tokens_and_cross_project_probes_change_nothing() {
     );
     claims["access"][0]["name"] = "other/secret".into();
     let widened = format!("{}.{}.{}", parts[0], b64(claims), parts[2]);
-    for (what, t) in [
-        ("alg none", none),
-        ("claims edited to another repository", widened),
-        ("a token for team/app", robot.clone()),
+    for (what, t, status, code) in [
+        ("alg none", none, 401, "UNAUTHORIZED"),
+        (
+            "claims edited to another repository",
+            widened,
+            401,
+            "UNAUTHORIZED",
+        ),
+        ("a token for team/app", robot.clone(), 403, "DENIED"),
     ] {
         let r = http(
             "GET",
@@ -348,8 +353,16 @@ fn forged_tokens_and_cross_project_probes_change_nothing() {
             &[("Authorization", &format!("Bearer {t}"))],
             b"",
         );
-        assert_eq!(r.status, 401, "{what}");
-        assert_eq!(r.error_code(), "UNAUTHORIZED", "{what}");
+        assert_eq!(r.status, status, "{what}");
+        assert_eq!(r.error_code(), code, "{what}");
+        if status == 403 {
+            let challenge = r.header("www-authenticate").unwrap_or_default();
+            assert!(
+                challenge.contains("error=\"insufficient_scope\"")
+                    && challenge.contains("scope=\"repository:other/secret:pull\""),
+                "{challenge}"
+            );
+        }
     }
     // Put a blob into other/secret with the robot's token: refused, nothing
     // stored.
@@ -362,7 +375,7 @@ fn forged_tokens_and_cross_project_probes_change_nothing() {
         &[("Authorization", &robot_auth)],
         b"x",
     );
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403);
     let (_, admin_pull) = token(
         &server,
         Some(("root", "root-pw")),

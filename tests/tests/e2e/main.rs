@@ -12,3 +12,4 @@ mod crash;
 mod mirror;
 mod newcomer;
 mod nix;
+mod tls;
