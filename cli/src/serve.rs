@@ -68,7 +68,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .load(&config.data)
                 .map_err(anyhow::Error::msg)
                 .context("in [auth]")?;
-            registry = registry.with_gate(gate);
+            registry = registry
+                .with_gate(gate)
+                .context("cannot read the accounts in the metadata database")?;
         }
         let registry = registry.with_https(cert.is_some());
         let addr = listener.local_addr()?;

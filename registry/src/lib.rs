@@ -119,10 +119,28 @@ impl Registry {
         self
     }
 
-    /// Check every request with `gate`.
-    pub fn with_gate(mut self, gate: auth::gate::Gate) -> Self {
+    /// Check every request with `gate`, over the declared accounts and the
+    /// ones stored in the metadata database (stored accounts the
+    /// configuration now declares are removed: the declaration wins).
+    pub fn with_gate(mut self, gate: auth::gate::Gate) -> Result<Self, metadata::MetadataError> {
+        let (projects, users, robots) = gate.declared.names();
+        for name in self.meta.drop_shadowed(&projects, &users, &robots)? {
+            tracing::warn!(
+                %name,
+                "an account made through the admin API is now declared in [auth]: the declaration wins, the stored one was removed"
+            );
+        }
+        gate.reload(&self.meta.auth_rows()?);
         self.gate = Some(gate);
-        self
+        Ok(self)
+    }
+
+    /// Re-read the stored accounts after an admin change.
+    pub(crate) fn reload_accounts(&self) -> Result<(), metadata::MetadataError> {
+        if let Some(gate) = &self.gate {
+            gate.reload(&self.meta.auth_rows()?);
+        }
+        Ok(())
     }
 
     /// The embedded default: filesystem blobs and SQLite metadata under

@@ -113,7 +113,8 @@ impl Harness {
         let gate = config.load(d).unwrap();
         let registry = Registry::in_memory(Limits::default())
             .unwrap()
-            .with_gate(gate);
+            .with_gate(gate)
+            .unwrap();
         Self {
             app: super::router(Arc::new(registry)),
             _dir: dir,

@@ -237,10 +237,11 @@ async fn filter_catalog(
     };
     let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let now = token::now();
+    let dir = gate.directory();
     if let Some(list) = v.get_mut("repositories").and_then(|l| l.as_array_mut()) {
         list.retain(|name| {
             name.as_str().is_some_and(|n| {
-                gate.policy
+                dir.policy
                     .allows(who, n, crate::auth::model::Action::Pull, now)
             })
         });
@@ -306,8 +307,12 @@ fn admit(
             if let Route::UploadStart { .. } = route {
                 if params.get("mount").is_some() {
                     let readable = params.get("from").is_some_and(|from| {
-                        gate.policy
-                            .allows(&who(), from, crate::auth::model::Action::Pull, now)
+                        gate.directory().policy.allows(
+                            &who(),
+                            from,
+                            crate::auth::model::Action::Pull,
+                            now,
+                        )
                     });
                     if !readable {
                         let plain = params

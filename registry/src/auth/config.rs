@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::credentials::{self, RecentlyVerified, Secret, Store};
+use super::credentials::{self, Secret};
+use super::directory::{Declared, parse_role};
 use super::gate::Gate;
-use super::model::{Action, Policy, Project, Robot, Role};
+use super::model::{Action, Project, Robot};
 use super::token::Keys;
 
 /// `[auth]`.
@@ -117,18 +118,6 @@ fn read(key: &str, path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-fn role(name: &str) -> Result<Role, String> {
-    match name {
-        "guest" => Ok(Role::Guest),
-        "developer" => Ok(Role::Developer),
-        "maintainer" => Ok(Role::Maintainer),
-        "admin" => Ok(Role::ProjectAdmin),
-        other => Err(format!(
-            "role {other:?} is not guest, developer, maintainer or admin"
-        )),
-    }
-}
-
 impl AuthConfig {
     /// Check what can be checked without reading files.
     pub fn validate(&self) -> Result<(), String> {
@@ -147,7 +136,8 @@ impl AuthConfig {
                 .filter(|()| !p.name.contains('/'))
                 .ok_or_else(|| format!("auth.projects: {:?} is not a project name", p.name))?;
             for (user, r) in &p.members {
-                role(r).map_err(|e| format!("auth.projects {:?} member {user:?}: {e}", p.name))?;
+                parse_role(r)
+                    .map_err(|e| format!("auth.projects {:?} member {user:?}: {e}", p.name))?;
             }
         }
         for r in &self.robots {
@@ -242,7 +232,7 @@ impl AuthConfig {
         for p in &self.projects {
             let mut members = BTreeMap::new();
             for (user, r) in &p.members {
-                members.insert(user.clone(), role(r)?);
+                members.insert(user.clone(), parse_role(r)?);
             }
             projects.insert(
                 p.name.clone(),
@@ -257,23 +247,20 @@ impl AuthConfig {
             .clone()
             .unwrap_or_else(|| data.join("token.key"));
         let keys = load_or_create_key(&key_file)?;
-        Ok(Gate {
-            service: self.service.clone(),
-            realm: self.realm.clone(),
-            ttl: Duration::from_secs(self.token_ttl_s),
+        Ok(Gate::new(
+            self.service.clone(),
+            self.realm.clone(),
+            Duration::from_secs(self.token_ttl_s),
             keys,
-            policy: Policy {
+            Declared {
                 projects,
+                users,
+                admins,
+                robots,
+                robot_secrets,
                 auto_create_projects: self.auto_create_projects,
             },
-            users: Store::new(users),
-            admins,
-            robots,
-            robot_secrets: Store::new(robot_secrets),
-            recent: RecentlyVerified::new(Duration::from_secs(10)),
-            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
-            hashing: tokio::sync::Semaphore::new(2),
-        })
+        ))
     }
 }
 

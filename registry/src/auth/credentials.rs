@@ -72,6 +72,31 @@ impl Secret {
         }
     }
 
+    /// A new robot secret's stored form: its sha256 (it is 256 random
+    /// bits, so a slow hash would add nothing).
+    pub fn of_random(secret: &str) -> Self {
+        Self::Plain(sha256(secret))
+    }
+
+    /// As the metadata database stores it: `sha256:<hex>` or the hash.
+    pub fn stored(&self) -> String {
+        match self {
+            Self::Plain(d) => format!("sha256:{}", hex::encode(d)),
+            Self::Hashed(h) => h.clone(),
+        }
+    }
+
+    /// Back from [`Secret::stored`]; `None` for anything else.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        if let Some(h) = s.strip_prefix("sha256:") {
+            return hex::decode(h)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .map(Self::Plain);
+        }
+        matches!(Self::from_file(s), Self::Hashed(_)).then(|| Self::Hashed(s.to_owned()))
+    }
+
     fn verify(&self, secret: &str) -> bool {
         match self {
             Self::Plain(want) => {
@@ -201,6 +226,11 @@ impl RecentlyVerified {
         seen.insert(Self::key(name, secret), Instant::now());
     }
 
+    /// Forget everything (accounts changed).
+    pub fn clear(&self) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Forget `name` (its secret was rotated, or it was disabled).
     pub fn forget(&self, name: &str) {
         self.seen
@@ -257,6 +287,18 @@ mod tests {
         assert!(!store.check("robot$a+ci", "s3cret2"));
         assert!(store.check("alice", "pw"));
         assert!(!store.check("nobody", "s3cret"));
+        for s in [
+            Secret::of_random("x"),
+            Secret::from_file(&hash_secret("pw")),
+        ] {
+            let back = Secret::from_stored(&s.stored()).unwrap();
+            assert_eq!(back.stored(), s.stored());
+        }
+        assert!(
+            Secret::from_stored("s3cret").is_none(),
+            "never a clear secret"
+        );
+        assert!(Secret::from_stored("sha256:abcd").is_none());
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! challenge that sends a client to get one. Pure apart from the clock the
 //! caller passes.
 
-use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::credentials::{RecentlyVerified, Store};
-use super::model::{Action, Policy, Principal, Robot};
+use super::credentials::RecentlyVerified;
+use super::directory::{Declared, Directory};
+use super::model::{Action, Principal};
 use super::token::{self, Access, Claims, Keys};
+use crate::metadata::AuthRows;
 
 /// The registry's access control, loaded from `[auth]`.
 #[derive(Debug)]
@@ -25,12 +27,10 @@ pub struct Gate {
     /// Token lifetime.
     pub ttl: Duration,
     pub(crate) keys: Keys,
-    /// Projects and what they allow.
-    pub policy: Policy,
-    pub(crate) users: Store,
-    pub(crate) admins: Vec<String>,
-    pub(crate) robots: BTreeMap<String, Robot>,
-    pub(crate) robot_secrets: Store,
+    /// What the configuration declares.
+    pub declared: Declared,
+    /// Declared and stored accounts, swapped whole on every change.
+    dir: RwLock<Arc<Directory>>,
     pub(crate) recent: RecentlyVerified,
     /// Tokens whose signature was verified, by the hash of the token: a
     /// client's many requests with one token pay for Ed25519 once.
@@ -118,6 +118,43 @@ pub fn parse_scope(scope: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl Gate {
+    /// A gate over the declared accounts (stored ones come with
+    /// [`Gate::reload`]).
+    pub fn new(
+        service: String,
+        realm: Option<String>,
+        ttl: Duration,
+        keys: Keys,
+        declared: Declared,
+    ) -> Self {
+        let dir = Directory::build(&declared, &AuthRows::default());
+        Self {
+            service,
+            realm,
+            ttl,
+            keys,
+            declared,
+            dir: RwLock::new(Arc::new(dir)),
+            recent: RecentlyVerified::new(Duration::from_secs(10)),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(2),
+        }
+    }
+
+    /// The accounts as they are now.
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&self.dir.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Rebuild the accounts from the declared ones and `rows` (every
+    /// stored account), and forget cached logins so a changed or removed
+    /// secret is checked again.
+    pub fn reload(&self, rows: &AuthRows) {
+        let dir = Arc::new(Directory::build(&self.declared, rows));
+        *self.dir.write().unwrap_or_else(|e| e.into_inner()) = dir;
+        self.recent.clear();
+    }
+
     /// Who `authorization` (a `Basic` header value, or none) names:
     /// anonymous without one, `Err` when the credentials are wrong, the
     /// robot is expired or disabled, or the header is malformed. The same
@@ -140,10 +177,11 @@ impl Gate {
         if !self.recent.contains(name, secret) {
             return None;
         }
-        match self.robots.get(name) {
+        let dir = self.directory();
+        match dir.robots.get(name) {
             Some(r) if r.active(now) => Some(Principal::Robot(r.clone())),
             Some(_) => None,
-            None => Some(self.principal_of(name)),
+            None => Some(Self::principal_in(&dir, name)),
         }
     }
 
@@ -165,33 +203,38 @@ impl Gate {
         if let Some(who) = self.login_cached(name, secret, now) {
             return Ok(who);
         }
+        let dir = self.directory();
         let store = if name.starts_with("robot$") {
-            &self.robot_secrets
+            &dir.robot_secrets
         } else {
-            &self.users
+            &dir.users
         };
         if !store.check(name, secret) {
             return Err(BadCredentials);
         }
-        match self.robots.get(name) {
+        match dir.robots.get(name) {
             Some(r) if !r.active(now) => return Err(BadCredentials),
             _ => {}
         }
         self.recent.insert(name, secret);
-        Ok(self.principal_of(name))
+        Ok(Self::principal_in(&dir, name))
     }
 
     /// The principal a token's `sub` names.
     pub fn principal_of(&self, sub: &str) -> Principal {
+        Self::principal_in(&self.directory(), sub)
+    }
+
+    fn principal_in(dir: &Directory, sub: &str) -> Principal {
         if sub.is_empty() {
             return Principal::Anonymous;
         }
-        if let Some(r) = self.robots.get(sub) {
+        if let Some(r) = dir.robots.get(sub) {
             return Principal::Robot(r.clone());
         }
         Principal::User {
             name: sub.to_owned(),
-            admin: self.admins.iter().any(|a| a == sub),
+            admin: dir.admins.contains(sub),
         }
     }
 
@@ -205,13 +248,14 @@ impl Gate {
 
     /// A token for `who` covering what it may do of `scopes` at `now`.
     pub fn issue(&self, who: &Principal, scopes: &[String], now: u64) -> TokenAnswer {
+        let dir = self.directory();
         let mut access = Vec::new();
         for scope in scopes {
             let Some((kind, name, actions)) = parse_scope(scope) else {
                 continue;
             };
             let granted: Vec<String> = match kind {
-                "repository" => self
+                "repository" => dir
                     .policy
                     .grant(who, name, &Action::parse_list(actions), now)
                     .into_iter()
@@ -273,6 +317,23 @@ impl Gate {
         let claims = self
             .verify(bearer.trim(), now)
             .map_err(|e| refuse(&e.to_string()))?;
+        // A robot deleted, disabled or expired since, or whose secret was
+        // rotated after the token was issued, loses its tokens at once.
+        if claims.sub.starts_with("robot$") {
+            let dir = self.directory();
+            let valid = dir.robots.get(&claims.sub).is_some_and(|r| {
+                r.active(now)
+                    && dir
+                        .secret_set_at
+                        .get(&claims.sub)
+                        .is_none_or(|set| claims.iat >= *set)
+            });
+            if !valid {
+                return Err(refuse(
+                    "the robot was removed, disabled or rotated after this token was issued",
+                ));
+            }
+        }
         let covered = match resource {
             Resource::Any => true,
             Resource::Catalog => claims

@@ -9,12 +9,14 @@
 //!   the one answer to "may this principal take these actions here".
 //! - [`token`]: EdDSA-signed JWTs with strict verification.
 //! - [`config`]: the `[auth]` section and loading it into a gate.
+//! - [`directory`]: declared and stored accounts merged, swapped whole.
 //! - [`gate`]: authenticate, issue tokens, check requests, challenge.
 //! - [`credentials`]: argon2id hashes, htpasswd bcrypt entries, checks of
 //!   equal cost for unknown names, and a short cache of successes.
 
 pub mod config;
 pub mod credentials;
+pub mod directory;
 pub mod gate;
 pub mod model;
 pub mod token;

@@ -1,6 +1,7 @@
 //! Registry metadata in SQLite: repositories, which blobs each repository may
 //! serve, manifests (their bytes, media type, subject and artifact type),
-//! tags, and upload sessions. This is the registry's source of truth for what
+//! tags, upload sessions, accounts made through the admin API
+//! ([`directory`]) and the audit log ([`audit`]). This is the registry's source of truth for what
 //! exists; the blob store is only consulted for bytes, and nothing here ever
 //! lists it.
 //!
@@ -19,7 +20,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::storage::UploadId;
 
-const SCHEMA_VERSION: i64 = 1;
+mod audit;
+mod directory;
+
+pub use audit::{AuditEvent, AuditQuery};
+pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
+
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -65,6 +72,51 @@ CREATE TABLE uploads (
     started_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Version 2: accounts made through the admin API, and the audit log.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE auth_projects (
+    name TEXT PRIMARY KEY,
+    public INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE auth_users (
+    name TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE auth_members (
+    project TEXT NOT NULL,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (project, user)
+) WITHOUT ROWID;
+CREATE TABLE auth_robots (
+    name TEXT PRIMARY KEY,
+    secret TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    expires_at INTEGER,
+    disabled INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    secret_set_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    client TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
 "#;
 
 const READERS: usize = 4;
@@ -201,9 +253,14 @@ impl Metadata {
         if version > SCHEMA_VERSION {
             return Err(MetadataError::TooNew(version));
         }
+        // Each step in one transaction: a crash leaves the old version.
         if version == 0 {
             writer.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version == 1 {
+            writer.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
             ))?;
         }
         let readers = (0..READERS)
@@ -238,7 +295,9 @@ impl Metadata {
             Ok(c)
         };
         let writer = open()?;
-        writer.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?;
+        writer.execute_batch(&format!(
+            "{SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
         // Shared-cache connections lock tables, not the file: a single reader
         // connection avoids reader/writer lock conflicts in tests.
         let readers = vec![Mutex::new(open()?)];
@@ -437,8 +496,15 @@ impl Metadata {
         Ok(missing)
     }
 
-    /// Store a manifest in `repo` and point `tags` at it, in one transaction.
-    pub fn put_manifest(&self, repo: &str, m: &NewManifest<'_>, tags: &[String]) -> Result<()> {
+    /// Store a manifest in `repo` and point `tags` at it, in one
+    /// transaction. Returns the tags that moved from another manifest, with
+    /// the digest each pointed at before (for the audit log).
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        m: &NewManifest<'_>,
+        tags: &[String],
+    ) -> Result<Vec<(String, Digest)>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let id = Self::repo_id(&tx, repo)?;
@@ -460,15 +526,23 @@ impl Metadata {
             m.content,
             t
         ])?;
+        let mut moved = Vec::new();
         for tag in tags {
+            let before: Option<String> = tx
+                .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")?
+                .query_row(params![id, tag], |r| r.get(0))
+                .optional()?;
             tx.prepare_cached(
                 "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
             )?
             .execute(params![id, tag, d, t])?;
+            if let Some(before) = before.filter(|b| *b != d) {
+                moved.push((tag.clone(), parse_digest(before)?));
+            }
         }
         tx.commit()?;
-        Ok(())
+        Ok(moved)
     }
 
     /// A manifest by tag or digest; with `with_content` false, `content` is

@@ -1,0 +1,224 @@
+//! The audit log as rows: append in batches, list newest first with
+//! filters, prune by age. What goes in is decided by [`crate::audit`].
+
+use rusqlite::params_from_iter;
+
+use super::{Metadata, Result};
+
+/// One audited event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Its row id (0 before it is stored).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: u64,
+    /// Who: a user or robot name, `anonymous`, or the name a failed login
+    /// tried.
+    pub actor: String,
+    /// The client's address.
+    pub client: String,
+    /// `manifest.push`, `tag.move`, `login.failure`, `robot.create`, …
+    pub action: String,
+    /// What it was done to: `team/app:v1`, `team/app@sha256:…`, a robot's
+    /// or project's name.
+    pub target: String,
+    /// `ok` or `denied`.
+    pub outcome: String,
+    /// More, free-form (never a secret).
+    pub detail: String,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action, or actions starting with it when it ends in `.`
+    /// (`robot.`).
+    pub action: Option<String>,
+    /// Only targets in this project (`team`: `team`, `team/…`,
+    /// `robot$team+…`).
+    pub project: Option<String>,
+    /// Only `ok` or `denied`.
+    pub outcome: Option<String>,
+    /// Only at or after, unix seconds.
+    pub since: Option<u64>,
+    /// Only events with a smaller id (paging backwards).
+    pub before_id: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+impl Metadata {
+    /// Append events in one transaction.
+    pub fn audit_append(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO audit (at, actor, client, action, target, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in events {
+                st.execute(rusqlite::params![
+                    e.at as i64,
+                    e.actor,
+                    e.client,
+                    e.action,
+                    e.target,
+                    e.outcome,
+                    e.detail
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events matching `q`, newest first.
+    pub fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let mut sql = String::from(
+            "SELECT id, at, actor, client, action, target, outcome, detail FROM audit WHERE 1=1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(a) = &q.actor {
+            arg(&mut sql, " AND actor = ?", a.clone().into());
+        }
+        match q.action.as_deref() {
+            Some(a) if a.ends_with('.') => arg(
+                &mut sql,
+                " AND action LIKE ? ESCAPE '\\'",
+                format!("{}%", like_escape(a)).into(),
+            ),
+            Some(a) => arg(&mut sql, " AND action = ?", a.to_owned().into()),
+            None => {}
+        }
+        if let Some(p) = &q.project {
+            let e = like_escape(p);
+            arg(&mut sql, " AND (target = ?", p.clone().into());
+            arg(
+                &mut sql,
+                " OR target LIKE ? ESCAPE '\\'",
+                format!("{e}/%").into(),
+            );
+            arg(
+                &mut sql,
+                " OR target LIKE ? ESCAPE '\\')",
+                format!("robot${e}+%").into(),
+            );
+        }
+        if let Some(o) = &q.outcome {
+            arg(&mut sql, " AND outcome = ?", o.clone().into());
+        }
+        if let Some(t) = q.since {
+            arg(&mut sql, " AND at >= ?", (t as i64).into());
+        }
+        if let Some(id) = q.before_id {
+            arg(&mut sql, " AND id < ?", id.into());
+        }
+        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let conn = self.reader();
+        let mut st = conn.prepare(&sql)?;
+        let rows = st
+            .query_map(params_from_iter(args), |r| {
+                Ok(AuditEvent {
+                    id: r.get(0)?,
+                    at: r.get::<_, i64>(1)? as u64,
+                    actor: r.get(2)?,
+                    client: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    outcome: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Delete events older than `before` (unix seconds): how many.
+    pub fn audit_prune(&self, before: u64) -> Result<usize> {
+        Ok(self
+            .writer()
+            .execute("DELETE FROM audit WHERE at < ?1", [before as i64])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: u64, actor: &str, action: &str, target: &str, outcome: &str) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at,
+            actor: actor.into(),
+            client: "127.0.0.1".into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn events_are_filtered_paged_and_pruned() {
+        let m = Metadata::in_memory().unwrap();
+        m.audit_append(&[
+            event(100, "alice", "manifest.push", "team/app:v1", "ok"),
+            event(200, "robot$team+ci", "tag.move", "team/app:v1", "ok"),
+            event(300, "mallory", "login.failure", "mallory", "denied"),
+            event(400, "root", "robot.create", "robot$team+ci", "ok"),
+            event(500, "root", "robot.rotate", "robot$team_x+ci", "ok"),
+            event(600, "bob", "manifest.push", "teamster/app:v1", "ok"),
+        ])
+        .unwrap();
+        let ids = |q: AuditQuery| -> Vec<u64> {
+            m.audit_list(&q).unwrap().iter().map(|e| e.at).collect()
+        };
+        assert_eq!(ids(AuditQuery::default()), [600, 500, 400, 300, 200, 100]);
+        let team = AuditQuery {
+            project: Some("team".into()),
+            ..Default::default()
+        };
+        // `team_x` and `teamster` are other projects: `_` is no wildcard.
+        assert_eq!(ids(team), [400, 200, 100]);
+        let robots = AuditQuery {
+            action: Some("robot.".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(robots), [500, 400]);
+        let denied = AuditQuery {
+            outcome: Some("denied".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(denied), [300]);
+        let page = m
+            .audit_list(&AuditQuery {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        let next = AuditQuery {
+            before_id: Some(page[1].id),
+            limit: Some(2),
+            since: Some(150),
+            ..Default::default()
+        };
+        assert_eq!(ids(next), [400, 300]);
+        assert_eq!(m.audit_prune(350).unwrap(), 3);
+        assert_eq!(ids(AuditQuery::default()), [600, 500, 400]);
+    }
+}
