@@ -14,6 +14,7 @@
 //! - [`config`]: the `berth serve` configuration file.
 //! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
 //!   `[auth]` is configured.
+//! - [`audit`]: the audit log, written in the background.
 //! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
@@ -29,6 +30,7 @@ use berth_oci::Hasher;
 use tokio::net::TcpListener;
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod metadata;
@@ -81,6 +83,8 @@ pub struct Registry {
     gate: Option<auth::gate::Gate>,
     /// Served over TLS (the token realm it derives is `https://`).
     https: bool,
+    /// The audit log.
+    audit: audit::Audit,
 }
 
 /// Why a registry could not be opened.
@@ -102,15 +106,23 @@ pub enum OpenError {
 impl Registry {
     /// A registry over the given parts.
     pub fn new(blobs: Blobs, meta: Metadata, limits: Limits) -> Self {
+        let meta = Arc::new(meta);
         Self {
+            audit: audit::Audit::new(meta.clone(), Duration::from_secs(90 * 86_400)),
             blobs,
-            meta: Arc::new(meta),
+            meta,
             limits,
             metrics: metrics::Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
             gate: None,
             https: false,
         }
+    }
+
+    /// Keep audit events for `retention`.
+    pub fn with_audit_retention(mut self, retention: Duration) -> Self {
+        self.audit = audit::Audit::new(self.meta.clone(), retention);
+        self
     }
 
     /// Say that clients reach this registry over HTTPS.
@@ -178,7 +190,10 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

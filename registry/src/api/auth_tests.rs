@@ -18,12 +18,12 @@ use tower::ServiceExt;
 use crate::auth::config::AuthConfig;
 use crate::{Limits, Registry};
 
-struct Harness {
-    app: Router,
+pub(super) struct Harness {
+    pub(super) app: Router,
     _dir: tempfile::TempDir,
 }
 
-async fn call(
+pub(super) async fn call(
     app: &Router,
     method: Method,
     uri: &str,
@@ -56,7 +56,7 @@ async fn call(
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (f, s) in [("robot", "robot-secret"), ("pw", "password")] {
@@ -123,7 +123,7 @@ impl Harness {
 
     /// A token for `creds` (`None`: anonymous) asking for everything on
     /// `repos` and the catalog; `None` when the credentials are refused.
-    async fn token(&self, creds: Option<&str>, repos: &[&str]) -> Option<String> {
+    pub(super) async fn token(&self, creds: Option<&str>, repos: &[&str]) -> Option<String> {
         let mut uri = "/token?service=test&scope=registry:catalog:*".to_owned();
         for r in repos {
             uri.push_str(&format!("&scope=repository:{r}:pull,push,delete"));
@@ -153,14 +153,16 @@ impl Harness {
     }
 
     /// A manifest with a unique annotation pushed to `repo:tag`; its digest.
-    async fn admin_manifest(&self, admin: &str, repo: &str, tag: &str) -> Digest {
+    pub(super) async fn admin_manifest(&self, admin: &str, repo: &str, tag: &str) -> Digest {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let config = self.admin_blob(admin, repo, b"{}").await;
         let m = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
             "layers": [],
-            "annotations": {"n": format!("{repo}:{tag}")},
+            // Unique per call: pushing a tag twice moves it.
+            "annotations": {"n": format!("{repo}:{tag}:{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))},
         });
         let bytes = serde_json::to_vec(&m).unwrap();
         let (s, body) = call(

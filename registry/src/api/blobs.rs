@@ -105,7 +105,13 @@ pub(super) async fn delete(
     let (n, d) = (name.to_owned(), digest.clone());
     if db_write(r, move |m| m.unlink_blob(&n, &d)).await? {
         tracing::info!(repository = name, %digest, "blob unlinked");
-        Ok(empty(StatusCode::ACCEPTED, &[]))
+        let mut resp = empty(StatusCode::ACCEPTED, &[]);
+        resp.extensions_mut().insert(vec![super::AuditNote {
+            action: "blob.delete",
+            target: format!("{name}@{digest}"),
+            detail: String::new(),
+        }]);
+        Ok(resp)
     } else {
         Err(blob_unknown(name, digest))
     }

@@ -161,7 +161,7 @@ pub(super) async fn put(
         .filter(|a| !a.is_empty())
         .map(|a| serde_json::to_string(a).unwrap_or_default());
     let media_type = manifest.media_type().to_owned();
-    {
+    let moved = {
         let (name, digest, subject, tags) = (
             name.to_owned(),
             digest.clone(),
@@ -182,8 +182,8 @@ pub(super) async fn put(
                 &tags,
             )
         })
-        .await?;
-    }
+        .await?
+    };
     tracing::info!(repository = name, %digest, ?tags, "manifest pushed");
     let mut headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),
@@ -195,7 +195,23 @@ pub(super) async fn put(
     if matches!(reference, ManifestRef::Digest(_)) && !tags.is_empty() {
         headers.push(("OCI-Tag", tags.join(", ")));
     }
-    Ok(empty(StatusCode::CREATED, &headers))
+    let mut resp = empty(StatusCode::CREATED, &headers);
+    let mut notes = vec![super::AuditNote {
+        action: "manifest.push",
+        target: format!("{name}@{digest}"),
+        detail: if tags.is_empty() {
+            String::new()
+        } else {
+            format!("tags {}", tags.join(", "))
+        },
+    }];
+    notes.extend(moved.into_iter().map(|(tag, from)| super::AuditNote {
+        action: "tag.move",
+        target: format!("{name}:{tag}"),
+        detail: format!("{from} -> {digest}"),
+    }));
+    resp.extensions_mut().insert(notes);
+    Ok(resp)
 }
 
 /// Most `?tag=` parameters accepted on one manifest PUT.
@@ -242,7 +258,20 @@ pub(super) async fn delete(
     .await?;
     if existed {
         tracing::info!(repository = name, ?reference, "manifest or tag deleted");
-        Ok(empty(StatusCode::ACCEPTED, &[]))
+        let mut resp = empty(StatusCode::ACCEPTED, &[]);
+        resp.extensions_mut().insert(vec![match reference {
+            ManifestRef::Digest(d) => super::AuditNote {
+                action: "manifest.delete",
+                target: format!("{name}@{d}"),
+                detail: String::new(),
+            },
+            ManifestRef::Tag(t) => super::AuditNote {
+                action: "tag.delete",
+                target: format!("{name}:{t}"),
+                detail: String::new(),
+            },
+        }]);
+        Ok(resp)
     } else {
         Err(manifest_unknown(name, reference))
     }

@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::Registry;
 
+mod admin;
 mod blobs;
 pub mod error;
 mod manifests;
@@ -28,6 +29,25 @@ mod token;
 
 use berth_oci::distribution::{Route, route};
 pub use error::ApiError;
+
+/// What a handler's response asks the audit log to record (the actor and
+/// client are added by [`dispatch`], which knows them).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditNote {
+    action: &'static str,
+    target: String,
+    detail: String,
+}
+
+/// The client's address as the audit log and the login throttle see it.
+pub(crate) fn client_ip(ext: &http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn client_text(ext: &http::Extensions) -> String {
+    client_ip(ext).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
 
 /// The label a response carries for the request metrics.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +78,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(admin::router())
         .layer(middleware::from_fn_with_state(registry.clone(), record))
         .with_state(registry)
 }
@@ -70,6 +91,8 @@ async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next)
     let fixed = match req.uri().path() {
         "/metrics" => Some("metrics"),
         "/healthz" => Some("healthz"),
+        "/token" => Some("token"),
+        p if p.starts_with("/api/") => Some("admin"),
         _ => None,
     };
     let resp = next.run(req).await;
@@ -102,6 +125,7 @@ async fn base_checked(
     State(registry): State<Arc<Registry>>,
     method: Method,
     uri: Uri,
+    ext: http::Extensions,
     headers: HeaderMap,
 ) -> Response {
     let resp = match admit(
@@ -111,6 +135,7 @@ async fn base_checked(
         Params(Vec::new()),
         &headers,
         &uri,
+        &ext,
     ) {
         Ok(_) => base().await,
         Err(refused) => api_version(*refused),
@@ -193,6 +218,7 @@ async fn dispatch(
     State(registry): State<Arc<Registry>>,
     method: Method,
     uri: Uri,
+    ext: http::Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -201,15 +227,33 @@ async fn dispatch(
     let (result, label) = match route::parse(&rest) {
         Ok(route) => {
             let label = label(&route);
-            match admit(&registry, &method, &route, params, &headers, &uri) {
-                Ok((params, who)) => {
+            match admit(&registry, &method, &route, params, &headers, &uri, &ext) {
+                Ok((params, sub)) => {
                     let catalog = matches!(route, Route::Catalog);
                     let result = handle(&registry, method, route, params, headers, body).await;
-                    match (catalog, who, result) {
-                        (true, Some(who), Ok(resp)) => {
+                    if let Ok(resp) = &result {
+                        if let Some(notes) = resp.extensions().get::<Vec<AuditNote>>() {
+                            let actor = sub.as_deref().unwrap_or("anonymous");
+                            let actor = if actor.is_empty() { "anonymous" } else { actor };
+                            let client = client_text(&ext);
+                            for n in notes {
+                                registry.audit.record(
+                                    actor,
+                                    &client,
+                                    n.action,
+                                    &n.target,
+                                    "ok",
+                                    n.detail.clone(),
+                                );
+                            }
+                        }
+                    }
+                    match (catalog, &registry.gate, sub, result) {
+                        (true, Some(gate), Some(sub), Ok(resp)) => {
+                            let who = gate.principal_of(&sub);
                             (Ok(filter_catalog(&registry, &who, resp).await), label)
                         }
-                        (_, _, result) => (result, label),
+                        (_, _, _, result) => (result, label),
                     }
                 }
                 Err(refused) => (Ok(*refused), label),
@@ -253,6 +297,20 @@ async fn filter_catalog(
     Response::from_parts(parts, Body::from(body))
 }
 
+/// What a refused request was aimed at, for the audit log.
+fn scope_target(route: &Route) -> String {
+    match route {
+        Route::Base => String::new(),
+        Route::Catalog => "_catalog".to_owned(),
+        Route::Tags { name }
+        | Route::Referrers { name, .. }
+        | Route::UploadStart { name }
+        | Route::Upload { name, .. }
+        | Route::Manifest { name, .. }
+        | Route::Blob { name, .. } => name.clone(),
+    }
+}
+
 /// What `method` on `route` needs from the access policy.
 fn resource<'a>(method: &Method, route: &'a Route) -> crate::auth::gate::Resource<'a> {
     use crate::auth::gate::Resource;
@@ -288,7 +346,8 @@ fn admit(
     params: Params,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<(Params, Option<crate::auth::model::Principal>), Box<Response>> {
+    ext: &http::Extensions,
+) -> Result<(Params, Option<String>), Box<Response>> {
     let Some(gate) = &r.gate else {
         return Ok((params, None));
     };
@@ -320,21 +379,45 @@ fn admit(
                             .into_iter()
                             .filter(|(k, _)| k != "mount" && k != "from")
                             .collect();
-                        return Ok((Params(plain), None));
+                        return Ok((Params(plain), Some(claims.sub.clone())));
                     }
                 }
             }
-            Ok((params, matches!(route, Route::Catalog).then(who)))
+            Ok((params, Some(claims.sub.clone())))
         }
         Err(refusal) => {
             use crate::auth::gate::Refusal;
+            let target = scope_target(route);
             let (error, insufficient, scope) = match refusal {
-                Refusal::Unauthorized { scope, why } => (
-                    ApiError::new(ErrorCode::Unauthorized, why).with_status(StatusCode::UNAUTHORIZED),
-                    false,
-                    scope,
-                ),
-                Refusal::InsufficientScope { scope } => (
+                Refusal::Unauthorized { scope, why } => {
+                    // No token is how every client starts: not an event.
+                    if auth.is_some() {
+                        r.audit.record(
+                            "unknown",
+                            &client_text(ext),
+                            "token.invalid",
+                            &target,
+                            "denied",
+                            why.clone(),
+                        );
+                    }
+                    (
+                        ApiError::new(ErrorCode::Unauthorized, why)
+                            .with_status(StatusCode::UNAUTHORIZED),
+                        false,
+                        scope,
+                    )
+                }
+                Refusal::InsufficientScope { scope, sub } => {
+                    r.audit.record(
+                        if sub.is_empty() { "anonymous" } else { &sub },
+                        &client_text(ext),
+                        "access.denied",
+                        &target,
+                        "denied",
+                        format!("{method} needs {}", scope.as_deref().unwrap_or("a token")),
+                    );
+                    (
                     ApiError::new(
                         ErrorCode::Denied,
                         "the token does not cover this request; ask /token for the scope in WWW-Authenticate",
@@ -342,7 +425,8 @@ fn admit(
                     .with_status(StatusCode::FORBIDDEN),
                     true,
                     scope,
-                ),
+                )
+                }
             };
             // HTTP/1.1 names the host in `Host`, HTTP/2 in `:authority`.
             let host = headers
@@ -464,6 +548,8 @@ fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
         .expect("static headers are valid")
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]

@@ -52,30 +52,63 @@ fn answer(gate: &Gate, who: &Principal, params: &Params) -> Response {
 
 /// Check `user`'s `pass`: from the cache of recent successes, else by
 /// hashing on the blocking pool, at most as many at once as the gate
-/// allows.
-async fn login(
+/// allows. A client with repeated failures waits first; each failure is
+/// logged and audited (the name tried, never the secret).
+pub(crate) async fn login(
     r: &Arc<Registry>,
     gate: &Gate,
     user: String,
     pass: String,
+    ext: &http::Extensions,
 ) -> Result<Principal, BadCredentials> {
     if let Some(who) = gate.login_cached(&user, &pass, now()) {
         return Ok(who);
+    }
+    let ip = super::client_ip(ext);
+    if let Some(ip) = ip {
+        let wait = gate.throttle.delay(ip);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
     let Ok(_permit) = gate.hashing.acquire().await else {
         return Err(BadCredentials);
     };
     let registry = r.clone();
-    tokio::task::spawn_blocking(move || {
+    let name = user.clone();
+    let result = tokio::task::spawn_blocking(move || {
         let gate = registry.gate.as_ref().ok_or(BadCredentials)?;
         gate.login(&user, &pass, now())
     })
     .await
-    .unwrap_or(Err(BadCredentials))
+    .unwrap_or(Err(BadCredentials));
+    match (&result, ip) {
+        (Ok(_), Some(ip)) => gate.throttle.succeeded(ip),
+        (Err(_), ip) => {
+            let failures = ip.map_or(0, |ip| gate.throttle.failed(ip));
+            let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            tracing::warn!(user = %name, %client, failures, "login failed");
+            r.audit.record(
+                &name,
+                &client,
+                "login.failure",
+                &name,
+                "denied",
+                format!("{failures} failures from this client in 15 minutes"),
+            );
+        }
+        _ => {}
+    }
+    result
 }
 
 /// `GET /token?service=…&scope=…`.
-pub(super) async fn get(State(r): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -> Response {
+pub(super) async fn get(
+    State(r): State<Arc<Registry>>,
+    uri: Uri,
+    ext: http::Extensions,
+    headers: HeaderMap,
+) -> Response {
     let Some(gate) = &r.gate else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -86,7 +119,7 @@ pub(super) async fn get(State(r): State<Arc<Registry>>, uri: Uri, headers: Heade
     {
         None => Ok(Principal::Anonymous),
         Some(value) => match Gate::basic(value) {
-            Ok((user, pass)) => login(&r, gate, user, pass).await,
+            Ok((user, pass)) => login(&r, gate, user, pass, &ext).await,
             Err(e) => Err(e),
         },
     };
@@ -97,7 +130,11 @@ pub(super) async fn get(State(r): State<Arc<Registry>>, uri: Uri, headers: Heade
 }
 
 /// `POST /token` with `grant_type=password&username=…&password=…&scope=…`.
-pub(super) async fn post(State(r): State<Arc<Registry>>, body: Body) -> Response {
+pub(super) async fn post(
+    State(r): State<Arc<Registry>>,
+    ext: http::Extensions,
+    body: Body,
+) -> Response {
     let Some(gate) = &r.gate else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -116,7 +153,7 @@ pub(super) async fn post(State(r): State<Arc<Registry>>, body: Body) -> Response
         params.get("username").cloned().unwrap_or_default(),
         params.get("password").cloned().unwrap_or_default(),
     );
-    let who = login(&r, gate, user, pass).await;
+    let who = login(&r, gate, user, pass, &ext).await;
     match who {
         Ok(who) => answer(gate, &who, &params),
         Err(_) => refused(),

@@ -40,6 +40,8 @@ pub struct Gate {
     /// of milliseconds each): a burst of logins, right or wrong, queues
     /// instead of exhausting memory.
     pub hashing: tokio::sync::Semaphore,
+    /// Login failures per client.
+    pub throttle: super::throttle::Throttle,
 }
 
 /// Most verified tokens remembered.
@@ -63,6 +65,8 @@ pub enum Refusal {
     InsufficientScope {
         /// The scope to ask for.
         scope: Option<String>,
+        /// Who the token is for.
+        sub: String,
     },
 }
 
@@ -138,6 +142,7 @@ impl Gate {
             recent: RecentlyVerified::new(Duration::from_secs(10)),
             verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             hashing: tokio::sync::Semaphore::new(2),
+            throttle: super::throttle::Throttle::default(),
         }
     }
 
@@ -346,7 +351,10 @@ impl Gate {
                 .any(|a| a.kind == "repository" && a.name == name && a.granted().contains(&action)),
         };
         if !covered {
-            return Err(Refusal::InsufficientScope { scope });
+            return Err(Refusal::InsufficientScope {
+                scope,
+                sub: claims.sub.clone(),
+            });
         }
         Ok(claims)
     }

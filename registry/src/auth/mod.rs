@@ -11,6 +11,7 @@
 //! - [`config`]: the `[auth]` section and loading it into a gate.
 //! - [`directory`]: declared and stored accounts merged, swapped whole.
 //! - [`gate`]: authenticate, issue tokens, check requests, challenge.
+//! - [`throttle`]: repeated login failures from one client slowed down.
 //! - [`credentials`]: argon2id hashes, htpasswd bcrypt entries, checks of
 //!   equal cost for unknown names, and a short cache of successes.
 
@@ -19,4 +20,5 @@ pub mod credentials;
 pub mod directory;
 pub mod gate;
 pub mod model;
+pub mod throttle;
 pub mod token;
