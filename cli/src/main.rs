@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod bot;
 mod build;
 mod bump;
@@ -36,6 +37,9 @@ enum Command {
     /// Pin image digests in a GitOps checkout (changing nothing else), and
     /// optionally push a branch and open or update a pull request.
     Bump(bump::BumpArgs),
+    /// Manage the registry's projects, members, users and robots, and read
+    /// its audit log (the admin API of `berth serve` with [auth]).
+    Admin(admin::AdminArgs),
     /// Receive the registry's push webhooks (or poll tags) and open digest
     /// bump pull requests.
     Bot(bot::BotArgs),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Mirror(args) => mirror::run(args),
         Command::Bump(args) => bump::run(args),
         Command::Bot(args) => bot::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

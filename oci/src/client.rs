@@ -366,6 +366,22 @@ impl JsonClient {
         Self { http, runtime }
     }
 
+    /// Like [`JsonClient::new`], also trusting the CA certificates in the
+    /// PEM `ca` (a registry with a private CA).
+    pub fn with_ca(timeout: Duration, ca: &[u8]) -> Result<Self, ClientError> {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(ca).map_err(|e| ClientError::Transport {
+                url: String::new(),
+                cause: format!("the CA file holds no PEM certificate: {e}"),
+            })?;
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+        let (http, runtime) = stack(builder);
+        Ok(Self { http, runtime })
+    }
+
     /// Send `method` to `url` with `headers` and, if any, the JSON `body`:
     /// the status and the answer (parsed as JSON, or its text as a JSON
     /// string). Only a transport failure is an error.

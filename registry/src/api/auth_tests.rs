@@ -430,3 +430,57 @@ async fn route_variants_reach_the_same_check() {
     .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn hostile_scopes_and_catalog_pages_with_auth_on() {
+    let h = Harness::new();
+    // Header injection through `scope`: CR/LF never reach a header, and a
+    // mangled scope grants nothing.
+    for scope in [
+        "repository:priv/app:pull%0d%0aX-Evil:%201",
+        "repository:priv/app%0d%0aX-Evil:%201:pull",
+        "repository:priv/app:pull%0aSet-Cookie:%20a=b",
+    ] {
+        let req = http::Request::builder()
+            .uri(format!("/token?service=test&scope={scope}"))
+            .header(
+                "authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("dev:password")
+                ),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let resp = h.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scope}");
+        assert!(resp.headers().get("x-evil").is_none());
+        assert!(resp.headers().get("set-cookie").is_none());
+        let body: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let claims = body["token"].as_str().unwrap().split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["access"], json!([]), "{scope} granted {claims}");
+    }
+    // The catalog's `n` with auth on: garbage is the OCI error, not a
+    // panic or an unfiltered page.
+    let t = h.token(Some("dev:password"), &[]).await.unwrap();
+    for n in ["-1", "abc", "99999999999999999999999", "1e3", ""] {
+        let (s, body) = call(
+            &h.app,
+            Method::GET,
+            &format!("/v2/_catalog?n={n}"),
+            Some(&t),
+            None,
+            vec![],
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "n={n}: {body}");
+        assert_eq!(body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID");
+    }
+}

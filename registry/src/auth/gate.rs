@@ -91,7 +91,7 @@ pub struct TokenAnswer {
 }
 
 /// RFC 3339 for unix seconds (UTC), for `issued_at`.
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm).

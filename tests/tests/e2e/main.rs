@@ -2,6 +2,7 @@
 //! test binary with a module per peer program (ripgrep's layout), so the
 //! harness compiles once.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod bot;
