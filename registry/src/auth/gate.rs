@@ -58,10 +58,11 @@ pub enum Refusal {
         /// Why, for the error message.
         why: String,
     },
-    /// A valid token that does not cover the request: 403 with a
-    /// challenge for `scope` and `error="insufficient_scope"` (RFC 6750
-    /// §3.1), so a client holding a narrower token (oras asks for pull
-    /// first, then pushes) fetches one for this scope.
+    /// A valid token of a known user or robot that does not cover the
+    /// request: 403 with a challenge for `scope` and
+    /// `error="insufficient_scope"` (RFC 6750 §3.1), so a client holding a
+    /// narrower token (oras asks for pull first, then pushes) fetches one
+    /// for this scope.
     InsufficientScope {
         /// The scope to ask for.
         scope: Option<String>,
@@ -350,6 +351,13 @@ impl Gate {
                 .iter()
                 .any(|a| a.kind == "repository" && a.name == name && a.granted().contains(&action)),
         };
+        // An anonymous token that does not cover the request asks for
+        // credentials (401, as if there were no token): that is what makes
+        // a client log in, and what a mirror checking for its caller must
+        // pass on.
+        if !covered && claims.sub.is_empty() {
+            return Err(refuse("authentication required"));
+        }
         if !covered {
             return Err(Refusal::InsufficientScope {
                 scope,

@@ -234,7 +234,7 @@ fn real_clients_push_and_pull_with_robots_and_users_and_the_rest_is_refused() {
         catalog(Some((ROBOT, ROBOT_SECRET))).1,
         serde_json::json!(["pub/app", "team/app", "team/built"])
     );
-    assert_eq!(catalog(None).0, 403, "anonymous callers get no catalog");
+    assert_eq!(catalog(None).0, 401, "anonymous callers get no catalog");
     assert_eq!(
         token(&server, Some(("alice", "nope")), "registry:catalog:*").0,
         401

@@ -714,6 +714,98 @@ fn with_the_registry_down_a_stalled_peer_is_finished_by_another_peer() {
     assert_eq!(metric(&m, "berth_mirror_upstream_bytes_total"), 0, "{m}");
 }
 
+/// The mission's pull path with a private project: `berth serve` with
+/// `[auth]`, the node's mirror marking the project private, and kubelet's
+/// CRI `PullImage` with a robot's credentials from a pull secret. The
+/// mirror passes the registry's Bearer challenge on; containerd gets a
+/// token from the registry and the mirror checks it with the registry for
+/// every object; without credentials, or with another project's robot, the
+/// pull fails although the mirror holds the content.
+#[test]
+fn a_private_image_is_pulled_through_the_mirror_with_a_robot_of_berth_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::auth::auth_config(dir.path());
+    let server = Server::start(
+        &dir.path().join("registry"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let registry = server.host();
+    let layout = umoci_image(dir.path(), "v1", 2, 200_000);
+    let want = layout_digest(&layout, "v1");
+    let image = format!("{registry}/team/private:v1");
+    let robot = format!("{}:{}", crate::auth::ROBOT, crate::auth::ROBOT_SECRET);
+    run(Command::new(berth_tests::require("skopeo"))
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &robot,
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{image}")));
+    let mirror = Mirror::start_with(
+        &dir.path().join("mirror"),
+        &[format!("{registry}=http://{registry}")],
+        &[format!("private = [\"{registry}/team/*\"]")],
+    );
+    let hosts = hosts_dir(dir.path(), &registry, &mirror);
+    let cd = berth_tests::start_cri_containerd(&dir.path().join("cd"), &hosts);
+    let anonymous = berth_tests::cri_pull_image_with_auth(cd.socket(), &image, None);
+    assert!(anonymous.is_err(), "pulled a private image anonymously");
+    let pulled = berth_tests::cri_pull_image_with_auth(
+        cd.socket(),
+        &image,
+        Some((crate::auth::ROBOT, crate::auth::ROBOT_SECRET)),
+    )
+    .unwrap_or_else(|e| panic!("CRI PullImage with the robot: {e}"));
+    assert!(pulled.starts_with("sha256:"), "{pulled}");
+    let listed = run_text(cd.ctr().args(["--namespace", "k8s.io", "images", "ls"]));
+    assert!(listed.contains(&want), "{listed}");
+    let m = mirror.metrics();
+    assert!(
+        metric(&m, "berth_mirror_upstream_bytes_total") >= 2 * 200_000,
+        "the pull went through the mirror:\n{m}"
+    );
+    // The mirror now holds every blob; a user without access still gets
+    // nothing from it.
+    let layers: Vec<String> = std::fs::read_dir(dir.path().join("mirror/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|n| format!("sha256:{n}"))
+        .collect();
+    assert!(layers.len() >= 3, "{layers:?}");
+    let (status, token) = {
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:wrong")
+        );
+        let r = http(
+            "GET",
+            &format!(
+                "{}/token?service=berth-test&scope=repository:team/private:pull",
+                server.url()
+            ),
+            &[("Authorization", &basic)],
+            b"",
+        );
+        (r.status, r.json()["token"].clone())
+    };
+    assert_eq!((status, token), (401, serde_json::Value::Null));
+    for d in &layers {
+        let url = format!("{}/v2/team/private/blobs/{d}?ns={registry}", mirror.url());
+        let r = http("GET", &url, &[], b"");
+        assert_eq!(r.status, 401, "{d} served without credentials");
+        assert!(
+            r.header("www-authenticate")
+                .unwrap_or_default()
+                .starts_with("Bearer realm="),
+            "the registry's challenge is passed on"
+        );
+    }
+}
+
 /// A registry whose every repository is private: without the Basic
 /// credentials `user:pass` it answers 401 with a challenge; with them, any
 /// blob request gets `blob`.
