@@ -72,7 +72,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .with_gate(gate)
                 .context("cannot read the accounts in the metadata database")?;
         }
-        let registry = registry.with_https(cert.is_some());
+        let registry = registry.with_https(cert.is_some()).with_audit_retention(
+            std::time::Duration::from_secs(config.audit.retention_days * 86_400),
+        );
         let addr = listener.local_addr()?;
         if let Some(warning) = exposure_warning(addr, config.auth.is_some(), cert.is_some()) {
             eprintln!("berth: warning: {warning}");

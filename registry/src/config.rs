@@ -30,6 +30,22 @@ pub struct Config {
     pub auth: Option<crate::auth::config::AuthConfig>,
     /// HTTPS; without it the registry speaks plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: how long audit events are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days an event is kept (pruned hourly).
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 /// `[tls]`: the certificate and key `berth serve` answers HTTPS with,
@@ -63,6 +79,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: None,
             tls: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -141,6 +158,12 @@ impl Config {
             return Err(ConfigError(
                 "limits.body_idle_timeout_secs must be at least 1".into(),
             ));
+        }
+        if !(1..=3650).contains(&self.audit.retention_days) {
+            return Err(ConfigError(format!(
+                "audit.retention_days = {} must be between 1 and 3650",
+                self.audit.retention_days
+            )));
         }
         if self.data.as_os_str().is_empty() {
             return Err(ConfigError("data must name a directory".into()));

@@ -449,6 +449,28 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         "auth without its secret",
         "secret_file",
     );
+    // [tls] and [audit]: the certificate and key are loaded by the check,
+    // so a swapped pair fails the service's ExecStartPre, not a client.
+    let (cert, key) = berth_tests::TestCa::new().leaf(&["registry.lan"]);
+    std::fs::write(creds.join("tls.crt"), cert).unwrap();
+    std::fs::write(creds.join("tls.key"), key).unwrap();
+    let tls = |c: &str, k: &str| {
+        format!(
+            r#"{{ tls = {{ cert_file = "{d}/{c}"; key_file = "{d}/{k}"; }}; audit.retention_days = 30; }}"#,
+            d = creds.display()
+        )
+    };
+    assert_accepted(
+        "serve",
+        &registry_config(dir.path(), &tls("tls.crt", "tls.key")),
+        "tls",
+    );
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), &tls("tls.key", "tls.crt")),
+        "tls with cert and key swapped",
+        "tls.cert_file",
+    );
 }
 
 #[test]
