@@ -315,17 +315,24 @@ impl Api {
                 body.as_ref(),
             )
             .map_err(|e| {
-                anyhow::anyhow!(
-                    "{e} (is the registry running at {}? set --registry or BERTH_REGISTRY)",
-                    self.base
-                )
+                let text = e.to_string();
+                let hint = if text.contains("certificate") {
+                    "the registry's TLS certificate is not trusted: pass --ca-cert FILE with the CA that signed it (a self-signed certificate must be a leaf, CA:FALSE; see docs/auth.md)".to_owned()
+                } else {
+                    format!(
+                        "is the registry running at {}? set --registry or BERTH_REGISTRY",
+                        self.base
+                    )
+                };
+                anyhow::anyhow!("{text} ({hint})")
             })?;
         if (200..300).contains(&status) {
             return Ok(answer);
         }
         let message = answer["errors"][0]["message"]
             .as_str()
-            .map(str::to_owned)
+            .or(answer.as_str())
+            .map(|m| m.trim().to_owned())
             .unwrap_or_else(|| answer.to_string());
         match status {
             401 => bail!(
@@ -353,9 +360,10 @@ fn print_secret(v: &Value) {
     let secret = v["secret"].as_str().unwrap_or_default();
     println!("{name}");
     println!("{secret}");
-    let expires = v["expires_at"]
-        .as_u64()
-        .map_or_else(|| "never".to_owned(), |t| format!("at unix time {t}"));
+    let expires = v["expires_at"].as_u64().map_or_else(
+        || "never".to_owned(),
+        |t| format!("at {}", berth_registry::auth::gate::rfc3339(t)),
+    );
     eprintln!(
         "berth: the robot's secret (second line) is shown once; it expires {expires}.\n\
          berth: use it as the password with the robot's name, e.g. `podman login -u '{name}' --password-stdin`."

@@ -833,6 +833,52 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let d = Digest::sha256(b"v1");
+        {
+            // What berth wrote before accounts and the audit log existed.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!("{SCHEMA} PRAGMA user_version = 1;"))
+                .unwrap();
+            c.execute(
+                "INSERT INTO repositories (name, created_at) VALUES ('old/repo', 1)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO blobs (digest, size, created_at) VALUES (?1, 2, 1)",
+                [d.to_string()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO repository_blobs (repo_id, digest) VALUES (1, ?1)",
+                [d.to_string()],
+            )
+            .unwrap();
+        }
+        let m = Metadata::open(&path).unwrap();
+        assert_eq!(m.repo_blob("old/repo", &d).unwrap(), Some(2));
+        assert!(m.auth_rows().unwrap().robots.is_empty());
+        m.audit_append(&[]).unwrap();
+        let version: i64 = m
+            .reader()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(m);
+        // And opening it again changes nothing.
+        assert_eq!(
+            Metadata::open(&path)
+                .unwrap()
+                .repo_blob("old/repo", &d)
+                .unwrap(),
+            Some(2)
+        );
+    }
+
+    #[test]
     fn reopening_a_file_database_keeps_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.sqlite");

@@ -881,3 +881,65 @@ fn pull_requests_on_github_race_supersede_and_errors() {
         "{out}"
     );
 }
+
+/// `berth bump --resolve` against `berth serve` with `[auth]`: a private
+/// project's tag is resolved with a robot's credentials from an
+/// `auth.json` (as `podman login` writes it), and not without them.
+#[test]
+fn tags_in_a_private_project_are_resolved_with_a_robots_auth_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::auth::auth_config(dir.path());
+    let server = berth_tests::Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let host = server.host();
+    let layout = berth_tests::umoci_image(dir.path(), "v1", 1, 4096);
+    let want = crate::clients::layout_digest(&layout, "v1");
+    let robot = format!("{}:{}", crate::auth::ROBOT, crate::auth::ROBOT_SECRET);
+    berth_tests::run(
+        Command::new(berth_tests::require("skopeo"))
+            .args([
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &robot,
+            ])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("docker://{host}/team/app:v1")),
+    );
+    let repo = dir.path().join("gitops");
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {host}/team/app:v1\n"
+    );
+    write(&repo, "apps/app.yaml", &deploy);
+    let repo_s = repo.to_str().unwrap();
+    let refused = bump(&["--repo", repo_s, "--resolve"]);
+    assert!(
+        !refused.status.success(),
+        "resolved a private tag anonymously"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("apps/app.yaml")).unwrap(),
+        deploy
+    );
+    let auth = dir.path().join("auth.json");
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &robot);
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths": {{"{host}": {{"auth": "{encoded}"}}}}}}"#),
+    )
+    .unwrap();
+    ok(&bump(&[
+        "--repo",
+        repo_s,
+        "--resolve",
+        "--registry-auth",
+        auth.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(repo.join("apps/app.yaml")).unwrap(),
+        deploy.replace(":v1\n", &format!(":v1@{want}\n"))
+    );
+}
