@@ -489,3 +489,66 @@ async fn hostile_scopes_and_catalog_pages_with_auth_on() {
         assert_eq!(body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID");
     }
 }
+
+/// Upload sessions as distribution's clients (the conformance suite's
+/// among them) authorize them: a session's progress (GET) is a pull, and
+/// cancelling it (DELETE) takes push or delete.
+#[tokio::test]
+async fn upload_status_is_a_pull_and_cancel_takes_push_or_delete() {
+    let h = Harness::new();
+    let push = h
+        .token(Some("robot$priv+push:robot-secret"), &["priv/app"])
+        .await
+        .unwrap();
+    let session = |t: String| {
+        let app = h.app.clone();
+        async move {
+            let req = http::Request::builder()
+                .method(Method::POST)
+                .uri("/v2/priv/app/blobs/uploads/")
+                .header("authorization", format!("Bearer {t}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::ACCEPTED);
+            resp.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let pull = h
+        .token(Some("robot$priv+pull:robot-secret"), &["priv/app"])
+        .await
+        .unwrap();
+    let maint = h
+        .token(Some("maint:password"), &["priv/app"])
+        .await
+        .unwrap();
+    // `maint`'s token was asked for everything; a delete-only one:
+    let (_, delete_only) = call(
+        &h.app,
+        Method::GET,
+        "/token?service=test&scope=repository:priv/app:delete",
+        None,
+        Some("maint:password"),
+        Vec::new(),
+    )
+    .await;
+    let delete_only = delete_only["token"].as_str().unwrap().to_owned();
+    let loc = session(push.clone()).await;
+    let (s, _) = call(&h.app, Method::GET, &loc, Some(&pull), None, vec![]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "progress with a pull token");
+    let (s, _) = call(&h.app, Method::DELETE, &loc, Some(&pull), None, vec![]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "cancel with a pull token");
+    let (s, _) = call(
+        &h.app,
+        Method::DELETE,
+        &loc,
+        Some(&delete_only),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "cancel with a delete token");
+    let loc = session(maint).await;
+    let (s, _) = call(&h.app, Method::DELETE, &loc, Some(&push), None, vec![]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "cancel with a push token");
+}

@@ -321,7 +321,13 @@ fn resource<'a>(method: &Method, route: &'a Route) -> crate::auth::gate::Resourc
         Route::Tags { name } | Route::Referrers { name, .. } => {
             Resource::Repository(name, Action::Pull)
         }
-        // Upload sessions belong to pushes, whatever the method.
+        // Upload sessions belong to pushes; reading a session's progress
+        // (GET) is a pull, as in distribution, so a client holding a pull
+        // token may ask where its upload stands.
+        Route::Upload { name, .. } if matches!(*method, Method::GET | Method::HEAD) => {
+            Resource::Repository(name, Action::Pull)
+        }
+        Route::Upload { name, .. } if *method == Method::DELETE => Resource::UploadCancel(name),
         Route::UploadStart { name } | Route::Upload { name, .. } => {
             Resource::Repository(name, Action::Push)
         }

@@ -350,6 +350,13 @@ impl Gate {
                 .access
                 .iter()
                 .any(|a| a.kind == "repository" && a.name == name && a.granted().contains(&action)),
+            Resource::UploadCancel(name) => claims.access.iter().any(|a| {
+                a.kind == "repository"
+                    && a.name == name
+                    && a.granted()
+                        .iter()
+                        .any(|g| matches!(g, Action::Push | Action::Delete))
+            }),
         };
         // An anonymous token that does not cover the request asks for
         // credentials (401, as if there were no token): that is what makes
@@ -422,6 +429,10 @@ pub enum Resource<'a> {
     Catalog,
     /// An action on a repository.
     Repository(&'a str, Action),
+    /// Cancelling an upload session (`DELETE` on it): push or delete —
+    /// the uploader holds push, and distribution's clients ask for
+    /// delete for every `DELETE`.
+    UploadCancel(&'a str),
 }
 
 impl Resource<'_> {
@@ -435,6 +446,7 @@ impl Resource<'_> {
                 Some(format!("repository:{name}:pull,push"))
             }
             Resource::Repository(name, Action::Delete) => Some(format!("repository:{name}:delete")),
+            Resource::UploadCancel(name) => Some(format!("repository:{name}:pull,push")),
         }
     }
 }
