@@ -127,7 +127,8 @@ pub(crate) fn router() -> Router<Arc<Registry>> {
         .fallback(|| async { not_found("this admin endpoint") })
 }
 
-/// Who is asking, with the gate and the directory as they are now.
+/// Who is asking, with the gate and the directory as they are now: an
+/// extractor, so every handler starts authenticated.
 struct Caller {
     who: Principal,
     name: String,
@@ -135,7 +136,27 @@ struct Caller {
     dir: Arc<Directory>,
 }
 
+impl axum::extract::FromRequestParts<Arc<Registry>> for Caller {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        r: &Arc<Registry>,
+    ) -> Result<Self> {
+        caller(r, &parts.headers, &parts.extensions).await
+    }
+}
+
 impl Caller {
+    /// Fail with 409 DECLARED when `name` comes from the configuration.
+    fn writable(&self, name: &str, what: &str) -> Result<()> {
+        if self.dir.declared.contains(name) {
+            Err(declared(what))
+        } else {
+            Ok(())
+        }
+    }
+
     fn admin(&self) -> bool {
         matches!(self.who, Principal::User { admin: true, .. })
     }
@@ -291,12 +312,7 @@ fn user_name_ok(name: &str) -> Result<()> {
 
 // ---- whoami ----
 
-async fn whoami(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn whoami(c: Caller) -> Result<Json<Value>> {
     let projects: Vec<Value> = c
         .dir
         .policy
@@ -335,12 +351,7 @@ fn project_json(c: &Caller, name: &str) -> Value {
     })
 }
 
-async fn list_projects(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn list_projects(c: Caller) -> Result<Json<Value>> {
     let list: Vec<Value> = c
         .dir
         .policy
@@ -352,13 +363,7 @@ async fn list_projects(
     Ok(Json(json!({ "projects": list })))
 }
 
-async fn show_project(
-    State(r): State<Arc<Registry>>,
-    Path(project): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn show_project(Path(project): Path<String>, c: Caller) -> Result<Json<Value>> {
     if !c.dir.policy.projects.contains_key(&project) || !c.sees(&project) {
         return Err(not_found(&format!("project {project:?}")));
     }
@@ -373,19 +378,11 @@ struct NewProject {
     public: bool,
 }
 
-async fn create_project(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-    b: Body,
-) -> Result<Response> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn create_project(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Result<Response> {
     c.require_admin()?;
     let p: NewProject = body(b).await?;
     project_name_ok(&p.name)?;
-    if c.dir.declared.contains(&p.name) {
-        return Err(declared(&format!("project {:?}", p.name)));
-    }
+    c.writable(&p.name, &format!("project {:?}", p.name))?;
     let row = StoredProject {
         name: p.name.clone(),
         public: p.public,
@@ -418,16 +415,12 @@ struct ProjectUpdate {
 async fn update_project(
     State(r): State<Arc<Registry>>,
     Path(project): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
     b: Body,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     c.administered(&project)?;
     let u: ProjectUpdate = body(b).await?;
-    if c.dir.declared.contains(&project) {
-        return Err(declared(&format!("project {project:?}")));
-    }
+    c.writable(&project, &format!("project {project:?}"))?;
     let name = project.clone();
     db(&r, move |m| m.set_project_public(&name, u.public)).await?;
     changed(
@@ -444,17 +437,13 @@ async fn update_project(
 async fn delete_project(
     State(r): State<Arc<Registry>>,
     Path(project): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<StatusCode> {
-    let c = caller(&r, &headers, &ext).await?;
     if !c.dir.policy.projects.contains_key(&project) || !c.sees(&project) {
         return Err(not_found(&format!("project {project:?}")));
     }
     c.require_admin()?;
-    if c.dir.declared.contains(&project) {
-        return Err(declared(&format!("project {project:?}")));
-    }
+    c.writable(&project, &format!("project {project:?}"))?;
     let name = project.clone();
     db(&r, move |m| m.delete_project(&name)).await?;
     changed(&r, &c, "project.delete", &project, String::new()).await?;
@@ -472,11 +461,9 @@ struct Membership {
 async fn put_member(
     State(r): State<Arc<Registry>>,
     Path((project, user)): Path<(String, String)>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
     b: Body,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     c.administered(&project)?;
     let m: Membership = body(b).await?;
     let role = parse_role(&m.role).map_err(invalid)?;
@@ -494,9 +481,7 @@ async fn put_member(
     if role > own {
         return Err(denied("you cannot grant a role above your own"));
     }
-    if c.dir.declared.contains(&project) {
-        return Err(declared(&format!("the members of project {project:?}")));
-    }
+    c.writable(&project, &format!("the members of project {project:?}"))?;
     if !c.dir.user_names.contains(&user) {
         return Err(not_found(&format!("user {user:?}")));
     }
@@ -518,14 +503,10 @@ async fn put_member(
 async fn delete_member(
     State(r): State<Arc<Registry>>,
     Path((project, user)): Path<(String, String)>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<StatusCode> {
-    let c = caller(&r, &headers, &ext).await?;
     c.administered(&project)?;
-    if c.dir.declared.contains(&project) {
-        return Err(declared(&format!("the members of project {project:?}")));
-    }
+    c.writable(&project, &format!("the members of project {project:?}"))?;
     let (p, u) = (project.clone(), user.clone());
     if !db(&r, move |m| m.delete_member(&p, &u)).await? {
         return Err(not_found(&format!("member {user:?} of {project:?}")));
@@ -543,12 +524,7 @@ async fn delete_member(
 
 // ---- users ----
 
-async fn list_users(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn list_users(c: Caller) -> Result<Json<Value>> {
     c.require_admin()?;
     let list: Vec<Value> = c
         .dir
@@ -583,20 +559,12 @@ async fn hash(r: &Arc<Registry>, password: String) -> Result<String> {
         .map_err(internal)
 }
 
-async fn create_user(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-    b: Body,
-) -> Result<Response> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn create_user(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Result<Response> {
     c.require_admin()?;
     let u: NewUser = body(b).await?;
     user_name_ok(&u.name)?;
     password_ok(&u.password)?;
-    if c.dir.declared.contains(&u.name) {
-        return Err(declared(&format!("user {:?}", u.name)));
-    }
+    c.writable(&u.name, &format!("user {:?}", u.name))?;
     let row = StoredUser {
         name: u.name.clone(),
         secret: hash(&r, u.password).await?,
@@ -617,14 +585,10 @@ async fn create_user(
 async fn delete_user(
     State(r): State<Arc<Registry>>,
     Path(user): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<StatusCode> {
-    let c = caller(&r, &headers, &ext).await?;
     c.require_admin()?;
-    if c.dir.declared.contains(&user) {
-        return Err(declared(&format!("user {user:?}")));
-    }
+    c.writable(&user, &format!("user {user:?}"))?;
     let u = user.clone();
     if !db(&r, move |m| m.delete_user(&u)).await? {
         return Err(not_found(&format!("user {user:?}")));
@@ -642,20 +606,16 @@ struct NewPassword {
 async fn set_password(
     State(r): State<Arc<Registry>>,
     Path(user): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
     b: Body,
 ) -> Result<StatusCode> {
-    let c = caller(&r, &headers, &ext).await?;
     let own = matches!(&c.who, Principal::User { name, .. } if *name == user);
     if !own {
         c.require_admin()?;
     }
     let p: NewPassword = body(b).await?;
     password_ok(&p.password)?;
-    if c.dir.declared.contains(&user) {
-        return Err(declared(&format!("user {user:?}")));
-    }
+    c.writable(&user, &format!("user {user:?}"))?;
     let secret = hash(&r, p.password).await?;
     let u = user.clone();
     if !db(&r, move |m| m.set_user_secret(&u, &secret)).await? {
@@ -719,12 +679,9 @@ struct RobotsQuery {
 }
 
 async fn list_robots(
-    State(r): State<Arc<Registry>>,
     axum::extract::Query(q): axum::extract::Query<RobotsQuery>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     let list: Vec<Value> = c
         .dir
         .robots
@@ -740,13 +697,7 @@ async fn list_robots(
     Ok(Json(json!({ "robots": list })))
 }
 
-async fn show_robot(
-    State(r): State<Arc<Registry>>,
-    Path(robot): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn show_robot(Path(robot): Path<String>, c: Caller) -> Result<Json<Value>> {
     managed_robot(&c, &robot)?;
     Ok(Json(robot_json(&c, &robot)))
 }
@@ -779,13 +730,7 @@ fn expiry(days: Option<i64>) -> Result<Option<u64>> {
     }
 }
 
-async fn create_robot(
-    State(r): State<Arc<Registry>>,
-    ext: http::Extensions,
-    headers: HeaderMap,
-    b: Body,
-) -> Result<Response> {
-    let c = caller(&r, &headers, &ext).await?;
+async fn create_robot(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Result<Response> {
     let n: NewRobot = body(b).await?;
     let valid_name = n
         .name
@@ -810,9 +755,7 @@ async fn create_robot(
         Some(p) => c.administered(p)?,
         None => c.require_admin()?,
     }
-    if c.dir.declared.contains(&n.name) {
-        return Err(declared(&format!("robot {:?}", n.name)));
-    }
+    c.writable(&n.name, &format!("robot {:?}", n.name))?;
     if n.permissions.is_empty() {
         return Err(invalid("a robot needs at least one permission"));
     }
@@ -895,16 +838,12 @@ struct RobotUpdate {
 async fn update_robot(
     State(r): State<Arc<Registry>>,
     Path(robot): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
     b: Body,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     managed_robot(&c, &robot)?;
     let u: RobotUpdate = body(b).await?;
-    if c.dir.declared.contains(&robot) {
-        return Err(declared(&format!("robot {robot:?}")));
-    }
+    c.writable(&robot, &format!("robot {robot:?}"))?;
     let name = robot.clone();
     db(&r, move |m| m.set_robot_disabled(&name, u.disabled)).await?;
     let action = if u.disabled {
@@ -925,11 +864,9 @@ struct Rotation {
 async fn rotate_robot(
     State(r): State<Arc<Registry>>,
     Path(robot): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
     b: Body,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     managed_robot(&c, &robot)?;
     let bytes = axum::body::to_bytes(b, MAX_BODY)
         .await
@@ -939,9 +876,7 @@ async fn rotate_robot(
     } else {
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the JSON body: {e}")))?
     };
-    if c.dir.declared.contains(&robot) {
-        return Err(declared(&format!("robot {robot:?}")));
-    }
+    c.writable(&robot, &format!("robot {robot:?}"))?;
     let expires_at = match rot.expires_in_days {
         Some(_) => expiry(rot.expires_in_days)?,
         None => None,
@@ -966,14 +901,10 @@ async fn rotate_robot(
 async fn delete_robot(
     State(r): State<Arc<Registry>>,
     Path(robot): Path<String>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<StatusCode> {
-    let c = caller(&r, &headers, &ext).await?;
     managed_robot(&c, &robot)?;
-    if c.dir.declared.contains(&robot) {
-        return Err(declared(&format!("robot {robot:?}")));
-    }
+    c.writable(&robot, &format!("robot {robot:?}"))?;
     let name = robot.clone();
     db(&r, move |m| m.delete_robot(&name)).await?;
     changed(&r, &c, "robot.delete", &robot, String::new()).await?;
@@ -985,10 +916,8 @@ async fn delete_robot(
 async fn audit(
     State(r): State<Arc<Registry>>,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
-    ext: http::Extensions,
-    headers: HeaderMap,
+    c: Caller,
 ) -> Result<Json<Value>> {
-    let c = caller(&r, &headers, &ext).await?;
     // A system admin sees everything; a project admin what concerns their
     // project (and must say which).
     if !c.admin() {
