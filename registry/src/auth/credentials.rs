@@ -301,6 +301,32 @@ mod tests {
         assert!(Secret::from_stored("sha256:abcd").is_none());
     }
 
+    /// An unknown name costs what a wrong password costs: with argon2
+    /// entries, both pay one argon2 verification (tens of milliseconds);
+    /// answering the unknown name at once would take microseconds and
+    /// tell who exists. (Within 4× either way: a machine busy with other
+    /// tests is noisy, the leak it guards against is a thousandfold.)
+    #[test]
+    fn an_unknown_name_takes_as_long_as_a_wrong_password() {
+        let store = Store::new([
+            ("alice".to_owned(), Secret::from_file(&hash_secret("pw-a"))),
+            ("bob".to_owned(), Secret::from_file(&hash_secret("pw-b"))),
+        ]);
+        let time = |name: &str| {
+            let start = std::time::Instant::now();
+            for _ in 0..3 {
+                assert!(!store.check(name, "wrong"));
+            }
+            start.elapsed()
+        };
+        let _ = time("nobody"); // the dummy hash is made on first use
+        let (wrong, unknown) = (time("alice"), time("nobody"));
+        assert!(
+            unknown * 4 >= wrong && wrong * 4 >= unknown,
+            "wrong password {wrong:?}, unknown name {unknown:?}"
+        );
+    }
+
     #[test]
     fn recent_successes_are_remembered_briefly_and_per_secret() {
         let cache = RecentlyVerified::new(Duration::from_millis(200));
