@@ -50,9 +50,11 @@ fn one_line_error(out: &Output) -> String {
 fn berth_admin_manages_a_ci_robot_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = auth_config(dir.path());
-    let server = Server::start(
+    let log = dir.path().join("serve.log");
+    let server = Server::start_logging(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
+        &log,
     );
     let url = server.url();
     let host = server.host();
@@ -217,6 +219,19 @@ fn berth_admin_manages_a_ci_robot_end_to_end() {
         &["robot", "disable", "robot$team+ci"],
     ));
     assert!(e.contains("declared in the configuration"), "{e}");
+    // Everything above is in the log, and no secret is.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "robot.create",
+        "robot.rotate",
+        "manifest.push",
+        "login failed",
+    ] {
+        assert!(logged.contains(line), "no {line:?} in the log:\n{logged}");
+    }
+    for secret in [&secret, &new_secret, "root-pw", "alice-pw"] {
+        assert!(!logged.contains(secret), "a secret in the server's log");
+    }
     let no_pw = Command::new(berth_bin())
         .args(["admin", "--registry", &url, "-u", "root", "whoami"])
         .env_remove("BERTH_PASSWORD")
