@@ -101,6 +101,17 @@ impl IntoResponse for ApiError {
                 message,
                 detail,
             } => (status, ErrorResponse::single(code, message, detail)),
+            Self::Storage(StorageError::Unavailable(why)) => {
+                tracing::error!(error = %why, "blob storage unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorResponse::single(
+                        ErrorCode::Unknown,
+                        "blob storage is unavailable; try again (an upload session stays resumable)",
+                        None,
+                    ),
+                )
+            }
             internal => {
                 tracing::error!(error = %internal, "internal error");
                 (

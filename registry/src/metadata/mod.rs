@@ -1,7 +1,8 @@
 //! Registry metadata in SQLite: repositories, which blobs each repository may
 //! serve, manifests (their bytes, media type, subject and artifact type),
 //! tags, upload sessions, accounts made through the admin API
-//! ([`directory`]) and the audit log ([`audit`]). This is the registry's source of truth for what
+//! ([`directory`]), the audit log ([`audit`]) and the S3 store's index and
+//! upload sessions ([`s3`]). This is the registry's source of truth for what
 //! exists; the blob store is only consulted for bytes, and nothing here ever
 //! lists it.
 //!
@@ -22,11 +23,13 @@ use crate::storage::UploadId;
 
 mod audit;
 mod directory;
+mod s3;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
+pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -117,6 +120,27 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit(at);
+"#;
+
+/// Version 3: the S3 blob store's index (digest → object key) and its
+/// upload sessions (multipart upload, parts, the staged tail).
+const SCHEMA_V3: &str = r#"
+CREATE TABLE s3_blobs (
+    digest TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE s3_uploads (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    mpu TEXT,
+    parts TEXT NOT NULL,
+    next_part INTEGER NOT NULL,
+    tail BLOB NOT NULL,
+    completed INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
 
 const READERS: usize = 4;
@@ -254,13 +278,11 @@ impl Metadata {
             return Err(MetadataError::TooNew(version));
         }
         // Each step in one transaction: a crash leaves the old version.
-        if version == 0 {
+        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+        if version < SCHEMA_VERSION {
+            let pending = steps[version as usize..].concat();
             writer.execute_batch(&format!(
-                "BEGIN; {SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-        } else if version == 1 {
-            writer.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
+                "BEGIN; {pending} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
         }
         let readers = (0..READERS)
@@ -296,7 +318,7 @@ impl Metadata {
         };
         let writer = open()?;
         writer.execute_batch(&format!(
-            "{SCHEMA} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION};"
+            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;
         // Shared-cache connections lock tables, not the file: a single reader
         // connection avoids reader/writer lock conflicts in tests.

@@ -1,6 +1,6 @@
 //! Blob storage: the small [`BlobStore`] trait every backend implements
-//! (filesystem today, in-memory for tests, S3 next), and [`Blobs`], the enum
-//! that dispatches to the configured one.
+//! (filesystem, S3, in-memory for tests), and [`Blobs`], the enum that
+//! dispatches to the configured one.
 //!
 //! A store holds bytes only: published blobs keyed by digest, and upload
 //! sessions keyed by an [`UploadId`]. It never decides whether content is
@@ -18,12 +18,16 @@ use futures_util::Stream;
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+pub(crate) mod s3_tests;
 
 pub use fs::FsBlobStore;
 pub use memory::MemoryBlobStore;
+pub use s3::S3BlobStore;
 
 /// A stream of blob bytes.
 pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -93,6 +97,10 @@ pub enum StorageError {
     /// The backend failed.
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
+    /// The backend cannot be reached or is overloaded (after retries):
+    /// clients get 503 and may try again; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Appends bytes to an upload session. Dropping a writer without
@@ -168,6 +176,8 @@ pub enum Blobs {
     Fs(FsBlobStore),
     /// Process memory (tests).
     Memory(MemoryBlobStore),
+    /// An S3 bucket.
+    S3(S3BlobStore),
 }
 
 /// A writer of whichever store is configured.
@@ -177,6 +187,8 @@ pub enum AnyWriter {
     Fs(fs::FsWriter),
     /// An in-memory upload writer.
     Memory(memory::MemoryWriter),
+    /// An S3 upload writer.
+    S3(s3::S3Writer),
 }
 
 impl UploadWriter for AnyWriter {
@@ -184,6 +196,7 @@ impl UploadWriter for AnyWriter {
         match self {
             Self::Fs(w) => w.write(chunk).await,
             Self::Memory(w) => w.write(chunk).await,
+            Self::S3(w) => w.write(chunk).await,
         }
     }
 
@@ -191,6 +204,7 @@ impl UploadWriter for AnyWriter {
         match self {
             Self::Fs(w) => w.finish().await,
             Self::Memory(w) => w.finish().await,
+            Self::S3(w) => w.finish().await,
         }
     }
 }
@@ -200,6 +214,7 @@ macro_rules! dispatch {
         match $self {
             Blobs::Fs($s) => $e,
             Blobs::Memory($s) => $e,
+            Blobs::S3($s) => $e,
         }
     };
 }
@@ -227,6 +242,7 @@ impl BlobStore for Blobs {
         match self {
             Self::Fs(s) => s.append_upload(id, offset).await.map(AnyWriter::Fs),
             Self::Memory(s) => s.append_upload(id, offset).await.map(AnyWriter::Memory),
+            Self::S3(s) => s.append_upload(id, offset).await.map(AnyWriter::S3),
         }
     }
 

@@ -1,0 +1,185 @@
+//! The S3 blob store's state, kept beside the registry's metadata so every
+//! replica sees the same: the index from a blob's digest to the object
+//! that holds it (objects are named by the upload that wrote them, so no
+//! byte is copied after an upload), and each upload session's multipart
+//! upload, its acknowledged parts and its staged tail (the bytes after the
+//! last whole part, below S3's 5 MiB part minimum, kept here until they
+//! join a part or become the last one). Part numbers are handed out once
+//! and never reused, so a part still in flight from an abandoned request
+//! can never replace one a later request wrote.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Metadata, MetadataError, Result, now};
+use crate::storage::UploadId;
+
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3Part {
+    /// Its part number.
+    pub number: i32,
+    /// The ETag S3 answered.
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// An S3 upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Upload {
+    /// The session.
+    pub id: UploadId,
+    /// The object key its bytes go to (also the blob's, once published).
+    pub key: String,
+    /// The multipart upload, once its first whole part was written.
+    pub mpu: Option<String>,
+    /// Acknowledged parts, in order.
+    pub parts: Vec<S3Part>,
+    /// The acknowledged bytes after the last part.
+    pub tail: Vec<u8>,
+    /// The multipart upload was completed (the object exists at `key`).
+    pub completed: bool,
+}
+
+impl S3Upload {
+    /// Bytes held in parts.
+    pub fn parts_len(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum()
+    }
+
+    /// Acknowledged bytes in all.
+    pub fn len(&self) -> u64 {
+        self.parts_len() + self.tail.len() as u64
+    }
+
+    /// Nothing acknowledged yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn corrupt(what: &'static str, value: impl Into<String>) -> MetadataError {
+    MetadataError::Corrupt {
+        what,
+        value: value.into(),
+    }
+}
+
+impl Metadata {
+    /// The object key and size of blob `digest`.
+    pub fn s3_blob(&self, digest: &str) -> Result<Option<(String, u64)>> {
+        let conn = self.reader();
+        let row: Option<(String, i64)> = conn
+            .prepare_cached("SELECT key, size FROM s3_blobs WHERE digest = ?1")?
+            .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(k, s)| (k, s as u64)))
+    }
+
+    /// Record blob `digest` at `key`; `false` (nothing changed) if the
+    /// digest is already recorded.
+    pub fn s3_put_blob(&self, digest: &str, key: &str, size: u64) -> Result<bool> {
+        let n = self
+            .writer()
+            .prepare_cached(
+                "INSERT INTO s3_blobs (digest, key, size, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(digest) DO NOTHING",
+            )?
+            .execute(params![digest, key, size as i64, now()])?;
+        Ok(n == 1)
+    }
+
+    /// Forget blob `digest`: the key it was at, if any.
+    pub fn s3_delete_blob(&self, digest: &str) -> Result<Option<String>> {
+        let key: Option<String> = self
+            .writer()
+            .prepare_cached("DELETE FROM s3_blobs WHERE digest = ?1 RETURNING key")?
+            .query_row([digest], |r| r.get(0))
+            .optional()?;
+        Ok(key)
+    }
+
+    /// An upload session's state.
+    pub fn s3_upload(&self, id: UploadId) -> Result<Option<S3Upload>> {
+        let conn = self.reader();
+        let row = conn
+            .prepare_cached(
+                "SELECT key, mpu, parts, tail, completed FROM s3_uploads WHERE id = ?1",
+            )?
+            .query_row([id.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((key, mpu, parts, tail, completed)) = row else {
+            return Ok(None);
+        };
+        let parts: Vec<S3Part> =
+            serde_json::from_str(&parts).map_err(|_| corrupt("S3 part list", parts))?;
+        Ok(Some(S3Upload {
+            id,
+            key,
+            mpu,
+            parts,
+            tail,
+            completed,
+        }))
+    }
+
+    /// Write an upload session's state (creating it).
+    pub fn s3_put_upload(&self, u: &S3Upload) -> Result<()> {
+        let parts = serde_json::to_string(&u.parts).unwrap_or_else(|_| "[]".into());
+        self.writer()
+            .prepare_cached(
+                "INSERT INTO s3_uploads (id, key, mpu, parts, next_part, tail, completed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET key = excluded.key, mpu = excluded.mpu,
+                    parts = excluded.parts, tail = excluded.tail, completed = excluded.completed",
+            )?
+            .execute(params![
+                u.id.to_string(),
+                u.key,
+                u.mpu,
+                parts,
+                u.tail,
+                u.completed,
+                now()
+            ])?;
+        Ok(())
+    }
+
+    /// Record the multipart upload of a session (before any part is
+    /// written, so an abort can always find it).
+    pub fn s3_set_mpu(&self, id: UploadId, mpu: &str) -> Result<()> {
+        self.writer()
+            .prepare_cached("UPDATE s3_uploads SET mpu = ?2 WHERE id = ?1")?
+            .execute(params![id.to_string(), mpu])?;
+        Ok(())
+    }
+
+    /// A part number never handed out before for this session.
+    pub fn s3_next_part(&self, id: UploadId) -> Result<i32> {
+        let n: Option<i32> = self
+            .writer()
+            .prepare_cached(
+                "UPDATE s3_uploads SET next_part = next_part + 1 WHERE id = ?1
+                 RETURNING next_part - 1",
+            )?
+            .query_row([id.to_string()], |r| r.get(0))
+            .optional()?;
+        n.ok_or_else(|| corrupt("S3 upload", id.to_string()))
+    }
+
+    /// Forget an upload session.
+    pub fn s3_delete_upload(&self, id: UploadId) -> Result<()> {
+        self.writer()
+            .prepare_cached("DELETE FROM s3_uploads WHERE id = ?1")?
+            .execute([id.to_string()])?;
+        Ok(())
+    }
+}
