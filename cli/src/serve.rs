@@ -48,6 +48,25 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         if let Some(tls) = &config.tls {
             tls.files().load().context("in [tls]")?;
         }
+        if let Some(s3) = &config.storage.s3 {
+            // The bucket exists, and berth may write, list multipart
+            // uploads and delete there.
+            crate::server::runtime()?.block_on(async {
+                let meta = std::sync::Arc::new(
+                    berth_registry::metadata::Metadata::in_memory()
+                        .context("cannot open an in-memory database")?,
+                );
+                let store = berth_registry::storage::S3BlobStore::connect(s3, meta)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("in [storage.s3]")?;
+                store
+                    .probe()
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("in [storage.s3]")
+            })?;
+        }
         crate::server::config_valid(args.config.as_deref());
         return Ok(());
     }
@@ -59,10 +78,25 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             Some(tls) => Some(ReloadingCert::new(tls.files()).context("in [tls]")?),
             None => None,
         };
-        let mut registry =
-            Registry::open_local(&config.data, config.storage.fsync, config.limits()).context(
-                "cannot open the registry's data directory (check --data and its permissions)",
-            )?;
+        let mut registry = match &config.storage.s3 {
+            None => Registry::open_local(&config.data, config.storage.fsync, config.limits())
+                .context(
+                    "cannot open the registry's data directory (check --data and its permissions)",
+                )?,
+            Some(s3) => {
+                let registry = Registry::open_s3(&config.data, s3, config.limits())
+                    .await
+                    .context("cannot open the registry (metadata under --data, blobs in S3)")?;
+                if let berth_registry::storage::Blobs::S3(store) = registry.blobs() {
+                    store
+                        .probe()
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .context("in [storage.s3]")?;
+                }
+                registry
+            }
+        };
         if let Some(auth) = &config.auth {
             let gate = auth
                 .load(&config.data)
@@ -81,8 +115,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             tracing::warn!(%addr, "{warning}");
         }
         let scheme = if cert.is_some() { "https" } else { "http" };
+        let blobs = match &config.storage.s3 {
+            Some(s3) => format!(", blobs in s3://{}/{}", s3.bucket, s3.prefix),
+            None => String::new(),
+        };
         println!(
-            "berth registry listening on {scheme}://{addr} (data in {})",
+            "berth registry listening on {scheme}://{addr} (data in {}{blobs})",
             config.data.display()
         );
         tracing::info!(%addr, %scheme, data = %config.data.display(), "serving");

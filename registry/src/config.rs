@@ -89,13 +89,18 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Flush each blob and its directory entry to disk before it is
-    /// published, so acknowledged blobs survive power loss.
+    /// published, so acknowledged blobs survive power loss (filesystem).
     pub fsync: bool,
+    /// Blobs in an S3 bucket instead of under the data directory.
+    pub s3: Option<crate::storage::s3::S3Config>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { fsync: true }
+        Self {
+            fsync: true,
+            s3: None,
+        }
     }
 }
 
@@ -141,6 +146,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(a) = &self.auth {
             a.validate().map_err(ConfigError)?;
+        }
+        if let Some(s3) = &self.storage.s3 {
+            s3.validate().map_err(ConfigError)?;
         }
         let l = &self.limits;
         if l.max_manifest_bytes < 1024 {

@@ -1,5 +1,5 @@
 //! `berth-registry` is berth's OCI registry: the distribution-spec v1.1 API
-//! over a pluggable blob store and SQLite metadata. `berth serve` builds a
+//! over a pluggable blob store (filesystem or S3) and SQLite metadata. `berth serve` builds a
 //! [`Registry`] from a [`config::Config`] and hands it, with an already-bound
 //! listener and a shutdown future, to [`serve`].
 //!
@@ -101,12 +101,20 @@ pub enum OpenError {
     /// The metadata database could not be opened.
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    /// The S3 configuration cannot work.
+    #[error("in [storage.s3]: {0}")]
+    S3(String),
 }
 
 impl Registry {
     /// A registry over the given parts.
     pub fn new(blobs: Blobs, meta: Metadata, limits: Limits) -> Self {
-        let meta = Arc::new(meta);
+        Self::with_shared_meta(blobs, Arc::new(meta), limits)
+    }
+
+    /// A registry whose blob store shares its metadata database (the S3
+    /// store keeps its index there).
+    pub fn with_shared_meta(blobs: Blobs, meta: Arc<Metadata>, limits: Limits) -> Self {
         Self {
             audit: audit::Audit::new(meta.clone(), Duration::from_secs(90 * 86_400)),
             blobs,
@@ -165,6 +173,30 @@ impl Registry {
             })?;
         let meta = Metadata::open(&data.join("metadata.sqlite"))?;
         Ok(Self::new(Blobs::Fs(store), meta, limits))
+    }
+
+    /// Blobs in an S3 bucket, metadata (and the bucket's index) in SQLite
+    /// under `data`. The bucket is not contacted here (see
+    /// [`storage::S3BlobStore::probe`]).
+    pub async fn open_s3(
+        data: &Path,
+        s3: &storage::s3::S3Config,
+        limits: Limits,
+    ) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(data).map_err(|source| OpenError::DataDir {
+            path: data.to_owned(),
+            source,
+        })?;
+        let meta = Arc::new(Metadata::open(&data.join("metadata.sqlite"))?);
+        let store = storage::S3BlobStore::connect(s3, meta.clone())
+            .await
+            .map_err(OpenError::S3)?;
+        Ok(Self::with_shared_meta(Blobs::S3(store), meta, limits))
+    }
+
+    /// The blob store (to probe it).
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
     }
 
     /// An in-memory registry (tests).

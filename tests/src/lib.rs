@@ -10,6 +10,7 @@
 //! create and delete themselves.
 
 pub mod forge;
+pub mod s3;
 
 /// A certificate authority made at test time, and server certificates it
 /// signs, for tests over TLS.

