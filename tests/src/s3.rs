@@ -4,13 +4,15 @@
 //! shapes). Both answer path-style requests with any credentials.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An object store on 127.0.0.1, killed when dropped.
 pub struct S3Server {
     child: Child,
+    program: PathBuf,
+    args: Vec<String>,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     _dir: tempfile::TempDir,
@@ -49,7 +51,9 @@ fn free_port_pair(taken: &mut Vec<u16>) -> u16 {
     }
 }
 
-fn http_ok(endpoint: &str) -> bool {
+/// Whether the server answers `GET /` (200, or 403 when it wants
+/// credentials).
+fn http_up(endpoint: &str) -> bool {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
@@ -62,7 +66,7 @@ fn http_ok(endpoint: &str) -> bool {
     }
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 403")
 }
 
 impl S3Server {
@@ -76,25 +80,25 @@ impl S3Server {
         let dir = tempfile::tempdir().unwrap();
         let mut taken = Vec::new();
         let [s3, master, volume, filer] = [(); 4].map(|()| free_port_pair(&mut taken));
-        let child = Command::new(weed)
-            .arg("server")
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"])
-            .arg(format!("-dir={}", dir.path().display()))
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-master.port={master}"))
-            .arg(format!("-volume.port={volume}"))
-            .arg(format!("-filer.port={filer}"))
-            .arg("-volume.max=0")
-            // Off: catalogs this test does not use, on fixed default ports
+        let args: Vec<String> = vec![
+            "server".into(),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-s3".into(),
+            format!("-dir={}", dir.path().display()),
+            format!("-s3.port={s3}"),
+            format!("-master.port={master}"),
+            format!("-volume.port={volume}"),
+            format!("-filer.port={filer}"),
+            "-volume.max=0".into(),
+            // Off: catalogs the tests do not use, on fixed default ports
             // that another instance would hold.
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
             // Tests talk to 127.0.0.0/8 only: no anonymous statistics.
-            .arg("-master.telemetry=false")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Self::ready(child, format!("http://127.0.0.1:{s3}"), dir)
+            "-master.telemetry=false".into(),
+        ];
+        Self::start(weed, args, format!("http://127.0.0.1:{s3}"), dir)
     }
 
     /// moto's S3 server (in memory).
@@ -106,36 +110,76 @@ impl S3Server {
         );
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_pair(&mut Vec::new());
-        let child = Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self::ready(child, format!("http://127.0.0.1:{port}"), dir)
+        let args = vec![
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        Self::start(moto, args, format!("http://127.0.0.1:{port}"), dir)
     }
 
-    fn ready(mut child: Child, endpoint: String, dir: tempfile::TempDir) -> Self {
+    fn spawn(program: &Path, args: &[String], dir: &Path) -> Child {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("server.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    }
+
+    fn start(
+        program: PathBuf,
+        args: Vec<String>,
+        endpoint: String,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let child = Self::spawn(&program, &args, dir.path());
+        let mut server = Self {
+            child,
+            program,
+            args,
+            endpoint,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Start it again after [`S3Server::kill`], on the same ports and data,
+    /// with `extra` arguments (e.g. `-s3.config=FILE` for credentials).
+    pub fn restart(&mut self, extra: &[String]) {
+        let mut args = self.args.clone();
+        args.extend(extra.iter().cloned());
+        self.child = Self::spawn(&self.program, &args, self._dir.path());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !http_ok(&endpoint) {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("weed.log")).unwrap_or_default();
+        while !http_up(&self.endpoint) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self._dir.path().join("server.log"))
+                    .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 panic!(
-                    "the S3 server at {endpoint} exited: {status}\n{}",
+                    "the S3 server at {} exited: {status}\n{}",
+                    self.endpoint,
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "the S3 server at {endpoint} did not come up"
+                "the S3 server at {} did not come up",
+                self.endpoint
             );
             std::thread::sleep(Duration::from_millis(200));
-        }
-        Self {
-            child,
-            endpoint,
-            _dir: dir,
         }
     }
 

@@ -283,12 +283,16 @@ impl S3BlobStore {
     /// multipart uploads and delete in it: one line saying what is wrong.
     pub async fn probe(&self) -> Result<(), String> {
         let cause = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+        // A GET, not HeadBucket: a HEAD's error has no body, so a missing
+        // bucket and refused credentials would both be a bare 403.
         self.client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .max_keys(1)
             .send()
             .await
-            .map_err(|e| explain(&self.bucket, "HeadBucket", &e))?;
+            .map_err(|e| explain(&self.bucket, "ListObjectsV2", &e))?;
         let key = format!("{}berth-probe/{}", self.prefix, uuid::Uuid::new_v4());
         self.client
             .put_object()

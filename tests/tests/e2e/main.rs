@@ -13,4 +13,5 @@ mod crash;
 mod mirror;
 mod newcomer;
 mod nix;
+mod s3;
 mod tls;
