@@ -115,12 +115,17 @@ impl Registry {
     /// A registry whose blob store shares its metadata database (the S3
     /// store keeps its index there).
     pub fn with_shared_meta(blobs: Blobs, meta: Arc<Metadata>, limits: Limits) -> Self {
+        let mut metrics = metrics::Metrics::default();
+        let blobs = match blobs {
+            Blobs::S3(s3) => Blobs::S3(s3.with_metrics(metrics.s3())),
+            other => other,
+        };
         Self {
             audit: audit::Audit::new(meta.clone(), Duration::from_secs(90 * 86_400)),
             blobs,
             meta,
             limits,
-            metrics: metrics::Metrics::default(),
+            metrics,
             sessions: Mutex::new(HashMap::new()),
             gate: None,
             https: false,

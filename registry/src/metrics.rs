@@ -2,8 +2,10 @@
 //! and rendered in the OpenMetrics text format at `/metrics`: requests by
 //! route, method and status, request latency, bytes received and sent
 //! (blob bytes separately, so a mirror test can prove the registry sent
-//! none), and upload sessions. Every update is an atomic add or a short
-//! read-locked lookup; rendering never blocks a request for long.
+//! none), upload sessions, and with S3 storage the store's requests by
+//! operation and result, their latency, bytes written and read, retries
+//! and redirects. Every update is an atomic add or a short read-locked
+//! lookup; rendering never blocks a request for long.
 
 use std::time::Duration;
 
@@ -54,6 +56,76 @@ fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct S3Labels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+/// Upper bounds (seconds) of the S3 latency histogram (a part upload takes
+/// long).
+const S3_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+
+fn s3_histogram() -> Histogram {
+    Histogram::new(S3_BUCKETS)
+}
+
+/// What the S3 blob store counts; registered with the registry's metrics
+/// by [`Metrics::s3`] (an unregistered one counts into the void).
+#[derive(Debug, Clone)]
+pub struct S3Metrics {
+    requests: Family<S3Labels, Counter>,
+    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    written: Counter,
+    read: Counter,
+    retries: Counter,
+}
+
+impl Default for S3Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(s3_histogram),
+            written: Counter::default(),
+            read: Counter::default(),
+            retries: Counter::default(),
+        }
+    }
+}
+
+impl S3Metrics {
+    /// One S3 request of `operation` ended with `result` (`ok`, `error`,
+    /// `unavailable`) after `elapsed` (its retries included).
+    pub fn request(&self, operation: &'static str, result: &'static str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&S3Labels { operation, result })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Blob bytes written to the bucket.
+    pub fn written(&self, n: u64) {
+        self.written.inc_by(n);
+    }
+
+    /// Blob bytes read from the bucket.
+    pub fn read(&self, n: u64) {
+        self.read.inc_by(n);
+    }
+
+    /// One retried attempt.
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+}
+
 /// The registry's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -66,6 +138,7 @@ pub struct Metrics {
     uploads_started: Counter,
     uploads_completed: Counter,
     upload_sessions: Gauge,
+    blob_redirects: Counter,
 }
 
 impl Default for Metrics {
@@ -84,6 +157,7 @@ impl Default for Metrics {
             uploads_started: Counter::default(),
             uploads_completed: Counter::default(),
             upload_sessions: Gauge::default(),
+            blob_redirects: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -110,6 +184,11 @@ impl Default for Metrics {
             "berth_registry_upload_sessions",
             "Open upload sessions",
             m.upload_sessions.clone(),
+        );
+        registry.register(
+            "berth_registry_blob_redirects",
+            "Blob GETs answered with a redirect to the object store",
+            m.blob_redirects.clone(),
         );
         Self { registry, ..m }
     }
@@ -141,6 +220,42 @@ impl Metrics {
         if blob {
             self.blob_bytes_out.inc_by(n);
         }
+    }
+
+    /// Count a blob GET redirected to the object store.
+    pub fn blob_redirect(&self) {
+        self.blob_redirects.inc();
+    }
+
+    /// The S3 store's metrics, registered here.
+    pub fn s3(&mut self) -> S3Metrics {
+        let m = S3Metrics::default();
+        self.registry.register(
+            "berth_registry_s3_requests",
+            "S3 requests by operation and result (ok, error, unavailable)",
+            m.requests.clone(),
+        );
+        self.registry.register(
+            "berth_registry_s3_request_duration_seconds",
+            "S3 request latency by operation, retries included",
+            m.latency.clone(),
+        );
+        self.registry.register(
+            "berth_registry_s3_written_bytes",
+            "Blob bytes written to the bucket",
+            m.written.clone(),
+        );
+        self.registry.register(
+            "berth_registry_s3_read_bytes",
+            "Blob bytes read from the bucket",
+            m.read.clone(),
+        );
+        self.registry.register(
+            "berth_registry_s3_retries",
+            "S3 request attempts after the first",
+            m.retries.clone(),
+        );
+        m
     }
 
     /// Count a started upload session.

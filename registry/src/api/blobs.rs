@@ -60,6 +60,21 @@ pub(super) async fn get(
             .body(Body::empty())
             .expect("valid headers"));
     }
+    // Blobs in S3 with `redirect`: the client fetches the bytes from the
+    // store itself, with a short-lived presigned URL (its Range header
+    // goes along).
+    if let crate::storage::Blobs::S3(s3) = &r.blobs {
+        if let Some(url) = s3.presigned_get(digest).await? {
+            r.metrics.blob_redirect();
+            return Ok(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header("Docker-Content-Digest", digest.to_string())
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Body::empty())
+                .expect("valid headers"));
+        }
+    }
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match parse_range(range_header, size) {
         Err(e) => {

@@ -47,6 +47,7 @@ use serde::Deserialize;
 
 use super::{BlobStore, BlobStream, StorageError, UploadId, UploadWriter, check_range};
 use crate::metadata::{Metadata, S3Part, S3Upload};
+use crate::metrics::S3Metrics;
 
 /// S3's smallest part (but the last).
 pub const MIN_PART: u64 = 5 << 20;
@@ -87,6 +88,17 @@ pub struct S3Config {
     /// Attempts per request on throttling and connection errors (1–10).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Answer blob GETs with a 307 to a presigned URL of the object, so
+    /// clients that can reach the store fetch from it directly.
+    #[serde(default)]
+    pub redirect: bool,
+    /// Seconds a presigned URL stays valid (10–3600).
+    #[serde(default = "default_redirect_expiry")]
+    pub redirect_expiry_s: u64,
+}
+
+fn default_redirect_expiry() -> u64 {
+    300
 }
 
 fn default_region() -> String {
@@ -155,6 +167,12 @@ impl S3Config {
                 self.max_attempts
             ));
         }
+        if !(10..=3600).contains(&self.redirect_expiry_s) {
+            return Err(format!(
+                "storage.s3.redirect_expiry_s = {} must be between 10 and 3600",
+                self.redirect_expiry_s
+            ));
+        }
         if self.connect_timeout_s == 0 || self.request_timeout_s == 0 {
             return Err("storage.s3 timeouts must be at least 1 second".into());
         }
@@ -170,6 +188,51 @@ pub struct S3BlobStore {
     prefix: String,
     part_size: usize,
     meta: Arc<Metadata>,
+    /// Presigned redirects for blob GETs, valid this long.
+    redirect: Option<Duration>,
+    metrics: S3Metrics,
+}
+
+/// Counts the attempts after the first of every S3 request.
+#[derive(Debug)]
+struct CountRetries(S3Metrics);
+
+impl aws_sdk_s3::config::Intercept for CountRetries {
+    fn name(&self) -> &'static str {
+        "berth-count-retries"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _ctx: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let attempts = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(1, |a| a.attempts());
+        if attempts > 1 {
+            self.0.retry();
+        }
+        Ok(())
+    }
+}
+
+/// Whether an SDK error means the store is unreachable or overloaded.
+fn is_unavailable<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => matches!(
+            s.err().code(),
+            Some("SlowDown" | "ServiceUnavailable" | "InternalError")
+        ),
+        _ => false,
+    }
 }
 
 fn read_secret(key: &str, path: &std::path::Path) -> Result<String, String> {
@@ -190,17 +253,7 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let unavailable = match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => true,
-        SdkError::ServiceError(s) => {
-            matches!(
-                s.err().code(),
-                Some("SlowDown" | "ServiceUnavailable" | "InternalError")
-            )
-        }
-        SdkError::ResponseError(_) => true,
-        _ => false,
-    };
+    let unavailable = is_unavailable(&e);
     let text = format!("S3 {what}: {}", DisplayErrorContext(&e));
     if unavailable {
         StorageError::Unavailable(text)
@@ -269,7 +322,45 @@ impl S3BlobStore {
             prefix: config.prefix.clone(),
             part_size: (config.part_size_mib << 20) as usize,
             meta,
+            redirect: config
+                .redirect
+                .then(|| Duration::from_secs(config.redirect_expiry_s)),
+            metrics: S3Metrics::default(),
         })
+    }
+
+    /// Count into `metrics` (registered with the registry's), retries
+    /// included.
+    pub fn with_metrics(mut self, metrics: S3Metrics) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(CountRetries(metrics.clone()))
+            .build();
+        self.client = Client::from_conf(config);
+        self.metrics = metrics;
+        self
+    }
+
+    /// Time and count one S3 request.
+    async fn observe<T, E, R>(
+        &self,
+        operation: &'static str,
+        request: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<T, SdkError<E, R>>
+    where
+        E: ProvideErrorMetadata,
+    {
+        let start = std::time::Instant::now();
+        let result = request.await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) if is_unavailable(e) => "unavailable",
+            Err(_) => "error",
+        };
+        self.metrics.request(operation, label, start.elapsed());
+        result
     }
 
     /// A store with parts of `part_size` bytes (tests: small parts, so a few
@@ -320,6 +411,30 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// With `redirect`: a presigned GET of blob `digest`'s object, valid
+    /// for the configured time; `None` without `redirect`, or for a blob
+    /// the index does not know (the caller answers as without).
+    pub async fn presigned_get(&self, digest: &Digest) -> Result<Option<String>, StorageError> {
+        let Some(expiry) = self.redirect else {
+            return Ok(None);
+        };
+        let d = digest.to_string();
+        let Some((key, _)) = self.db(move |m| m.s3_blob(&d)).await? else {
+            return Ok(None);
+        };
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expiry)
+            .map_err(|e| StorageError::Io(io::Error::other(e)))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .presigned(config)
+            .await
+            .map_err(|e| sdk_error("presign GetObject", e))?;
+        Ok(Some(req.uri().to_owned()))
+    }
+
     fn key_of(&self, id: UploadId) -> String {
         format!("{}blobs/{id}", self.prefix)
     }
@@ -348,12 +463,15 @@ impl S3BlobStore {
             Some(m) => m.clone(),
             None => {
                 let out = self
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&u.key)
-                    .content_type("application/octet-stream")
-                    .send()
+                    .observe(
+                        "CreateMultipartUpload",
+                        self.client
+                            .create_multipart_upload()
+                            .bucket(&self.bucket)
+                            .key(&u.key)
+                            .content_type("application/octet-stream")
+                            .send(),
+                    )
                     .await
                     .map_err(|e| sdk_error("CreateMultipartUpload", e))?;
                 let mpu = out.upload_id().unwrap_or_default().to_owned();
@@ -372,17 +490,21 @@ impl S3BlobStore {
         }
         let size = bytes.len() as u64;
         let out = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&u.key)
-            .upload_id(&mpu)
-            .part_number(number)
-            .content_length(size as i64)
-            .body(ByteStream::from(bytes))
-            .send()
+            .observe(
+                "UploadPart",
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&u.key)
+                    .upload_id(&mpu)
+                    .part_number(number)
+                    .content_length(size as i64)
+                    .body(ByteStream::from(bytes))
+                    .send(),
+            )
             .await
             .map_err(|e| sdk_error("UploadPart", e))?;
+        self.metrics.written(size);
         u.parts.push(S3Part {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -422,14 +544,17 @@ impl S3BlobStore {
         }
         match &u.mpu {
             None => {
-                self.client
+                self.metrics.written(tail.len() as u64);
+                let put = self
+                    .client
                     .put_object()
                     .bucket(&self.bucket)
                     .key(&u.key)
                     .content_type("application/octet-stream")
                     .content_length(tail.len() as i64)
                     .body(ByteStream::from(tail))
-                    .send()
+                    .send();
+                self.observe("PutObject", put)
                     .await
                     .map_err(|e| sdk_error("PutObject", e))?;
             }
@@ -448,7 +573,8 @@ impl S3BlobStore {
                             .build()
                     })
                     .collect();
-                self.client
+                let complete = self
+                    .client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&u.key)
@@ -458,7 +584,8 @@ impl S3BlobStore {
                             .set_parts(Some(parts))
                             .build(),
                     )
-                    .send()
+                    .send();
+                self.observe("CompleteMultipartUpload", complete)
                     .await
                     .map_err(|e| sdk_error("CompleteMultipartUpload", e))?;
             }
@@ -471,11 +598,14 @@ impl S3BlobStore {
 
     async fn object_size(&self, key: &str) -> Result<u64, StorageError> {
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+            .observe(
+                "HeadObject",
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
             .await
             .map_err(|e| sdk_error("HeadObject", e))?;
         Ok(out.content_length().unwrap_or(0).max(0) as u64)
@@ -488,12 +618,15 @@ impl S3BlobStore {
             self.delete_key(&u.key).await
         } else if let Some(mpu) = &u.mpu {
             match self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&u.key)
-                .upload_id(mpu)
-                .send()
+                .observe(
+                    "AbortMultipartUpload",
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&u.key)
+                        .upload_id(mpu)
+                        .send(),
+                )
                 .await
             {
                 Ok(_) => Ok(()),
@@ -507,11 +640,14 @@ impl S3BlobStore {
 
     async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
         match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+            .observe(
+                "DeleteObject",
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -525,15 +661,21 @@ impl S3BlobStore {
         if let Some(r) = &range {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let out = req.send().await.map_err(|e| sdk_error("GetObject", e))?;
-        let body = out.body;
+        let out = self
+            .observe("GetObject", req.send())
+            .await
+            .map_err(|e| sdk_error("GetObject", e))?;
+        let metrics = self.metrics.clone();
         Ok(Box::pin(futures_util::stream::unfold(
-            body,
-            |mut body| async move {
+            (out.body, metrics),
+            |(mut body, metrics)| async move {
                 match body.next().await {
                     None => None,
-                    Some(Ok(b)) => Some((Ok(b), body)),
-                    Some(Err(e)) => Some((Err(io::Error::other(e)), body)),
+                    Some(Ok(b)) => {
+                        metrics.read(b.len() as u64);
+                        Some((Ok(b), (body, metrics)))
+                    }
+                    Some(Err(e)) => Some((Err(io::Error::other(e)), (body, metrics))),
                 }
             },
         )))
@@ -545,11 +687,14 @@ impl S3BlobStore {
     /// Every object key under the prefix (tests).
     pub(crate) async fn object_keys(&self) -> Result<Vec<String>, String> {
         let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
+            .observe(
+                "ListObjectsV2",
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .send(),
+            )
             .await
             .map_err(|e| DisplayErrorContext(&e).to_string())?;
         Ok(out
@@ -562,11 +707,14 @@ impl S3BlobStore {
     /// Multipart uploads not completed or aborted (tests).
     pub(crate) async fn open_multipart_uploads(&self) -> Result<Vec<String>, String> {
         let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .send()
+            .observe(
+                "ListMultipartUploads",
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&self.prefix)
+                    .send(),
+            )
             .await
             .map_err(|e| DisplayErrorContext(&e).to_string())?;
         Ok(out

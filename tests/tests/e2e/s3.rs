@@ -23,6 +23,18 @@ fn text(b: &[u8]) -> String {
 /// A `berth serve` config with blobs in `bucket` of `server`, 5 MiB parts,
 /// keys `key`/`secret` in files.
 fn s3_config(dir: &Path, server: &S3Server, bucket: &str, key: &str, secret: &str) -> PathBuf {
+    s3_config_with(dir, server, bucket, key, secret, "")
+}
+
+/// [`s3_config`] with more `[storage.s3]` lines.
+fn s3_config_with(
+    dir: &Path,
+    server: &S3Server,
+    bucket: &str,
+    key: &str,
+    secret: &str,
+    extra: &str,
+) -> PathBuf {
     let name = format!("{bucket}-{key}-{secret}");
     let (key_file, secret_file) = (
         dir.join(format!("{name}.key")),
@@ -34,7 +46,7 @@ fn s3_config(dir: &Path, server: &S3Server, bucket: &str, key: &str, secret: &st
     std::fs::write(
         &config,
         format!(
-            "[storage.s3]\nbucket = {bucket:?}\nendpoint = {:?}\npath_style = true\nprefix = \"registry/\"\npart_size_mib = 5\nmax_attempts = 2\nconnect_timeout_s = 2\naccess_key_id_file = {:?}\nsecret_access_key_file = {:?}\n",
+            "[storage.s3]\nbucket = {bucket:?}\nendpoint = {:?}\npath_style = true\nprefix = \"registry/\"\npart_size_mib = 5\nmax_attempts = 2\nconnect_timeout_s = 2\naccess_key_id_file = {:?}\nsecret_access_key_file = {:?}\n{extra}\n",
             server.endpoint,
             key_file.display().to_string(),
             secret_file.display().to_string(),
@@ -309,4 +321,79 @@ fn wrong_s3_settings_stop_check_config_and_start_up_with_one_line() {
     s3.kill();
     let (ok, err) = check(&good);
     assert!(!ok && err.contains("cannot be reached"), "{err}");
+}
+
+/// `redirect = true`: blob GETs are 307s to presigned URLs of the objects,
+/// and containerd and skopeo pull through them; HEAD still answers here.
+#[test]
+fn blob_gets_redirect_to_presigned_urls_that_clients_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::seaweedfs();
+    s3.create_bucket("registry");
+    let config = s3_config_with(dir.path(), &s3, "registry", "k", "s", "redirect = true");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let host = server.host();
+    let layout = umoci_image(dir.path(), "v1", 1, 3_000_000);
+    let want = layout_digest(&layout, "v1");
+    let image = format!("{host}/team/app:v1");
+    run(Command::new(require("skopeo"))
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{image}")));
+    let manifest = http(
+        "GET",
+        &format!("{}/v2/team/app/manifests/v1", server.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    )
+    .json();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob_url = format!("{}/v2/team/app/blobs/{layer}", server.url());
+    let get = http("GET", &blob_url, &[], b"");
+    assert_eq!(get.status, 307);
+    let location = get.header("location").unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{}/registry/registry/blobs/", s3.endpoint)),
+        "{location}"
+    );
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let direct = http("GET", &location, &[("Range", "bytes=0-9")], b"");
+    assert_eq!(direct.status, 206);
+    assert_eq!(direct.body.len(), 10);
+    assert_eq!(http("HEAD", &blob_url, &[], b"").status, 200);
+
+    let cd = Containerd::start(&dir.path().join("containerd"));
+    run(cd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &image,
+    ]));
+    assert!(run_text(cd.ctr().args(["images", "ls"])).contains(&want));
+    let out = dir.path().join("out");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(layout_digest(&out, "v1"), want);
+    let metrics = text(&http("GET", &format!("{}/metrics", server.url()), &[], b"").body);
+    let redirects: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_registry_blob_redirects_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(redirects >= 3, "{metrics}");
+    assert!(
+        metrics
+            .contains("berth_registry_s3_requests_total{operation=\"UploadPart\",result=\"ok\"}")
+            || metrics.contains(
+                "berth_registry_s3_requests_total{operation=\"PutObject\",result=\"ok\"}"
+            ),
+        "{metrics}"
+    );
 }
