@@ -183,21 +183,30 @@ impl S3Server {
         }
     }
 
-    /// Create `bucket` (a plain `PUT /bucket`, path-style).
+    /// Create `bucket` (a plain `PUT /bucket`, path-style), retrying while
+    /// the store answers 5xx (SeaweedFS answers `GET /` before its volume
+    /// server takes writes).
     pub fn create_bucket(&self, bucket: &str) {
         use std::io::{Read, Write};
         let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let req = format!(
-            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "PUT /{bucket}: {answer}"
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let req = format!(
+                "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            assert!(
+                answer.starts_with("HTTP/1.1 5") && Instant::now() < deadline,
+                "PUT /{bucket}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Stop it at once (SIGKILL: SeaweedFS may ignore SIGTERM for long).

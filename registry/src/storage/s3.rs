@@ -778,7 +778,16 @@ where
         | (_, _, Some(301)) => {
             format!("bucket {bucket:?} is in another region: fix storage.s3.region ({code})")
         }
-        _ => format!("S3 {op} on {bucket:?} failed: {}", DisplayErrorContext(e)),
+        (SdkError::ServiceError(s), code, status) => format!(
+            "the S3 store answered {op} on {bucket:?} with {}{}{}: check that it is healthy (still starting?)",
+            if code.is_empty() { "an error" } else { code },
+            s.err()
+                .message()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default(),
+            status.map(|s| format!(", HTTP {s}")).unwrap_or_default(),
+        ),
+        _ => format!("S3 {op} on {bucket:?} failed: {}", root_cause(e)),
     }
 }
 
