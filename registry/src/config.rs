@@ -93,6 +93,9 @@ pub struct StorageConfig {
     pub fsync: bool,
     /// Blobs in an S3 bucket instead of under the data directory.
     pub s3: Option<crate::storage::s3::S3Config>,
+    /// Upload sessions idle this long are freed (their bytes, staged
+    /// tails and S3 multipart uploads).
+    pub upload_expiry_hours: u64,
 }
 
 impl Default for StorageConfig {
@@ -100,6 +103,7 @@ impl Default for StorageConfig {
         Self {
             fsync: true,
             s3: None,
+            upload_expiry_hours: 24,
         }
     }
 }
@@ -149,6 +153,12 @@ impl Config {
         }
         if let Some(s3) = &self.storage.s3 {
             s3.validate().map_err(ConfigError)?;
+        }
+        if !(1..=720).contains(&self.storage.upload_expiry_hours) {
+            return Err(ConfigError(format!(
+                "storage.upload_expiry_hours = {} must be between 1 and 720",
+                self.storage.upload_expiry_hours
+            )));
         }
         let l = &self.limits;
         if l.max_manifest_bytes < 1024 {

@@ -15,6 +15,8 @@
 //! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
 //!   `[auth]` is configured.
 //! - [`audit`]: the audit log, written in the background.
+//! - [`janitor`]: abandoned upload sessions (and S3 multipart uploads)
+//!   freed in the background.
 //! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
@@ -33,6 +35,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod janitor;
 pub mod metadata;
 pub mod metrics;
 pub mod storage;
@@ -83,6 +86,8 @@ pub struct Registry {
     gate: Option<auth::gate::Gate>,
     /// Served over TLS (the token realm it derives is `https://`).
     https: bool,
+    /// Upload sessions idle for longer are freed.
+    upload_expiry: Duration,
     /// The audit log.
     audit: audit::Audit,
 }
@@ -129,7 +134,14 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             gate: None,
             https: false,
+            upload_expiry: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// Free upload sessions idle for longer than `expiry`.
+    pub fn with_upload_expiry(mut self, expiry: Duration) -> Self {
+        self.upload_expiry = expiry;
+        self
     }
 
     /// Keep audit events for `retention`.
@@ -222,15 +234,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use axum::serve::ListenerExt;
+    let janitor = janitor::spawn(registry.clone(), registry.upload_expiry);
     let app = api::router(registry);
     // As Go's net/http does: small responses go out without Nagle's delay.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(
+    let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    janitor.abort();
+    result
 }

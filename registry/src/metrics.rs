@@ -139,6 +139,7 @@ pub struct Metrics {
     uploads_completed: Counter,
     upload_sessions: Gauge,
     blob_redirects: Counter,
+    uploads_expired: Counter,
 }
 
 impl Default for Metrics {
@@ -158,6 +159,7 @@ impl Default for Metrics {
             uploads_completed: Counter::default(),
             upload_sessions: Gauge::default(),
             blob_redirects: Counter::default(),
+            uploads_expired: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +186,11 @@ impl Default for Metrics {
             "berth_registry_upload_sessions",
             "Open upload sessions",
             m.upload_sessions.clone(),
+        );
+        registry.register(
+            "berth_registry_uploads_expired",
+            "Abandoned upload sessions freed",
+            m.uploads_expired.clone(),
         );
         registry.register(
             "berth_registry_blob_redirects",
@@ -220,6 +227,11 @@ impl Metrics {
         if blob {
             self.blob_bytes_out.inc_by(n);
         }
+    }
+
+    /// Count abandoned upload sessions freed.
+    pub fn uploads_expired(&self, n: u64) {
+        self.uploads_expired.inc_by(n);
     }
 
     /// Count a blob GET redirected to the object store.

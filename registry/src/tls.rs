@@ -238,6 +238,7 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    let janitor = crate::janitor::spawn(registry.clone(), registry.upload_expiry);
     let app = crate::api::router(registry);
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(Arc::clone(&cert)));
     let watcher = tokio::spawn(cert.watch());
@@ -305,6 +306,7 @@ pub async fn serve_tls(
         });
     }
     watcher.abort();
+    janitor.abort();
     graceful.shutdown().await;
     Ok(())
 }

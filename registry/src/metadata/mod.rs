@@ -479,6 +479,23 @@ impl Metadata {
         Ok(())
     }
 
+    /// Upload sessions not touched since `before` (unix seconds).
+    pub fn stale_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
+        let conn = self.reader();
+        let ids: Vec<String> = conn
+            .prepare_cached("SELECT id FROM uploads WHERE updated_at <= ?1")?
+            .query_map([before as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter()
+            .map(|s| {
+                UploadId::parse(&s).ok_or(MetadataError::Corrupt {
+                    what: "upload id",
+                    value: s,
+                })
+            })
+            .collect()
+    }
+
     /// Number of open upload sessions.
     pub fn upload_count(&self) -> Result<u64> {
         let conn = self.reader();

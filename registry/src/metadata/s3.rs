@@ -175,6 +175,30 @@ impl Metadata {
         n.ok_or_else(|| corrupt("S3 upload", id.to_string()))
     }
 
+    /// The multipart upload ids of every S3 upload session.
+    pub fn s3_multipart_ids(&self) -> Result<std::collections::HashSet<String>> {
+        let conn = self.reader();
+        let ids = conn
+            .prepare_cached("SELECT mpu FROM s3_uploads WHERE mpu IS NOT NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// S3 sessions the registry's upload table does not know (a crash
+    /// between the two writes), created before `before`.
+    pub fn s3_orphan_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
+        let conn = self.reader();
+        let ids: Vec<String> = conn
+            .prepare_cached(
+                "SELECT id FROM s3_uploads WHERE created_at <= ?1
+                 AND id NOT IN (SELECT id FROM uploads)",
+            )?
+            .query_map([before as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids.iter().filter_map(|s| UploadId::parse(s)).collect())
+    }
+
     /// Forget an upload session.
     pub fn s3_delete_upload(&self, id: UploadId) -> Result<()> {
         self.writer()

@@ -435,6 +435,59 @@ impl S3BlobStore {
         Ok(Some(req.uri().to_owned()))
     }
 
+    /// Abort what no live session owns and is older than `before` (unix
+    /// seconds): S3 sessions the registry forgot, and multipart uploads
+    /// under the prefix that no session records. How many multipart
+    /// uploads were aborted.
+    pub async fn abort_orphans(&self, before: u64) -> Result<usize, StorageError> {
+        for id in self.db(move |m| m.s3_orphan_uploads(before)).await? {
+            self.abort_upload(id).await?;
+        }
+        let known = self.db(|m| m.s3_multipart_ids()).await?;
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let list = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(format!("{}blobs/", self.prefix))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send();
+            let out = self
+                .observe("ListMultipartUploads", list)
+                .await
+                .map_err(|e| sdk_error("ListMultipartUploads", e))?;
+            for u in out.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let started = u.initiated().map_or(0, |t| t.secs().max(0) as u64);
+                if known.contains(id) || started > before {
+                    continue;
+                }
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send();
+                match self.observe("AbortMultipartUpload", abort).await {
+                    Ok(_) => aborted += 1,
+                    Err(e) if e.code() == Some("NoSuchUpload") => {}
+                    Err(e) => return Err(sdk_error("AbortMultipartUpload", e)),
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+        }
+    }
+
     fn key_of(&self, id: UploadId) -> String {
         format!("{}blobs/{id}", self.prefix)
     }
@@ -684,6 +737,20 @@ impl S3BlobStore {
 
 #[cfg(test)]
 impl S3BlobStore {
+    /// Start a multipart upload no session records, as a crash between
+    /// starting and recording one would leave (tests).
+    pub(crate) async fn start_stray_multipart(&self) -> Result<String, String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(format!("{}blobs/{}", self.prefix, uuid::Uuid::new_v4()))
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(&e).to_string())?;
+        Ok(out.upload_id().unwrap_or_default().to_owned())
+    }
+
     /// Every object key under the prefix (tests).
     pub(crate) async fn object_keys(&self) -> Result<Vec<String>, String> {
         let out = self
