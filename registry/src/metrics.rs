@@ -140,6 +140,8 @@ pub struct Metrics {
     upload_sessions: Gauge,
     blob_redirects: Counter,
     uploads_expired: Counter,
+    /// S3 multipart uploads open for upload sessions (set at render).
+    pub s3_gauge: Option<Gauge>,
 }
 
 impl Default for Metrics {
@@ -160,6 +162,7 @@ impl Default for Metrics {
             upload_sessions: Gauge::default(),
             blob_redirects: Counter::default(),
             uploads_expired: Counter::default(),
+            s3_gauge: None,
             registry: Registry::default(),
         };
         registry.register(
@@ -267,6 +270,13 @@ impl Metrics {
             "S3 request attempts after the first",
             m.retries.clone(),
         );
+        let open = Gauge::default();
+        self.registry.register(
+            "berth_registry_s3_multipart_uploads",
+            "S3 multipart uploads open for upload sessions",
+            open.clone(),
+        );
+        self.s3_gauge = Some(open);
         m
     }
 

@@ -154,6 +154,10 @@ async fn base() -> Response {
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     let open = registry.meta.upload_count().unwrap_or(0);
+    if let (crate::storage::Blobs::S3(_), Some(s3)) = (&registry.blobs, &registry.metrics.s3_gauge)
+    {
+        s3.set(registry.meta.s3_open_multipart_count().unwrap_or(0) as i64);
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         registry.metrics.render(open),

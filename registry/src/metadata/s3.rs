@@ -199,6 +199,17 @@ impl Metadata {
         Ok(ids.iter().filter_map(|s| UploadId::parse(s)).collect())
     }
 
+    /// Multipart uploads open for sessions.
+    pub fn s3_open_multipart_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .reader()
+            .prepare_cached(
+                "SELECT count(*) FROM s3_uploads WHERE mpu IS NOT NULL AND completed = 0",
+            )?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// Forget an upload session.
     pub fn s3_delete_upload(&self, id: UploadId) -> Result<()> {
         self.writer()

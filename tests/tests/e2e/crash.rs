@@ -12,7 +12,7 @@ use berth_tests::{Server, http, sha256, try_http};
 
 /// Upload `data` to `repo`; `chunked` uses POST + 2 PATCH + PUT. Returns
 /// Ok(true) when the registry acknowledged it (201).
-fn upload(url: &str, repo: &str, data: &[u8], chunked: bool) -> Result<bool, String> {
+pub(crate) fn upload(url: &str, repo: &str, data: &[u8], chunked: bool) -> Result<bool, String> {
     let d = sha256(data);
     if !chunked {
         let r = try_http(
