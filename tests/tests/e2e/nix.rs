@@ -465,6 +465,30 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         &registry_config(dir.path(), &tls("tls.crt", "tls.key")),
         "tls",
     );
+    // [storage.s3]: --check-config (the unit's ExecStartPre) probes the
+    // bucket, here on moto's S3 server.
+    let s3 = berth_tests::s3::S3Server::moto();
+    s3.create_bucket("registry");
+    std::fs::write(creds.join("s3-key"), "k").unwrap();
+    std::fs::write(creds.join("s3-secret"), "s").unwrap();
+    let storage = |bucket: &str| {
+        format!(
+            r#"{{ storage = {{ upload_expiry_hours = 12; s3 = {{ bucket = "{bucket}"; endpoint = "{}"; path_style = true; prefix = "berth/"; part_size_mib = 8; redirect = true; access_key_id_file = "{d}/s3-key"; secret_access_key_file = "{d}/s3-secret"; }}; }}; }}"#,
+            s3.endpoint,
+            d = creds.display()
+        )
+    };
+    assert_accepted(
+        "serve",
+        &registry_config(dir.path(), &storage("registry")),
+        "s3",
+    );
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), &storage("missing")),
+        "s3 with a bucket that does not exist",
+        "does not exist",
+    );
     assert_refused(
         "serve",
         &registry_config(dir.path(), &tls("tls.key", "tls.crt")),
