@@ -101,6 +101,10 @@ impl IntoResponse for ApiError {
                 message,
                 detail,
             } => (status, ErrorResponse::single(code, message, detail)),
+            Self::Storage(e @ StorageError::Unresumable { .. }) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorResponse::single(ErrorCode::BlobUploadInvalid, e.to_string(), None),
+            ),
             Self::Storage(StorageError::Unavailable(why)) => {
                 tracing::error!(error = %why, "blob storage unavailable");
                 (

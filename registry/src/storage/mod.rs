@@ -97,6 +97,20 @@ pub enum StorageError {
     /// The backend failed.
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
+    /// An append at an offset the store can no longer rewind to (S3: inside
+    /// parts already uploaded, after an acknowledgement was lost): the
+    /// client must start the upload again.
+    #[error(
+        "upload {id} cannot be resumed at offset {offset} (the store holds {held} bytes it cannot take back); start the upload again"
+    )]
+    Unresumable {
+        /// The upload.
+        id: UploadId,
+        /// The requested offset.
+        offset: u64,
+        /// What the store holds that cannot be taken back.
+        held: u64,
+    },
     /// The backend cannot be reached or is overloaded (after retries):
     /// clients get 503 and may try again; nothing was changed.
     #[error("storage unavailable: {0}")]

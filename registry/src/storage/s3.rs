@@ -938,9 +938,11 @@ impl BlobStore for S3BlobStore {
         }
         let parts_len = upload.parts_len();
         if offset < parts_len {
-            return Err(StorageError::Io(io::Error::other(format!(
-                "upload {id}: offset {offset} is inside the {parts_len} bytes already in S3 parts; restart the upload"
-            ))));
+            return Err(StorageError::Unresumable {
+                id,
+                offset,
+                held: parts_len,
+            });
         }
         upload.tail.truncate((offset - parts_len) as usize);
         let mut buf = BytesMut::with_capacity(self.part_size.min(upload.tail.len() + (1 << 20)));
