@@ -90,7 +90,11 @@ impl S3Server {
             format!("-master.port={master}"),
             format!("-volume.port={volume}"),
             format!("-filer.port={filer}"),
-            "-volume.max=0".into(),
+            // Small volumes, many allowed: each bucket grows its own, and
+            // the default (30 GiB volumes, as many as the free disk holds)
+            // allows none on a small disk.
+            "-volume.max=50".into(),
+            "-master.volumeSizeLimitMB=256".into(),
             // Off: catalogs the tests do not use, on fixed default ports
             // that another instance would hold.
             "-s3.port.iceberg=0".into(),
