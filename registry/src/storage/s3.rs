@@ -638,9 +638,15 @@ impl S3BlobStore {
                             .build(),
                     )
                     .send();
-                self.observe("CompleteMultipartUpload", complete)
-                    .await
-                    .map_err(|e| sdk_error("CompleteMultipartUpload", e))?;
+                match self.observe("CompleteMultipartUpload", complete).await {
+                    Ok(_) => {}
+                    // Completed before a crash that kept the database from
+                    // saying so: the object is there, whole.
+                    Err(e)
+                        if e.code() == Some("NoSuchUpload")
+                            && self.object_size(&u.key).await.ok() == Some(len) => {}
+                    Err(e) => return Err(sdk_error("CompleteMultipartUpload", e)),
+                }
             }
         }
         u.completed = true;
