@@ -43,6 +43,39 @@ pub(crate) fn upload(url: &str, repo: &str, data: &[u8], chunked: bool) -> Resul
     Ok(r.status == 201)
 }
 
+/// After a crash and restart: every acknowledged `(repo, digest)` is
+/// served whole, and every attempted one is either whole or absent.
+pub(crate) fn check_after_crash(
+    url: &str,
+    acked: &[(String, String)],
+    attempted: &[(String, String)],
+) {
+    for (repo, d) in acked {
+        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
+        assert_eq!(r.status, 200, "acknowledged blob {repo}@{d} is gone");
+        assert_eq!(
+            &sha256(&r.body),
+            d,
+            "acknowledged blob {repo}@{d} is corrupt"
+        );
+    }
+    for (repo, d) in attempted {
+        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
+        assert!(
+            r.status == 200 || r.status == 404,
+            "{repo}@{d}: {}",
+            r.status
+        );
+        if r.status == 200 {
+            assert_eq!(
+                &sha256(&r.body),
+                d,
+                "a partial blob is visible at {repo}@{d}"
+            );
+        }
+    }
+}
+
 #[test]
 fn kill_9_during_concurrent_uploads_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,30 +148,7 @@ fn kill_9_during_concurrent_uploads_loses_nothing_acknowledged() {
     // It restarts cleanly on the same data.
     let server = Server::start(&data_dir, &[]);
     let url = server.url();
-    for (repo, d) in &acked {
-        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
-        assert_eq!(r.status, 200, "acknowledged blob {repo}@{d} is gone");
-        assert_eq!(
-            &sha256(&r.body),
-            d,
-            "acknowledged blob {repo}@{d} is corrupt"
-        );
-    }
-    for (repo, d) in &attempted {
-        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
-        assert!(
-            r.status == 200 || r.status == 404,
-            "{repo}@{d}: {}",
-            r.status
-        );
-        if r.status == 200 {
-            assert_eq!(
-                &sha256(&r.body),
-                d,
-                "a partial blob is visible at {repo}@{d}"
-            );
-        }
-    }
+    check_after_crash(&url, &acked, &attempted);
     // On disk, every published blob hashes to its name.
     let mut published = 0;
     for alg_dir in std::fs::read_dir(data_dir.join("blobs/sha256")).unwrap() {

@@ -493,26 +493,7 @@ fn kill_9_on_s3_loses_nothing_acknowledged() {
 
     let server = Server::start(&data_dir, &args);
     let url = server.url();
-    for (repo, d) in &acked {
-        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
-        assert_eq!(r.status, 200, "acknowledged blob {repo}@{d} is gone");
-        assert_eq!(&berth_tests::sha256(&r.body), d, "{repo}@{d} is corrupt");
-    }
-    for (repo, d) in &attempted {
-        let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
-        assert!(
-            r.status == 200 || r.status == 404,
-            "{repo}@{d}: {}",
-            r.status
-        );
-        if r.status == 200 {
-            assert_eq!(
-                &berth_tests::sha256(&r.body),
-                d,
-                "a partial blob at {repo}@{d}"
-            );
-        }
-    }
+    crate::crash::check_after_crash(&url, &acked, &attempted);
     // The session from before the crash resumes where it was acknowledged.
     let r = http("GET", &format!("{url}{loc}"), &[], b"");
     assert_eq!(r.header("range"), Some("0-5999999"));
