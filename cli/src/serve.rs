@@ -48,6 +48,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         if let Some(tls) = &config.tls {
             tls.files().load().context("in [tls]")?;
         }
+        berth_registry::webhooks::Webhooks::load(&config.webhooks, &config.webhook)
+            .map_err(anyhow::Error::msg)
+            .context("in [[webhooks]]")?;
         if let Some(s3) = &config.storage.s3 {
             // The bucket exists, and berth may write, list multipart
             // uploads and delete there.
@@ -106,9 +109,18 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .with_gate(gate)
                 .context("cannot read the accounts in the metadata database")?;
         }
-        let registry = registry.with_https(cert.is_some()).with_audit_retention(
-            std::time::Duration::from_secs(config.audit.retention_days * 86_400),
-        );
+        let hooks = berth_registry::webhooks::Webhooks::load(&config.webhooks, &config.webhook)
+            .map_err(anyhow::Error::msg)
+            .context("in [[webhooks]]")?;
+        let registry = registry
+            .with_webhooks(hooks)
+            .with_https(cert.is_some())
+            .with_audit_retention(std::time::Duration::from_secs(
+                config.audit.retention_days * 86_400,
+            ))
+            .with_upload_expiry(std::time::Duration::from_secs(
+                config.storage.upload_expiry_hours * 3600,
+            ));
         let addr = listener.local_addr()?;
         if let Some(warning) = exposure_warning(addr, config.auth.is_some(), cert.is_some()) {
             eprintln!("berth: warning: {warning}");

@@ -32,6 +32,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Push webhook targets (`[[webhooks]]`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// What webhook targets may reach (`[webhook] allow`).
+    pub webhook: crate::webhooks::WebhookPolicy,
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -80,6 +84,8 @@ impl Default for Config {
             auth: None,
             tls: None,
             audit: AuditConfig::default(),
+            webhooks: Vec::new(),
+            webhook: crate::webhooks::WebhookPolicy::default(),
         }
     }
 }

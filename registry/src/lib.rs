@@ -17,6 +17,7 @@
 //! - [`audit`]: the audit log, written in the background.
 //! - [`janitor`]: abandoned upload sessions (and S3 multipart uploads)
 //!   freed in the background.
+//! - [`webhooks`]: push webhooks from an outbox written with the push.
 //! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
@@ -40,6 +41,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod storage;
 pub mod tls;
+pub mod webhooks;
 
 use metadata::Metadata;
 use storage::{Blobs, UploadId};
@@ -88,6 +90,8 @@ pub struct Registry {
     https: bool,
     /// Upload sessions idle for longer are freed.
     upload_expiry: Duration,
+    /// Push webhook targets, if any.
+    webhooks: Option<webhooks::Webhooks>,
     /// The audit log.
     audit: audit::Audit,
 }
@@ -135,7 +139,14 @@ impl Registry {
             gate: None,
             https: false,
             upload_expiry: Duration::from_secs(24 * 3600),
+            webhooks: None,
         }
+    }
+
+    /// Send push webhooks to `hooks`' targets.
+    pub fn with_webhooks(mut self, hooks: webhooks::Webhooks) -> Self {
+        self.webhooks = (!hooks.is_empty()).then_some(hooks);
+        self
     }
 
     /// Free upload sessions idle for longer than `expiry`.
@@ -235,6 +246,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     use axum::serve::ListenerExt;
     let janitor = janitor::spawn(registry.clone(), registry.upload_expiry);
+    let sender = webhooks::spawn(registry.clone());
     let app = api::router(registry);
     // As Go's net/http does: small responses go out without Nagle's delay.
     let listener = listener.tap_io(|tcp| {
@@ -247,5 +259,8 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     janitor.abort();
+    if let Some(s) = sender {
+        s.abort();
+    }
     result
 }

@@ -239,6 +239,7 @@ pub async fn serve_tls(
 ) -> io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let janitor = crate::janitor::spawn(registry.clone(), registry.upload_expiry);
+    let sender = crate::webhooks::spawn(registry.clone());
     let app = crate::api::router(registry);
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(Arc::clone(&cert)));
     let watcher = tokio::spawn(cert.watch());
@@ -307,6 +308,9 @@ pub async fn serve_tls(
     }
     watcher.abort();
     janitor.abort();
+    if let Some(s) = sender {
+        s.abort();
+    }
     graceful.shutdown().await;
     Ok(())
 }

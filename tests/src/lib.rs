@@ -156,22 +156,33 @@ impl Server {
     /// Start `berth serve --listen 127.0.0.1:0 --data <data>` with extra
     /// arguments and wait for it to print its address.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
-        Self::start_with_stderr(data, extra, "warn", Stdio::inherit())
+        Self::start_with_stderr("127.0.0.1:0", data, extra, "warn", Stdio::inherit())
+    }
+
+    /// [`Server::start`] on a given address (a restart on the same one).
+    pub fn start_at(listen: &str, data: &Path, extra: &[&str]) -> Self {
+        Self::start_with_stderr(listen, data, extra, "warn", Stdio::inherit())
     }
 
     /// [`Server::start`] logging at `info` (the audit lines included) into
     /// the file `log`.
     pub fn start_logging(data: &Path, extra: &[&str], log: &Path) -> Self {
         let file = std::fs::File::create(log).unwrap();
-        Self::start_with_stderr(data, extra, "info", Stdio::from(file))
+        Self::start_with_stderr("127.0.0.1:0", data, extra, "info", Stdio::from(file))
     }
 
-    fn start_with_stderr(data: &Path, extra: &[&str], level: &str, stderr: Stdio) -> Self {
+    fn start_with_stderr(
+        listen: &str,
+        data: &Path,
+        extra: &[&str],
+        level: &str,
+        stderr: Stdio,
+    ) -> Self {
         let (child, line) = spawn_first_line(
             Command::new(berth_bin())
                 .arg("serve")
                 .arg("--listen")
-                .arg("127.0.0.1:0")
+                .arg(listen)
                 .arg("--data")
                 .arg(data)
                 .args(extra)

@@ -107,6 +107,7 @@ pub(super) async fn put(
     params: &Params,
     headers: &HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     let tags = tags_to_set(reference, params)?;
     let limit = r.limits.max_manifest_bytes;
@@ -161,6 +162,20 @@ pub(super) async fn put(
         .filter(|a| !a.is_empty())
         .map(|a| serde_json::to_string(a).unwrap_or_default());
     let media_type = manifest.media_type().to_owned();
+    // Webhook events go into the same transaction as the manifest.
+    let events = match &r.webhooks {
+        Some(hooks) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("registry");
+            let operator = actor.filter(|a| !a.is_empty());
+            let now = super::token::now();
+            hooks.push_events(host, name, &tags, &digest, operator, now)
+        }
+        None => Vec::new(),
+    };
+    let queued = !events.is_empty();
     let moved = {
         let (name, digest, subject, tags) = (
             name.to_owned(),
@@ -169,7 +184,7 @@ pub(super) async fn put(
             tags.clone(),
         );
         db_write(r, move |meta| {
-            meta.put_manifest(
+            meta.put_manifest_with_events(
                 &name,
                 &NewManifest {
                     digest: &digest,
@@ -180,10 +195,16 @@ pub(super) async fn put(
                     content: &content,
                 },
                 &tags,
+                &events,
             )
         })
         .await?
     };
+    if queued {
+        if let Some(hooks) = &r.webhooks {
+            hooks.wake.notify_one();
+        }
+    }
     tracing::info!(repository = name, %digest, ?tags, "manifest pushed");
     let mut headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),

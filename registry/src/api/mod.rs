@@ -234,7 +234,16 @@ async fn dispatch(
             match admit(&registry, &method, &route, params, &headers, &uri, &ext) {
                 Ok((params, sub)) => {
                     let catalog = matches!(route, Route::Catalog);
-                    let result = handle(&registry, method, route, params, headers, body).await;
+                    let result = handle(
+                        &registry,
+                        method,
+                        route,
+                        params,
+                        headers,
+                        body,
+                        sub.as_deref(),
+                    )
+                    .await;
                     if let Ok(resp) = &result {
                         if let Some(notes) = resp.extensions().get::<Vec<AuditNote>>() {
                             let actor = sub.as_deref().unwrap_or("anonymous");
@@ -464,6 +473,7 @@ async fn handle(
     params: Params,
     headers: HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     let head = method == Method::HEAD;
     match (method, route) {
@@ -474,7 +484,7 @@ async fn handle(
             manifests::get(r, &name, &reference, head)
         }
         (Method::PUT, Route::Manifest { name, reference }) => {
-            manifests::put(r, &name, &reference, &params, &headers, body).await
+            manifests::put(r, &name, &reference, &params, &headers, body, actor).await
         }
         (Method::DELETE, Route::Manifest { name, reference }) => {
             manifests::delete(r, &name, &reference).await

@@ -1,8 +1,8 @@
 //! Registry metadata in SQLite: repositories, which blobs each repository may
 //! serve, manifests (their bytes, media type, subject and artifact type),
 //! tags, upload sessions, accounts made through the admin API
-//! ([`directory`]), the audit log ([`audit`]) and the S3 store's index and
-//! upload sessions ([`s3`]). This is the registry's source of truth for what
+//! ([`directory`]), the audit log ([`audit`]), the webhook outbox
+//! ([`outbox`]) and the S3 store's index and upload sessions ([`s3`]). This is the registry's source of truth for what
 //! exists; the blob store is only consulted for bytes, and nothing here ever
 //! lists it.
 //!
@@ -23,13 +23,15 @@ use crate::storage::UploadId;
 
 mod audit;
 mod directory;
+mod outbox;
 mod s3;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
+pub use outbox::{Delivery, OutboxEvent};
 pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -120,6 +122,25 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit(at);
+"#;
+
+/// Version 4: the webhook outbox, written in the transaction of the
+/// change it reports.
+const SCHEMA_V4: &str = r#"
+CREATE TABLE webhook_outbox (
+    id INTEGER PRIMARY KEY,
+    delivery TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    last_status TEXT NOT NULL DEFAULT '',
+    delivered_at INTEGER,
+    failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX webhook_due ON webhook_outbox(next_at) WHERE delivered_at IS NULL AND failed = 0;
 "#;
 
 /// Version 3: the S3 blob store's index (digest → object key) and its
@@ -278,7 +299,7 @@ impl Metadata {
             return Err(MetadataError::TooNew(version));
         }
         // Each step in one transaction: a crash leaves the old version.
-        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
         if version < SCHEMA_VERSION {
             let pending = steps[version as usize..].concat();
             writer.execute_batch(&format!(
@@ -318,7 +339,7 @@ impl Metadata {
         };
         let writer = open()?;
         writer.execute_batch(&format!(
-            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} PRAGMA user_version = {SCHEMA_VERSION};"
+            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} PRAGMA user_version = {SCHEMA_VERSION};"
         ))?;
         // Shared-cache connections lock tables, not the file: a single reader
         // connection avoids reader/writer lock conflicts in tests.
@@ -544,6 +565,19 @@ impl Metadata {
         m: &NewManifest<'_>,
         tags: &[String],
     ) -> Result<Vec<(String, Digest)>> {
+        self.put_manifest_with_events(repo, m, tags, &[])
+    }
+
+    /// [`Metadata::put_manifest`], queueing `events` for webhook delivery
+    /// in the same transaction: an acknowledged push always has its
+    /// events, even across a crash.
+    pub fn put_manifest_with_events(
+        &self,
+        repo: &str,
+        m: &NewManifest<'_>,
+        tags: &[String],
+        events: &[OutboxEvent],
+    ) -> Result<Vec<(String, Digest)>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let id = Self::repo_id(&tx, repo)?;
@@ -579,6 +613,9 @@ impl Metadata {
             if let Some(before) = before.filter(|b| *b != d) {
                 moved.push((tag.clone(), parse_digest(before)?));
             }
+        }
+        for e in events {
+            outbox::insert(&tx, e, t)?;
         }
         tx.commit()?;
         Ok(moved)

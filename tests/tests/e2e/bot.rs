@@ -14,13 +14,13 @@ use berth_tests::{Server, berth_bin, run_text};
 use crate::bump::{push_multiarch, remote_file, remote_with};
 
 /// A running `berth bot`.
-struct BotProc {
+pub(crate) struct BotProc {
     child: std::process::Child,
     url: String,
 }
 
 impl BotProc {
-    fn start(config: &Path) -> Self {
+    pub(crate) fn start(config: &Path) -> Self {
         let (child, line) = berth_tests::spawn_first_line(
             Command::new(berth_bin())
                 .args(["bot", "--config"])
@@ -38,7 +38,7 @@ impl BotProc {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         berth_tests::http("GET", &format!("{}/status", self.url), &[], b"").json()
     }
 }
@@ -104,7 +104,7 @@ fn deliver(bot: &BotProc, id: &str, ts: u64, sig: &str, body: &str) -> berth_tes
     )
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !f() {
         assert!(

@@ -11,6 +11,7 @@ mod bump;
 mod clients;
 mod crash;
 mod mirror;
+mod mission;
 mod newcomer;
 mod nix;
 mod s3;
