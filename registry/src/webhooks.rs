@@ -334,14 +334,16 @@ impl Webhooks {
             .send()
             .await
             .map_err(|e| (error_chain(&e), false))?;
-        let status = resp.status();
-        if status.is_success() {
-            Ok(status.as_u16().to_string())
-        } else {
-            // A refusal the receiver will repeat (bad signature, a payload
-            // it cannot read) is not retried forever either: it is
-            // retried like any failure and given up after MAX_ATTEMPTS.
-            Err((format!("HTTP {}", status.as_u16()), false))
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(status.to_string()),
+            // The receiver already has this delivery id: an earlier
+            // attempt arrived and only its answer was lost.
+            409 => Ok("409 (already delivered)".into()),
+            // Retryable, as docs/webhooks.md says: 5xx, timeouts, throttling.
+            408 | 429 | 500..=599 => Err((format!("HTTP {status}"), false)),
+            // Any other 4xx will be refused again: given up at once.
+            _ => Err((format!("HTTP {status} (permanent)"), true)),
         }
     }
 }
