@@ -304,23 +304,27 @@ mod tests {
     /// An unknown name costs what a wrong password costs: with argon2
     /// entries, both pay one argon2 verification (tens of milliseconds);
     /// answering the unknown name at once would take microseconds and
-    /// tell who exists. (Within 4× either way: a machine busy with other
-    /// tests is noisy, the leak it guards against is a thousandfold.)
+    /// tell who exists. (The fastest of five tries each, within 4× either
+    /// way: the leak it guards against is a thousandfold.)
     #[test]
     fn an_unknown_name_takes_as_long_as_a_wrong_password() {
         let store = Store::new([
             ("alice".to_owned(), Secret::from_file(&hash_secret("pw-a"))),
             ("bob".to_owned(), Secret::from_file(&hash_secret("pw-b"))),
         ]);
-        let time = |name: &str| {
+        let once = |name: &str| {
             let start = std::time::Instant::now();
-            for _ in 0..3 {
-                assert!(!store.check(name, "wrong"));
-            }
+            assert!(!store.check(name, "wrong"));
             start.elapsed()
         };
-        let _ = time("nobody"); // the dummy hash is made on first use
-        let (wrong, unknown) = (time("alice"), time("nobody"));
+        let _ = once("nobody"); // the dummy hash is made on first use
+        // The fastest of several tries, interleaved: other work on the
+        // machine only ever adds time, so the minimum is the cost itself.
+        let (mut wrong, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..5 {
+            wrong = wrong.min(once("alice"));
+            unknown = unknown.min(once("nobody"));
+        }
         assert!(
             unknown * 4 >= wrong && wrong * 4 >= unknown,
             "wrong password {wrong:?}, unknown name {unknown:?}"
