@@ -489,6 +489,29 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         "s3 with a bucket that does not exist",
         "does not exist",
     );
+    // [[webhooks]] and [webhook]: a target inside the network only with
+    // an allow rule; cloud metadata never without one.
+    std::fs::write(creds.join("webhook"), "a-webhook-secret-of-length").unwrap();
+    let hooks = |url: &str, allow: &str| {
+        format!(
+            r#"{{ webhooks = [ {{ name = "bot"; url = "{url}"; secret_file = "{}/webhook"; projects = [ "team" ]; }} ]; webhook.allow = [ {allow} ]; }}"#,
+            creds.display()
+        )
+    };
+    assert_accepted(
+        "serve",
+        &registry_config(
+            dir.path(),
+            &hooks("http://10.42.0.7:5002/webhook", r#""10.42.0.0/16""#),
+        ),
+        "webhooks",
+    );
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), &hooks("http://169.254.169.254/latest", "")),
+        "a webhook to cloud metadata",
+        "may not reach",
+    );
     assert_refused(
         "serve",
         &registry_config(dir.path(), &tls("tls.key", "tls.crt")),
