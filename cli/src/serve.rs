@@ -112,7 +112,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let hooks = berth_registry::webhooks::Webhooks::load(&config.webhooks, &config.webhook)
             .map_err(anyhow::Error::msg)
             .context("in [[webhooks]]")?;
+        let policies = berth_registry::policy::Policies::load(&config.policies)
+            .map_err(anyhow::Error::msg)
+            .context("in [[policies]]")?;
         let registry = registry
+            .with_policies(policies)
             .with_webhooks(hooks)
             .with_https(cert.is_some())
             .with_audit_retention(std::time::Duration::from_secs(

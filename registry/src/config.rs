@@ -36,6 +36,8 @@ pub struct Config {
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
     /// What webhook targets may reach (`[webhook] allow`).
     pub webhook: crate::webhooks::WebhookPolicy,
+    /// Per-project policies (`[[policies]]`).
+    pub policies: Vec<crate::policy::PolicyConfig>,
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -86,6 +88,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             webhooks: Vec::new(),
             webhook: crate::webhooks::WebhookPolicy::default(),
+            policies: Vec::new(),
         }
     }
 }
@@ -160,6 +163,7 @@ impl Config {
         if let Some(s3) = &self.storage.s3 {
             s3.validate().map_err(ConfigError)?;
         }
+        crate::policy::Policies::load(&self.policies).map_err(ConfigError)?;
         if !(1..=720).contains(&self.storage.upload_expiry_hours) {
             return Err(ConfigError(format!(
                 "storage.upload_expiry_hours = {} must be between 1 and 720",

@@ -11,6 +11,7 @@
 //! - [`metadata`]: repositories, blobs per repository, manifests, tags and
 //!   upload sessions in SQLite.
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
+//! - [`policy`]: per-project policies (immutable tags).
 //! - [`config`]: the `berth serve` configuration file.
 //! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
 //!   `[auth]` is configured.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod janitor;
 pub mod metadata;
 pub mod metrics;
+pub mod policy;
 pub mod storage;
 pub mod tls;
 pub mod webhooks;
@@ -92,6 +94,8 @@ pub struct Registry {
     upload_expiry: Duration,
     /// Push webhook targets, if any.
     webhooks: Option<webhooks::Webhooks>,
+    /// Per-project policies.
+    policies: Arc<policy::Policies>,
     /// The audit log.
     audit: audit::Audit,
 }
@@ -140,7 +144,14 @@ impl Registry {
             https: false,
             upload_expiry: Duration::from_secs(24 * 3600),
             webhooks: None,
+            policies: Arc::default(),
         }
+    }
+
+    /// Enforce `policies`.
+    pub fn with_policies(mut self, policies: policy::Policies) -> Self {
+        self.policies = Arc::new(policies);
+        self
     }
 
     /// Send push webhooks to `hooks`' targets.

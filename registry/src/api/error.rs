@@ -101,6 +101,10 @@ impl IntoResponse for ApiError {
                 message,
                 detail,
             } => (status, ErrorResponse::single(code, message, detail)),
+            Self::Metadata(e @ crate::metadata::MetadataError::Immutable { .. }) => (
+                StatusCode::FORBIDDEN,
+                ErrorResponse::single(ErrorCode::Denied, e.to_string(), None),
+            ),
             Self::Storage(e @ StorageError::Unresumable { .. }) => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorResponse::single(ErrorCode::BlobUploadInvalid, e.to_string(), None),

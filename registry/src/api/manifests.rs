@@ -183,7 +183,9 @@ pub(super) async fn put(
             subject.clone(),
             tags.clone(),
         );
+        let policies = r.policies.clone();
         db_write(r, move |meta| {
+            let repo = name.clone();
             meta.put_manifest_with_events(
                 &name,
                 &NewManifest {
@@ -196,6 +198,7 @@ pub(super) async fn put(
                 },
                 &tags,
                 &events,
+                &|tag| policies.immutable(&repo, tag),
             )
         })
         .await?
@@ -272,9 +275,13 @@ pub(super) async fn delete(
     reference: &ManifestRef,
 ) -> Result<Response, ApiError> {
     let (n, reference2) = (name.to_owned(), reference.clone());
-    let existed = db_write(r, move |meta| match &reference2 {
-        ManifestRef::Digest(d) => meta.delete_manifest(&n, d),
-        ManifestRef::Tag(t) => meta.delete_tag(&n, t),
+    let policies = r.policies.clone();
+    let existed = db_write(r, move |meta| {
+        let immutable = |tag: &str| policies.immutable(&n, tag);
+        match &reference2 {
+            ManifestRef::Digest(d) => meta.delete_manifest_checked(&n, d, &immutable),
+            ManifestRef::Tag(t) => meta.delete_tag_checked(&n, t, &immutable),
+        }
     })
     .await?;
     if existed {

@@ -180,6 +180,14 @@ pub enum MetadataError {
         /// The value.
         value: String,
     },
+    /// A tag an immutability rule protects would move or go.
+    #[error("tag {tag:?} is immutable (rule {rule:?}); push a new tag instead")]
+    Immutable {
+        /// The tag.
+        tag: String,
+        /// The rule's pattern.
+        rule: String,
+    },
     /// The database was written by a newer berth.
     #[error(
         "metadata schema version {0} is newer than this berth understands ({SCHEMA_VERSION}); upgrade berth"
@@ -565,7 +573,7 @@ impl Metadata {
         m: &NewManifest<'_>,
         tags: &[String],
     ) -> Result<Vec<(String, Digest)>> {
-        self.put_manifest_with_events(repo, m, tags, &[])
+        self.put_manifest_with_events(repo, m, tags, &[], &|_| None)
     }
 
     /// [`Metadata::put_manifest`], queueing `events` for webhook delivery
@@ -577,6 +585,7 @@ impl Metadata {
         m: &NewManifest<'_>,
         tags: &[String],
         events: &[OutboxEvent],
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Vec<(String, Digest)>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
@@ -611,6 +620,14 @@ impl Metadata {
             )?
             .execute(params![id, tag, d, t])?;
             if let Some(before) = before.filter(|b| *b != d) {
+                // Checked in this transaction: a racing push sees the tag
+                // this one set. Returning rolls everything back.
+                if let Some(rule) = immutable(tag) {
+                    return Err(MetadataError::Immutable {
+                        tag: tag.clone(),
+                        rule,
+                    });
+                }
                 moved.push((tag.clone(), parse_digest(before)?));
             }
         }
@@ -669,6 +686,17 @@ impl Metadata {
     /// Delete a manifest and every tag that points at it. Returns whether
     /// it existed.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        self.delete_manifest_checked(repo, digest, &|_| None)
+    }
+
+    /// [`Metadata::delete_manifest`], refused when a tag pointing at it is
+    /// immutable.
+    pub fn delete_manifest_checked(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let Some(id) = tx
@@ -679,6 +707,15 @@ impl Metadata {
             return Ok(false);
         };
         let d = digest.to_string();
+        let tags: Vec<String> = tx
+            .prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2")?
+            .query_map(params![id, d], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for tag in tags {
+            if let Some(rule) = immutable(&tag) {
+                return Err(MetadataError::Immutable { tag, rule });
+            }
+        }
         tx.prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?
             .execute(params![id, d])?;
         let n = tx
@@ -690,6 +727,28 @@ impl Metadata {
 
     /// Delete a tag, leaving its manifest. Returns whether it existed.
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+        self.delete_tag_checked(repo, tag, &|_| None)
+    }
+
+    /// [`Metadata::delete_tag`], refused when the tag exists and is
+    /// immutable.
+    pub fn delete_tag_checked(
+        &self,
+        repo: &str,
+        tag: &str,
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<bool> {
+        if let Some(rule) = immutable(tag) {
+            let exists = self
+                .tags(repo, None, usize::MAX)?
+                .is_some_and(|t| t.iter().any(|t| t == tag));
+            if exists {
+                return Err(MetadataError::Immutable {
+                    tag: tag.to_owned(),
+                    rule,
+                });
+            }
+        }
         let n = self
             .writer()
             .prepare_cached(

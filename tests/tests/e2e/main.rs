@@ -14,5 +14,6 @@ mod mirror;
 mod mission;
 mod newcomer;
 mod nix;
+mod policy;
 mod s3;
 mod tls;
