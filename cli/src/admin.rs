@@ -59,6 +59,15 @@ enum AdminCommand {
     Robot(RobotCommand),
     /// The audit log, newest first.
     Audit(AuditArgs),
+    /// Webhook targets and their recent deliveries (system admins).
+    Webhooks {
+        /// Only this target's deliveries.
+        #[arg(long)]
+        target: Option<String>,
+        /// At most this many deliveries.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -614,6 +623,41 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
                 println!("{name} deleted");
             }
         },
+        AdminCommand::Webhooks { target, limit } => {
+            let mut q = format!("webhooks?limit={limit}");
+            if let Some(t) = &target {
+                q.push_str(&format!("&target={}", seg(t)));
+            }
+            let v = api.call("GET", &q, None)?;
+            print(j, &v, |v| {
+                for t in v["targets"].as_array().into_iter().flatten() {
+                    println!(
+                        "target {}\t{}",
+                        t["name"].as_str().unwrap_or(""),
+                        t["url"].as_str().unwrap_or("")
+                    );
+                }
+                println!("{} not yet delivered", v["backlog"]);
+                println!("QUEUED (UTC)\tTARGET\tDELIVERY\tATTEMPTS\tSTATE\tLAST STATUS");
+                for d in v["deliveries"].as_array().into_iter().flatten() {
+                    let state = if d["delivered_at"].is_u64() {
+                        "delivered"
+                    } else if d["failed"] == true {
+                        "failed"
+                    } else {
+                        "pending"
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{state}\t{}",
+                        berth_registry::auth::gate::rfc3339(d["queued_at"].as_u64().unwrap_or(0)),
+                        d["target"].as_str().unwrap_or(""),
+                        d["delivery"].as_str().unwrap_or(""),
+                        d["attempts"],
+                        d["last_status"].as_str().unwrap_or(""),
+                    );
+                }
+            });
+        }
         AdminCommand::Audit(a) => {
             let mut q: Vec<String> = vec![format!("limit={}", a.limit)];
             for (k, v) in [

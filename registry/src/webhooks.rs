@@ -268,6 +268,14 @@ impl Webhooks {
         })
     }
 
+    /// `(name, url, projects)` of every target.
+    pub fn targets(&self) -> Vec<(String, String, Vec<String>)> {
+        self.targets
+            .iter()
+            .map(|t| (t.name.clone(), t.url.to_string(), t.projects.clone()))
+            .collect()
+    }
+
     /// Nothing configured.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()

@@ -124,6 +124,7 @@ pub(crate) fn router() -> Router<Arc<Registry>> {
         )
         .route("/api/v1/robots/{robot}/rotate", post(rotate_robot))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/webhooks", get(webhooks))
         .fallback(|| async { not_found("this admin endpoint") })
 }
 
@@ -909,6 +910,55 @@ async fn delete_robot(
     db(&r, move |m| m.delete_robot(&name)).await?;
     changed(&r, &c, "robot.delete", &robot, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- webhooks ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    target: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The webhook targets and their recent deliveries with each one's last
+/// status (system admins: targets carry their URLs).
+async fn webhooks(
+    State(r): State<Arc<Registry>>,
+    axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
+    c: Caller,
+) -> Result<Json<Value>> {
+    c.require_admin()?;
+    let targets: Vec<Value> = r
+        .webhooks
+        .as_ref()
+        .map(|w| w.targets())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, url, projects)| json!({"name": name, "url": url, "projects": projects}))
+        .collect();
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let target = q.target.clone();
+    let deliveries = db(&r, move |m| m.outbox_recent(target.as_deref(), limit)).await?;
+    let deliveries: Vec<Value> = deliveries
+        .into_iter()
+        .map(|d| {
+            json!({
+                "delivery": d.delivery,
+                "target": d.target,
+                "event": d.event,
+                "queued_at": d.created_at,
+                "attempts": d.attempts,
+                "last_status": d.last_status,
+                "delivered_at": d.delivered_at,
+                "failed": d.failed,
+            })
+        })
+        .collect();
+    let backlog = db(&r, |m| m.outbox_backlog()).await?;
+    Ok(Json(
+        json!({"targets": targets, "deliveries": deliveries, "backlog": backlog}),
+    ))
 }
 
 // ---- audit ----

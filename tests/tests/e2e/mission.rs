@@ -160,4 +160,33 @@ fn a_robot_push_becomes_a_pull_request_through_the_webhook_even_across_crashes()
     wait_for("the bot to finish", || bot.status()["pending"] == 0);
     assert_eq!(forge.prs().len(), 1, "one pull request, updated");
     assert!(forge.open()[0].body.contains(&d2));
+    // The registry lists every delivery (a build also pushes its SBOM as a
+    // referrer, by digest, which the bot skips), all delivered.
+    wait_for("both deliveries recorded as delivered", || {
+        let out = Command::new(berth_bin())
+            .args([
+                "admin",
+                "--registry",
+                &server.url(),
+                "-u",
+                "root",
+                "--json",
+                "webhooks",
+            ])
+            .env("BERTH_PASSWORD", "root-pw")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let list = v["deliveries"].as_array().cloned().unwrap_or_default();
+        list.len() >= 2
+            && list
+                .iter()
+                .all(|d| d["delivered_at"].is_u64() && d["target"] == "bot")
+            && list.iter().all(|d| {
+                d["last_status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with('2'))
+            })
+            && v["backlog"] == 0
+    });
 }
