@@ -512,6 +512,17 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         "a webhook to cloud metadata",
         "may not reach",
     );
+    // [[policies]]: immutable tags per project.
+    let policies =
+        r#"{ policies = [ { project = "team"; immutable_tags = [ "v*" "release-?" ]; } ]; }"#;
+    assert_accepted("serve", &registry_config(dir.path(), policies), "policies");
+    let bad = r#"{ policies = [ { project = "team"; immutable_tags = [ "v/*" ]; } ]; }"#;
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), bad),
+        "a tag pattern with a slash",
+        "immutable_tags",
+    );
     assert_refused(
         "serve",
         &registry_config(dir.path(), &tls("tls.key", "tls.crt")),
