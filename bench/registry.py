@@ -134,9 +134,11 @@ class Proc:
                 self.p.kill()
 
 
-def start_berth(work, binary):
+def start_berth(work, binary, *extra):
+    """berth serve on a free port with its data under `work`; `extra`
+    arguments (e.g. --config FILE) appended."""
     data = work / "berth-data"
-    p = Proc("berth", [binary, "serve", "--listen", "127.0.0.1:0", "--data", str(data)],
+    p = Proc("berth", [binary, "serve", "--listen", "127.0.0.1:0", "--data", str(data), *extra],
              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
              env={**os.environ, "RUST_LOG": "warn"})
     line = p.p.stdout.readline()

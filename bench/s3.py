@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchdoc import write_section
-from registry import GIB, ROOT, RUNS, WRK_SECONDS, Proc, blob_gets, free_port, need, rss_kib, wait_http, wrk
+from registry import GIB, ROOT, RUNS, Proc, blob_gets, free_port, need, rss_kib, start_berth, wait_http, wrk
 
 WEED = os.environ.get("BERTH_WEED", "/opt/berth-test/seaweedfs/bin/weed")
 
@@ -108,15 +108,7 @@ prefix = "registry/"
 access_key_id_file = "{work / 's3-key'}"
 secret_access_key_file = "{work / 's3-secret'}"
 """)
-    p = Proc("berth", [binary, "serve", "--listen", "127.0.0.1:0", "--data", str(work / "berth-data"),
-                       "--config", str(cfg)],
-             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-             env={**os.environ, "RUST_LOG": "warn"})
-    line = p.p.stdout.readline()
-    m = re.search(r"http://(\S+)", line)
-    if not m:
-        sys.exit(f"bench: berth printed {line!r}")
-    return p, m.group(1)
+    return start_berth(work, binary, "--config", str(cfg))
 
 
 def start_docker_registry_s3(work, endpoint):

@@ -238,21 +238,7 @@ fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.starts_with("127.") || h == "[::1]"
 }
 
-/// An error and its root cause, on one line (reqwest leaves the cause, such
-/// as "connection refused", to its error's sources; the layers between
-/// say nothing a user can act on).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = None;
-    let mut source = e.source();
-    while let Some(s) = source {
-        root = Some(s);
-        source = s.source();
-    }
-    match root {
-        Some(r) => format!("{e}: {r}"),
-        None => e.to_string(),
-    }
-}
+pub use crate::error::error_chain;
 
 /// At most `max` bytes of a response body.
 async fn read_body(

@@ -2,6 +2,8 @@
 //! one is returned with, and the error JSON body
 //! (`{"errors":[{"code","message","detail"}]}`) that registries send and
 //! clients parse. Servers map their own errors to these once, at the edge.
+//! Also how a Rust error chain is told in one line ([`error_chain`],
+//! [`root_cause`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +132,31 @@ impl ErrorResponse {
                 detail,
             }],
         }
+    }
+}
+
+/// The innermost source of `e` (`e` itself when it has none): what an
+/// operator can act on ("connection refused"), under layers that say
+/// nothing more.
+pub fn root_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last
+}
+
+/// An error and its root cause, on one line (reqwest and the AWS SDK leave
+/// the cause to their error's sources; the layers between say nothing a
+/// user can act on).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let root = root_cause(e);
+    if std::ptr::addr_eq(root, e) {
+        e.to_string()
+    } else {
+        format!("{e}: {root}")
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::metadata::{AuditEvent, Metadata};
+use crate::unix_now as now;
 
 /// Events waiting to be written, at most.
 const QUEUE: usize = 10_000;
@@ -33,13 +34,6 @@ pub struct Audit {
     pending: Mutex<Option<(mpsc::Receiver<AuditEvent>, Arc<Metadata>)>>,
     retention: Duration,
     dropped: AtomicU64,
-}
-
-/// Unix seconds now.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Audit {

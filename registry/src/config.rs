@@ -142,6 +142,19 @@ impl Default for LimitsConfig {
 
 pub use berth_oci::log::{LogConfig, LogFormat};
 
+/// The trimmed content of a secret file the configuration names under
+/// `key` (every secret — passwords, robot secrets, S3 keys, webhook
+/// secrets — comes from a file, never inline); the error names the key.
+pub fn read_secret_file(key: &str, path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{key} = {:?}: cannot read it: {e}", path.display()))?;
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err(format!("{key} = {:?}: the file is empty", path.display()));
+    }
+    Ok(text)
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]

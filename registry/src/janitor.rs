@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Registry;
 use crate::storage::{BlobStore, Blobs, UploadId};
+use crate::{Registry, unix_now as now};
 
 /// What one pass freed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +21,6 @@ pub struct Swept {
     pub sessions: usize,
     /// S3 multipart uploads no session knew, aborted.
     pub orphans: usize,
-}
-
-/// Unix seconds now.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// One pass: expire sessions idle for longer than `max_age`.

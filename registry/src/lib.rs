@@ -48,6 +48,14 @@ pub mod webhooks;
 use metadata::Metadata;
 use storage::{Blobs, UploadId};
 
+/// Unix seconds now: the one clock tokens, the audit log, the janitor,
+/// webhooks and metadata rows read.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Bounds on what a client may ask of the server.
 #[derive(Debug, Clone)]
 pub struct Limits {

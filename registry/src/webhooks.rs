@@ -22,8 +22,8 @@ use berth_oci::Digest;
 use berth_oci::distribution::webhook;
 use serde::Deserialize;
 
-use crate::Registry;
 use crate::metadata::{Delivery, OutboxEvent};
+use crate::{Registry, unix_now as now};
 
 /// Attempts before a delivery is given up (about a day with the backoff).
 pub const MAX_ATTEMPTS: u32 = 30;
@@ -235,9 +235,9 @@ impl Webhooks {
                 }
             }
             check_host(&url, &allow).map_err(|e| format!("{what}: {e}"))?;
-            let secret = std::fs::read(&c.secret_file)
-                .map_err(|e| format!("{what}: secret_file {:?}: {e}", c.secret_file.display()))?;
-            let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+            let secret =
+                crate::config::read_secret_file(&format!("{what}: secret_file"), &c.secret_file)?
+                    .into_bytes();
             if secret.len() < 16 {
                 return Err(format!(
                     "{what}: the secret in {:?} is shorter than 16 bytes",
@@ -341,7 +341,7 @@ impl Webhooks {
             .body(d.payload.clone())
             .send()
             .await
-            .map_err(|e| (error_chain(&e), false))?;
+            .map_err(|e| (berth_oci::error::error_chain(&e), false))?;
         let status = resp.status().as_u16();
         match status {
             200..=299 => Ok(status.to_string()),
@@ -354,17 +354,6 @@ impl Webhooks {
             _ => Err((format!("HTTP {status} (permanent)"), true)),
         }
     }
-}
-
-/// An error with its causes, one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// An IP-literal URL is checked here (the resolver sees only names).
@@ -396,12 +385,6 @@ fn check_host(url: &reqwest::Url, allow: &Allow) -> Result<(), String> {
 fn backoff(attempts: u32) -> u64 {
     let base = (5u64 << attempts.min(10)).min(3600);
     base + rand::random::<u64>() % (base / 5 + 1)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Deliver due events for as long as the server runs: woken when one is

@@ -17,12 +17,7 @@ use crate::Registry;
 use crate::auth::gate::{BadCredentials, Gate, TokenAnswer};
 use crate::auth::model::Principal;
 
-/// Unix seconds now.
-pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(crate) use crate::unix_now as now;
 
 fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     (

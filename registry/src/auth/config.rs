@@ -108,15 +108,7 @@ pub struct PermissionConfig {
     pub actions: Vec<String>,
 }
 
-fn read(key: &str, path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{key} = {:?}: cannot read it: {e}", path.display()))?;
-    let text = text.trim().to_owned();
-    if text.is_empty() {
-        return Err(format!("{key} = {:?}: the file is empty", path.display()));
-    }
-    Ok(text)
-}
+use crate::config::read_secret_file as read;
 
 impl AuthConfig {
     /// Check what can be checked without reading files.

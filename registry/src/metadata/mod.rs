@@ -14,7 +14,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_oci::Digest;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -269,9 +268,7 @@ pub struct Metadata {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::unix_now() as i64
 }
 
 fn parse_digest(s: String) -> Result<Digest> {
@@ -738,24 +735,24 @@ impl Metadata {
         tag: &str,
         immutable: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<bool> {
-        if let Some(rule) = immutable(tag) {
-            let exists = self
-                .tags(repo, None, usize::MAX)?
-                .is_some_and(|t| t.iter().any(|t| t == tag));
-            if exists {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM tags WHERE name = ?2
+                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            )?
+            .execute(params![repo, tag])?;
+        // A tag that existed and is protected: the delete is rolled back.
+        if n > 0 {
+            if let Some(rule) = immutable(tag) {
                 return Err(MetadataError::Immutable {
                     tag: tag.to_owned(),
                     rule,
                 });
             }
         }
-        let n = self
-            .writer()
-            .prepare_cached(
-                "DELETE FROM tags WHERE name = ?2
-                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
-            )?
-            .execute(params![repo, tag])?;
+        tx.commit()?;
         Ok(n > 0)
     }
 

@@ -235,16 +235,6 @@ where
     }
 }
 
-fn read_secret(key: &str, path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{key} = {:?}: cannot read it: {e}", path.display()))?;
-    let text = text.trim().to_owned();
-    if text.is_empty() {
-        return Err(format!("{key} = {:?}: the file is empty", path.display()));
-    }
-    Ok(text)
-}
-
 /// A storage error from an SDK error: the store unreachable or failing
 /// (connection, timeout, 5xx, throttling after the retries) is
 /// [`StorageError::Unavailable`]; anything else is I/O.
@@ -291,8 +281,8 @@ impl S3BlobStore {
                     .with_initial_backoff(Duration::from_millis(100)),
             );
         if let (Some(k), Some(s)) = (&config.access_key_id_file, &config.secret_access_key_file) {
-            let key = read_secret("storage.s3.access_key_id_file", k)?;
-            let secret = read_secret("storage.s3.secret_access_key_file", s)?;
+            let key = crate::config::read_secret_file("storage.s3.access_key_id_file", k)?;
+            let secret = crate::config::read_secret_file("storage.s3.secret_access_key_file", s)?;
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 key,
                 secret,
@@ -799,13 +789,9 @@ impl S3BlobStore {
 }
 
 /// The innermost cause of an error (`Connection refused (os error 111)`),
-/// or the error itself when it has none.
+/// or the error itself when that says nothing.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last: &(dyn std::error::Error + 'static) = e;
-    while let Some(s) = last.source() {
-        last = s;
-    }
-    match last.to_string() {
+    match berth_oci::error::root_cause(e).to_string() {
         s if s.is_empty() => e.to_string(),
         s => s,
     }
@@ -877,8 +863,7 @@ impl UploadWriter for S3Writer {
         self.buf.extend_from_slice(&chunk);
         while self.buf.len() >= self.store.part_size {
             let part = self.buf.split_to(self.store.part_size).freeze();
-            let store = self.store.clone();
-            store.put_part(&mut self.upload, part).await?;
+            self.store.put_part(&mut self.upload, part).await?;
         }
         Ok(())
     }

@@ -43,13 +43,57 @@ pub(crate) fn upload(url: &str, repo: &str, data: &[u8], chunked: bool) -> Resul
     Ok(r.status == 201)
 }
 
+/// A blob pushed: `(repository, digest)`.
+pub(crate) type Pushed = (String, String);
+
+/// 20 clients push blobs made by `blob` to `crash/w<i>` (chunked and
+/// monolithic in turn) until `server` is killed with SIGKILL after
+/// `run_for`: the `(repo, digest)`s acknowledged, and all attempted.
+pub(crate) fn push_until_killed(
+    server: &mut Server,
+    run_for: Duration,
+    blob: fn() -> Vec<u8>,
+) -> (Vec<Pushed>, Vec<Pushed>) {
+    let url = server.url();
+    let acked: Arc<Mutex<Vec<Pushed>>> = Arc::default();
+    let attempted: Arc<Mutex<Vec<Pushed>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..20)
+        .map(|i| {
+            let (acked, attempted, stop, url) =
+                (acked.clone(), attempted.clone(), stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let repo = format!("crash/w{i}");
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let data = blob();
+                    let d = sha256(&data);
+                    attempted.lock().unwrap().push((repo.clone(), d.clone()));
+                    match upload(&url, &repo, &data, (i + n) % 2 == 0) {
+                        Ok(true) => acked.lock().unwrap().push((repo.clone(), d)),
+                        Ok(false) => panic!("upload refused before the crash"),
+                        Err(_) => return, // the server is gone
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // Let uploads get going, then crash the server mid-flight.
+    std::thread::sleep(run_for);
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker thread");
+    }
+    let acked = acked.lock().unwrap().clone();
+    let attempted = attempted.lock().unwrap().clone();
+    (acked, attempted)
+}
+
 /// After a crash and restart: every acknowledged `(repo, digest)` is
 /// served whole, and every attempted one is either whole or absent.
-pub(crate) fn check_after_crash(
-    url: &str,
-    acked: &[(String, String)],
-    attempted: &[(String, String)],
-) {
+pub(crate) fn check_after_crash(url: &str, acked: &[Pushed], attempted: &[Pushed]) {
     for (repo, d) in acked {
         let r = http("GET", &format!("{url}/v2/{repo}/blobs/{d}"), &[], b"");
         assert_eq!(r.status, 200, "acknowledged blob {repo}@{d} is gone");
@@ -100,41 +144,10 @@ fn kill_9_during_concurrent_uploads_loses_nothing_acknowledged() {
     );
     assert_eq!(r.status, 202);
 
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let attempted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..20)
-        .map(|i| {
-            let (acked, attempted, stop, url) =
-                (acked.clone(), attempted.clone(), stop.clone(), url.clone());
-            std::thread::spawn(move || {
-                let repo = format!("crash/w{i}");
-                let mut n = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let size = 64 * 1024 + (rand::random::<u32>() as usize % (2 << 20));
-                    let data: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
-                    let d = sha256(&data);
-                    attempted.lock().unwrap().push((repo.clone(), d.clone()));
-                    match upload(&url, &repo, &data, (i + n) % 2 == 0) {
-                        Ok(true) => acked.lock().unwrap().push((repo.clone(), d)),
-                        Ok(false) => panic!("upload refused before the crash"),
-                        Err(_) => return, // the server is gone
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-
-    // Let uploads get going, then crash the server mid-flight.
-    std::thread::sleep(Duration::from_millis(1500));
-    server.kill9();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().expect("worker thread");
-    }
-    let acked = acked.lock().unwrap().clone();
-    let attempted = attempted.lock().unwrap().clone();
+    let (acked, attempted) = push_until_killed(&mut server, Duration::from_millis(1500), || {
+        let size = 64 * 1024 + (rand::random::<u32>() as usize % (2 << 20));
+        (0..size).map(|_| rand::random::<u8>()).collect()
+    });
     assert!(
         acked.len() >= 5,
         "too few uploads finished before the crash: {}",

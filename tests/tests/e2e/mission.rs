@@ -59,6 +59,17 @@ fn build_and_push(dir: &Path, host: &str, reference: &str, marker: &str) -> Stri
     digest
 }
 
+/// `berth admin --json <args>` as the system admin of [`auth_config`].
+fn root_admin_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(berth_bin())
+        .args(["admin", "--registry", &server.url(), "-u", "root", "--json"])
+        .args(args)
+        .env("BERTH_PASSWORD", "root-pw")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 #[test]
 fn a_robot_push_becomes_a_pull_request_through_the_webhook_even_across_crashes() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,25 +133,8 @@ fn a_robot_push_becomes_a_pull_request_through_the_webhook_even_across_crashes()
         remote_file(&r, &pr.head, "apps/app.yaml"),
         deploy.replace(":1.0\n", &format!(":1.0@{d1}\n"))
     );
-    let deliveries = |server: &Server| {
-        let out = Command::new(berth_bin())
-            .args([
-                "admin",
-                "--registry",
-                &server.url(),
-                "-u",
-                "root",
-                "--json",
-                "audit",
-                "--action",
-                "manifest.push",
-            ])
-            .env("BERTH_PASSWORD", "root-pw")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(deliveries(&server).contains(&d1));
+    let pushes = root_admin_json(&server, &["audit", "--action", "manifest.push"]);
+    assert!(pushes.to_string().contains(&d1));
 
     // The bot is down; a new build is pushed and the registry dies before
     // it can deliver.
@@ -163,20 +157,7 @@ fn a_robot_push_becomes_a_pull_request_through_the_webhook_even_across_crashes()
     // The registry lists every delivery (a build also pushes its SBOM as a
     // referrer, by digest, which the bot skips), all delivered.
     wait_for("both deliveries recorded as delivered", || {
-        let out = Command::new(berth_bin())
-            .args([
-                "admin",
-                "--registry",
-                &server.url(),
-                "-u",
-                "root",
-                "--json",
-                "webhooks",
-            ])
-            .env("BERTH_PASSWORD", "root-pw")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let v = root_admin_json(&server, &["webhooks"]);
         let list = v["deliveries"].as_array().cloned().unwrap_or_default();
         list.len() >= 2
             && list

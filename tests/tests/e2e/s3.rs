@@ -419,8 +419,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// has (the janitor frees them when they expire).
 #[test]
 fn kill_9_on_s3_loses_nothing_acknowledged() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::seaweedfs();
     s3.create_bucket("registry");
@@ -447,40 +445,11 @@ fn kill_9_on_s3_loses_nothing_acknowledged() {
     );
     assert_eq!(r.status, 202);
 
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let attempted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..20u64)
-        .map(|i| {
-            let (acked, attempted, stop, url) =
-                (acked.clone(), attempted.clone(), stop.clone(), url.clone());
-            std::thread::spawn(move || {
-                let repo = format!("crash/w{i}");
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let seed = rand::random::<u64>();
-                    let size = 64 * 1024 + (seed % 12_000_000) as usize;
-                    let data = noise(size, seed);
-                    let d = berth_tests::sha256(&data);
-                    attempted.lock().unwrap().push((repo.clone(), d.clone()));
-                    match crate::crash::upload(&url, &repo, &data, (i + n) % 2 == 0) {
-                        Ok(true) => acked.lock().unwrap().push((repo.clone(), d)),
-                        Ok(false) => panic!("upload refused before the crash"),
-                        Err(_) => return,
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    server.kill9();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().expect("worker thread");
-    }
-    let acked = acked.lock().unwrap().clone();
-    let attempted = attempted.lock().unwrap().clone();
+    let (acked, attempted) =
+        crate::crash::push_until_killed(&mut server, std::time::Duration::from_secs(4), || {
+            let seed = rand::random::<u64>();
+            noise(64 * 1024 + (seed % 12_000_000) as usize, seed)
+        });
     assert!(
         acked.len() >= 3,
         "too few uploads finished: {}",
