@@ -187,27 +187,38 @@ impl S3Server {
         }
     }
 
-    /// Create `bucket` (a plain `PUT /bucket`, path-style), retrying while
-    /// the store answers 5xx (SeaweedFS answers `GET /` before its volume
-    /// server takes writes).
+    /// Create `bucket` (a plain `PUT /bucket`, path-style) and wait until
+    /// an object can be written into it, retrying while the store answers
+    /// 5xx: SeaweedFS answers `GET /` and creates buckets before its volume
+    /// server has a writable volume, and a PutObject then is a 500.
     pub fn create_bucket(&self, bucket: &str) {
+        self.until_ok(&format!("PUT /{bucket}"), "");
+        // Left in place (moto refuses an anonymous DELETE): outside the
+        // `registry/` prefix the tests give berth, so no count sees it.
+        self.until_ok(&format!("PUT /{bucket}/.berth-ready"), "ready");
+    }
+
+    /// Send `request_line` with `body` until it gets a 2xx, for at most a
+    /// minute of 5xx answers; any other answer fails the test.
+    fn until_ok(&self, request_line: &str, body: &str) {
         use std::io::{Read, Write};
         let addr = self.endpoint.trim_start_matches("http://");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             let req = format!(
-                "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "{request_line} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
             s.write_all(req.as_bytes()).unwrap();
             let mut answer = String::new();
             let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.1 200") {
+            if answer.starts_with("HTTP/1.1 2") {
                 return;
             }
             assert!(
                 answer.starts_with("HTTP/1.1 5") && Instant::now() < deadline,
-                "PUT /{bucket}: {answer}"
+                "{request_line}: {answer}"
             );
             std::thread::sleep(Duration::from_millis(250));
         }
