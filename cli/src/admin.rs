@@ -59,6 +59,15 @@ enum AdminCommand {
     Robot(RobotCommand),
     /// The audit log, newest first.
     Audit(AuditArgs),
+    /// Collect garbage now: untagged manifests past their age (if
+    /// `[gc] untagged_after_hours` is set), unused links, and blobs nothing
+    /// references that are older than the grace window (system admins; on a
+    /// registry without `[auth]`, anyone, and no credentials are needed).
+    Gc {
+        /// Only list what would go, and how many bytes.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Webhook targets and their recent deliveries (system admins).
     Webhooks {
         /// Only this target's deliveries.
@@ -313,17 +322,38 @@ struct Api {
 }
 
 impl Api {
+    fn headers(&self) -> Vec<(&str, &str)> {
+        if self.auth.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Authorization", self.auth.as_str())]
+        }
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}/api/v1/{path}", self.base);
-        let (status, answer) = self
+        let answer = self
             .client
-            .call(
-                method,
-                &url,
-                &[("Authorization", &self.auth)],
-                body.as_ref(),
-            )
-            .map_err(|e| {
+            .call(method, &url, &self.headers(), body.as_ref());
+        self.answer(&url, answer)
+    }
+
+    /// A request whose answer streams as JSON lines, each given to
+    /// `on_line`.
+    fn stream(&self, method: &str, path: &str, on_line: &mut dyn FnMut(Value)) -> Result<()> {
+        let url = format!("{}/api/v1/{path}", self.base);
+        let answer = self
+            .client
+            .call_lines(method, &url, &self.headers(), on_line);
+        self.answer(&url, answer).map(drop)
+    }
+
+    fn answer(
+        &self,
+        url: &str,
+        answer: std::result::Result<(u16, Value), berth_oci::client::ClientError>,
+    ) -> Result<Value> {
+        let (status, answer) = answer.map_err(|e| {
                 let text = e.to_string();
                 let hint = if text.contains("certificate") {
                     "the registry's TLS certificate is not trusted: pass --ca-cert FILE with the CA that signed it (a self-signed certificate must be a leaf, CA:FALSE; see docs/auth.md)".to_owned()
@@ -344,6 +374,9 @@ impl Api {
             .map(|m| m.trim().to_owned())
             .unwrap_or_else(|| answer.to_string());
         match status {
+            401 if self.auth.is_empty() => bail!(
+                "the registry wants credentials: pass --username (or set BERTH_USERNAME) and BERTH_PASSWORD"
+            ),
             401 => bail!(
                 "the registry refused the credentials: {message} (check --username and BERTH_PASSWORD)"
             ),
@@ -380,21 +413,32 @@ fn print_secret(v: &Value) {
 }
 
 pub(crate) fn run(args: AdminArgs) -> Result<()> {
-    let username = args
-        .username
-        .clone()
-        .context("who are you? pass --username (or set BERTH_USERNAME)")?;
-    let password = match &args.password_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read --password-file {}", f.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        None => std::env::var("BERTH_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .context("no password: set BERTH_PASSWORD or pass --password-file")?,
+    // `gc` works without credentials on a registry without `[auth]`.
+    let anonymous_ok = matches!(args.command, AdminCommand::Gc { .. });
+    let auth = match (&args.username, anonymous_ok) {
+        (None, true) => String::new(),
+        (username, _) => {
+            let username = username
+                .clone()
+                .context("who are you? pass --username (or set BERTH_USERNAME)")?;
+            let password = match &args.password_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read --password-file {}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+                None => std::env::var("BERTH_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .context("no password: set BERTH_PASSWORD or pass --password-file")?,
+            };
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )
+        }
     };
-    let timeout = Duration::from_secs(30);
+    // A collection answers when it is done.
+    let timeout = Duration::from_secs(if anonymous_ok { 6 * 3600 } else { 30 });
     let client = match &args.ca_cert {
         Some(f) => {
             let pem = std::fs::read(f)
@@ -407,14 +451,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
     if !base.starts_with("http://") && !base.starts_with("https://") {
         bail!("--registry {base:?} needs a scheme: https://{base} (or http:// on loopback)");
     }
-    let api = Api {
-        client,
-        base,
-        auth: format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        ),
-    };
+    let api = Api { client, base, auth };
     let j = args.json;
     match args.command {
         AdminCommand::Whoami => {
@@ -623,6 +660,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
                 println!("{name} deleted");
             }
         },
+        AdminCommand::Gc { dry_run } => gc(&api, j, dry_run)?,
         AdminCommand::Webhooks { target, limit } => {
             let mut q = format!("webhooks?limit={limit}");
             if let Some(t) = &target {
@@ -695,6 +733,64 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `berth admin gc`: progress to stderr as it comes, then what went (or
+/// would go).
+fn gc(api: &Api, j: bool, dry_run: bool) -> Result<()> {
+    let path = if dry_run { "gc?dry_run=true" } else { "gc" };
+    let mut report = None;
+    let mut failure = None;
+    api.stream("POST", path, &mut |line| {
+        if let Some(p) = line["progress"].as_str() {
+            eprintln!("berth: {p}");
+        } else if let Some(e) = line["error"].as_str() {
+            failure = Some(e.to_owned());
+        } else if !line["report"].is_null() {
+            report = Some(line["report"].clone());
+        }
+    })?;
+    if let Some(e) = failure {
+        bail!("garbage collection failed: {e} (nothing half-done stays: run it again)");
+    }
+    let v = report.context(
+        "the registry closed the answer before the report: see its log; running it again is safe",
+    )?;
+    print(j, &v, |v| {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for m in v["manifests"].as_array().into_iter().flatten() {
+            println!("manifest\t{}", m.as_str().unwrap_or(""));
+        }
+        for b in v["blobs"].as_array().into_iter().flatten() {
+            println!("blob\t{}", b.as_str().unwrap_or(""));
+        }
+        println!(
+            "{verb} {} untagged manifests, {} links, {} blobs ({}), {} stray files; kept {} blobs; {} ms",
+            v["manifests"].as_array().map_or(0, Vec::len),
+            v["links"],
+            v["blobs"].as_array().map_or(0, Vec::len),
+            human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+            v["orphans"],
+            v["blobs_kept"],
+            v["millis"],
+        );
+    });
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut f = n as f64;
+    let mut u = 0;
+    while f >= 1024.0 && u + 1 < UNITS.len() {
+        f /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{f:.1} {}", UNITS[u])
+    }
 }
 
 /// Disable or enable a robot.

@@ -117,6 +117,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             .context("in [[policies]]")?;
         let registry = registry
             .with_policies(policies)
+            .with_gc(config.gc.clone())
             .with_webhooks(hooks)
             .with_https(cert.is_some())
             .with_audit_retention(std::time::Duration::from_secs(

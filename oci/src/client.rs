@@ -402,6 +402,63 @@ impl JsonClient {
             Ok((status, json))
         })
     }
+
+    /// Like [`JsonClient::call`] without a body, for an answer of JSON
+    /// lines (`application/x-ndjson`, as a long-running admin task streams
+    /// its progress): a 2xx answer's lines go to `on_line` as they arrive
+    /// (each bounded to 1 MiB; one that is not JSON arrives as a string)
+    /// and `Null` is returned; any other answer is read whole as by `call`.
+    pub fn call_lines(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        on_line: &mut dyn FnMut(serde_json::Value),
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let transport = |cause: String| ClientError::Transport {
+            url: url.to_owned(),
+            cause,
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| transport(format!("method {method:?}: {e}")))?;
+        let mut req = self.http.request(method, url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.runtime.block_on(async {
+            let mut resp = req.send().await.map_err(|e| transport(error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            if !resp.status().is_success() {
+                let bytes = read_body(resp, 16 << 20, url).await?;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                return Ok((status, json));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            let mut emit = |line: &[u8]| {
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim();
+                if !text.is_empty() {
+                    on_line(
+                        serde_json::from_str(text)
+                            .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+                    );
+                }
+            };
+            while let Some(chunk) = resp.chunk().await.map_err(|e| transport(error_chain(&e)))? {
+                pending.extend_from_slice(&chunk);
+                while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    emit(&line);
+                }
+                if pending.len() > 1 << 20 {
+                    return Err(transport("an answer line is longer than 1 MiB".into()));
+                }
+            }
+            emit(&pending);
+            Ok((status, serde_json::Value::Null))
+        })
+    }
 }
 
 impl Client {

@@ -95,6 +95,12 @@ impl Audit {
         }
     }
 
+    /// Record what the registry did by itself (garbage collection,
+    /// retention): actor `system`, outcome `ok`.
+    pub fn record_system(&self, action: &str, target: &str, detail: &str) {
+        self.record("system", "", action, target, "ok", detail.to_owned());
+    }
+
     fn start(&self) {
         let Some((mut rx, meta)) = self
             .pending

@@ -38,6 +38,8 @@ pub struct Config {
     pub webhook: crate::webhooks::WebhookPolicy,
     /// Per-project policies (`[[policies]]`).
     pub policies: Vec<crate::policy::PolicyConfig>,
+    /// Garbage collection (`[gc]`).
+    pub gc: crate::gc::GcConfig,
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -89,6 +91,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             webhook: crate::webhooks::WebhookPolicy::default(),
             policies: Vec::new(),
+            gc: crate::gc::GcConfig::default(),
         }
     }
 }
@@ -177,6 +180,7 @@ impl Config {
             s3.validate().map_err(ConfigError)?;
         }
         crate::policy::Policies::load(&self.policies).map_err(ConfigError)?;
+        self.gc.validate().map_err(ConfigError)?;
         if !(1..=720).contains(&self.storage.upload_expiry_hours) {
             return Err(ConfigError(format!(
                 "storage.upload_expiry_hours = {} must be between 1 and 720",

@@ -19,6 +19,7 @@
 //! - [`janitor`]: abandoned upload sessions (and S3 multipart uploads)
 //!   freed in the background.
 //! - [`webhooks`]: push webhooks from an outbox written with the push.
+//! - [`gc`]: online garbage collection of manifests, links and blobs.
 //! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
@@ -37,6 +38,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod gc;
 pub mod janitor;
 pub mod metadata;
 pub mod metrics;
@@ -106,6 +108,12 @@ pub struct Registry {
     policies: Arc<policy::Policies>,
     /// The audit log.
     audit: audit::Audit,
+    /// Upload commits and mounts against garbage collection's deletes.
+    gc_gate: gc::Gate,
+    /// Held by the running garbage collection.
+    gc_running: tokio::sync::Mutex<()>,
+    /// How garbage collection runs.
+    gc: gc::GcConfig,
 }
 
 /// Why a registry could not be opened.
@@ -153,7 +161,21 @@ impl Registry {
             upload_expiry: Duration::from_secs(24 * 3600),
             webhooks: None,
             policies: Arc::default(),
+            gc_gate: gc::Gate::default(),
+            gc_running: tokio::sync::Mutex::new(()),
+            gc: gc::GcConfig::default(),
         }
+    }
+
+    /// Collect garbage as `config` says.
+    pub fn with_gc(mut self, config: gc::GcConfig) -> Self {
+        self.gc = config;
+        self
+    }
+
+    /// How garbage collection runs.
+    pub fn gc_config(&self) -> &gc::GcConfig {
+        &self.gc
     }
 
     /// Enforce `policies`.
@@ -266,6 +288,7 @@ pub async fn serve(
     use axum::serve::ListenerExt;
     let janitor = janitor::spawn(registry.clone(), registry.upload_expiry);
     let sender = webhooks::spawn(registry.clone());
+    let collector = gc::spawn(registry.clone(), registry.gc.clone());
     let app = api::router(registry);
     // As Go's net/http does: small responses go out without Nagle's delay.
     let listener = listener.tap_io(|tcp| {
@@ -278,8 +301,8 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     janitor.abort();
-    if let Some(s) = sender {
-        s.abort();
+    for task in [sender, collector].into_iter().flatten() {
+        task.abort();
     }
     result
 }

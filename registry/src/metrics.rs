@@ -140,6 +140,10 @@ pub struct Metrics {
     upload_sessions: Gauge,
     blob_redirects: Counter,
     uploads_expired: Counter,
+    gc_last_run: Gauge,
+    gc_reclaimed: Counter,
+    gc_removed: Counter,
+    gc_kept: Gauge,
     /// S3 multipart uploads open for upload sessions (set at render).
     pub s3_gauge: Option<Gauge>,
 }
@@ -162,6 +166,10 @@ impl Default for Metrics {
             upload_sessions: Gauge::default(),
             blob_redirects: Counter::default(),
             uploads_expired: Counter::default(),
+            gc_last_run: Gauge::default(),
+            gc_reclaimed: Counter::default(),
+            gc_removed: Counter::default(),
+            gc_kept: Gauge::default(),
             s3_gauge: None,
             registry: Registry::default(),
         };
@@ -200,6 +208,26 @@ impl Default for Metrics {
             "Blob GETs answered with a redirect to the object store",
             m.blob_redirects.clone(),
         );
+        registry.register(
+            "berth_registry_gc_last_run_timestamp_seconds",
+            "When the last garbage collection finished (unix seconds)",
+            m.gc_last_run.clone(),
+        );
+        registry.register(
+            "berth_registry_gc_reclaimed_bytes",
+            "Blob bytes garbage collection removed",
+            m.gc_reclaimed.clone(),
+        );
+        registry.register(
+            "berth_registry_gc_removed_blobs",
+            "Blobs garbage collection removed",
+            m.gc_removed.clone(),
+        );
+        registry.register(
+            "berth_registry_gc_kept_blobs",
+            "Blobs the last garbage collection kept",
+            m.gc_kept.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -235,6 +263,14 @@ impl Metrics {
     /// Count abandoned upload sessions freed.
     pub fn uploads_expired(&self, n: u64) {
         self.uploads_expired.inc_by(n);
+    }
+
+    /// Record a finished garbage collection.
+    pub fn gc_ran(&self, report: &crate::gc::GcReport, at: u64) {
+        self.gc_last_run.set(at as i64);
+        self.gc_reclaimed.inc_by(report.bytes);
+        self.gc_removed.inc_by(report.blobs.len() as u64);
+        self.gc_kept.set(report.blobs_kept as i64);
     }
 
     /// Count a blob GET redirected to the object store.

@@ -125,6 +125,7 @@ pub(crate) fn router() -> Router<Arc<Registry>> {
         .route("/api/v1/robots/{robot}/rotate", post(rotate_robot))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/webhooks", get(webhooks))
+        .route("/api/v1/gc", post(collect))
         .fallback(|| async { not_found("this admin endpoint") })
 }
 
@@ -959,6 +960,72 @@ async fn webhooks(
     Ok(Json(
         json!({"targets": targets, "deliveries": deliveries, "backlog": backlog}),
     ))
+}
+
+// ---- garbage collection ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/gc[?dry_run=true]`: collect now. A system admin's (or
+/// anyone's on a registry without `[auth]`, where anyone may delete
+/// anyway). The answer streams as JSON lines — `{"progress": …}` while it
+/// runs, then `{"report": …}` or `{"error": …}` — and the collection
+/// finishes even if the caller goes away.
+async fn collect(
+    State(r): State<Arc<Registry>>,
+    axum::extract::Query(q): axum::extract::Query<GcQuery>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+) -> Result<Response> {
+    let who = if r.gate.is_some() {
+        let c = caller(&r, &headers, req.extensions()).await?;
+        c.require_admin()?;
+        c.name
+    } else {
+        "anonymous".to_owned()
+    };
+    let client = super::client_text(req.extensions());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let config = r.gc.clone();
+    tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let progress = move |line: &str| {
+            let _ = progress_tx.send(json!({ "progress": line }).to_string());
+        };
+        let result = crate::gc::run(&r, &config, q.dry_run, &progress).await;
+        let (line, outcome) = match &result {
+            Ok(report) => (json!({ "report": report }), "ok"),
+            Err(e) => (json!({ "error": e }), "error"),
+        };
+        r.audit.record(
+            &who,
+            &client,
+            if q.dry_run {
+                "gc.dry_run"
+            } else {
+                "gc.request"
+            },
+            "registry",
+            outcome,
+            result.err().unwrap_or_default(),
+        );
+        let _ = tx.send(line.to_string());
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|l| (Ok::<_, std::convert::Infallible>(format!("{l}\n")), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .expect("valid headers"))
 }
 
 // ---- audit ----

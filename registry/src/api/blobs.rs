@@ -230,9 +230,14 @@ async fn publish(
             format!("uploaded content hashes to {actual}, not {digest}; the upload was discarded"),
         ));
     }
-    r.blobs.commit_upload(claim.id, len, digest).await?;
-    let (n, d, id) = (name.to_owned(), digest.clone(), claim.id);
-    db_write(r, move |m| m.link_blob(&n, &d, len, Some(id))).await?;
+    {
+        // Published and linked under the digest's gate: a collection
+        // deleting the same digest's bytes waits, or has finished.
+        let _publishing = r.gc_gate.publishing(digest).await;
+        r.blobs.commit_upload(claim.id, len, digest).await?;
+        let (n, d, id) = (name.to_owned(), digest.clone(), claim.id);
+        db_write(r, move |m| m.link_blob(&n, &d, len, Some(id))).await?;
+    }
     claim.ended = true;
     r.metrics.upload_completed();
     Ok(())
@@ -307,10 +312,11 @@ pub(super) async fn start(
             Some(_) => None,
             None => r.meta.linked_blob_size(&digest)?,
         };
-        {
-            if let Some(size) = source {
-                let (n, d) = (name.to_owned(), digest.clone());
-                db_write(r, move |m| m.link_blob(&n, &d, size, None)).await?;
+        if source.is_some() {
+            // Linked only if a collection has not forgotten it since.
+            let _publishing = r.gc_gate.publishing(&digest).await;
+            let (n, d) = (name.to_owned(), digest.clone());
+            if db_write(r, move |m| m.mount_blob(&n, &d)).await?.is_some() {
                 return Ok(created_blob(name, &digest));
             }
         }

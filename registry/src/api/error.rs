@@ -101,6 +101,16 @@ impl IntoResponse for ApiError {
                 message,
                 detail,
             } => (status, ErrorResponse::single(code, message, detail)),
+            Self::Metadata(crate::metadata::MetadataError::Missing { digest }) => (
+                StatusCode::BAD_REQUEST,
+                ErrorResponse::single(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!(
+                        "manifest references {digest}, which is not in this repository (or has another size): push it first"
+                    ),
+                    Some(serde_json::json!({ "digest": digest })),
+                ),
+            ),
             Self::Metadata(e @ crate::metadata::MetadataError::Immutable { .. }) => (
                 StatusCode::FORBIDDEN,
                 ErrorResponse::single(ErrorCode::Denied, e.to_string(), None),

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{ApiError, Params, db_write, empty, next_chunk};
 use crate::Registry;
-use crate::metadata::{ManifestKey, NewManifest};
+use crate::metadata::{ManifestKey, ManifestRefs, NewManifest};
 use berth_oci::distribution::ManifestRef;
 
 fn key(reference: &ManifestRef) -> ManifestKey<'_> {
@@ -134,26 +134,21 @@ pub(super) async fn put(
         |e: berth_oci::ManifestError| ApiError::new(ErrorCode::ManifestInvalid, e.to_string());
 
     // Every referenced blob (except foreign layers) and child manifest must
-    // already be in this repository.
-    let blobs = manifest.blobs().map_err(invalid)?;
-    let wanted: Vec<(&Digest, u64)> = blobs
-        .iter()
+    // already be in this repository: checked in the transaction that
+    // stores the manifest, so a concurrent collection cannot slip between.
+    let blobs: Vec<(Digest, u64)> = manifest
+        .blobs()
+        .map_err(invalid)?
+        .into_iter()
         .filter(|b| b.urls.is_empty())
-        .map(|b| (&b.digest, b.size))
+        .map(|b| (b.digest, b.size))
         .collect();
-    let missing = r.meta.missing_blobs(name, &wanted)?;
-    let children = manifest.children().map_err(invalid)?;
-    let child_digests: Vec<&Digest> = children.iter().map(|c| &c.digest).collect();
-    let missing_children = r.meta.missing_manifests(name, &child_digests)?;
-    if let Some(d) = missing.first().or(missing_children.first()) {
-        return Err(ApiError::new(
-            ErrorCode::ManifestBlobUnknown,
-            format!(
-                "manifest references {d}, which is not in repository {name} (or has another size)"
-            ),
-        )
-        .with_detail(json!({ "digest": d.to_string() })));
-    }
+    let children: Vec<Digest> = manifest
+        .children()
+        .map_err(invalid)?
+        .into_iter()
+        .map(|c| c.digest)
+        .collect();
 
     let subject = manifest.subject().map_err(invalid)?.map(|s| s.digest);
     let artifact_type = manifest.artifact_type();
@@ -186,6 +181,10 @@ pub(super) async fn put(
         let policies = r.policies.clone();
         db_write(r, move |meta| {
             let repo = name.clone();
+            let refs = ManifestRefs {
+                blobs: blobs.iter().map(|(d, s)| (d, *s)).collect(),
+                children: children.iter().collect(),
+            };
             meta.put_manifest_with_events(
                 &name,
                 &NewManifest {
@@ -196,6 +195,7 @@ pub(super) async fn put(
                     annotations,
                     content: &content,
                 },
+                &refs,
                 &tags,
                 &events,
                 &|tag| policies.immutable(&repo, tag),

@@ -22,15 +22,17 @@ use crate::storage::UploadId;
 
 mod audit;
 mod directory;
+mod gc;
 mod outbox;
 mod s3;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
+pub use gc::{DoomedBlob, DoomedManifest, GcPlan, ManifestRefs};
 pub use outbox::{Delivery, OutboxEvent};
 pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -187,6 +189,13 @@ pub enum MetadataError {
         /// The rule's pattern.
         rule: String,
     },
+    /// A manifest references a blob or child manifest the repository does
+    /// not hold (checked in the transaction that would store it).
+    #[error("manifest references {digest}, which is not in the repository (or has another size)")]
+    Missing {
+        /// The missing digest.
+        digest: String,
+    },
     /// The database was written by a newer berth.
     #[error(
         "metadata schema version {0} is newer than this berth understands ({SCHEMA_VERSION}); upgrade berth"
@@ -304,12 +313,19 @@ impl Metadata {
             return Err(MetadataError::TooNew(version));
         }
         // Each step in one transaction: a crash leaves the old version.
-        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, gc::SCHEMA_V5];
         if version < SCHEMA_VERSION {
             let pending = steps[version as usize..].concat();
-            writer.execute_batch(&format!(
-                "BEGIN; {pending} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
+            // Dropped before COMMIT (an error): rolled back.
+            let tx = rusqlite::Transaction::new_unchecked(
+                &writer,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            tx.execute_batch(&pending)?;
+            // Version 5 records what each stored manifest references.
+            gc::backfill(&tx)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
         }
         let readers = (0..READERS)
             .map(|_| {
@@ -344,7 +360,8 @@ impl Metadata {
         };
         let writer = open()?;
         writer.execute_batch(&format!(
-            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} PRAGMA user_version = {SCHEMA_VERSION};"
+            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} {} PRAGMA user_version = {SCHEMA_VERSION};",
+            gc::SCHEMA_V5
         ))?;
         // Shared-cache connections lock tables, not the file: a single reader
         // connection avoids reader/writer lock conflicts in tests.
@@ -438,16 +455,43 @@ impl Metadata {
             "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![d, size as i64, now()])?;
+        // Linking again renews the link: garbage collection spares links
+        // younger than its grace window.
         tx.prepare_cached(
-            "INSERT OR IGNORE INTO repository_blobs (repo_id, digest) VALUES (?1, ?2)",
+            "INSERT INTO repository_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
         )?
-        .execute(params![id, d])?;
+        .execute(params![id, d, now()])?;
         if let Some(u) = upload {
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
                 .execute([u.to_string()])?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Link blob `digest` into `repo` if the registry still holds it (a
+    /// cross-repository mount: its source was checked before, and a
+    /// collection may have forgotten it since). Returns its size if linked.
+    pub fn mount_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let d = digest.to_string();
+        let Some(size) = tx
+            .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
+            .query_row([&d], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let id = Self::repo_id(&tx, repo)?;
+        tx.prepare_cached(
+            "INSERT INTO repository_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )?
+        .execute(params![id, d, now()])?;
+        tx.commit()?;
+        Ok(Some(size as u64))
     }
 
     /// Stop serving `digest` from `repo`. Returns whether it was linked. The
@@ -533,34 +577,6 @@ impl Metadata {
 
     // ---- manifests and tags ----
 
-    /// Of `digests`, those that `repo` cannot serve as blobs (with their
-    /// recorded size when the registry has them elsewhere or at another size).
-    pub fn missing_blobs(&self, repo: &str, digests: &[(&Digest, u64)]) -> Result<Vec<Digest>> {
-        let mut missing = Vec::new();
-        for (d, size) in digests {
-            if self.repo_blob(repo, d)? != Some(*size) {
-                missing.push((*d).clone());
-            }
-        }
-        Ok(missing)
-    }
-
-    /// Of `digests`, those that are not manifests in `repo`.
-    pub fn missing_manifests(&self, repo: &str, digests: &[&Digest]) -> Result<Vec<Digest>> {
-        let conn = self.reader();
-        let mut st = conn.prepare_cached(
-            "SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repo_id
-             WHERE r.name = ?1 AND m.digest = ?2",
-        )?;
-        let mut missing = Vec::new();
-        for d in digests {
-            if !st.exists(params![repo, d.to_string()])? {
-                missing.push((*d).clone());
-            }
-        }
-        Ok(missing)
-    }
-
     /// Store a manifest in `repo` and point `tags` at it, in one
     /// transaction. Returns the tags that moved from another manifest, with
     /// the digest each pointed at before (for the audit log).
@@ -570,16 +586,19 @@ impl Metadata {
         m: &NewManifest<'_>,
         tags: &[String],
     ) -> Result<Vec<(String, Digest)>> {
-        self.put_manifest_with_events(repo, m, tags, &[], &|_| None)
+        self.put_manifest_with_events(repo, m, &ManifestRefs::default(), tags, &[], &|_| None)
     }
 
-    /// [`Metadata::put_manifest`], queueing `events` for webhook delivery
-    /// in the same transaction: an acknowledged push always has its
-    /// events, even across a crash.
+    /// [`Metadata::put_manifest`], checking that everything in `refs` is in
+    /// the repository and recording it (garbage collection keeps it), and
+    /// queueing `events` for webhook delivery — all in the same
+    /// transaction: an acknowledged push always has its blobs and its
+    /// events, even across a crash or a concurrent collection.
     pub fn put_manifest_with_events(
         &self,
         repo: &str,
         m: &NewManifest<'_>,
+        refs: &ManifestRefs<'_>,
         tags: &[String],
         events: &[OutboxEvent],
         immutable: &(dyn Fn(&str) -> Option<String> + Sync),
@@ -605,6 +624,7 @@ impl Metadata {
             m.content,
             t
         ])?;
+        gc::record(&tx, id, &d, refs)?;
         let mut moved = Vec::new();
         for tag in tags {
             let before: Option<String> = tx
@@ -715,6 +735,7 @@ impl Metadata {
         }
         tx.prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?
             .execute(params![id, d])?;
+        gc::forget(&tx, id, &d)?;
         let n = tx
             .prepare_cached("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
             .execute(params![id, d])?;
@@ -850,6 +871,19 @@ mod tests {
         }
     }
 
+    /// What a manifest with `refs` in `repo` would miss (checked in a
+    /// transaction that is then rolled back).
+    fn missing(m: &Metadata, repo: &str, refs: &ManifestRefs<'_>) -> Option<String> {
+        let mut conn = m.writer();
+        let tx = conn.transaction().unwrap();
+        let id = Metadata::repo_id(&tx, repo).unwrap();
+        match gc::record(&tx, id, "sha256:probe", refs) {
+            Ok(()) => None,
+            Err(MetadataError::Missing { digest }) => Some(digest),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     #[test]
     fn blobs_are_scoped_to_repositories() {
         let m = Metadata::in_memory().unwrap();
@@ -859,11 +893,15 @@ mod tests {
         assert_eq!(m.repo_blob("a", &d).unwrap(), Some(1));
         assert_eq!(m.repo_blob("b", &d).unwrap(), None);
         assert_eq!(m.blob_size(&d).unwrap(), Some(1));
-        assert_eq!(m.missing_blobs("b", &[(&d, 1)]).unwrap(), vec![d.clone()]);
-        assert!(m.missing_blobs("a", &[(&d, 1)]).unwrap().is_empty());
+        let blob = |size| ManifestRefs {
+            blobs: vec![(&d, size)],
+            children: vec![],
+        };
+        assert_eq!(missing(&m, "b", &blob(1)), Some(d.to_string()));
+        assert_eq!(missing(&m, "a", &blob(1)), None);
         assert_eq!(
-            m.missing_blobs("a", &[(&d, 2)]).unwrap().len(),
-            1,
+            missing(&m, "a", &blob(2)),
+            Some(d.to_string()),
             "size must match"
         );
         assert!(m.unlink_blob("a", &d).unwrap());
@@ -945,7 +983,12 @@ mod tests {
                 .is_empty()
         );
 
-        assert_eq!(m.missing_manifests("r", &[&d1, &d2]).unwrap().len(), 0);
+        let children = ManifestRefs {
+            blobs: vec![],
+            children: vec![&d1, &d2],
+        };
+        assert_eq!(missing(&m, "r", &children), None);
+        assert_eq!(missing(&m, "other", &children), Some(d1.to_string()));
         assert!(m.delete_tag("r", "v2").unwrap());
         assert!(
             m.manifest("r", ManifestKey::Digest(&d2), false)
@@ -989,9 +1032,33 @@ mod tests {
                 [d.to_string()],
             )
             .unwrap();
+            // A manifest using it, and an unused blob.
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":2}},"layers":[]}}"#
+            );
+            c.execute(
+                "INSERT INTO manifests (repo_id, digest, media_type, size, content, created_at)
+                 VALUES (1, ?1, 'application/vnd.oci.image.manifest.v1+json', ?2, ?3, 1)",
+                params![
+                    Digest::sha256(manifest.as_bytes()).to_string(),
+                    manifest.len() as i64,
+                    manifest.as_bytes()
+                ],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO blobs (digest, size, created_at) VALUES (?1, 6, 1)",
+                [Digest::sha256(b"unused").to_string()],
+            )
+            .unwrap();
         }
         let m = Metadata::open(&path).unwrap();
         assert_eq!(m.repo_blob("old/repo", &d).unwrap(), Some(2));
+        // Version 5 recorded what the old manifest references: garbage
+        // collection keeps its config and would take only the unused blob.
+        let plan = m.gc_plan(u64::MAX / 2, None).unwrap();
+        assert_eq!(plan.blobs.len(), 1);
+        assert_eq!(plan.blobs[0].digest, Digest::sha256(b"unused"));
         assert!(m.auth_rows().unwrap().robots.is_empty());
         m.audit_append(&[]).unwrap();
         let version: i64 = m

@@ -70,6 +70,44 @@ impl FsBlobStore {
         Arc::new(lock.lock_owned().await)
     }
 
+    /// Every published blob with its modification time (unix seconds):
+    /// a walk of the whole store, for garbage collection's orphan pass
+    /// only, never on a request path. Files whose names are not digests
+    /// are left out.
+    pub async fn published(&self) -> Result<Vec<(Digest, u64)>, StorageError> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+                let dir = root.join(alg.as_str());
+                for shard in fs::read_dir(&dir)? {
+                    let shard = shard?;
+                    if !shard.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for f in fs::read_dir(shard.path())? {
+                        let f = f?;
+                        let name = f.file_name();
+                        let Some(d) = name
+                            .to_str()
+                            .and_then(|h| format!("{}:{h}", alg.as_str()).parse::<Digest>().ok())
+                        else {
+                            continue;
+                        };
+                        let modified = f
+                            .metadata()?
+                            .modified()?
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |t| t.as_secs());
+                        out.push((d, modified));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Forget the lock of an upload that has ended.
     fn forget_upload(&self, id: UploadId) {
         self.upload_locks

@@ -1006,10 +1006,15 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        // The object first: if deleting it fails, the index still names
+        // it and a later delete retries.
         let d = digest.to_string();
-        match self.db(move |m| m.s3_delete_blob(&d)).await? {
-            Some(key) => self.delete_key(&key).await,
-            None => Ok(()),
-        }
+        let Some((key, _)) = self.db(move |m| m.s3_blob(&d)).await? else {
+            return Ok(());
+        };
+        self.delete_key(&key).await?;
+        let d = digest.to_string();
+        self.db(move |m| m.s3_delete_blob(&d)).await?;
+        Ok(())
     }
 }
