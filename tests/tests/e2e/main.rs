@@ -10,6 +10,7 @@ mod build;
 mod bump;
 mod clients;
 mod crash;
+mod gc;
 mod mirror;
 mod mission;
 mod newcomer;

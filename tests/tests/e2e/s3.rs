@@ -27,7 +27,7 @@ fn s3_config(dir: &Path, server: &S3Server, bucket: &str, key: &str, secret: &st
 }
 
 /// [`s3_config`] with more `[storage.s3]` lines.
-fn s3_config_with(
+pub(crate) fn s3_config_with(
     dir: &Path,
     server: &S3Server,
     bucket: &str,
@@ -57,7 +57,7 @@ fn s3_config_with(
 }
 
 /// The keys of the objects under `prefix` (SeaweedFS lists anonymously).
-fn object_keys(server: &S3Server, bucket: &str) -> Vec<String> {
+pub(crate) fn object_keys(server: &S3Server, bucket: &str) -> Vec<String> {
     let r = http(
         "GET",
         &format!("{}/{bucket}?list-type=2&prefix=registry/", server.endpoint),
