@@ -118,6 +118,14 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let registry = registry
             .with_policies(policies)
             .with_gc(config.gc.clone())
+            .with_space_floor(
+                &config.data,
+                if config.storage.s3.is_some() {
+                    0
+                } else {
+                    config.storage.min_free_mib << 20
+                },
+            )
             .with_webhooks(hooks)
             .with_https(cert.is_some())
             .with_audit_retention(std::time::Duration::from_secs(

@@ -47,6 +47,9 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// Extension: an internal server error.
     Unknown,
+    /// Extension (berth): the registry's storage is full, or below its
+    /// free-space floor; nothing past what was acknowledged was kept.
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::Unsupported => 405,
             Self::TooManyRequests => 429,
             Self::Unknown => 500,
+            Self::InsufficientStorage => 507,
         }
     }
 
@@ -94,6 +98,7 @@ impl ErrorCode {
             Self::TagInvalid => "TAG_INVALID",
             Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unknown => "UNKNOWN",
+            Self::InsufficientStorage => "INSUFFICIENT_STORAGE",
         }
     }
 }

@@ -108,6 +108,9 @@ pub struct StorageConfig {
     /// Upload sessions idle this long are freed (their bytes, staged
     /// tails and S3 multipart uploads).
     pub upload_expiry_hours: u64,
+    /// Refuse uploads (507) while the data directory's file system has
+    /// less than this many MiB free (filesystem blobs; 0: no floor).
+    pub min_free_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +119,7 @@ impl Default for StorageConfig {
             fsync: true,
             s3: None,
             upload_expiry_hours: 24,
+            min_free_mib: 64,
         }
     }
 }

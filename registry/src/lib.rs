@@ -114,6 +114,11 @@ pub struct Registry {
     gc_running: tokio::sync::Mutex<()>,
     /// How garbage collection runs.
     gc: gc::GcConfig,
+    /// Uploads are refused while the file system holding this directory
+    /// has fewer free bytes than this.
+    space_floor: Option<(std::path::PathBuf, u64)>,
+    /// The data directory, whose free space `/metrics` reports.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a registry could not be opened.
@@ -164,7 +169,18 @@ impl Registry {
             gc_gate: gc::Gate::default(),
             gc_running: tokio::sync::Mutex::new(()),
             gc: gc::GcConfig::default(),
+            space_floor: None,
+            data_dir: None,
         }
+    }
+
+    /// Report the free space of `data` in `/metrics`, and with
+    /// `min_free` > 0 refuse uploads while less is free there.
+    pub fn with_space_floor(mut self, data: &Path, min_free: u64) -> Self {
+        self.data_dir = Some(data.to_owned());
+        self.space_floor = (min_free > 0).then(|| (data.to_owned(), min_free));
+        self.metrics.floor_bytes(min_free);
+        self
     }
 
     /// Collect garbage as `config` says.

@@ -144,6 +144,8 @@ pub struct Metrics {
     gc_reclaimed: Counter,
     gc_removed: Counter,
     gc_kept: Gauge,
+    free_bytes: Gauge,
+    floor_bytes: Gauge,
     /// S3 multipart uploads open for upload sessions (set at render).
     pub s3_gauge: Option<Gauge>,
 }
@@ -170,6 +172,8 @@ impl Default for Metrics {
             gc_reclaimed: Counter::default(),
             gc_removed: Counter::default(),
             gc_kept: Gauge::default(),
+            free_bytes: Gauge::default(),
+            floor_bytes: Gauge::default(),
             s3_gauge: None,
             registry: Registry::default(),
         };
@@ -228,6 +232,16 @@ impl Default for Metrics {
             "Blobs the last garbage collection kept",
             m.gc_kept.clone(),
         );
+        registry.register(
+            "berth_registry_storage_free_bytes",
+            "Free bytes on the file system of the data directory (-1: unknown)",
+            m.free_bytes.clone(),
+        );
+        registry.register(
+            "berth_registry_storage_floor_bytes",
+            "Uploads are refused below this many free bytes ([storage] min_free_mib)",
+            m.floor_bytes.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -263,6 +277,18 @@ impl Metrics {
     /// Count abandoned upload sessions freed.
     pub fn uploads_expired(&self, n: u64) {
         self.uploads_expired.inc_by(n);
+    }
+
+    /// Set the data directory's free bytes (`None`: unknown).
+    pub fn free_bytes(&self, free: Option<u64>) {
+        self.free_bytes
+            .set(free.map_or(-1, |f| i64::try_from(f).unwrap_or(i64::MAX)));
+    }
+
+    /// Set the free-space floor.
+    pub fn floor_bytes(&self, floor: u64) {
+        self.floor_bytes
+            .set(i64::try_from(floor).unwrap_or(i64::MAX));
     }
 
     /// Record a finished garbage collection.

@@ -185,6 +185,7 @@ async fn append_body(
     offset: u64,
     body: Body,
 ) -> Result<u64, ApiError> {
+    above_floor(r)?;
     let mut writer = r.blobs.append_upload(claim.id, offset).await?;
     let mut hasher = match claim.hasher.take() {
         Some((covered, h)) if covered == offset => Some(h),
@@ -198,7 +199,13 @@ async fn append_body(
         if let Some(h) = hasher.as_mut() {
             h.update(&chunk);
         }
-        writer.write(chunk).await?;
+        if let Err(e) = writer.write(chunk).await {
+            // Read (and drop) the rest of the body first, so that a client
+            // still sending gets this answer rather than a broken pipe.
+            drop(writer);
+            super::drain(r, &mut stream, super::DRAIN_LIMIT).await;
+            return Err(e.into());
+        }
     }
     let len = writer.finish().await?;
     r.metrics.bytes_in(len - offset);
@@ -243,6 +250,42 @@ async fn publish(
     Ok(())
 }
 
+/// After a failed request, give back the bytes it wrote past `have`, the
+/// length acknowledged before it: a full disk gets its space back at once,
+/// and the session resumes at `have`. (A store that cannot take bytes back,
+/// as S3 inside uploaded parts, keeps them; the next append says so.)
+async fn release(r: &Arc<Registry>, claim: &mut Claim<'_>, have: u64) {
+    claim.hasher = None;
+    let freed = async {
+        let w = r.blobs.append_upload(claim.id, have).await?;
+        w.finish().await
+    }
+    .await;
+    if let Err(e) = freed {
+        tracing::debug!(upload = %claim.id, error = %e, "unacknowledged bytes not released");
+    }
+}
+
+/// Refuse to take more bytes while the data directory's file system has
+/// less free space than the configured floor.
+fn above_floor(r: &Registry) -> Result<(), ApiError> {
+    let Some((dir, floor)) = &r.space_floor else {
+        return Ok(());
+    };
+    match crate::storage::free_bytes(dir) {
+        Ok(free) if free < *floor => Err(ApiError::new(
+            ErrorCode::InsufficientStorage,
+            format!(
+                "the registry's disk has {} MiB free, below its floor of {} MiB ([storage] min_free_mib): uploads resume once space is freed (berth admin gc, retention)",
+                free >> 20,
+                floor >> 20
+            ),
+        )
+        .with_status(StatusCode::INSUFFICIENT_STORAGE)),
+        _ => Ok(()),
+    }
+}
+
 async fn discard(r: &Arc<Registry>, claim: &mut Claim<'_>) -> Result<(), ApiError> {
     claim.ended = true;
     r.blobs.abort_upload(claim.id).await?;
@@ -283,6 +326,7 @@ fn parse_digest_param(params: &Params) -> Result<Option<Digest>, ApiError> {
 }
 
 async fn new_session(r: &Arc<Registry>, name: &str) -> Result<UploadId, ApiError> {
+    above_floor(r)?;
     let id = UploadId::new();
     r.blobs.create_upload(id).await?;
     let n = name.to_owned();
@@ -427,23 +471,34 @@ pub(super) async fn patch(
             return Ok(resp);
         }
     }
-    let len = append_body(r, &mut claim, have, body).await?;
-    if let Some((start, end)) = range {
-        if len != end + 1 {
-            return Err(ApiError::new(
-                ErrorCode::SizeInvalid,
-                format!(
-                    "Content-Range {start}-{end} announced {} bytes but {} arrived; chunk discarded",
-                    end - start + 1,
-                    len - have
-                ),
-            )
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
-        }
-    }
-    check_length(headers, have, len)?;
     let uid = claim.id;
-    db_write(r, move |m| m.set_upload_size(uid, len)).await?;
+    let appended = async {
+        let len = append_body(r, &mut claim, have, body).await?;
+        if let Some((start, end)) = range {
+            if len != end + 1 {
+                return Err(ApiError::new(
+                    ErrorCode::SizeInvalid,
+                    format!(
+                        "Content-Range {start}-{end} announced {} bytes but {} arrived; chunk discarded",
+                        end - start + 1,
+                        len - have
+                    ),
+                )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+            }
+        }
+        check_length(headers, have, len)?;
+        db_write(r, move |m| m.set_upload_size(uid, len)).await?;
+        Ok(len)
+    }
+    .await;
+    let len = match appended {
+        Ok(len) => len,
+        Err(e) => {
+            release(r, &mut claim, have).await;
+            return Err(e);
+        }
+    };
     Ok(empty(
         StatusCode::ACCEPTED,
         &session_headers(name, uid, len),
@@ -487,18 +542,27 @@ pub(super) async fn finish(
     let no_body = headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");
-    let len = if no_body {
-        have
-    } else {
-        let len = append_body(r, &mut claim, have, body).await?;
-        check_length(headers, have, len)?;
-        len
-    };
-    match publish(r, name, &mut claim, len, &digest).await {
+    let result = async {
+        let len = if no_body {
+            have
+        } else {
+            let len = append_body(r, &mut claim, have, body).await?;
+            check_length(headers, have, len)?;
+            len
+        };
+        publish(r, name, &mut claim, len, &digest).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(created_blob(name, &digest)),
         Err(ApiError::Storage(StorageError::UploadNotFound(_))) => Err(upload_unknown(id)),
-        other => other,
-    }?;
-    Ok(created_blob(name, &digest))
+        Err(e) => {
+            if !claim.ended {
+                release(r, &mut claim, have).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// DELETE a session.

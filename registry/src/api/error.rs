@@ -92,6 +92,25 @@ impl From<berth_oci::distribution::RouteError> for ApiError {
     }
 }
 
+/// 507 for a full disk: the cause, what was kept, what to do.
+fn disk_full(cause: &str) -> (StatusCode, ErrorResponse) {
+    (
+        StatusCode::INSUFFICIENT_STORAGE,
+        ErrorResponse::single(
+            ErrorCode::InsufficientStorage,
+            format!(
+                "the registry's disk is full ({cause}): nothing past what was acknowledged was kept; an upload session resumes where it stopped once space is freed (berth admin gc, retention)"
+            ),
+            None,
+        ),
+    )
+}
+
+/// Whether SQLite failed for want of disk space.
+fn sqlite_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
@@ -115,6 +134,14 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 ErrorResponse::single(ErrorCode::Denied, e.to_string(), None),
             ),
+            Self::Storage(StorageError::Io(e)) if crate::storage::disk_full(&e) => {
+                tracing::error!(error = %e, "the blob store's disk is full");
+                disk_full(&e.to_string())
+            }
+            Self::Metadata(crate::metadata::MetadataError::Sqlite(e)) if sqlite_full(&e) => {
+                tracing::error!(error = %e, "the metadata database's disk is full");
+                disk_full(&e.to_string())
+            }
             Self::Storage(e @ StorageError::Unresumable { .. }) => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorResponse::single(ErrorCode::BlobUploadInvalid, e.to_string(), None),

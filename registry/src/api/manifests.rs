@@ -12,7 +12,7 @@ use berth_oci::{Digest, ErrorCode, Manifest, media_type};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
-use super::{ApiError, Params, db_write, empty, next_chunk};
+use super::{ApiError, DRAIN_LIMIT, Params, db_write, empty, next_chunk};
 use crate::Registry;
 use crate::metadata::{ManifestKey, ManifestRefs, NewManifest};
 use berth_oci::distribution::ManifestRef;
@@ -61,10 +61,6 @@ pub(super) fn get(
     };
     Ok(builder.body(body).expect("valid headers"))
 }
-
-/// Bytes of an oversized body read and discarded before answering 413, so
-/// that a client still sending gets the answer rather than a broken pipe.
-const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Read a body of at most `limit` bytes; a larger one is refused with 413
 /// (after draining up to [`DRAIN_LIMIT`] bytes of it).

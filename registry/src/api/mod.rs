@@ -158,6 +158,11 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     {
         s3.set(registry.meta.s3_open_multipart_count().unwrap_or(0) as i64);
     }
+    if let Some(dir) = &registry.data_dir {
+        registry
+            .metrics
+            .free_bytes(crate::storage::free_bytes(dir).ok());
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         registry.metrics.render(open),
@@ -554,6 +559,22 @@ async fn next_chunk(
         Ok(None) => Ok(None),
         Ok(Some(Err(e))) => Err(ApiError::new(code, format!("reading the {what}: {e}"))),
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+    }
+}
+
+/// Bytes of a request body read and dropped before answering an error, so
+/// that a client still sending gets the answer rather than a broken pipe.
+pub(super) const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Read and drop the rest of a request body, up to `limit` bytes (or until
+/// it stalls or fails).
+async fn drain(r: &Registry, stream: &mut axum::body::BodyDataStream, limit: u64) {
+    let mut seen = 0u64;
+    while let Ok(Some(chunk)) = next_chunk(r, stream, ErrorCode::BlobUploadInvalid, "body").await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            break;
+        }
     }
 }
 

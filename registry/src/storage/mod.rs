@@ -117,6 +117,20 @@ pub enum StorageError {
     Unavailable(String),
 }
 
+/// Whether `e` says the disk (or the quota of its file system) is full:
+/// ENOSPC or EDQUOT.
+pub fn disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// Free bytes for unprivileged writers on the file system holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Appends bytes to an upload session. Dropping a writer without
 /// [`UploadWriter::finish`] leaves the upload as it was at some byte boundary;
 /// the metadata's recorded offset says which bytes were acknowledged.
