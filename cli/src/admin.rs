@@ -59,6 +59,19 @@ enum AdminCommand {
     Robot(RobotCommand),
     /// The audit log, newest first.
     Audit(AuditArgs),
+    /// A project's policy: immutable tags, retention rules, quota.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Apply the retention rules now (a system admin for every project, a
+    /// project admin with --project).
+    Retention {
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Collect garbage now: untagged manifests past their age (if
     /// `[gc] untagged_after_hours` is set), unused links, and blobs nothing
     /// references that are older than the grace window (system admins; on a
@@ -76,6 +89,30 @@ enum AdminCommand {
         /// At most this many deliveries.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Show the policy, the quota and the project's usage.
+    Show {
+        /// The project.
+        project: String,
+    },
+    /// Replace the policy with the one in FILE: the keys of a
+    /// `[[policies]]` entry (immutable_tags, retention, remove_untagged,
+    /// quota_mib) as TOML, or the same as JSON.
+    Set {
+        /// The project.
+        project: String,
+        /// The policy file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Forget the stored policy.
+    Delete {
+        /// The project.
+        project: String,
     },
 }
 
@@ -696,6 +733,35 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
                 }
             });
         }
+        AdminCommand::Policy(p) => policy(&api, j, p)?,
+        AdminCommand::Retention { project, dry_run } => {
+            let mut q = vec![];
+            if let Some(p) = &project {
+                q.push(format!("project={}", seg(p)));
+            }
+            if dry_run {
+                q.push("dry_run=true".to_owned());
+            }
+            let v = api.call("POST", &format!("retention?{}", q.join("&")), None)?;
+            print(j, &v, |v| {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for t in v["tags"].as_array().into_iter().flatten() {
+                    println!("tag\t{}", t.as_str().unwrap_or(""));
+                }
+                for m in v["manifests"].as_array().into_iter().flatten() {
+                    println!("manifest\t{}", m.as_str().unwrap_or(""));
+                }
+                for t in v["immutable"].as_array().into_iter().flatten() {
+                    println!("kept (immutable)\t{}", t.as_str().unwrap_or(""));
+                }
+                println!(
+                    "{verb} {} tags and {} untagged manifests; kept {} tags (berth admin gc frees the bytes)",
+                    v["tags"].as_array().map_or(0, Vec::len),
+                    v["manifests"].as_array().map_or(0, Vec::len),
+                    v["kept"],
+                );
+            });
+        }
         AdminCommand::Audit(a) => {
             let mut q: Vec<String> = vec![format!("limit={}", a.limit)];
             for (k, v) in [
@@ -730,6 +796,75 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
                     );
                 }
             });
+        }
+    }
+    Ok(())
+}
+
+/// `berth admin policy …`.
+fn policy(api: &Api, j: bool, cmd: PolicyCommand) -> Result<()> {
+    let show = |v: &Value| {
+        let project = v["project"].as_str().unwrap_or_default();
+        let origin = if v["declared"] == true {
+            " (declared in the configuration)"
+        } else {
+            ""
+        };
+        println!("project {project}{origin}");
+        match v["quota_bytes"].as_u64() {
+            Some(q) => println!(
+                "usage {} of a {} quota",
+                human_bytes(v["usage_bytes"].as_u64().unwrap_or(0)),
+                human_bytes(q)
+            ),
+            None => println!(
+                "usage {} (no quota)",
+                human_bytes(v["usage_bytes"].as_u64().unwrap_or(0))
+            ),
+        }
+        if v["policy"].is_null() {
+            println!("no policy");
+        } else {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v["policy"]).unwrap_or_default()
+            );
+        }
+    };
+    match cmd {
+        PolicyCommand::Show { project } => {
+            let v = api.call("GET", &format!("projects/{}/policy", seg(&project)), None)?;
+            print(j, &v, show);
+        }
+        PolicyCommand::Set { project, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read --file {}", file.display()))?;
+            let body: Value = if text.trim_start().starts_with('{') {
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not valid JSON", file.display()))?
+            } else {
+                let t: toml::Value = toml::from_str(&text).with_context(|| {
+                    format!(
+                        "{} is not valid TOML (the keys of a [[policies]] entry)",
+                        file.display()
+                    )
+                })?;
+                serde_json::to_value(t)?
+            };
+            let v = api.call(
+                "PUT",
+                &format!("projects/{}/policy", seg(&project)),
+                Some(body),
+            )?;
+            print(j, &v, show);
+        }
+        PolicyCommand::Delete { project } => {
+            api.call(
+                "DELETE",
+                &format!("projects/{}/policy", seg(&project)),
+                None,
+            )?;
+            println!("the stored policy of {project} is gone");
         }
     }
     Ok(())

@@ -112,11 +112,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let hooks = berth_registry::webhooks::Webhooks::load(&config.webhooks, &config.webhook)
             .map_err(anyhow::Error::msg)
             .context("in [[webhooks]]")?;
-        let policies = berth_registry::policy::Policies::load(&config.policies)
-            .map_err(anyhow::Error::msg)
-            .context("in [[policies]]")?;
         let registry = registry
-            .with_policies(policies)
+            .with_policies(&config.policies)
+            .map_err(anyhow::Error::msg)
+            .context("in [[policies]]")?
             .with_gc(config.gc.clone())
             .with_space_floor(
                 &config.data,

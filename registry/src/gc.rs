@@ -214,6 +214,13 @@ pub(crate) async fn run_at(
             );
         }
     }
+    if let (Some(hooks), false) = (&r.webhooks, report.manifests.is_empty()) {
+        let events = hooks.removal_events(&report.manifests, "gc", now);
+        if !events.is_empty() {
+            blocking(r, move |m| m.outbox_add(&events)).await?;
+            hooks.wake.notify_one();
+        }
+    }
     report.links = blocking(r, move |m| m.gc_prune_links(grace_cutoff)).await?;
 
     // Blobs: by stripe, in batches, bytes deleted under the stripe's write
@@ -334,7 +341,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| e.to_string())
 }
 
-/// Collect every `config.every_hours` while the server runs.
+/// Apply retention and collect every `config.every_hours` while the
+/// server runs.
 pub fn spawn(r: Arc<Registry>, config: GcConfig) -> Option<tokio::task::JoinHandle<()>> {
     let every = Duration::from_secs(config.every_hours? * 3600);
     Some(tokio::spawn(async move {
@@ -342,6 +350,10 @@ pub fn spawn(r: Arc<Registry>, config: GcConfig) -> Option<tokio::task::JoinHand
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Retention first: the tags it removes free their bytes now.
+            if let Err(e) = crate::retention::run(&r, None, false, unix_now()).await {
+                tracing::error!(error = %e, "scheduled retention failed");
+            }
             if let Err(e) = run(&r, &config, false, &|_| {}).await {
                 tracing::error!(error = %e, "scheduled garbage collection failed");
             }

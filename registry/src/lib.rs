@@ -11,7 +11,9 @@
 //! - [`metadata`]: repositories, blobs per repository, manifests, tags and
 //!   upload sessions in SQLite.
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
-//! - [`policy`]: per-project policies (immutable tags).
+//! - [`policy`]: per-project policies (immutable tags, retention rules,
+//!   quotas), declared or stored.
+//! - [`retention`]: tag retention, planned and applied.
 //! - [`config`]: the `berth serve` configuration file.
 //! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
 //!   `[auth]` is configured.
@@ -43,6 +45,7 @@ pub mod janitor;
 pub mod metadata;
 pub mod metrics;
 pub mod policy;
+pub mod retention;
 pub mod storage;
 pub mod tls;
 pub mod webhooks;
@@ -104,8 +107,10 @@ pub struct Registry {
     upload_expiry: Duration,
     /// Push webhook targets, if any.
     webhooks: Option<webhooks::Webhooks>,
-    /// Per-project policies.
-    policies: Arc<policy::Policies>,
+    /// Per-project policies, declared and stored, swapped whole on change.
+    policies: std::sync::RwLock<Arc<policy::Policies>>,
+    /// The declared ones (`[[policies]]`), which win over stored ones.
+    declared_policies: Vec<policy::PolicyConfig>,
     /// The audit log.
     audit: audit::Audit,
     /// Upload commits and mounts against garbage collection's deletes.
@@ -165,7 +170,8 @@ impl Registry {
             https: false,
             upload_expiry: Duration::from_secs(24 * 3600),
             webhooks: None,
-            policies: Arc::default(),
+            policies: std::sync::RwLock::default(),
+            declared_policies: Vec::new(),
             gc_gate: gc::Gate::default(),
             gc_running: tokio::sync::Mutex::new(()),
             gc: gc::GcConfig::default(),
@@ -194,10 +200,28 @@ impl Registry {
         &self.gc
     }
 
-    /// Enforce `policies`.
-    pub fn with_policies(mut self, policies: policy::Policies) -> Self {
-        self.policies = Arc::new(policies);
-        self
+    /// Enforce the `declared` policies and those stored in the metadata
+    /// database through the admin API.
+    pub fn with_policies(mut self, declared: &[policy::PolicyConfig]) -> Result<Self, String> {
+        self.declared_policies = declared.to_vec();
+        self.reload_policies()?;
+        Ok(self)
+    }
+
+    /// The policies in force now.
+    pub fn policies(&self) -> Arc<policy::Policies> {
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-read the stored policies after an admin change.
+    pub(crate) fn reload_policies(&self) -> Result<(), String> {
+        let stored = self.meta.stored_policies().map_err(|e| e.to_string())?;
+        let merged = policy::Policies::merge(&self.declared_policies, &stored)?;
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(merged);
+        Ok(())
     }
 
     /// Send push webhooks to `hooks`' targets.

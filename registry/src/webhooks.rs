@@ -1,8 +1,11 @@
-//! Push webhooks, the sending side of `docs/webhooks.md`: `[[webhooks]]`
-//! targets (URL, secret file, projects, events), the `PUSH_ARTIFACT`
-//! payload of [`berth_oci::distribution::webhook`] (the one `berth bot`
-//! parses), queued in the metadata database in the same transaction as
-//! the manifest PUT, and a sender task that delivers due events signed
+//! Webhooks, the sending side of `docs/webhooks.md`: `[[webhooks]]`
+//! targets (URL, secret file, projects, event kinds, format), the
+//! Harbor-shaped payloads of [`berth_oci::distribution::webhook`] (the
+//! `PUSH_ARTIFACT` one is what `berth bot` parses) — pushes, API deletes,
+//! refused quotas, retention and GC removals — sent as they are or as
+//! CloudEvents 1.0 (Harbor 2.8+'s format), queued in the metadata database
+//! in the same transaction as the push or delete they report, and a sender
+//! task that delivers due events signed
 //! with `X-Berth-Signature-256`, with a stable `X-Berth-Delivery` id,
 //! retrying with backoff across restarts and recording each attempt.
 //!
@@ -41,10 +44,32 @@ pub struct WebhookConfig {
     /// Only these projects (first path components); default: all.
     #[serde(default)]
     pub projects: Vec<String>,
-    /// Event kinds: `push` (the default).
+    /// Event kinds: `push` (the default), `delete`, `quota`, `retention`.
     #[serde(default = "default_events")]
     pub events: Vec<String>,
+    /// `default` (Harbor's Default JSON) or `cloudevents`.
+    #[serde(default)]
+    pub format: Format,
 }
+
+/// A target's payload format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Harbor's Default JSON (what `berth bot` reads).
+    #[default]
+    Default,
+    /// CloudEvents 1.0, structured mode (`application/cloudevents+json`).
+    Cloudevents,
+}
+
+/// The event kinds a target may ask for, with the event type of each.
+const KINDS: [(&str, &str); 4] = [
+    ("push", webhook::PUSH_ARTIFACT),
+    ("delete", webhook::DELETE_ARTIFACT),
+    ("quota", webhook::QUOTA_EXCEED),
+    ("retention", webhook::TAG_RETENTION),
+];
 
 fn default_events() -> Vec<String> {
     vec!["push".into()]
@@ -200,7 +225,9 @@ struct Target {
     url: reqwest::Url,
     secret: Vec<u8>,
     projects: Vec<String>,
-    push: bool,
+    /// The event types it wants.
+    kinds: Vec<&'static str>,
+    format: Format,
 }
 
 /// The configured targets and the client that delivers to them.
@@ -229,10 +256,14 @@ impl Webhooks {
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(format!("{what}: url {:?} must be http(s)://host/…", c.url));
             }
+            let mut kinds = Vec::new();
             for e in &c.events {
-                if e != "push" {
-                    return Err(format!("{what}: event {e:?} is not one berth sends (push)"));
-                }
+                let Some((_, kind)) = KINDS.iter().find(|(k, _)| k == e) else {
+                    return Err(format!(
+                        "{what}: event {e:?} is not one berth sends (push, delete, quota, retention)"
+                    ));
+                };
+                kinds.push(*kind);
             }
             check_host(&url, &allow).map_err(|e| format!("{what}: {e}"))?;
             let secret =
@@ -249,7 +280,8 @@ impl Webhooks {
                 url,
                 secret,
                 projects: c.projects.clone(),
-                push: c.events.iter().any(|e| e == "push"),
+                kinds,
+                format: c.format,
             });
         }
         let client = reqwest::Client::builder()
@@ -308,18 +340,142 @@ impl Webhooks {
                 resource_url: Some(format!("{host}/{repo}:{t}")),
             });
         }
-        let body = serde_json::to_string(&payload).unwrap_or_default();
+        self.queue(project, &payload)
+    }
+
+    /// One event per target that wants `payload`'s type for `project`.
+    fn queue(&self, project: &str, payload: &webhook::Payload) -> Vec<OutboxEvent> {
+        let body = serde_json::to_string(payload).unwrap_or_default();
         self.targets
             .iter()
             .filter(|t| {
-                t.push && (t.projects.is_empty() || t.projects.iter().any(|p| p == project))
+                t.kinds.contains(&payload.kind.as_str())
+                    && (t.projects.is_empty() || t.projects.iter().any(|p| p == project))
             })
             .map(|t| OutboxEvent {
                 target: t.name.clone(),
-                event: webhook::PUSH_ARTIFACT.to_owned(),
+                event: payload.kind.clone(),
                 payload: body.clone(),
             })
             .collect()
+    }
+
+    /// The events a delete through the API of `digest` (its `tags`, or the
+    /// one tag deleted) in `repo` queues.
+    pub fn delete_events(
+        &self,
+        host: &str,
+        repo: &str,
+        tags: &[String],
+        digest: &Digest,
+        operator: Option<&str>,
+        now: u64,
+    ) -> Vec<OutboxEvent> {
+        let mut payload = webhook::Payload::artifact(
+            webhook::DELETE_ARTIFACT,
+            host,
+            repo,
+            tags.first().map(String::as_str),
+            digest,
+            now,
+            operator,
+        );
+        for t in tags.iter().skip(1) {
+            payload.event_data.resources.push(webhook::Resource {
+                digest: digest.to_string(),
+                tag: Some(t.clone()),
+                resource_url: Some(format!("{host}/{repo}:{t}")),
+            });
+        }
+        self.queue(crate::auth::model::project_of(repo), &payload)
+    }
+
+    /// The events a push refused by `repo`'s project quota queues: `q` is
+    /// (quota, usage, wanted) in bytes.
+    pub fn quota_events(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        q: (u64, u64, u64),
+        operator: Option<&str>,
+        now: u64,
+    ) -> Vec<OutboxEvent> {
+        let (quota, usage, wanted) = q;
+        let mut payload = webhook::Payload::artifact(
+            webhook::QUOTA_EXCEED,
+            "",
+            repo,
+            None,
+            digest,
+            now,
+            operator,
+        );
+        payload.event_data.resources[0].resource_url = None;
+        let attrs = &mut payload.event_data.custom_attributes;
+        attrs.insert("quota_bytes".into(), quota.to_string());
+        attrs.insert("usage_bytes".into(), usage.to_string());
+        attrs.insert("requested_bytes".into(), wanted.to_string());
+        attrs.insert(
+            "Details".into(),
+            format!(
+                "adding {wanted} bytes to the {usage} bytes of project {} would exceed its quota of {quota} bytes",
+                crate::auth::model::project_of(repo)
+            ),
+        );
+        self.queue(crate::auth::model::project_of(repo), &payload)
+    }
+
+    /// The events removals by retention (or garbage collection, with
+    /// `operator` `gc`) queue: one per repository, listing what went —
+    /// tags as `repo:tag`, untagged manifests as `repo@digest`.
+    pub fn removal_events(&self, removed: &[String], operator: &str, now: u64) -> Vec<OutboxEvent> {
+        let mut by_repo: std::collections::BTreeMap<&str, Vec<webhook::Resource>> =
+            Default::default();
+        for r in removed {
+            let (repo, resource) = match r.split_once('@') {
+                Some((repo, digest)) => (
+                    repo,
+                    webhook::Resource {
+                        digest: digest.to_owned(),
+                        tag: None,
+                        resource_url: None,
+                    },
+                ),
+                None => match r.rsplit_once(':') {
+                    Some((repo, tag)) => (
+                        repo,
+                        webhook::Resource {
+                            digest: String::new(),
+                            tag: Some(tag.to_owned()),
+                            resource_url: None,
+                        },
+                    ),
+                    None => continue,
+                },
+            };
+            by_repo.entry(repo).or_default().push(resource);
+        }
+        let mut events = Vec::new();
+        for (repo, resources) in by_repo {
+            let (namespace, name) = repo.split_once('/').unwrap_or(("", repo));
+            let payload = webhook::Payload {
+                kind: webhook::TAG_RETENTION.to_owned(),
+                occur_at: now,
+                operator: Some(operator.to_owned()),
+                event_data: webhook::EventData {
+                    resources,
+                    repository: webhook::Repository {
+                        name: name.rsplit('/').next().unwrap_or(name).to_owned(),
+                        namespace: namespace.to_owned(),
+                        repo_full_name: repo.to_owned(),
+                        ..webhook::Repository::default()
+                    },
+                    custom_attributes: Default::default(),
+                },
+            };
+            events.extend(self.queue(crate::auth::model::project_of(repo), &payload));
+        }
+        events
     }
 
     /// Send one delivery: `Ok` with the HTTP status on a 2xx, `Err` with
@@ -329,16 +485,38 @@ impl Webhooks {
             return Err(("the target is no longer configured".into(), true));
         };
         check_host(&t.url, &self.allow).map_err(|e| (e, false))?;
-        let signature = webhook::sign(&t.secret, now, d.payload.as_bytes());
+        // The outbox holds the Default payload; a CloudEvents target gets
+        // it wrapped, the same bytes on every attempt.
+        let (body, content_type) = match t.format {
+            Format::Default => (d.payload.clone(), "application/json"),
+            Format::Cloudevents => {
+                let payload: webhook::Payload = serde_json::from_str(&d.payload)
+                    .map_err(|e| (format!("a queued payload does not parse: {e}"), true))?;
+                let project = payload
+                    .event_data
+                    .repository
+                    .repo_full_name
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let source = format!("/projects/{project}/webhook/policies/{}", t.name);
+                (
+                    payload.cloud_event(&d.delivery, &source).to_string(),
+                    webhook::CLOUDEVENTS_JSON,
+                )
+            }
+        };
+        let signature = webhook::sign(&t.secret, now, body.as_bytes());
         let resp = self
             .client
             .post(t.url.clone())
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .header(webhook::HEADER_EVENT, &d.event)
             .header(webhook::HEADER_DELIVERY, &d.delivery)
             .header(webhook::HEADER_TIMESTAMP, now.to_string())
             .header(webhook::HEADER_SIGNATURE, signature)
-            .body(d.payload.clone())
+            .body(body)
             .send()
             .await
             .map_err(|e| (berth_oci::error::error_chain(&e), false))?;
@@ -491,6 +669,7 @@ mod tests {
             secret_file: secret.clone(),
             projects: vec![],
             events: default_events(),
+            format: Format::Default,
         };
         let none = WebhookPolicy::default();
         for url in [
@@ -524,6 +703,7 @@ mod tests {
             secret_file: secret.clone(),
             projects: projects.iter().map(|p| (*p).to_owned()).collect(),
             events: default_events(),
+            format: Format::Default,
         };
         let hooks = Webhooks::load(
             &[t("all", &[]), t("team", &["team"]), t("other", &["other"])],

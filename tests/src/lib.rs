@@ -814,3 +814,85 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// One request a [`Receiver`] got: headers (names lowercased) and body.
+pub type Received = (std::collections::BTreeMap<String, String>, Vec<u8>);
+
+/// A webhook receiver on loopback that records each request it gets (its
+/// headers, lowercased, and body) and answers 200.
+#[derive(Debug)]
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    /// Start one.
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut headers = std::collections::BTreeMap::new();
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                sink.lock().unwrap().push((headers, body));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self { url, got }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Wait up to `secs` for a request whose body contains `needle`.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> Received {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(hit) = self
+                .received()
+                .into_iter()
+                .find(|(_, b)| String::from_utf8_lossy(b).contains(needle))
+            {
+                return hit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no webhook with {needle:?} within {secs} s; got {:?}",
+                self.received()
+                    .iter()
+                    .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

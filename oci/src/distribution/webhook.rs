@@ -15,6 +15,26 @@ use crate::Digest;
 
 /// The event type of a push.
 pub const PUSH_ARTIFACT: &str = "PUSH_ARTIFACT";
+/// The event type of a manifest or tag deleted through the API.
+pub const DELETE_ARTIFACT: &str = "DELETE_ARTIFACT";
+/// The event type of a push refused by the project's quota.
+pub const QUOTA_EXCEED: &str = "QUOTA_EXCEED";
+/// The event type of tags (or untagged manifests) removed by retention or
+/// garbage collection.
+pub const TAG_RETENTION: &str = "TAG_RETENTION";
+/// The CloudEvents content type (structured mode).
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// The CloudEvents `type` Harbor sends for an event type.
+pub fn cloudevents_type(kind: &str) -> String {
+    match kind {
+        PUSH_ARTIFACT => "harbor.artifact.pushed".into(),
+        DELETE_ARTIFACT => "harbor.artifact.deleted".into(),
+        QUOTA_EXCEED => "harbor.quota.exceeded".into(),
+        TAG_RETENTION => "harbor.tag_retention.finished".into(),
+        other => format!("berth.{}", other.to_ascii_lowercase()),
+    }
+}
 /// The header naming the event type.
 pub const HEADER_EVENT: &str = "x-berth-event";
 /// The header with the sender's unique delivery id.
@@ -53,6 +73,10 @@ pub struct EventData {
     pub resources: Vec<Resource>,
     /// The repository they were pushed to.
     pub repository: Repository,
+    /// Event-specific details (a quota's limit and usage), as Harbor's
+    /// `custom_attributes`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom_attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// One pushed manifest.
@@ -113,13 +137,35 @@ impl Payload {
         occur_at: u64,
         operator: Option<&str>,
     ) -> Self {
+        Self::artifact(
+            PUSH_ARTIFACT,
+            host,
+            repository,
+            tag,
+            digest,
+            occur_at,
+            operator,
+        )
+    }
+
+    /// A payload of event type `kind` about `digest` (as `tag`) in
+    /// `repository` on registry `host`.
+    pub fn artifact(
+        kind: &str,
+        host: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: &Digest,
+        occur_at: u64,
+        operator: Option<&str>,
+    ) -> Self {
         let (namespace, name) = repository.split_once('/').unwrap_or(("", repository));
         let resource_url = match tag {
             Some(t) => format!("{host}/{repository}:{t}"),
             None => format!("{host}/{repository}@{digest}"),
         };
         Self {
-            kind: PUSH_ARTIFACT.to_owned(),
+            kind: kind.to_owned(),
             occur_at,
             operator: operator.map(str::to_owned),
             event_data: EventData {
@@ -134,14 +180,55 @@ impl Payload {
                     repo_full_name: repository.to_owned(),
                     ..Repository::default()
                 },
+                custom_attributes: Default::default(),
             },
         }
+    }
+
+    /// This payload as a CloudEvents 1.0 event in structured mode, as
+    /// Harbor 2.8+ sends it: `id` the delivery id, `source` the sender's
+    /// (`/projects/<project>/webhook/policies/<target>`), `type` from
+    /// [`cloudevents_type`], `data` the `event_data`.
+    pub fn cloud_event(&self, id: &str, source: &str) -> serde_json::Value {
+        let mut event = serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": source,
+            "type": cloudevents_type(&self.kind),
+            "datacontenttype": "application/json",
+            "time": rfc3339(self.occur_at),
+            "data": self.event_data,
+        });
+        if let Some(op) = &self.operator {
+            event["operator"] = serde_json::Value::String(op.clone());
+        }
+        event
     }
 
     /// The push payload in `value`, or `None` for another event type
     /// (which receivers accept and ignore). The error names what is
     /// missing or malformed.
     pub fn from_value(value: serde_json::Value) -> Result<Option<Self>, String> {
+        // A CloudEvent (structured mode): its data is the event_data.
+        if value.get("specversion").is_some() {
+            if value.get("type").and_then(|t| t.as_str()) != Some("harbor.artifact.pushed") {
+                return Ok(None);
+            }
+            let occur_at = value
+                .get("time")
+                .and_then(|t| t.as_str())
+                .and_then(parse_rfc3339)
+                .ok_or("a CloudEvent without a valid \"time\"")?;
+            let mut plain = serde_json::json!({
+                "type": PUSH_ARTIFACT,
+                "occur_at": occur_at,
+                "event_data": value.get("data").cloned().unwrap_or_default(),
+            });
+            if let Some(op) = value.get("operator") {
+                plain["operator"] = op.clone();
+            }
+            return Self::from_value(plain);
+        }
         let kind = value
             .get("type")
             .and_then(|t| t.as_str())
@@ -191,6 +278,59 @@ impl Payload {
         }
         Ok(out)
     }
+}
+
+/// `t` (unix seconds) as RFC 3339 UTC.
+fn rfc3339(t: u64) -> String {
+    let (days, secs) = (t / 86_400, t % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Unix seconds from RFC 3339 `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let v = o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from civil.
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + sec - offset).ok()
 }
 
 /// Why a delivery's signature was refused.
@@ -258,6 +398,36 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cloud_event_carries_the_payload_and_comes_back() {
+        let d = Digest::sha256(b"x");
+        let p = Payload::push_artifact(
+            "reg",
+            "team/app",
+            Some("v1"),
+            &d,
+            1_764_470_400,
+            Some("robot$ci"),
+        );
+        let ce = p.cloud_event("delivery-1", "/projects/team/webhook/policies/bot");
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["type"], "harbor.artifact.pushed");
+        assert_eq!(ce["time"], "2025-11-30T02:40:00Z");
+        assert_eq!(ce["data"]["repository"]["repo_full_name"], "team/app");
+        assert_eq!(Payload::from_value(ce).unwrap().unwrap(), p);
+        assert_eq!(
+            parse_rfc3339("2025-11-30T03:40:00+01:00"),
+            Some(1_764_470_400)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00.5Z"), Some(0));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        let deleted = Payload::artifact(DELETE_ARTIFACT, "reg", "team/app", None, &d, 1, None);
+        assert_eq!(
+            Payload::from_value(serde_json::to_value(&deleted).unwrap()).unwrap(),
+            None
+        );
+    }
 
     #[test]
     fn signatures_round_trip_and_expire() {

@@ -126,6 +126,11 @@ pub(crate) fn router() -> Router<Arc<Registry>> {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/webhooks", get(webhooks))
         .route("/api/v1/gc", post(collect))
+        .route(
+            "/api/v1/projects/{project}/policy",
+            get(show_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/api/v1/retention", post(retention))
         .fallback(|| async { not_found("this admin endpoint") })
 }
 
@@ -960,6 +965,153 @@ async fn webhooks(
     Ok(Json(
         json!({"targets": targets, "deliveries": deliveries, "backlog": backlog}),
     ))
+}
+
+// ---- policies ----
+
+/// The policy as the API shows it.
+fn policy_json(r: &Registry, project: &str, usage: u64) -> Value {
+    let policies = r.policies();
+    let p = policies.project(project);
+    json!({
+        "project": project,
+        "declared": p.is_some_and(|p| p.declared),
+        "policy": p.map(|p| serde_json::to_value(&p.source).unwrap_or_default()),
+        "quota_bytes": p.and_then(|p| p.quota),
+        "usage_bytes": usage,
+    })
+}
+
+/// `GET /api/v1/projects/<p>/policy`: the policy, its quota and the
+/// project's usage, for its members and system admins.
+async fn show_policy(
+    State(r): State<Arc<Registry>>,
+    Path(project): Path<String>,
+    c: Caller,
+) -> Result<Json<Value>> {
+    if !c.sees(&project) {
+        return Err(not_found(&format!("project {project:?}")));
+    }
+    let p = project.clone();
+    let usage = db(&r, move |m| m.project_usage(&p)).await?;
+    Ok(Json(policy_json(&r, &project, usage)))
+}
+
+/// `PUT /api/v1/projects/<p>/policy`: replace the stored policy (project
+/// admins); one declared in the configuration is read-only here.
+async fn put_policy(
+    State(r): State<Arc<Registry>>,
+    Path(project): Path<String>,
+    c: Caller,
+    b: Body,
+) -> Result<Json<Value>> {
+    project_name_ok(&project)?;
+    if !c.admin() {
+        c.administered(&project)?;
+    }
+    let mut policy: crate::policy::PolicyConfig = body(b).await?;
+    if !policy.project.is_empty() && policy.project != project {
+        return Err(invalid(format!(
+            "the body names project {:?}, the path {project:?}",
+            policy.project
+        )));
+    }
+    policy.project = project.clone();
+    if r.policies().project(&project).is_some_and(|p| p.declared) {
+        return Err(declared(&format!("the policy of project {project:?}")));
+    }
+    policy.load(false).map_err(invalid)?;
+    let (stored, by) = (policy.clone(), c.name.clone());
+    db(&r, move |m| m.put_policy(&stored, &by)).await?;
+    r.reload_policies().map_err(internal)?;
+    r.audit.record(
+        &c.name,
+        &c.client,
+        "policy.update",
+        &project,
+        "ok",
+        serde_json::to_string(&policy).unwrap_or_default(),
+    );
+    let p = project.clone();
+    let usage = db(&r, move |m| m.project_usage(&p)).await?;
+    Ok(Json(policy_json(&r, &project, usage)))
+}
+
+/// `DELETE /api/v1/projects/<p>/policy`: forget the stored policy.
+async fn delete_policy(
+    State(r): State<Arc<Registry>>,
+    Path(project): Path<String>,
+    c: Caller,
+) -> Result<Response> {
+    if !c.admin() {
+        c.administered(&project)?;
+    }
+    if r.policies().project(&project).is_some_and(|p| p.declared) {
+        return Err(declared(&format!("the policy of project {project:?}")));
+    }
+    let p = project.clone();
+    if !db(&r, move |m| m.delete_policy(&p)).await? {
+        return Err(not_found(&format!(
+            "a stored policy of project {project:?}"
+        )));
+    }
+    r.reload_policies().map_err(internal)?;
+    r.audit.record(
+        &c.name,
+        &c.client,
+        "policy.delete",
+        &project,
+        "ok",
+        String::new(),
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionQuery {
+    #[serde(default)]
+    dry_run: bool,
+    project: Option<String>,
+}
+
+/// `POST /api/v1/retention[?project=<p>][&dry_run=true]`: apply the
+/// retention rules now (a system admin for every project, a project admin
+/// for theirs); the answer lists what went (or would go).
+async fn retention(
+    State(r): State<Arc<Registry>>,
+    axum::extract::Query(q): axum::extract::Query<RetentionQuery>,
+    c: Caller,
+) -> Result<Json<Value>> {
+    match &q.project {
+        Some(p) if !c.admin() => c.administered(p)?,
+        None if !c.admin() => {
+            return Err(denied(
+                "only a system admin applies retention to every project; project admins add ?project=<name>",
+            ));
+        }
+        _ => {}
+    }
+    let report = crate::retention::run(&r, q.project.as_deref(), q.dry_run, now())
+        .await
+        .map_err(internal)?;
+    r.audit.record(
+        &c.name,
+        &c.client,
+        if q.dry_run {
+            "retention.dry_run"
+        } else {
+            "retention.request"
+        },
+        q.project.as_deref().unwrap_or("*"),
+        "ok",
+        format!(
+            "{} tags, {} manifests",
+            report.tags.len(),
+            report.manifests.len()
+        ),
+    );
+    Ok(Json(serde_json::to_value(&report).map_err(internal)?))
 }
 
 // ---- garbage collection ----

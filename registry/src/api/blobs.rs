@@ -18,6 +18,8 @@ use berth_oci::{Algorithm, Digest, ErrorCode, Hasher, validate_name};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 
+use serde_json::json;
+
 use super::{ApiError, Params, db_write, empty, next_chunk};
 use crate::Registry;
 use crate::storage::{BlobStore, StorageError, UploadId, UploadWriter};
@@ -221,6 +223,7 @@ async fn publish(
     claim: &mut Claim<'_>,
     len: u64,
     digest: &Digest,
+    actor: Option<&str>,
 ) -> Result<(), ApiError> {
     let actual = match claim.hasher.take() {
         Some((covered, h)) if covered == len && h.algorithm() == digest.algorithm() => h.finish(),
@@ -236,6 +239,10 @@ async fn publish(
             ErrorCode::DigestInvalid,
             format!("uploaded content hashes to {actual}, not {digest}; the upload was discarded"),
         ));
+    }
+    if let Err(e) = within_quota(r, name, len, Some(digest), actor).await {
+        discard(r, claim).await?;
+        return Err(e);
     }
     {
         // Published and linked under the digest's gate: a collection
@@ -264,6 +271,63 @@ async fn release(r: &Arc<Registry>, claim: &mut Claim<'_>, have: u64) {
     if let Err(e) = freed {
         tracing::debug!(upload = %claim.id, error = %e, "unacknowledged bytes not released");
     }
+}
+
+/// Refuse what would take `name`'s project past its quota: `extra` more
+/// bytes (0: the project must still be under it), unless blob `digest` is
+/// already in the project (a push of it adds nothing). A refusal queues a
+/// `QUOTA_EXCEED` webhook event.
+async fn within_quota(
+    r: &Arc<Registry>,
+    name: &str,
+    extra: u64,
+    digest: Option<&Digest>,
+    actor: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(limit) = r.policies().quota(name) else {
+        return Ok(());
+    };
+    let project = crate::auth::model::project_of(name).to_owned();
+    if let Some(d) = digest {
+        let (p, d) = (project.clone(), d.to_string());
+        if r.meta.blob_in_project(&p, &d)? {
+            return Ok(());
+        }
+    }
+    let usage = r.meta.project_usage(&project)?;
+    let over = if extra == 0 {
+        usage >= limit
+    } else {
+        usage + extra > limit
+    };
+    if !over {
+        return Ok(());
+    }
+    if let Some(hooks) = &r.webhooks {
+        let d = digest.cloned().unwrap_or_else(|| Digest::sha256(b""));
+        let events = hooks.quota_events(
+            name,
+            &d,
+            (limit, usage, extra),
+            actor.filter(|a| !a.is_empty()),
+            super::token::now(),
+        );
+        if !events.is_empty() && db_write(r, move |m| m.outbox_add(&events)).await.is_ok() {
+            hooks.wake.notify_one();
+        }
+    }
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / f64::from(1 << 20));
+    Err(ApiError::new(
+        ErrorCode::Denied,
+        format!(
+            "project {project}'s quota of {} is exceeded: it holds {} and this push needs {} more; delete images (or let retention) and collect garbage, or raise quota_mib",
+            mib(limit),
+            mib(usage),
+            mib(extra)
+        ),
+    )
+    .with_detail(json!({ "quota_bytes": limit, "usage_bytes": usage, "requested_bytes": extra }))
+    .with_status(StatusCode::FORBIDDEN))
 }
 
 /// Refuse to take more bytes while the data directory's file system has
@@ -343,6 +407,7 @@ pub(super) async fn start(
     params: &Params,
     headers: &HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     if let Some(mount) = params.get("mount") {
         let digest = mount
@@ -356,7 +421,8 @@ pub(super) async fn start(
             Some(_) => None,
             None => r.meta.linked_blob_size(&digest)?,
         };
-        if source.is_some() {
+        if let Some(size) = source {
+            within_quota(r, name, size, Some(&digest), actor).await?;
             // Linked only if a collection has not forgotten it since.
             let _publishing = r.gc_gate.publishing(&digest).await;
             let (n, d) = (name.to_owned(), digest.clone());
@@ -365,12 +431,21 @@ pub(super) async fn start(
             }
         }
     } else if let Some(digest) = parse_digest_param(params)? {
+        // Refused before a byte is stored when the size is announced.
+        within_quota(
+            r,
+            name,
+            declared_length(headers).unwrap_or(0),
+            Some(&digest),
+            actor,
+        )
+        .await?;
         let id = new_session(r, name).await?;
         let mut claim = Claim::take(r, id)?;
         let result = async {
             let len = append_body(r, &mut claim, 0, body).await?;
             check_length(headers, 0, len)?;
-            publish(r, name, &mut claim, len, &digest).await
+            publish(r, name, &mut claim, len, &digest, actor).await
         }
         .await;
         if let Err(e) = result {
@@ -381,6 +456,7 @@ pub(super) async fn start(
         }
         return Ok(created_blob(name, &digest));
     }
+    within_quota(r, name, 0, None, actor).await?;
     let id = new_session(r, name).await?;
     let mut h = session_headers(name, id, 0);
     h.push(("OCI-Chunk-Min-Length", "0".to_owned()));
@@ -434,12 +510,16 @@ fn out_of_order(name: &str, id: UploadId, have: u64, start: u64) -> ApiError {
 }
 
 /// Check a declared `Content-Length` against what arrived.
-fn check_length(headers: &HeaderMap, offset: u64, len: u64) -> Result<(), ApiError> {
-    let declared = headers
+/// The request's Content-Length, if it gives one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+fn check_length(headers: &HeaderMap, offset: u64, len: u64) -> Result<(), ApiError> {
+    match declared_length(headers) {
         Some(n) if n != len - offset => Err(ApiError::new(
             ErrorCode::SizeInvalid,
             format!("Content-Length says {n} bytes but {} arrived", len - offset),
@@ -455,9 +535,20 @@ pub(super) async fn patch(
     id: &str,
     headers: &HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (mut claim, have) = session(r, name, id)?;
     let range = content_range(headers)?;
+    // Past the quota: refused before the chunk is stored, and the session
+    // goes (nothing partial remains).
+    let coming = range
+        .map(|(s, e)| e + 1 - s)
+        .or_else(|| declared_length(headers))
+        .unwrap_or(0);
+    if let Err(e) = within_quota(r, name, have + coming, None, actor).await {
+        discard(r, &mut claim).await?;
+        return Err(e);
+    }
     if let Some((start, _)) = range {
         if start != have {
             let mut resp = axum::response::IntoResponse::into_response(out_of_order(
@@ -526,6 +617,7 @@ pub(super) async fn finish(
     params: &Params,
     headers: &HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest_param(params)?.ok_or_else(|| {
         ApiError::new(
@@ -550,7 +642,7 @@ pub(super) async fn finish(
             check_length(headers, have, len)?;
             len
         };
-        publish(r, name, &mut claim, len, &digest).await
+        publish(r, name, &mut claim, len, &digest, actor).await
     }
     .await;
     match result {

@@ -174,7 +174,7 @@ pub(super) async fn put(
             subject.clone(),
             tags.clone(),
         );
-        let policies = r.policies.clone();
+        let policies = r.policies();
         db_write(r, move |meta| {
             let repo = name.clone();
             let refs = ManifestRefs {
@@ -269,18 +269,42 @@ pub(super) async fn delete(
     r: &Arc<Registry>,
     name: &str,
     reference: &ManifestRef,
+    headers: &HeaderMap,
+    actor: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (n, reference2) = (name.to_owned(), reference.clone());
-    let policies = r.policies.clone();
+    let policies = r.policies();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("registry")
+        .to_owned();
+    let operator = actor.filter(|a| !a.is_empty()).map(str::to_owned);
+    let r2 = r.clone();
     let existed = db_write(r, move |meta| {
         let immutable = |tag: &str| policies.immutable(&n, tag);
+        // DELETE_ARTIFACT events, queued in the delete's transaction.
+        let events = |digest: &str, tags: &[String]| match (&r2.webhooks, digest.parse()) {
+            (Some(hooks), Ok(d)) => hooks.delete_events(
+                &host,
+                &n,
+                tags,
+                &d,
+                operator.as_deref(),
+                super::token::now(),
+            ),
+            _ => Vec::new(),
+        };
         match &reference2 {
-            ManifestRef::Digest(d) => meta.delete_manifest_checked(&n, d, &immutable),
-            ManifestRef::Tag(t) => meta.delete_tag_checked(&n, t, &immutable),
+            ManifestRef::Digest(d) => meta.delete_manifest_checked(&n, d, &immutable, &events),
+            ManifestRef::Tag(t) => meta.delete_tag_checked(&n, t, &immutable, &events),
         }
     })
     .await?;
     if existed {
+        if let Some(hooks) = &r.webhooks {
+            hooks.wake.notify_one();
+        }
         tracing::info!(repository = name, ?reference, "manifest or tag deleted");
         let mut resp = empty(StatusCode::ACCEPTED, &[]);
         resp.extensions_mut().insert(vec![match reference {

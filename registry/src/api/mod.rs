@@ -492,7 +492,7 @@ async fn handle(
             manifests::put(r, &name, &reference, &params, &headers, body, actor).await
         }
         (Method::DELETE, Route::Manifest { name, reference }) => {
-            manifests::delete(r, &name, &reference).await
+            manifests::delete(r, &name, &reference, &headers, actor).await
         }
         (Method::GET, Route::Referrers { name, digest }) => {
             manifests::referrers(r, &name, &digest, &params)
@@ -502,14 +502,14 @@ async fn handle(
         }
         (Method::DELETE, Route::Blob { name, digest }) => blobs::delete(r, &name, &digest).await,
         (Method::POST, Route::UploadStart { name }) => {
-            blobs::start(r, &name, &params, &headers, body).await
+            blobs::start(r, &name, &params, &headers, body, actor).await
         }
         (Method::GET, Route::Upload { name, id }) => blobs::status(r, &name, &id),
         (Method::PATCH, Route::Upload { name, id }) => {
-            blobs::patch(r, &name, &id, &headers, body).await
+            blobs::patch(r, &name, &id, &headers, body, actor).await
         }
         (Method::PUT, Route::Upload { name, id }) => {
-            blobs::finish(r, &name, &id, &params, &headers, body).await
+            blobs::finish(r, &name, &id, &params, &headers, body, actor).await
         }
         (Method::DELETE, Route::Upload { name, id }) => blobs::cancel(r, &name, &id).await,
         (method, route) => Err(ApiError::new(

@@ -20,7 +20,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Metadata, MetadataError, Result, parse_digest};
 
-/// Version 5: manifest references, and when each blob was linked.
+/// Version 5: manifest references, when each blob was linked, and project
+/// policies stored through the admin API.
 pub(super) const SCHEMA_V5: &str = r#"
 CREATE TABLE manifest_refs (
     repo_id INTEGER NOT NULL REFERENCES repositories(id),
@@ -30,6 +31,12 @@ CREATE TABLE manifest_refs (
     PRIMARY KEY (repo_id, manifest, ref)
 ) WITHOUT ROWID;
 CREATE INDEX manifest_refs_ref ON manifest_refs(ref, repo_id);
+CREATE TABLE project_policies (
+    project TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ALTER TABLE repository_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
 UPDATE repository_blobs SET linked_at = (SELECT created_at FROM blobs b WHERE b.digest = repository_blobs.digest);
 "#;
@@ -219,6 +226,42 @@ impl Metadata {
         tx.execute_batch("DELETE FROM temp.gc_doomed;")?;
         tx.commit()?;
         Ok(plan)
+    }
+
+    /// Untagged manifests of `project`'s repositories stored at or before
+    /// `cutoff` that nothing kept holds (retention's `remove_untagged`), as
+    /// they would be without the tags `without` (a dry run's: removed in a
+    /// transaction that is rolled back).
+    pub fn untagged_in_project(
+        &self,
+        project: &str,
+        cutoff: u64,
+        without: &[super::TagRow],
+    ) -> Result<Vec<DoomedManifest>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        for t in without {
+            tx.prepare_cached(
+                "DELETE FROM tags WHERE name = ?2 AND digest = ?3
+                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+            )?
+            .execute(params![t.repository, t.tag, t.digest])?;
+        }
+        let names = repo_names(&tx)?;
+        let mut out = Vec::new();
+        for n in doomed_manifests(&tx, cutoff)? {
+            let repository = names.get(&n.repo).cloned().unwrap_or_default();
+            if crate::auth::model::project_of(&repository) == project {
+                out.push(DoomedManifest {
+                    repository,
+                    digest: parse_digest(n.digest)?,
+                    size: n.size,
+                });
+            }
+        }
+        // Dropped: rolled back.
+        drop(tx);
+        Ok(out)
     }
 
     /// Remove the planned untagged manifests of one repository, unless

@@ -24,12 +24,14 @@ mod audit;
 mod directory;
 mod gc;
 mod outbox;
+mod policy;
 mod s3;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
 pub use gc::{DoomedBlob, DoomedManifest, GcPlan, ManifestRefs};
 pub use outbox::{Delivery, OutboxEvent};
+pub use policy::TagRow;
 pub use s3::{S3Part, S3Upload};
 
 const SCHEMA_VERSION: i64 = 5;
@@ -258,6 +260,10 @@ pub struct UploadRecord {
     /// Bytes acknowledged so far.
     pub size: u64,
 }
+
+/// The webhook events a delete queues, given the manifest's digest and the
+/// tags deleted.
+pub type DeleteEvents<'a> = dyn Fn(&str, &[String]) -> Vec<OutboxEvent> + Sync + 'a;
 
 /// How a manifest is addressed.
 #[derive(Debug, Clone, Copy)]
@@ -703,16 +709,18 @@ impl Metadata {
     /// Delete a manifest and every tag that points at it. Returns whether
     /// it existed.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        self.delete_manifest_checked(repo, digest, &|_| None)
+        self.delete_manifest_checked(repo, digest, &|_| None, &|_, _| Vec::new())
     }
 
     /// [`Metadata::delete_manifest`], refused when a tag pointing at it is
-    /// immutable.
+    /// immutable; the webhook `events` for (its digest, its tags) are queued
+    /// in the same transaction.
     pub fn delete_manifest_checked(
         &self,
         repo: &str,
         digest: &Digest,
         immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+        events: &DeleteEvents<'_>,
     ) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
@@ -728,9 +736,12 @@ impl Metadata {
             .prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2")?
             .query_map(params![id, d], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        for tag in tags {
-            if let Some(rule) = immutable(&tag) {
-                return Err(MetadataError::Immutable { tag, rule });
+        for tag in &tags {
+            if let Some(rule) = immutable(tag) {
+                return Err(MetadataError::Immutable {
+                    tag: tag.clone(),
+                    rule,
+                });
             }
         }
         tx.prepare_cached("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2")?
@@ -739,13 +750,18 @@ impl Metadata {
         let n = tx
             .prepare_cached("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
             .execute(params![id, d])?;
+        if n > 0 {
+            for e in events(&d, &tags) {
+                outbox::insert(&tx, &e, now())?;
+            }
+        }
         tx.commit()?;
         Ok(n > 0)
     }
 
     /// Delete a tag, leaving its manifest. Returns whether it existed.
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
-        self.delete_tag_checked(repo, tag, &|_| None)
+        self.delete_tag_checked(repo, tag, &|_| None, &|_, _| Vec::new())
     }
 
     /// [`Metadata::delete_tag`], refused when the tag exists and is
@@ -755,26 +771,31 @@ impl Metadata {
         repo: &str,
         tag: &str,
         immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+        events: &DeleteEvents<'_>,
     ) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let n = tx
+        let digest: Option<String> = tx
             .prepare_cached(
                 "DELETE FROM tags WHERE name = ?2
-                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
+                 AND repo_id = (SELECT id FROM repositories WHERE name = ?1) RETURNING digest",
             )?
-            .execute(params![repo, tag])?;
+            .query_row(params![repo, tag], |r| r.get(0))
+            .optional()?;
         // A tag that existed and is protected: the delete is rolled back.
-        if n > 0 {
+        if let Some(d) = &digest {
             if let Some(rule) = immutable(tag) {
                 return Err(MetadataError::Immutable {
                     tag: tag.to_owned(),
                     rule,
                 });
             }
+            for e in events(d, &[tag.to_owned()]) {
+                outbox::insert(&tx, &e, now())?;
+            }
         }
         tx.commit()?;
-        Ok(n > 0)
+        Ok(digest.is_some())
     }
 
     /// Up to `n` tags of `repo` sorted after `last`, or `None` if the
