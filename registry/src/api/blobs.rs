@@ -187,7 +187,9 @@ async fn append_body(
     offset: u64,
     body: Body,
 ) -> Result<u64, ApiError> {
-    above_floor(r)?;
+    if let Err(e) = above_floor(r) {
+        return Err(drained(r, body, e).await);
+    }
     let mut writer = r.blobs.append_upload(claim.id, offset).await?;
     let mut hasher = match claim.hasher.take() {
         Some((covered, h)) if covered == offset => Some(h),
@@ -330,6 +332,13 @@ async fn within_quota(
     .with_status(StatusCode::FORBIDDEN))
 }
 
+/// `e`, after reading (and dropping) the request body, so that a client
+/// still sending gets it rather than a broken pipe.
+async fn drained(r: &Registry, body: Body, e: ApiError) -> ApiError {
+    super::drain(r, &mut body.into_data_stream(), super::DRAIN_LIMIT).await;
+    e
+}
+
 /// Refuse to take more bytes while the data directory's file system has
 /// less free space than the configured floor.
 fn above_floor(r: &Registry) -> Result<(), ApiError> {
@@ -432,14 +441,17 @@ pub(super) async fn start(
         }
     } else if let Some(digest) = parse_digest_param(params)? {
         // Refused before a byte is stored when the size is announced.
-        within_quota(
+        if let Err(e) = within_quota(
             r,
             name,
             declared_length(headers).unwrap_or(0),
             Some(&digest),
             actor,
         )
-        .await?;
+        .await
+        {
+            return Err(drained(r, body, e).await);
+        }
         let id = new_session(r, name).await?;
         let mut claim = Claim::take(r, id)?;
         let result = async {
@@ -547,7 +559,7 @@ pub(super) async fn patch(
         .unwrap_or(0);
     if let Err(e) = within_quota(r, name, have + coming, None, actor).await {
         discard(r, &mut claim).await?;
-        return Err(e);
+        return Err(drained(r, body, e).await);
     }
     if let Some((start, _)) = range {
         if start != have {
