@@ -76,6 +76,23 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Parse a tag pattern: a glob may hold only tag characters, `*` and
+    /// `?` (a `/` is a mistake: tags have none).
+    pub fn tag(text: &str, what: &str) -> Result<Self, String> {
+        let p = Self::parse(text, what)?;
+        if let Self::Glob(g) = &p {
+            if !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-*?".contains(&b))
+            {
+                return Err(format!(
+                    "{what} {text:?} may hold only tag characters, * and ? (or be re:<regex>)"
+                ));
+            }
+        }
+        Ok(p)
+    }
+
     /// Parse `text`; `what` names it in the error.
     pub fn parse(text: &str, what: &str) -> Result<Self, String> {
         if text.is_empty() || text.len() > 256 {
@@ -187,10 +204,7 @@ impl PolicyConfig {
         let what = |k: &str| format!("policies {:?}: {k}", c.project);
         let mut immutable = Vec::new();
         for p in &c.immutable_tags {
-            immutable.push((
-                Pattern::parse(p, &what("immutable_tags pattern"))?,
-                p.clone(),
-            ));
+            immutable.push((Pattern::tag(p, &what("immutable_tags pattern"))?, p.clone()));
         }
         let mut retention = Vec::new();
         for (i, r) in c.retention.iter().enumerate() {
@@ -212,7 +226,7 @@ impl PolicyConfig {
             };
             retention.push(Rule {
                 repositories: Pattern::parse(&r.repositories, &format!("{key}: repositories"))?,
-                tags: Pattern::parse(&r.tags, &format!("{key}: tags"))?,
+                tags: Pattern::tag(&r.tags, &format!("{key}: tags"))?,
                 keep,
                 text,
             });
@@ -325,6 +339,12 @@ mod tests {
                 "{p} ~ {t}"
             );
         }
+        assert!(
+            Pattern::tag("v/*", "tags")
+                .unwrap_err()
+                .contains("tag characters")
+        );
+        assert!(Pattern::parse("tools/*", "repositories").is_ok());
         // No exponential blow-up on a hostile glob.
         let hostile = "*a".repeat(60);
         let started = std::time::Instant::now();

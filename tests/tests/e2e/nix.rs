@@ -512,10 +512,31 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         "a webhook to cloud metadata",
         "may not reach",
     );
-    // [[policies]]: immutable tags per project.
-    let policies =
-        r#"{ policies = [ { project = "team"; immutable_tags = [ "v*" "release-?" ]; } ]; }"#;
+    // [[policies]]: immutable tags (globs and a regex), retention rules,
+    // untagged removal and a quota per project; [gc] and the free-space
+    // floor.
+    let policies = r#"{ policies = [ { project = "team"; immutable_tags = [ "v*" "release-?" "re:rc-[0-9]+" ]; retention = [ { tags = "main-*"; latest = 10; } { repositories = "tools/*"; days = 30; } { tags = "v*"; always = true; } ]; remove_untagged = true; quota_mib = 20480; } ]; gc = { grace_minutes = 60; untagged_after_hours = 168; every_hours = 24; }; storage.min_free_mib = 1024; }"#;
     assert_accepted("serve", &registry_config(dir.path(), policies), "policies");
+    let two_keeps =
+        r#"{ policies = [ { project = "team"; retention = [ { latest = 3; days = 2; } ]; } ]; }"#;
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), two_keeps),
+        "a retention rule keeping two ways",
+        "exactly one",
+    );
+    // A CloudEvents target for every event kind.
+    assert_accepted(
+        "serve",
+        &registry_config(
+            dir.path(),
+            &format!(
+                r#"{{ webhooks = [ {{ name = "ce"; url = "https://events.example.org/harbor"; secret_file = "{}/webhook"; events = [ "push" "delete" "quota" "retention" ]; format = "cloudevents"; }} ]; }}"#,
+                creds.display()
+            ),
+        ),
+        "a cloudevents webhook",
+    );
     let bad = r#"{ policies = [ { project = "team"; immutable_tags = [ "v/*" ]; } ]; }"#;
     assert_refused(
         "serve",
