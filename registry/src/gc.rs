@@ -167,7 +167,8 @@ pub(crate) async fn run_at(
         .map(|h| now.saturating_sub(h * 3600));
     let plan: GcPlan = blocking(r, move |m| m.gc_plan(grace_cutoff, untagged_cutoff)).await?;
     progress(&format!(
-        "planned: {} untagged manifests, {} links, {} of {} blobs ({} bytes)",
+        "planned in {} ms: {} untagged manifests, {} links, {} of {} blobs ({} bytes)",
+        started.elapsed().as_millis(),
         plan.manifests.len(),
         plan.links,
         plan.blobs.len(),
@@ -251,6 +252,11 @@ pub(crate) async fn run_at(
             progress(&format!("swept {done} of {total} candidate blobs"));
         }
     }
+    progress(&format!(
+        "swept {} blobs in {} ms; looking for stray bytes",
+        report.blobs.len(),
+        started.elapsed().as_millis()
+    ));
     report.orphans = orphans(r, grace_cutoff).await?;
     report.blobs_kept = plan.blobs_total - report.blobs.len() as u64;
     report.millis = started.elapsed().as_millis() as u64;
@@ -310,8 +316,11 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
             }
         },
         Blobs::Fs(fs) => {
+            // One read of what the metadata knows; each file it does not
+            // is checked again under its gate before it goes.
+            let known = blocking(r, |m| m.gc_known_digests()).await?;
             for (digest, modified) in fs.published().await.map_err(|e| e.to_string())? {
-                if modified > cutoff {
+                if modified > cutoff || known.contains(&digest.to_string()) {
                     continue;
                 }
                 let _w = r.gc_gate.stripes[Gate::stripe(&digest)].write().await;

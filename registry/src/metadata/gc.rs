@@ -351,6 +351,17 @@ impl Metadata {
         Ok(gone)
     }
 
+    /// Every blob digest the metadata knows (the store's orphan pass reads
+    /// them once instead of asking per file).
+    pub fn gc_known_digests(&self) -> Result<HashSet<String>> {
+        let conn = self.reader();
+        let known = conn
+            .prepare("SELECT digest FROM blobs")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(known)
+    }
+
     /// Whether the metadata knows blob `digest` (the store's orphan pass
     /// keeps whatever it does).
     pub fn gc_blob_known(&self, digest: &str) -> Result<bool> {
