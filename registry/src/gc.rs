@@ -252,6 +252,8 @@ pub(crate) async fn run_at(
             progress(&format!("swept {done} of {total} candidate blobs"));
         }
     }
+    let seq = plan.dirty_seq;
+    blocking(r, move |m| m.gc_settle(seq)).await?;
     progress(&format!(
         "swept {} blobs in {} ms; looking for stray bytes",
         report.blobs.len(),
@@ -319,8 +321,8 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
             // One read of what the metadata knows; each file it does not
             // is checked again under its gate before it goes.
             let known = blocking(r, |m| m.gc_known_digests()).await?;
-            for (digest, modified) in fs.published().await.map_err(|e| e.to_string())? {
-                if modified > cutoff || known.contains(&digest.to_string()) {
+            for (digest, modified) in fs.unknown_blobs(known).await.map_err(|e| e.to_string())? {
+                if modified > cutoff {
                     continue;
                 }
                 let _w = r.gc_gate.stripes[Gate::stripe(&digest)].write().await;

@@ -5,6 +5,12 @@
 //! collection (untagged manifests past their age, links and blobs nothing
 //! references) and the guarded deletions that apply it.
 //!
+//! A collection looks only at blobs that may have become garbage since the
+//! last one (`gc_dirty`: marked when a blob is linked, unlinked, or loses a
+//! reference because a manifest went), so its cost follows what changed,
+//! not the size of the store; a blob leaves the set once it is referenced
+//! and every link of it is used, or once it is gone.
+//!
 //! Safety rests on SQLite's one writer: a manifest PUT checks its blobs and
 //! records its references in one transaction, and a sweep re-checks a blob
 //! is unreferenced in the transaction that forgets it, so one of the two
@@ -31,6 +37,12 @@ CREATE TABLE manifest_refs (
     PRIMARY KEY (repo_id, manifest, ref)
 ) WITHOUT ROWID;
 CREATE INDEX manifest_refs_ref ON manifest_refs(ref, repo_id);
+CREATE TABLE gc_dirty (
+    digest TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX gc_dirty_seq ON gc_dirty(seq);
+INSERT INTO gc_dirty (digest, seq) SELECT digest, 0 FROM blobs;
 CREATE TABLE project_policies (
     project TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -115,10 +127,32 @@ pub(super) fn record(
     Ok(())
 }
 
-/// Forget the references of manifest `digest` in repository `repo`.
+/// Forget the references of manifest `digest` in repository `repo`; the
+/// blobs it referenced may now be garbage.
 pub(super) fn forget(tx: &Connection, repo: i64, digest: &str) -> Result<()> {
+    let refs: Vec<String> = tx
+        .prepare_cached(
+            "SELECT ref FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2 AND kind = 0",
+        )?
+        .query_map(params![repo, digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for r in &refs {
+        dirty(tx, r)?;
+    }
     tx.prepare_cached("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest = ?2")?
         .execute(params![repo, digest])?;
+    Ok(())
+}
+
+/// Mark blob `digest` for the next collection to look at (with a sequence
+/// number past every earlier mark, so a collection that looked at it
+/// before this mark does not clear it).
+pub(super) fn dirty(tx: &Connection, digest: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO gc_dirty (digest, seq) VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM gc_dirty))
+         ON CONFLICT(digest) DO UPDATE SET seq = excluded.seq",
+    )?
+    .execute([digest])?;
     Ok(())
 }
 
@@ -155,6 +189,9 @@ pub struct GcPlan {
     pub blobs: Vec<DoomedBlob>,
     /// Blobs the metadata knows, before the collection.
     pub blobs_total: u64,
+    /// The last dirty mark the plan saw: marks up to it that the run
+    /// settles are cleared.
+    pub dirty_seq: i64,
 }
 
 /// One manifest, as the untagged-manifest pass sees it.
@@ -198,11 +235,17 @@ impl Metadata {
                 });
             }
         }
+        plan.dirty_seq = tx.query_row("SELECT coalesce(max(seq), 0) FROM gc_dirty", [], |r| {
+            r.get(0)
+        })?;
         // A reference counts unless its manifest is doomed.
         const LIVE_REF: &str = "NOT EXISTS (SELECT 1 FROM temp.gc_doomed g WHERE g.repo_id = r.repo_id AND g.digest = r.manifest)";
+        // What may have become garbage: marked blobs, and what doomed
+        // manifests reference.
+        const SUSPECT: &str = "(SELECT digest FROM gc_dirty UNION SELECT r.ref FROM manifest_refs r JOIN temp.gc_doomed g ON g.repo_id = r.repo_id AND g.digest = r.manifest)";
         plan.links = tx.query_row(
             &format!(
-                "SELECT count(*) FROM repository_blobs rb WHERE rb.linked_at <= ?1
+                "SELECT count(*) FROM repository_blobs rb WHERE rb.digest IN {SUSPECT} AND rb.linked_at <= ?1
                  AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = rb.digest AND r.repo_id = rb.repo_id AND {LIVE_REF})"
             ),
             [grace_cutoff as i64],
@@ -211,7 +254,8 @@ impl Metadata {
         let blobs: Vec<(String, i64)> = tx
             .prepare(&format!(
                 "SELECT b.digest, b.size FROM blobs b
-                 WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.linked_at > ?1)
+                 WHERE b.digest IN {SUSPECT}
+                 AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.linked_at > ?1)
                  AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = b.digest AND {LIVE_REF})
                  ORDER BY b.digest"
             ))?
@@ -306,13 +350,28 @@ impl Metadata {
         Ok(n)
     }
 
-    /// Forget links (repository, blob) made at or before `cutoff` that
-    /// nothing in their repository references. Returns how many went.
+    /// Forget links (repository, marked blob) made at or before `cutoff`
+    /// that nothing in their repository references. Returns how many went.
     pub fn gc_prune_links(&self, cutoff: u64) -> Result<u64> {
         let n = self.writer().execute(
             "DELETE FROM repository_blobs WHERE linked_at <= ?1
+             AND digest IN (SELECT digest FROM gc_dirty)
              AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = repository_blobs.digest AND r.repo_id = repository_blobs.repo_id)",
             [cutoff as i64],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Clear the marks up to `seq` of blobs that are settled: gone, or
+    /// referenced with every link used. Marks made since stay.
+    pub fn gc_settle(&self, seq: i64) -> Result<u64> {
+        let n = self.writer().execute(
+            "DELETE FROM gc_dirty WHERE seq <= ?1 AND (
+                NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = gc_dirty.digest)
+                OR (EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = gc_dirty.digest)
+                    AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = gc_dirty.digest
+                        AND NOT EXISTS (SELECT 1 FROM manifest_refs r2 WHERE r2.ref = rb.digest AND r2.repo_id = rb.repo_id))))",
+            [seq],
         )?;
         Ok(n as u64)
     }

@@ -462,12 +462,13 @@ impl Metadata {
         )?
         .execute(params![d, size as i64, now()])?;
         // Linking again renews the link: garbage collection spares links
-        // younger than its grace window.
+        // younger than its grace window, and looks at the blob next time.
         tx.prepare_cached(
             "INSERT INTO repository_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
         )?
         .execute(params![id, d, now()])?;
+        gc::dirty(&tx, &d)?;
         if let Some(u) = upload {
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
                 .execute([u.to_string()])?;
@@ -496,6 +497,7 @@ impl Metadata {
              ON CONFLICT(repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
         )?
         .execute(params![id, d, now()])?;
+        gc::dirty(&tx, &d)?;
         tx.commit()?;
         Ok(Some(size as u64))
     }
@@ -503,13 +505,19 @@ impl Metadata {
     /// Stop serving `digest` from `repo`. Returns whether it was linked. The
     /// bytes stay until garbage collection finds nothing refers to them.
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let conn = self.writer();
-        let n = conn
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let d = digest.to_string();
+        let n = tx
             .prepare_cached(
                 "DELETE FROM repository_blobs WHERE digest = ?2
                  AND repo_id = (SELECT id FROM repositories WHERE name = ?1)",
             )?
-            .execute(params![repo, digest.to_string()])?;
+            .execute(params![repo, d])?;
+        if n > 0 {
+            gc::dirty(&tx, &d)?;
+        }
+        tx.commit()?;
         Ok(n > 0)
     }
 

@@ -70,16 +70,22 @@ impl FsBlobStore {
         Arc::new(lock.lock_owned().await)
     }
 
-    /// Every published blob with its modification time (unix seconds):
-    /// a walk of the whole store, for garbage collection's orphan pass
-    /// only, never on a request path. Files whose names are not digests
-    /// are left out.
-    pub async fn published(&self) -> Result<Vec<(Digest, u64)>, StorageError> {
+    /// The published blobs `known` does not name, with their modification
+    /// times (unix seconds): a walk of the whole store (directory entries
+    /// only; just the unknown files are stat'ed), for garbage collection's
+    /// stray-bytes pass, never on a request path. Files whose names are not
+    /// digests are left out.
+    pub async fn unknown_blobs(
+        &self,
+        known: std::collections::HashSet<String>,
+    ) -> Result<Vec<(Digest, u64)>, StorageError> {
         let root = self.root.join("blobs");
         blocking(move || {
             let mut out = Vec::new();
             for alg in [Algorithm::Sha256, Algorithm::Sha512] {
                 let dir = root.join(alg.as_str());
+                let mut name = format!("{}:", alg.as_str());
+                let prefix = name.len();
                 for shard in fs::read_dir(&dir)? {
                     let shard = shard?;
                     if !shard.file_type()?.is_dir() {
@@ -87,11 +93,12 @@ impl FsBlobStore {
                     }
                     for f in fs::read_dir(shard.path())? {
                         let f = f?;
-                        let name = f.file_name();
-                        let Some(d) = name
-                            .to_str()
-                            .and_then(|h| format!("{}:{h}", alg.as_str()).parse::<Digest>().ok())
-                        else {
+                        name.truncate(prefix);
+                        name.push_str(&f.file_name().to_string_lossy());
+                        if known.contains(&name) {
+                            continue;
+                        }
+                        let Ok(d) = name.parse::<Digest>() else {
                             continue;
                         };
                         let modified = f
