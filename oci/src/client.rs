@@ -336,6 +336,14 @@ fn stack(builder: reqwest::ClientBuilder) -> (reqwest::Client, tokio::runtime::R
     (http, runtime)
 }
 
+/// An answer's body (at most 16 MiB) parsed as JSON, or its text as a
+/// JSON string.
+async fn json_answer(resp: reqwest::Response, url: &str) -> Result<serde_json::Value, ClientError> {
+    let bytes = read_body(resp, 16 << 20, url).await?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
 /// A client for the JSON APIs next to registries — a forge's pull
 /// requests — on the same stack as [`Client`]: synchronous, one request at
 /// a time, bodies bounded (16 MiB), no retries (the caller decides).
@@ -382,12 +390,7 @@ impl JsonClient {
             url: url.to_owned(),
             cause,
         };
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| transport(format!("method {method:?}: {e}")))?;
-        let mut req = self.http.request(method, url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
+        let mut req = self.request(method, url, headers)?;
         if let Some(b) = body {
             req = req
                 .header(CONTENT_TYPE, "application/json")
@@ -396,11 +399,27 @@ impl JsonClient {
         self.runtime.block_on(async {
             let resp = req.send().await.map_err(|e| transport(error_chain(&e)))?;
             let status = resp.status().as_u16();
-            let bytes = read_body(resp, 16 << 20, url).await?;
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-            Ok((status, json))
+            Ok((status, json_answer(resp, url).await?))
         })
+    }
+
+    /// A request of `method` to `url` with `headers`.
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Transport {
+                url: url.to_owned(),
+                cause: format!("method {method:?}: {e}"),
+            })?;
+        let mut req = self.http.request(method, url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Ok(req)
     }
 
     /// Like [`JsonClient::call`] without a body, for an answer of JSON
@@ -419,20 +438,12 @@ impl JsonClient {
             url: url.to_owned(),
             cause,
         };
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| transport(format!("method {method:?}: {e}")))?;
-        let mut req = self.http.request(method, url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
+        let req = self.request(method, url, headers)?;
         self.runtime.block_on(async {
             let mut resp = req.send().await.map_err(|e| transport(error_chain(&e)))?;
             let status = resp.status().as_u16();
             if !resp.status().is_success() {
-                let bytes = read_body(resp, 16 << 20, url).await?;
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-                return Ok((status, json));
+                return Ok((status, json_answer(resp, url).await?));
             }
             let mut pending: Vec<u8> = Vec::new();
             let mut emit = |line: &[u8]| {

@@ -165,7 +165,7 @@ pub(crate) async fn run_at(
     let untagged_cutoff = config
         .untagged_after_hours
         .map(|h| now.saturating_sub(h * 3600));
-    let plan: GcPlan = blocking(r, move |m| m.gc_plan(grace_cutoff, untagged_cutoff)).await?;
+    let plan: GcPlan = crate::on_meta(r, move |m| m.gc_plan(grace_cutoff, untagged_cutoff)).await?;
     progress(&format!(
         "planned in {} ms: {} untagged manifests, {} links, {} of {} blobs ({} bytes)",
         started.elapsed().as_millis(),
@@ -203,7 +203,7 @@ pub(crate) async fn run_at(
     }
     for (repo, digests) in by_repo {
         let (rr, dd) = (repo.clone(), digests.clone());
-        let n = blocking(r, move |m| m.gc_remove_manifests(&rr, &dd)).await?;
+        let n = crate::on_meta(r, move |m| m.gc_remove_manifests(&rr, &dd)).await?;
         if n > 0 {
             report
                 .manifests
@@ -218,11 +218,11 @@ pub(crate) async fn run_at(
     if let (Some(hooks), false) = (&r.webhooks, report.manifests.is_empty()) {
         let events = hooks.removal_events(&report.manifests, "gc", now);
         if !events.is_empty() {
-            blocking(r, move |m| m.outbox_add(&events)).await?;
+            crate::on_meta(r, move |m| m.outbox_add(&events)).await?;
             hooks.wake.notify_one();
         }
     }
-    report.links = blocking(r, move |m| m.gc_prune_links(grace_cutoff)).await?;
+    report.links = crate::on_meta(r, move |m| m.gc_prune_links(grace_cutoff)).await?;
 
     // Blobs: by stripe, in batches, bytes deleted under the stripe's write
     // lock after the metadata forgot them.
@@ -237,7 +237,7 @@ pub(crate) async fn run_at(
             let _w = r.gc_gate.stripes[i].write().await;
             done += batch.len();
             let batch = batch.to_vec();
-            let gone = blocking(r, move |m| m.gc_forget_blobs(&batch, grace_cutoff)).await?;
+            let gone = crate::on_meta(r, move |m| m.gc_forget_blobs(&batch, grace_cutoff)).await?;
             for b in &gone {
                 // A failed delete leaves bytes the metadata does not know:
                 // the orphan pass of a later run retries.
@@ -253,7 +253,7 @@ pub(crate) async fn run_at(
         }
     }
     let seq = plan.dirty_seq;
-    blocking(r, move |m| m.gc_settle(seq)).await?;
+    crate::on_meta(r, move |m| m.gc_settle(seq)).await?;
     progress(&format!(
         "swept {} blobs in {} ms; looking for stray bytes",
         report.blobs.len(),
@@ -295,7 +295,7 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
     let mut n = 0;
     match &r.blobs {
         Blobs::S3(_) => loop {
-            let rows = blocking(r, |m| m.gc_s3_orphans(BATCH)).await?;
+            let rows = crate::on_meta(r, |m| m.gc_s3_orphans(BATCH)).await?;
             if rows.is_empty() {
                 break;
             }
@@ -306,7 +306,7 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
                 };
                 let _w = r.gc_gate.stripes[Gate::stripe(&d)].write().await;
                 let dd = digest.clone();
-                if blocking(r, move |m| m.gc_blob_known(&dd)).await? {
+                if crate::on_meta(r, move |m| m.gc_blob_known(&dd)).await? {
                     continue;
                 }
                 r.blobs.delete(&d).await.map_err(|e| e.to_string())?;
@@ -320,14 +320,14 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
         Blobs::Fs(fs) => {
             // One read of what the metadata knows; each file it does not
             // is checked again under its gate before it goes.
-            let known = blocking(r, |m| m.gc_known_digests()).await?;
+            let known = crate::on_meta(r, |m| m.gc_known_digests()).await?;
             for (digest, modified) in fs.unknown_blobs(known).await.map_err(|e| e.to_string())? {
                 if modified > cutoff {
                     continue;
                 }
                 let _w = r.gc_gate.stripes[Gate::stripe(&digest)].write().await;
                 let dd = digest.to_string();
-                if blocking(r, move |m| m.gc_blob_known(&dd)).await? {
+                if crate::on_meta(r, move |m| m.gc_blob_known(&dd)).await? {
                     continue;
                 }
                 r.blobs.delete(&digest).await.map_err(|e| e.to_string())?;
@@ -337,19 +337,6 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
         Blobs::Memory(_) => {}
     }
     Ok(n)
-}
-
-async fn blocking<T: Send + 'static>(
-    r: &Arc<Registry>,
-    f: impl FnOnce(&crate::metadata::Metadata) -> Result<T, crate::metadata::MetadataError>
-    + Send
-    + 'static,
-) -> Result<T, String> {
-    let meta = r.meta.clone();
-    tokio::task::spawn_blocking(move || f(&meta))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 /// Apply retention and collect every `config.every_hours` while the

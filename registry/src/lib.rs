@@ -61,6 +61,19 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Run `f` on the metadata from the blocking pool (background tasks: GC,
+/// retention), errors as text.
+pub(crate) async fn on_meta<T: Send + 'static>(
+    r: &Arc<Registry>,
+    f: impl FnOnce(&Metadata) -> Result<T, metadata::MetadataError> + Send + 'static,
+) -> Result<T, String> {
+    let meta = r.meta.clone();
+    tokio::task::spawn_blocking(move || f(&meta))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// Bounds on what a client may ask of the server.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -101,7 +101,7 @@ pub async fn run(
             continue;
         }
         let n = name.clone();
-        let rows = db(r, move |m| m.project_tags(&n)).await?;
+        let rows = crate::on_meta(r, move |m| m.project_tags(&n)).await?;
         let doomed = doomed_tags(policy, name, &rows, now);
         report.kept += (rows.len() - doomed.len()) as u64;
         let mut removed: Vec<TagRow> = Vec::new();
@@ -118,7 +118,7 @@ pub async fn run(
                 continue;
             }
             let row = t.clone();
-            if db(r, move |m| m.retention_delete_tag(&row)).await? {
+            if crate::on_meta(r, move |m| m.retention_delete_tag(&row)).await? {
                 r.audit.record_system(
                     "retention.delete",
                     &label,
@@ -133,7 +133,7 @@ pub async fn run(
             let n = name.clone();
             // A dry run sees the manifests as the run would: without the
             // tags it removes.
-            let untagged = db(r, move |m| {
+            let untagged = crate::on_meta(r, move |m| {
                 m.untagged_in_project(&n, grace_cutoff, &removed)
             })
             .await?;
@@ -148,7 +148,7 @@ pub async fn run(
                     continue;
                 }
                 let (rr, dd) = (repo.clone(), digests.clone());
-                if db(r, move |m| m.gc_remove_manifests(&rr, &dd)).await? > 0 {
+                if crate::on_meta(r, move |m| m.gc_remove_manifests(&rr, &dd)).await? > 0 {
                     for l in labels {
                         r.audit
                             .record_system("retention.delete", &l, "untagged manifest");
@@ -177,25 +177,12 @@ pub async fn run(
                 .collect();
             let events = hooks.removal_events(&removed, "retention", now);
             if !events.is_empty() {
-                db(r, move |m| m.outbox_add(&events)).await?;
+                crate::on_meta(r, move |m| m.outbox_add(&events)).await?;
                 hooks.wake.notify_one();
             }
         }
     }
     Ok(report)
-}
-
-async fn db<T: Send + 'static>(
-    r: &Arc<Registry>,
-    f: impl FnOnce(&crate::metadata::Metadata) -> Result<T, crate::metadata::MetadataError>
-    + Send
-    + 'static,
-) -> Result<T, String> {
-    let meta = r.meta.clone();
-    tokio::task::spawn_blocking(move || f(&meta))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -324,23 +324,32 @@ impl Webhooks {
         operator: Option<&str>,
         now: u64,
     ) -> Vec<OutboxEvent> {
-        let project = crate::auth::model::project_of(repo);
-        let mut payload = webhook::Payload::push_artifact(
+        self.artifact_events(
+            webhook::PUSH_ARTIFACT,
             host,
             repo,
-            tags.first().map(String::as_str),
+            tags,
             digest,
-            now,
             operator,
-        );
-        for t in tags.iter().skip(1) {
-            payload.event_data.resources.push(webhook::Resource {
-                digest: digest.to_string(),
-                tag: Some(t.clone()),
-                resource_url: Some(format!("{host}/{repo}:{t}")),
-            });
-        }
-        self.queue(project, &payload)
+            now,
+        )
+    }
+
+    /// The events of type `kind` (a push, or a delete through the API:
+    /// `tags` are those that went) about `digest` in `repo`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn artifact_events(
+        &self,
+        kind: &str,
+        host: &str,
+        repo: &str,
+        tags: &[String],
+        digest: &Digest,
+        operator: Option<&str>,
+        now: u64,
+    ) -> Vec<OutboxEvent> {
+        let payload = tagged(kind, host, repo, tags, digest, operator, now);
+        self.queue(crate::auth::model::project_of(repo), &payload)
     }
 
     /// One event per target that wants `payload`'s type for `project`.
@@ -358,36 +367,6 @@ impl Webhooks {
                 payload: body.clone(),
             })
             .collect()
-    }
-
-    /// The events a delete through the API of `digest` (its `tags`, or the
-    /// one tag deleted) in `repo` queues.
-    pub fn delete_events(
-        &self,
-        host: &str,
-        repo: &str,
-        tags: &[String],
-        digest: &Digest,
-        operator: Option<&str>,
-        now: u64,
-    ) -> Vec<OutboxEvent> {
-        let mut payload = webhook::Payload::artifact(
-            webhook::DELETE_ARTIFACT,
-            host,
-            repo,
-            tags.first().map(String::as_str),
-            digest,
-            now,
-            operator,
-        );
-        for t in tags.iter().skip(1) {
-            payload.event_data.resources.push(webhook::Resource {
-                digest: digest.to_string(),
-                tag: Some(t.clone()),
-                resource_url: Some(format!("{host}/{repo}:{t}")),
-            });
-        }
-        self.queue(crate::auth::model::project_of(repo), &payload)
     }
 
     /// The events a push refused by `repo`'s project quota queues: `q` is
@@ -532,6 +511,36 @@ impl Webhooks {
             _ => Err((format!("HTTP {status} (permanent)"), true)),
         }
     }
+}
+
+/// A payload of type `kind` about `digest` in `repo` with one resource per
+/// tag (the first carried by [`webhook::Payload::artifact`]).
+fn tagged(
+    kind: &str,
+    host: &str,
+    repo: &str,
+    tags: &[String],
+    digest: &Digest,
+    operator: Option<&str>,
+    now: u64,
+) -> webhook::Payload {
+    let mut payload = webhook::Payload::artifact(
+        kind,
+        host,
+        repo,
+        tags.first().map(String::as_str),
+        digest,
+        now,
+        operator,
+    );
+    for t in tags.iter().skip(1) {
+        payload.event_data.resources.push(webhook::Resource {
+            digest: digest.to_string(),
+            tag: Some(t.clone()),
+            resource_url: Some(format!("{host}/{repo}:{t}")),
+        });
+    }
+    payload
 }
 
 /// An IP-literal URL is checked here (the resolver sees only names).

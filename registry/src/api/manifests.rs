@@ -285,7 +285,8 @@ pub(super) async fn delete(
         let immutable = |tag: &str| policies.immutable(&n, tag);
         // DELETE_ARTIFACT events, queued in the delete's transaction.
         let events = |digest: &str, tags: &[String]| match (&r2.webhooks, digest.parse()) {
-            (Some(hooks), Ok(d)) => hooks.delete_events(
+            (Some(hooks), Ok(d)) => hooks.artifact_events(
+                berth_oci::distribution::webhook::DELETE_ARTIFACT,
                 &host,
                 &n,
                 tags,

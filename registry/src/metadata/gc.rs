@@ -22,7 +22,7 @@
 use std::collections::{HashMap, HashSet};
 
 use berth_oci::{Digest, Manifest};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
 use super::{Metadata, MetadataError, Result, parse_digest};
 
@@ -315,11 +315,7 @@ impl Metadata {
     pub fn gc_remove_manifests(&self, repo: &str, digests: &[Digest]) -> Result<usize> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let Some(id) = tx
-            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
-            .query_row([repo], |r| r.get::<_, i64>(0))
-            .optional()?
-        else {
+        let Some(id) = Self::existing_repo_id(&tx, repo)? else {
             return Ok(0);
         };
         let set: HashSet<String> = digests.iter().map(ToString::to_string).collect();

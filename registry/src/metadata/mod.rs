@@ -394,6 +394,14 @@ impl Metadata {
         lock(&self.writer)
     }
 
+    /// The id of repository `name`, if it exists.
+    fn existing_repo_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+        Ok(conn
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+            .query_row([name], |r| r.get::<_, i64>(0))
+            .optional()?)
+    }
+
     fn repo_id(tx: &Connection, name: &str) -> Result<i64> {
         tx.prepare_cached(
             "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
@@ -732,11 +740,7 @@ impl Metadata {
     ) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let Some(id) = tx
-            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
-            .query_row([repo], |r| r.get::<_, i64>(0))
-            .optional()?
-        else {
+        let Some(id) = Self::existing_repo_id(&tx, repo)? else {
             return Ok(false);
         };
         let d = digest.to_string();
@@ -810,11 +814,7 @@ impl Metadata {
     /// repository is unknown.
     pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Vec<String>>> {
         let conn = self.reader();
-        let Some(id) = conn
-            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
-            .query_row([repo], |r| r.get::<_, i64>(0))
-            .optional()?
-        else {
+        let Some(id) = Self::existing_repo_id(&conn, repo)? else {
             return Ok(None);
         };
         let mut st = conn.prepare_cached(

@@ -19,7 +19,7 @@ fn text(b: &[u8]) -> String {
 
 /// `berth admin --registry <url> -u <user> <args>` with the password in
 /// BERTH_PASSWORD.
-fn admin(url: &str, user: &str, password: &str, args: &[&str]) -> Output {
+pub(crate) fn admin(url: &str, user: &str, password: &str, args: &[&str]) -> Output {
     Command::new(berth_bin())
         .args(["admin", "--registry", url, "--username", user])
         .args(args)

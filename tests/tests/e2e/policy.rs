@@ -121,17 +121,6 @@ fn immutable_tags_never_move_nor_go() {
     assert_eq!(del.status, 202);
 }
 
-/// `berth admin … ` as `user` (password in BERTH_PASSWORD).
-fn admin(url: &str, user: &str, password: &str, args: &[&str]) -> std::process::Output {
-    Command::new(berth_tests::berth_bin())
-        .args(["admin", "--registry", url, "--username", user])
-        .args(args)
-        .env("BERTH_PASSWORD", password)
-        .env_remove("BERTH_REGISTRY")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn policies_set_through_the_admin_api_hold_against_skopeo_and_report_by_cloudevents() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +158,7 @@ quota_mib = 100
     );
     let (url, host) = (server.url(), server.host());
     let root = |args: &[&str]| {
-        let out = admin(&url, "root", "root-pw", args);
+        let out = crate::admin::admin(&url, "root", "root-pw", args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
@@ -197,7 +186,7 @@ always = true
     let shown = root(&["policy", "set", "team", "--file", policy.to_str().unwrap()]);
     assert!(shown.contains("of a 12.0 MiB quota"), "{shown}");
     // A declared policy is read-only here, in one line.
-    let out = admin(
+    let out = crate::admin::admin(
         &url,
         "root",
         "root-pw",
@@ -212,7 +201,7 @@ always = true
     // A typo in a key is refused with the key named.
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "quota_mb = 3\n").unwrap();
-    let out = admin(
+    let out = crate::admin::admin(
         &url,
         "root",
         "root-pw",
