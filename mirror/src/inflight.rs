@@ -315,6 +315,19 @@ async fn download(
     let mut from_current: u64 = 0;
     // A first chunk already taken (by the hedge below).
     let mut primed: Option<Result<Option<Bytes>, String>> = None;
+    // What readers may see: bytes from the registry (the one trusted
+    // source) stream to them as they come; once a node has contributed,
+    // nothing more is shown until the whole blob verifies, so a lying or
+    // broken node can cost time but never hand a client a wrong byte
+    // (containerd resumes a broken download with a Range request and would
+    // keep what it already has).
+    let mut exposed: u64 = 0;
+    let mut tainted = current.kind().is_node();
+    // The trusted source to start over from if nodes' bytes do not verify.
+    let mut retry: Option<Arc<dyn Source>> = std::iter::once(&current)
+        .chain(fallbacks.iter())
+        .find(|f| f.kind() == SourceKind::Registry)
+        .cloned();
     if current.kind().is_node() && fallbacks.first().is_some_and(|f| f.kind().is_node()) {
         // A hedged request: if this node has not started within `hedge`,
         // ask the next one too and keep whichever sends first.
@@ -334,6 +347,7 @@ async fn download(
                                 tracing::info!(slow = ?current.peer(), fast = ?other.peer(), %digest, "hedged: the second node answered first");
                                 primed = Some(b.transpose());
                                 contributors.extend(other.peer().map(str::to_owned));
+                                tainted = true;
                                 stream = second;
                                 current = other;
                             }
@@ -377,10 +391,64 @@ async fn download(
                 if pending.len() >= WRITE_BATCH {
                     file.write_all(&pending).await?;
                     pending.clear();
-                    let _ = tx.send(Progress::Running(n));
+                    if !tainted {
+                        exposed = n;
+                        let _ = tx.send(Progress::Running(n));
+                    }
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                file.write_all(&pending).await?;
+                pending.clear();
+                file.flush().await?;
+                // Readers see the bytes after `exposed` only once the digest
+                // checks out (`Done`): whether or not the source announced a
+                // length, a wrong blob is never read whole, and nodes' bytes
+                // are never read before they verify.
+                let got = hasher.clone().finish();
+                if &got == digest {
+                    break;
+                }
+                ctx.metrics.verify_failure();
+                for p in &contributors {
+                    ctx.penalties.penalise(p);
+                }
+                // Nodes contributed: start over from what readers have seen,
+                // with the registry.
+                let Some(trusted) = retry.take().filter(|_| tainted) else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("got {got} for {digest}"),
+                    ));
+                };
+                tracing::warn!(%digest, %got, offset = exposed, "nodes sent bytes that do not verify; starting over from the registry");
+                let s = trusted.open(digest, exposed).await.map_err(|e| {
+                    io::Error::other(format!(
+                        "nodes sent wrong bytes and the registry failed: {e}"
+                    ))
+                })?;
+                file.set_len(exposed).await?;
+                file.seek(io::SeekFrom::Start(0)).await?;
+                hasher = digest.algorithm().hasher();
+                let mut prefix = (&mut file).take(exposed);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let k = prefix.read(&mut buf).await?;
+                    if k == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..k]);
+                }
+                file.seek(io::SeekFrom::Start(exposed)).await?;
+                n = exposed;
+                skip = if s.from_offset { 0 } else { exposed };
+                ctx.metrics.resumed();
+                contributors.clear();
+                tainted = false;
+                stream = s;
+                current = trusted;
+                from_current = 0;
+            }
             Err(why) => {
                 // Resume elsewhere with the rest.
                 let mut resumed = None;
@@ -404,27 +472,12 @@ async fn download(
                 };
                 ctx.metrics.resumed();
                 contributors.extend(f.peer().map(str::to_owned));
+                tainted |= f.kind().is_node();
                 stream = s;
                 current = f;
                 from_current = 0;
             }
         }
-    }
-    file.write_all(&pending).await?;
-    file.flush().await?;
-    // Readers see the bytes after `written` only once the digest checks
-    // out (`Done`): whether or not the source announced a length, a wrong
-    // blob is never read whole.
-    let got = hasher.finish();
-    if &got != digest {
-        ctx.metrics.verify_failure();
-        for p in &contributors {
-            ctx.penalties.penalise(p);
-        }
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("got {got} for {digest}"),
-        ));
     }
     Ok(n)
 }

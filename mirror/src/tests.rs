@@ -256,22 +256,37 @@ async fn registry_bytes_are_counted_and_concurrent_asks_share_one_download() {
 }
 
 #[tokio::test]
-async fn a_lying_source_is_never_served_whole_nor_cached_and_is_penalised() {
+async fn a_lying_peer_costs_time_not_a_failed_read() {
     use Behaviour::*;
     let n = Node::new(Duration::from_secs(5));
-    let (bytes, d) = blob(200_000);
+    let (bytes, d) = blob(2_000_000);
+    // Wrong bytes of the right length, and the right prefix then garbage.
+    for flipped in [150_000, 1_900_000] {
+        let n = Node::new(Duration::from_secs(5));
+        let mut lie = bytes.clone();
+        lie[flipped] ^= 1;
+        let chain = n.chain(vec![
+            n.source(SourceKind::Peer, "liar", Sends(lie)),
+            n.source(SourceKind::Registry, "registry", Sends(bytes.clone())),
+        ]);
+        let (got, clean, _) = n.fetch(&chain, &d).await;
+        assert!(clean, "the first read succeeds");
+        assert!(got == bytes, "with bytes that verify");
+        assert!(n.penalties.is_penalised("liar"));
+        assert_eq!(n.metric("berth_mirror_verify_failures_total"), 1);
+        // Nothing of the peer's was shown, so the registry starts at 0.
+        assert_eq!(n.opened(), ["liar@0", "registry@0"]);
+        assert_eq!(n.cache.stat(&d), Some(bytes.len() as u64));
+    }
+    // A lying registry (no one to trust after it): never served whole,
+    // nothing cached.
     let mut lie = bytes.clone();
     lie[150_000] ^= 1;
-    let chain = n.chain(vec![
-        n.source(SourceKind::Peer, "liar", Sends(lie)),
-        n.source(SourceKind::Registry, "registry", Sends(bytes.clone())),
-    ]);
-    let (got, clean, kind) = n.fetch(&chain, &d).await;
-    assert_eq!(kind, SourceKind::Peer);
+    let chain = n.chain(vec![n.source(SourceKind::Registry, "registry", Sends(lie))]);
+    let (got, clean, _) = n.fetch(&chain, &d).await;
     assert!(!clean, "the read ends in an error");
     assert!(got.len() < bytes.len(), "the last byte is withheld");
     assert_eq!(n.cache.stat(&d), None, "nothing unverified is cached");
-    assert!(n.penalties.is_penalised("liar"));
     assert_eq!(n.metric("berth_mirror_verify_failures_total"), 1);
 }
 

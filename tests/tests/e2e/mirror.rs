@@ -369,7 +369,7 @@ fn nodes_find_each_others_blobs_through_libp2p() {
 }
 
 #[test]
-fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
+fn a_peer_sending_wrong_bytes_costs_no_failed_pull_and_is_penalised() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("registry"), &[]);
     let blob = vec![b'y'; 100_000];
@@ -385,20 +385,19 @@ fn a_peer_sending_wrong_bytes_is_penalised_and_the_registry_used() {
         ],
     );
     let url = format!("{}/v2/team/app/blobs/{digest}?ns={registry}", mirror.url());
-    // First: the lying peer's bytes are cut short.
-    if let Ok(reply) = try_http("GET", &url, &[], b"") {
-        assert!(reply.body.len() < 100_000 || reply.status != 200);
-    }
-    // Then the peer is skipped: the right blob, from the registry.
+    // The first ask already gets the right blob: the lying peer's bytes
+    // were never shown, and the registry's replaced them.
     let reply = http("GET", &url, &[], b"");
     assert_eq!(reply.status, 200);
     assert!(reply.body == blob, "the right bytes");
     let m = mirror.metrics();
     assert_eq!(metric(&m, "berth_mirror_verify_failures_total"), 1, "{m}");
-    assert!(
-        m.contains("kind=\"blob\",source=\"upstream\",result=\"ok\""),
-        "{m}"
+    assert_eq!(
+        metric(&m, "berth_mirror_upstream_bytes_total"),
+        100_000,
+        "the bytes came from the registry:\n{m}"
     );
+    assert_eq!(metric(&m, "berth_mirror_peers_penalised"), 1, "{m}");
     // And it is cached now.
     let again = http("GET", &url, &[], b"");
     assert!(again.body == blob);
@@ -1044,4 +1043,125 @@ fn misses_are_quick_404s_and_bad_input_is_refused() {
         .unwrap()
         .collect();
     assert!(cached.is_empty());
+}
+
+/// How a fake peer misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Misbehaves {
+    /// Wrong bytes, of the right length.
+    WrongBytes,
+    /// The right first half, then garbage.
+    RightPrefixThenGarbage,
+    /// The right first half, then nothing (the connection held open).
+    StallsMidBlob,
+    /// Says it has every blob, then answers 404.
+    LiesAboutHaving,
+}
+
+/// A peer that answers blob requests from `registry`'s `repo` (it has the
+/// bytes), misbehaving as `how`.
+fn bad_peer(registry: String, repo: &'static str, how: Misbehaves) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let digest = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.split("/blobs/").nth(1))
+                    .map(|d| d.split('?').next().unwrap_or(d).to_owned());
+                let real = digest.and_then(|d| {
+                    try_http(
+                        "GET",
+                        &format!("http://{registry}/v2/{repo}/blobs/{d}"),
+                        &[],
+                        b"",
+                    )
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|r| r.body)
+                });
+                let Some(mut body) = real else {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let half = body.len() / 2;
+                match how {
+                    Misbehaves::WrongBytes => body.iter_mut().for_each(|b| *b ^= 0x5a),
+                    Misbehaves::RightPrefixThenGarbage => {
+                        body[half..].iter_mut().for_each(|b| *b ^= 0x5a);
+                    }
+                    Misbehaves::LiesAboutHaving => {
+                        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    Misbehaves::StallsMidBlob => {}
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                if how == Misbehaves::StallsMidBlob {
+                    let _ = conn.write_all(&body[..half]);
+                    std::thread::sleep(Duration::from_secs(60));
+                    return;
+                }
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn containerd_pulls_succeed_the_first_time_whatever_a_peer_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("registry"), &[]);
+    let (image, want) = pushed_image(dir.path(), &server, "peered", 3, 700_000);
+    let registry = server.host();
+    for how in [
+        Misbehaves::WrongBytes,
+        Misbehaves::RightPrefixThenGarbage,
+        Misbehaves::StallsMidBlob,
+        Misbehaves::LiesAboutHaving,
+    ] {
+        let name = format!("{how:?}");
+        let peer = bad_peer(registry.clone(), "e2e/peered", how);
+        let mirror = Mirror::start_with(
+            &dir.path().join(format!("mirror-{name}")),
+            &[format!("{registry}=http://{registry}")],
+            &[format!("peers = [\"http://{peer}\"]")],
+        );
+        let hosts = hosts_dir(&dir.path().join(&name), &registry, &mirror);
+        let cd = Containerd::start(&dir.path().join(format!("cd-{name}")));
+        // The first attempt succeeds: containerd checks every digest.
+        pull_ok(&cd, &hosts, &image);
+        assert!(
+            run_text(cd.ctr().args(["images", "ls"])).contains(&want),
+            "{name}"
+        );
+        let m = mirror.metrics();
+        if matches!(
+            how,
+            Misbehaves::WrongBytes | Misbehaves::RightPrefixThenGarbage
+        ) {
+            assert!(
+                metric(&m, "berth_mirror_verify_failures_total") >= 1,
+                "{name}: the lie was caught\n{m}"
+            );
+            assert!(
+                metric(&m, "berth_mirror_peers_penalised") >= 1,
+                "{name}: the liar is penalised\n{m}"
+            );
+        }
+    }
 }
