@@ -2,10 +2,15 @@
 //! a peer) is written by one background task to a temporary file while it
 //! is hashed, and every request for it — this node's containerd, or peers
 //! asking this node — reads that growing file instead of fetching again.
-//! The last byte is withheld from readers until the task has checked the
-//! digest, so nobody receives a whole wrong blob; a mismatch or a broken
-//! source fails every reader early and caches nothing. The download does
-//! not depend on any reader staying connected.
+//! Readers see the registry's bytes as they arrive, but the last byte only
+//! once the task has checked the digest, so nobody receives a whole wrong
+//! blob; once another node has contributed bytes, readers see nothing more
+//! until the whole blob verifies, and bytes that do not verify are
+//! replaced from the registry in the same download — so a lying node can
+//! never hand a client (which may resume with a Range request and keep
+//! what it has) a wrong byte. A mismatch with no trusted source left, or a
+//! broken source with none after it, fails every reader and caches
+//! nothing. The download does not depend on any reader staying connected.
 //!
 //! With `owner_of`, nodes agree without talking on which of them fetches a
 //! cold blob from the registry (rendezvous hashing over the member list):
