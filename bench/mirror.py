@@ -271,6 +271,14 @@ def run_case(work, binary, reg_url, image, mirrored, rolling):
     return total, per_node, sent, rss
 
 
+# What the runs so far taught, kept with the table each run rewrites.
+NOTES = """
+Notes:
+
+- Since issue 16's first step (2026-11-30), bytes from another node reach containerd only once the whole blob has verified on the receiving node (a lying peer's bytes used to reach containerd, which resumed with a Range request, kept the bad prefix and failed the pull). That costs pipelining on peer-served blobs: the same run before the change measured the rolling pull's later nodes at 0.76× a direct pull and its first node at 1.00×; after it, 1.15× and 1.19×, and all five at once 0.51× → 0.55×. Piece digests recorded by the registry, so that peer bytes stream verified piece by piece, are the next step and should bring the pipelining back.
+"""
+
+
 def main():
     need("ip", "tc", "containerd", "ctr", "skopeo", "curl")
     binary = os.environ.get("BERTH_BIN")
@@ -359,6 +367,8 @@ def main():
         "unshaped, to show where this 2-core machine's CPU, not the network, sets the time.",
         "",
         ("Targets missed: " + "; ".join(misses) + "." if misses else "Every target is met in this run."),
+        "",
+        NOTES.strip(),
         "",
     ])
     write_section("Mirror: five nodes pulling", section)
