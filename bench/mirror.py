@@ -275,7 +275,7 @@ def run_case(work, binary, reg_url, image, mirrored, rolling):
 NOTES = """
 Notes:
 
-- Since issue 16's first step (2026-11-30), bytes from another node reach containerd only once the whole blob has verified on the receiving node (a lying peer's bytes used to reach containerd, which resumed with a Range request, kept the bad prefix and failed the pull). That costs pipelining on peer-served blobs: the same run before the change measured the rolling pull's later nodes at 0.76× a direct pull and its first node at 1.00×; after it, 1.15× and 1.19×, and all five at once 0.51× → 0.55×. Piece digests recorded by the registry, so that peer bytes stream verified piece by piece, are the next step and should bring the pipelining back.
+- Since issue 16's first step (2026-11-30), bytes from another node reach containerd only once the whole blob has verified on the receiving node (a lying peer's bytes used to reach containerd, which resumed with a Range request, kept the bad prefix and failed the pull). That costs pipelining on peer-served blobs: the previous run, before the change, measured the rolling pull's later nodes at 0.76× a direct pull and its first node at 1.00×; after it, 1.15× and 1.19×, and all five at once 0.51× → 0.55×. Piece digests recorded by the registry, so that peer bytes stream verified piece by piece, are the next step and should bring the pipelining back.
 """
 
 
