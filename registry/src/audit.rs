@@ -137,11 +137,26 @@ impl Audit {
                         Err(_) => break,
                     }
                 }
-                let meta = meta.clone();
-                match tokio::task::spawn_blocking(move || meta.audit_append(&batch)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "writing the audit log failed"),
-                    Err(e) => tracing::error!(error = %e, "the audit writer panicked"),
+                // A busy or briefly failing database gets a few more tries
+                // before the batch is given up (and said so).
+                let batch = Arc::new(batch);
+                for attempt in 1..=5u32 {
+                    let (meta, b) = (meta.clone(), batch.clone());
+                    match tokio::task::spawn_blocking(move || meta.audit_append(&b)).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(e)) if attempt < 5 => {
+                            tracing::warn!(error = %e, attempt, "writing the audit log failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, events = batch.len(), "writing the audit log failed; these events are lost");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the audit writer panicked");
+                            break;
+                        }
+                    }
                 }
             }
         });
