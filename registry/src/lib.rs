@@ -22,6 +22,7 @@
 //!   freed in the background.
 //! - [`webhooks`]: push webhooks from an outbox written with the push.
 //! - [`gc`]: online garbage collection of manifests, links and blobs.
+//! - [`pieces`]: per-piece digests of blobs, for node mirrors.
 //! - [`tls`]: HTTPS with certificates reloaded from their files.
 //!
 //! It must never parse GitOps YAML or build images.
@@ -44,6 +45,7 @@ pub mod gc;
 pub mod janitor;
 pub mod metadata;
 pub mod metrics;
+pub mod pieces;
 pub mod policy;
 pub mod retention;
 pub mod storage;

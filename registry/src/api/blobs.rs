@@ -44,12 +44,25 @@ pub(super) async fn get(
     name: &str,
     digest: &Digest,
     headers: &HeaderMap,
+    params: &Params,
     head: bool,
 ) -> Result<Response, ApiError> {
     let size = r
         .meta
         .repo_blob(name, digest)?
         .ok_or_else(|| blob_unknown(name, digest))?;
+    // The piece digests instead of the bytes (for node mirrors).
+    if params.get("pieces").is_some_and(|v| v == "v1") && !head {
+        let pieces = crate::pieces::of(r, digest, size).await?;
+        let body = serde_json::to_vec(&pieces).unwrap_or_default();
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, crate::pieces::MEDIA_TYPE)
+            .header(header::CONTENT_LENGTH, body.len())
+            .header("Docker-Content-Digest", digest.to_string())
+            .body(Body::from(body))
+            .expect("valid headers"));
+    }
     let builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")

@@ -146,8 +146,19 @@ async fn base_checked(
 }
 
 async fn base() -> Response {
-    let mut resp =
-        api_version(([(header::CONTENT_TYPE, "application/json")], "{}").into_response());
+    let mut resp = api_version(
+        (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    http::HeaderName::from_static("berth-pieces"),
+                    crate::pieces::HEADER.1,
+                ),
+            ],
+            "{}",
+        )
+            .into_response(),
+    );
     resp.extensions_mut().insert(RouteLabel("base"));
     resp
 }
@@ -498,7 +509,7 @@ async fn handle(
             manifests::referrers(r, &name, &digest, &params)
         }
         (Method::GET | Method::HEAD, Route::Blob { name, digest }) => {
-            blobs::get(r, &name, &digest, &headers, head).await
+            blobs::get(r, &name, &digest, &headers, &params, head).await
         }
         (Method::DELETE, Route::Blob { name, digest }) => blobs::delete(r, &name, &digest).await,
         (Method::POST, Route::UploadStart { name }) => {

@@ -1130,3 +1130,35 @@ async fn metrics_count_requests_and_bytes() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn piece_digests_of_a_blob_are_served_to_pullers() {
+    let t = T::new();
+    // 9 MiB + 5 bytes: two whole pieces and a short one.
+    let data: Vec<u8> = (0..(9u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
+    let d = t.push_blob("team/app", &data).await;
+    let base = t.get("/v2/").await;
+    assert_eq!(base.header("berth-pieces"), "v1");
+    for _ in 0..2 {
+        // Computed the first time, from the metadata the second.
+        let r = t.get(&format!("/v2/team/app/blobs/{d}?pieces=v1")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("content-type"), crate::pieces::MEDIA_TYPE);
+        let v = r.json();
+        assert_eq!(v["size"], data.len() as u64);
+        assert_eq!(v["piece_size"], 4 << 20);
+        let want: Vec<String> = data
+            .chunks(4 << 20)
+            .map(|c| Digest::sha256(c).hex().to_owned())
+            .collect();
+        assert_eq!(want.len(), 3);
+        assert_eq!(v["pieces"], serde_json::json!(want));
+    }
+    // Scoped like the blob: not from another repository.
+    t.get(&format!("/v2/team/other/blobs/{d}?pieces=v1"))
+        .await
+        .oci_error(404, "BLOB_UNKNOWN");
+    // Without the parameter, the bytes as always.
+    let r = t.get(&format!("/v2/team/app/blobs/{d}")).await;
+    assert_eq!(r.body.len(), data.len());
+}

@@ -22,12 +22,13 @@
 use std::collections::{HashMap, HashSet};
 
 use berth_oci::{Digest, Manifest};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Metadata, MetadataError, Result, parse_digest};
 
-/// Version 5: manifest references, when each blob was linked, and project
-/// policies stored through the admin API.
+/// Version 5: manifest references, when each blob was linked, the dirty
+/// set, blobs' piece digests, and project policies stored through the
+/// admin API.
 pub(super) const SCHEMA_V5: &str = r#"
 CREATE TABLE manifest_refs (
     repo_id INTEGER NOT NULL REFERENCES repositories(id),
@@ -43,6 +44,11 @@ CREATE TABLE gc_dirty (
 ) WITHOUT ROWID;
 CREATE INDEX gc_dirty_seq ON gc_dirty(seq);
 INSERT INTO gc_dirty (digest, seq) SELECT digest, 0 FROM blobs;
+CREATE TABLE blob_pieces (
+    digest TEXT PRIMARY KEY,
+    piece_size INTEGER NOT NULL,
+    hashes BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE project_policies (
     project TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -394,6 +400,8 @@ impl Metadata {
             }
             tx.prepare_cached("DELETE FROM repository_blobs WHERE digest = ?1")?
                 .execute([&d])?;
+            tx.prepare_cached("DELETE FROM blob_pieces WHERE digest = ?1")?
+                .execute([&d])?;
             if tx
                 .prepare_cached("DELETE FROM blobs WHERE digest = ?1")?
                 .execute([&d])?
@@ -439,6 +447,28 @@ impl Metadata {
             .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// The piece size and concatenated sha256 piece digests of `digest`,
+    /// if computed.
+    pub fn blob_pieces(&self, digest: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .reader()
+            .prepare_cached("SELECT piece_size, hashes FROM blob_pieces WHERE digest = ?1")?
+            .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.map(|(s, h)| (s as u64, h)))
+    }
+
+    /// Keep `digest`'s piece digests (if the blob is still known).
+    pub fn put_blob_pieces(&self, digest: &str, piece_size: u64, hashes: &[u8]) -> Result<()> {
+        self.writer()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO blob_pieces (digest, piece_size, hashes)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
+            )?
+            .execute(params![digest, piece_size as i64, hashes])?;
+        Ok(())
     }
 
     /// Bytes of distinct blobs the metadata knows.
