@@ -333,6 +333,12 @@ async fn download(
         .chain(fallbacks.iter())
         .find(|f| f.kind() == SourceKind::Registry)
         .cloned();
+    // With the registry's piece digests, a node's bytes are shown piece by
+    // piece as each verifies, instead of only once the whole blob has.
+    let mut pieces = match (&retry, tainted) {
+        (Some(r), true) => r.pieces(digest).await.map(PieceCheck::new),
+        _ => None,
+    };
     if current.kind().is_node() && fallbacks.first().is_some_and(|f| f.kind().is_node()) {
         // A hedged request: if this node has not started within `hedge`,
         // ask the next one too and keep whichever sends first.
@@ -386,6 +392,30 @@ async fn download(
                         continue;
                     }
                 }
+                if let Some(p) = pieces.as_mut() {
+                    if let Err(bad) = p.feed(&chunk) {
+                        // A piece that does not verify: keep what did (the
+                        // pieces this chunk completed first, too), and take
+                        // the rest from the next source.
+                        let keep = p.verified.saturating_sub(n) as usize;
+                        if keep > 0 {
+                            hasher.update(&chunk[..keep]);
+                            pending.extend_from_slice(&chunk[..keep]);
+                        }
+                        file.write_all(&pending).await?;
+                        pending.clear();
+                        let good = p.verified;
+                        rewind(&mut file, &mut hasher, digest, good).await?;
+                        p.restart_at(good);
+                        n = good;
+                        ctx.metrics.verify_failure();
+                        for c in &contributors {
+                            ctx.penalties.penalise(c);
+                        }
+                        primed = Some(Err(format!("piece {bad} does not verify")));
+                        continue;
+                    }
+                }
                 hasher.update(&chunk);
                 pending.extend_from_slice(&chunk);
                 n += chunk.len() as u64;
@@ -399,6 +429,11 @@ async fn download(
                     if !tainted {
                         exposed = n;
                         let _ = tx.send(Progress::Running(n));
+                    } else if let Some(p) = &pieces {
+                        if p.verified > exposed {
+                            exposed = p.verified;
+                            let _ = tx.send(Progress::Running(exposed));
+                        }
                     }
                 }
             }
@@ -406,6 +441,20 @@ async fn download(
                 file.write_all(&pending).await?;
                 pending.clear();
                 file.flush().await?;
+                if let Some(p) = pieces.as_mut() {
+                    if let Err(bad) = p.finish() {
+                        let good = p.verified;
+                        rewind(&mut file, &mut hasher, digest, good).await?;
+                        p.restart_at(good);
+                        n = good;
+                        ctx.metrics.verify_failure();
+                        for c in &contributors {
+                            ctx.penalties.penalise(c);
+                        }
+                        primed = Some(Err(format!("piece {bad} does not verify")));
+                        continue;
+                    }
+                }
                 // Readers see the bytes after `exposed` only once the digest
                 // checks out (`Done`): whether or not the source announced a
                 // length, a wrong blob is never read whole, and nodes' bytes
@@ -432,19 +481,10 @@ async fn download(
                         "nodes sent wrong bytes and the registry failed: {e}"
                     ))
                 })?;
-                file.set_len(exposed).await?;
-                file.seek(io::SeekFrom::Start(0)).await?;
-                hasher = digest.algorithm().hasher();
-                let mut prefix = (&mut file).take(exposed);
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let k = prefix.read(&mut buf).await?;
-                    if k == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..k]);
+                rewind(&mut file, &mut hasher, digest, exposed).await?;
+                if let Some(p) = pieces.as_mut() {
+                    p.restart_at(exposed);
                 }
-                file.seek(io::SeekFrom::Start(exposed)).await?;
                 n = exposed;
                 skip = if s.from_offset { 0 } else { exposed };
                 ctx.metrics.resumed();
@@ -485,6 +525,98 @@ async fn download(
         }
     }
     Ok(n)
+}
+
+/// Cut the download's file back to `to` bytes and hash them again into a
+/// fresh `hasher`, so the download continues from `to`.
+async fn rewind(
+    file: &mut tokio::fs::File,
+    hasher: &mut berth_oci::Hasher,
+    digest: &Digest,
+    to: u64,
+) -> io::Result<()> {
+    file.flush().await?;
+    file.set_len(to).await?;
+    file.seek(io::SeekFrom::Start(0)).await?;
+    *hasher = digest.algorithm().hasher();
+    let mut prefix = (&mut *file).take(to);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = prefix.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+    }
+    file.seek(io::SeekFrom::Start(to)).await?;
+    Ok(())
+}
+
+/// Checking a download piece by piece against the registry's piece
+/// digests.
+struct PieceCheck {
+    pieces: crate::upstream::Pieces,
+    hasher: berth_oci::Hasher,
+    /// Bytes fed so far.
+    pos: u64,
+    /// Bytes in whole pieces that verified.
+    verified: u64,
+}
+
+impl PieceCheck {
+    fn new(pieces: crate::upstream::Pieces) -> Self {
+        Self {
+            pieces,
+            hasher: berth_oci::Algorithm::Sha256.hasher(),
+            pos: 0,
+            verified: 0,
+        }
+    }
+
+    /// Feed the next bytes; `Err(i)` when piece `i` ends and does not
+    /// match (or there is no piece `i`).
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), usize> {
+        let size = self.pieces.piece_size;
+        while !bytes.is_empty() {
+            let boundary = (self.pos / size + 1) * size;
+            let take = ((boundary - self.pos) as usize).min(bytes.len());
+            self.hasher.update(&bytes[..take]);
+            self.pos += take as u64;
+            bytes = &bytes[take..];
+            if self.pos == boundary {
+                self.close_piece()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob ended: check the last, shorter piece.
+    fn finish(&mut self) -> Result<(), usize> {
+        if self.pos > self.verified {
+            self.close_piece()?;
+        }
+        Ok(())
+    }
+
+    fn close_piece(&mut self) -> Result<(), usize> {
+        let i = (self.verified / self.pieces.piece_size) as usize;
+        let done = std::mem::replace(&mut self.hasher, berth_oci::Algorithm::Sha256.hasher());
+        let got = hex::decode(done.finish().hex()).unwrap_or_default();
+        if self.pieces.hashes.get(i).map(|h| &h[..]) == Some(&got[..]) {
+            self.verified = self.pos;
+            Ok(())
+        } else {
+            Err(i)
+        }
+    }
+
+    /// Start again at `at`, a piece boundary at or before what verified.
+    fn restart_at(&mut self, at: u64) {
+        let at = at / self.pieces.piece_size * self.pieces.piece_size;
+        self.pos = at;
+        self.verified = at.min(self.verified);
+        self.hasher = berth_oci::Algorithm::Sha256.hasher();
+    }
 }
 
 /// The bytes of `flight` as they arrive, counted under `source`. Ends with

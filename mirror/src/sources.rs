@@ -125,6 +125,12 @@ pub trait Source: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The piece digests of `digest`, if this is a registry that serves
+    /// them (trusted: only the registry is asked).
+    fn pieces<'a>(&'a self, _digest: &'a Digest) -> BoxFuture<'a, Option<crate::upstream::Pieces>> {
+        Box::pin(async { None })
+    }
+
     /// The bytes of `digest` from `offset` on. Local sources answer
     /// `NotFound`.
     fn open<'a>(
@@ -233,6 +239,15 @@ impl Source for Http {
                 .blob_from(&self.url, self.auth.as_ref(), offset)
                 .await?;
             Ok(Stream::from_response(resp, offset))
+        })
+    }
+
+    fn pieces<'a>(&'a self, _digest: &'a Digest) -> BoxFuture<'a, Option<crate::upstream::Pieces>> {
+        Box::pin(async move {
+            if self.kind != SourceKind::Registry {
+                return None;
+            }
+            self.client.pieces(&self.url, self.auth.as_ref()).await
         })
     }
 }

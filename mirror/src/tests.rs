@@ -38,6 +38,8 @@ struct Fake {
     behaviour: Behaviour,
     /// Every open, as `name@offset`, shared by the sources of one test.
     log: Arc<Mutex<Vec<String>>>,
+    /// A registry that serves piece digests of its bytes (256 KiB pieces).
+    pieces: bool,
 }
 
 fn chunks(bytes: Vec<u8>) -> Vec<Result<Bytes, String>> {
@@ -54,6 +56,23 @@ impl Source for Fake {
 
     fn peer(&self) -> Option<&str> {
         (self.kind != SourceKind::Registry).then_some(self.name)
+    }
+
+    fn pieces<'a>(&'a self, _digest: &'a Digest) -> BoxFuture<'a, Option<crate::upstream::Pieces>> {
+        let pieces = match (&self.behaviour, self.pieces) {
+            (Behaviour::Sends(b), true) => Some(crate::upstream::Pieces {
+                piece_size: 256 << 10,
+                hashes: b
+                    .chunks(256 << 10)
+                    .map(|c| {
+                        let h = Digest::sha256(c);
+                        <[u8; 32]>::try_from(hex::decode(h.hex()).unwrap().as_slice()).unwrap()
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
+        Box::pin(async move { pieces })
     }
 
     fn open<'a>(
@@ -144,6 +163,18 @@ impl Node {
             name,
             behaviour: b,
             log: self.log.clone(),
+            pieces: false,
+        })
+    }
+
+    /// The registry, serving `bytes` and their piece digests.
+    fn registry_with_pieces(&self, bytes: Vec<u8>) -> Arc<dyn Source> {
+        Arc::new(Fake {
+            kind: SourceKind::Registry,
+            name: "registry",
+            behaviour: Behaviour::Sends(bytes),
+            log: self.log.clone(),
+            pieces: true,
         })
     }
 
@@ -489,4 +520,35 @@ async fn private_content_goes_only_to_callers_the_registry_lets_read_it() {
     let r = get(local, Some("Bearer ok")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(m.cache.is_private(&d), "marked private when first asked");
+}
+
+#[tokio::test]
+async fn with_piece_digests_a_liar_costs_only_the_pieces_it_spoiled() {
+    use Behaviour::*;
+    let n = Node::new(Duration::from_secs(5));
+    let (bytes, d) = blob(2_000_000);
+    let mut lie = bytes.clone();
+    lie[1_900_000] ^= 1;
+    let chain = n.chain(vec![
+        n.source(SourceKind::Peer, "liar", Sends(lie)),
+        n.registry_with_pieces(bytes.clone()),
+    ]);
+    let (got, clean, _) = n.fetch(&chain, &d).await;
+    assert!(clean, "the first read succeeds");
+    assert!(got == bytes, "with bytes that verify");
+    assert!(n.penalties.is_penalised("liar"));
+    // The seven pieces before the spoiled one were kept (and could be
+    // shown as they verified); the registry sent only the rest.
+    assert_eq!(n.opened(), ["liar@0", "registry@1835008"]);
+    assert_eq!(n.cache.stat(&d), Some(bytes.len() as u64));
+    // An honest peer with piece digests: verified piece by piece, and the
+    // registry is not asked for bytes at all.
+    let n = Node::new(Duration::from_secs(5));
+    let chain = n.chain(vec![
+        n.source(SourceKind::Peer, "honest", Sends(bytes.clone())),
+        n.registry_with_pieces(bytes.clone()),
+    ]);
+    let (got, clean, _) = n.fetch(&chain, &d).await;
+    assert!(clean && got == bytes);
+    assert_eq!(n.opened(), ["honest@0"]);
 }

@@ -49,6 +49,18 @@ pub struct Upstream {
     client: reqwest::Client,
     manifest_timeout: Duration,
     max_manifest: u64,
+    /// Registries (by base URL) and whether they serve piece digests.
+    pieces_support: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
+}
+
+/// A blob's piece digests, from a registry that serves them (`berth serve`:
+/// `?pieces=v1`): bytes per piece and each piece's sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    /// Bytes per piece (the last may be shorter).
+    pub piece_size: u64,
+    /// Each piece's sha256.
+    pub hashes: Vec<[u8; 32]>,
 }
 
 impl Upstream {
@@ -63,7 +75,83 @@ impl Upstream {
             client,
             manifest_timeout: Duration::from_millis(config.manifest_timeout_ms),
             max_manifest,
+            pieces_support: Default::default(),
         }
+    }
+
+    /// The piece digests of the blob at `url` (a registry's
+    /// `<base>/v2/<name>/blobs/<digest>`), if that registry serves them:
+    /// asked once per registry whether it does (its `/v2/` says
+    /// `Berth-Pieces: v1`), so others never get the unknown parameter.
+    pub async fn pieces(&self, url: &str, auth: Option<&HeaderValue>) -> Option<Pieces> {
+        let base = url.split("/v2/").next()?.to_owned();
+        let known = self
+            .pieces_support
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&base)
+            .copied();
+        let supported = match known {
+            Some(s) => s,
+            None => {
+                let resp = self
+                    .send(
+                        reqwest::Method::GET,
+                        &format!("{base}/v2/"),
+                        None,
+                        auth,
+                        Some(self.manifest_timeout),
+                    )
+                    .await
+                    .ok()?;
+                let s = resp
+                    .headers()
+                    .get("berth-pieces")
+                    .is_some_and(|v| v.as_bytes() == b"v1");
+                if resp.status().is_success() {
+                    self.pieces_support
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(base, s);
+                }
+                s
+            }
+        };
+        if !supported {
+            return None;
+        }
+        let resp = self
+            .send(
+                reqwest::Method::GET,
+                &format!("{url}?pieces=v1"),
+                None,
+                auth,
+                Some(self.manifest_timeout),
+            )
+            .await
+            .ok()?;
+        let json = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/vnd.berth.pieces.v1+json");
+        if !resp.status().is_success() || !json {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        if body.len() > 16 << 20 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let piece_size = v["piece_size"].as_u64().filter(|&p| p >= 64 << 10)?;
+        let hashes = v["pieces"]
+            .as_array()?
+            .iter()
+            .map(|h| {
+                let b = hex::decode(h.as_str()?).ok()?;
+                <[u8; 32]>::try_from(b.as_slice()).ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Pieces { piece_size, hashes })
     }
 
     async fn send(
