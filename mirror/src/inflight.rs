@@ -399,13 +399,12 @@ async fn download(
                         // the rest from the next source.
                         let keep = p.verified.saturating_sub(n) as usize;
                         if keep > 0 {
-                            hasher.update(&chunk[..keep]);
                             pending.extend_from_slice(&chunk[..keep]);
                         }
                         file.write_all(&pending).await?;
                         pending.clear();
                         let good = p.verified;
-                        rewind(&mut file, &mut hasher, digest, good).await?;
+                        rewind(&mut file, None, digest, good).await?;
                         p.restart_at(good);
                         n = good;
                         ctx.metrics.verify_failure();
@@ -416,7 +415,11 @@ async fn download(
                         continue;
                     }
                 }
-                hasher.update(&chunk);
+                // With piece digests every byte is checked by its piece; the
+                // whole-blob hash would only repeat that work.
+                if pieces.is_none() {
+                    hasher.update(&chunk);
+                }
                 pending.extend_from_slice(&chunk);
                 n += chunk.len() as u64;
                 from_current += chunk.len() as u64;
@@ -442,17 +445,24 @@ async fn download(
                 pending.clear();
                 file.flush().await?;
                 if let Some(p) = pieces.as_mut() {
-                    if let Err(bad) = p.finish() {
-                        let good = p.verified;
-                        rewind(&mut file, &mut hasher, digest, good).await?;
-                        p.restart_at(good);
-                        n = good;
-                        ctx.metrics.verify_failure();
-                        for c in &contributors {
-                            ctx.penalties.penalise(c);
+                    match p.finish() {
+                        // Every piece, and nothing more, verified: the blob
+                        // is the registry's.
+                        Ok(()) => break,
+                        Err(bad) => {
+                            let good = p.verified;
+                            rewind(&mut file, None, digest, good).await?;
+                            p.restart_at(good);
+                            n = good;
+                            ctx.metrics.verify_failure();
+                            for c in &contributors {
+                                ctx.penalties.penalise(c);
+                            }
+                            primed = Some(Err(format!(
+                                "the blob ends short of its pieces at piece {bad}"
+                            )));
+                            continue;
                         }
-                        primed = Some(Err(format!("piece {bad} does not verify")));
-                        continue;
                     }
                 }
                 // Readers see the bytes after `exposed` only once the digest
@@ -481,7 +491,7 @@ async fn download(
                         "nodes sent wrong bytes and the registry failed: {e}"
                     ))
                 })?;
-                rewind(&mut file, &mut hasher, digest, exposed).await?;
+                rewind(&mut file, Some(&mut hasher), digest, exposed).await?;
                 if let Some(p) = pieces.as_mut() {
                     p.restart_at(exposed);
                 }
@@ -527,16 +537,20 @@ async fn download(
     Ok(n)
 }
 
-/// Cut the download's file back to `to` bytes and hash them again into a
-/// fresh `hasher`, so the download continues from `to`.
+/// Cut the download's file back to `to` bytes and (given a `hasher`) hash
+/// them again into it, fresh, so the download continues from `to`.
 async fn rewind(
     file: &mut tokio::fs::File,
-    hasher: &mut berth_oci::Hasher,
+    hasher: Option<&mut berth_oci::Hasher>,
     digest: &Digest,
     to: u64,
 ) -> io::Result<()> {
     file.flush().await?;
     file.set_len(to).await?;
+    let Some(hasher) = hasher else {
+        file.seek(io::SeekFrom::Start(to)).await?;
+        return Ok(());
+    };
     file.seek(io::SeekFrom::Start(0)).await?;
     *hasher = digest.algorithm().hasher();
     let mut prefix = (&mut *file).take(to);
@@ -561,6 +575,8 @@ struct PieceCheck {
     pos: u64,
     /// Bytes in whole pieces that verified.
     verified: u64,
+    /// Pieces that verified.
+    closed: usize,
 }
 
 impl PieceCheck {
@@ -570,6 +586,7 @@ impl PieceCheck {
             hasher: berth_oci::Algorithm::Sha256.hasher(),
             pos: 0,
             verified: 0,
+            closed: 0,
         }
     }
 
@@ -590,20 +607,25 @@ impl PieceCheck {
         Ok(())
     }
 
-    /// The blob ended: check the last, shorter piece.
+    /// The blob ended: check the last, shorter piece, and that every
+    /// piece came (`Err(i)`: piece `i` did not).
     fn finish(&mut self) -> Result<(), usize> {
         if self.pos > self.verified {
             self.close_piece()?;
+        }
+        if self.closed < self.pieces.hashes.len() {
+            return Err(self.closed);
         }
         Ok(())
     }
 
     fn close_piece(&mut self) -> Result<(), usize> {
-        let i = (self.verified / self.pieces.piece_size) as usize;
+        let i = self.closed;
         let done = std::mem::replace(&mut self.hasher, berth_oci::Algorithm::Sha256.hasher());
         let got = hex::decode(done.finish().hex()).unwrap_or_default();
         if self.pieces.hashes.get(i).map(|h| &h[..]) == Some(&got[..]) {
             self.verified = self.pos;
+            self.closed += 1;
             Ok(())
         } else {
             Err(i)
@@ -615,6 +637,7 @@ impl PieceCheck {
         let at = at / self.pieces.piece_size * self.pieces.piece_size;
         self.pos = at;
         self.verified = at.min(self.verified);
+        self.closed = (self.verified / self.pieces.piece_size) as usize;
         self.hasher = berth_oci::Algorithm::Sha256.hasher();
     }
 }

@@ -552,3 +552,19 @@ async fn with_piece_digests_a_liar_costs_only_the_pieces_it_spoiled() {
     assert!(clean && got == bytes);
     assert_eq!(n.opened(), ["honest@0"]);
 }
+
+#[tokio::test]
+async fn with_piece_digests_a_blob_cut_at_a_piece_boundary_is_finished_elsewhere() {
+    use Behaviour::*;
+    let n = Node::new(Duration::from_secs(5));
+    let (bytes, d) = blob(2_000_000);
+    // Three whole pieces, then the peer stops: every piece it sent
+    // verifies, but the blob is not all there.
+    let chain = n.chain(vec![
+        n.source(SourceKind::Peer, "short", Sends(bytes[..786_432].to_vec())),
+        n.registry_with_pieces(bytes.clone()),
+    ]);
+    let (got, clean, _) = n.fetch(&chain, &d).await;
+    assert!(clean && got == bytes);
+    assert_eq!(n.opened(), ["short@0", "registry@786432"]);
+}
