@@ -275,7 +275,7 @@ def run_case(work, binary, reg_url, image, mirrored, rolling):
 NOTES = """
 Notes:
 
-- Since issue 16's first step (2026-11-30), bytes from another node reach containerd only once the whole blob has verified on the receiving node (a lying peer's bytes used to reach containerd, which resumed with a Range request, kept the bad prefix and failed the pull). That costs pipelining on peer-served blobs: the previous run, before the change, measured the rolling pull's later nodes at 0.76× a direct pull and its first node at 1.00×; after it, 1.15× and 1.19×, and all five at once 0.51× → 0.55×. Piece digests recorded by the registry, so that peer bytes stream verified piece by piece, are the next step and should bring the pipelining back.
+- Since issue 16's first steps (2026-11-30), no byte from another node reaches containerd before it verifies (a lying peer's bytes used to reach containerd, which resumed with a Range request, kept the bad prefix and failed the pull). Without piece digests a peer's blob is shown only once whole: the run after that change measured the rolling pull's later nodes at 1.15× a direct pull (0.76× before), the first node at 1.19× (1.00×), all five at once 0.55× (0.51×). With `berth serve`'s piece digests (4 MiB pieces, shown as each verifies, the whole-blob hash skipped) this table's run: later nodes 0.88×, first node 0.90×. All five at once is slower than before these changes (0.65×, and 12.6 s unshaped against 10.2–11.4 s): each node asks the registry for the pieces before it reads from a peer, and the registry hashes a cold blob's pieces on that first ask, on the same 2 cores — computing them at push time, or fetching them while the peer's bytes already flow, is the next step.
 """
 
 
