@@ -589,9 +589,19 @@ pub fn cri_pull_image_with_auth(
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let err = |e: &dyn std::fmt::Display| e.to_string();
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| err(&e))?;
+        // A containerd still busy starting its plugins on a loaded machine
+        // can refuse for a moment: a few tries over ten seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match tokio::net::UnixStream::connect(socket).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(format!("{} ({})", err(&e), socket.display())),
+            }
+        };
         let (client, conn) = h2::client::handshake(stream).await.map_err(|e| err(&e))?;
         tokio::spawn(conn);
         let mut client = client.ready().await.map_err(|e| err(&e))?;
