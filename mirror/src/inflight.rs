@@ -403,14 +403,7 @@ async fn download(
                         }
                         file.write_all(&pending).await?;
                         pending.clear();
-                        let good = p.verified;
-                        rewind(&mut file, None, digest, good).await?;
-                        p.restart_at(good);
-                        n = good;
-                        ctx.metrics.verify_failure();
-                        for c in &contributors {
-                            ctx.penalties.penalise(c);
-                        }
+                        n = piece_failed(ctx, &mut file, digest, p, &contributors).await?;
                         primed = Some(Err(format!("piece {bad} does not verify")));
                         continue;
                     }
@@ -450,14 +443,7 @@ async fn download(
                         // is the registry's.
                         Ok(()) => break,
                         Err(bad) => {
-                            let good = p.verified;
-                            rewind(&mut file, None, digest, good).await?;
-                            p.restart_at(good);
-                            n = good;
-                            ctx.metrics.verify_failure();
-                            for c in &contributors {
-                                ctx.penalties.penalise(c);
-                            }
+                            n = piece_failed(ctx, &mut file, digest, p, &contributors).await?;
                             primed = Some(Err(format!(
                                 "the blob ends short of its pieces at piece {bad}"
                             )));
@@ -564,6 +550,26 @@ async fn rewind(
     }
     file.seek(io::SeekFrom::Start(to)).await?;
     Ok(())
+}
+
+/// Back to the last verified piece after one did not: the file cut there,
+/// the check restarted, the nodes that contributed penalised. Returns the
+/// download's new length.
+async fn piece_failed(
+    ctx: &Context,
+    file: &mut tokio::fs::File,
+    digest: &Digest,
+    p: &mut PieceCheck,
+    contributors: &[String],
+) -> io::Result<u64> {
+    let good = p.verified;
+    rewind(file, None, digest, good).await?;
+    p.restart_at(good);
+    ctx.metrics.verify_failure();
+    for c in contributors {
+        ctx.penalties.penalise(c);
+    }
+    Ok(good)
 }
 
 /// Checking a download piece by piece against the registry's piece

@@ -313,30 +313,9 @@ impl Webhooks {
         self.targets.is_empty()
     }
 
-    /// The events a push of `digest` to `repo` as `tags` (on registry
-    /// `host`, by `operator`) queues, one per target that wants it.
-    pub fn push_events(
-        &self,
-        host: &str,
-        repo: &str,
-        tags: &[String],
-        digest: &Digest,
-        operator: Option<&str>,
-        now: u64,
-    ) -> Vec<OutboxEvent> {
-        self.artifact_events(
-            webhook::PUSH_ARTIFACT,
-            host,
-            repo,
-            tags,
-            digest,
-            operator,
-            now,
-        )
-    }
-
-    /// The events of type `kind` (a push, or a delete through the API:
-    /// `tags` are those that went) about `digest` in `repo`.
+    /// The events of type `kind` about `digest` in `repo`: a push as `tags`
+    /// (on registry `host`, by `operator`), or a delete through the API
+    /// (`tags` are those that went); one per target that wants it.
     #[allow(clippy::too_many_arguments)]
     pub fn artifact_events(
         &self,
@@ -720,7 +699,8 @@ mod tests {
         )
         .unwrap();
         let d = Digest::sha256(b"m");
-        let events = hooks.push_events(
+        let events = hooks.artifact_events(
+            webhook::PUSH_ARTIFACT,
             "reg.lan",
             "team/app",
             &["v1".into(), "latest".into()],

@@ -162,7 +162,15 @@ pub(super) async fn put(
                 .unwrap_or("registry");
             let operator = actor.filter(|a| !a.is_empty());
             let now = super::token::now();
-            hooks.push_events(host, name, &tags, &digest, operator, now)
+            hooks.artifact_events(
+                berth_oci::distribution::webhook::PUSH_ARTIFACT,
+                host,
+                name,
+                &tags,
+                &digest,
+                operator,
+                now,
+            )
         }
         None => Vec::new(),
     };
