@@ -132,6 +132,8 @@ pub struct Registry {
     gc_gate: gc::Gate,
     /// Held by the running garbage collection.
     gc_running: tokio::sync::Mutex<()>,
+    /// Blobs whose piece digests are being computed.
+    pieces_computing: pieces::Computing,
     /// How garbage collection runs.
     gc: gc::GcConfig,
     /// Uploads are refused while the file system holding this directory
@@ -189,6 +191,7 @@ impl Registry {
             declared_policies: Vec::new(),
             gc_gate: gc::Gate::default(),
             gc_running: tokio::sync::Mutex::new(()),
+            pieces_computing: pieces::Computing::default(),
             gc: gc::GcConfig::default(),
             space_floor: None,
             data_dir: None,

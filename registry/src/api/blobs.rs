@@ -269,6 +269,7 @@ async fn publish(
     }
     claim.ended = true;
     r.metrics.upload_completed();
+    crate::pieces::prepare(r, digest, len);
     Ok(())
 }
 

@@ -52,6 +52,7 @@ impl Resp {
 
 struct T {
     app: Router,
+    reg: Arc<Registry>,
 }
 
 impl T {
@@ -62,7 +63,8 @@ impl T {
     fn with_limits(limits: Limits) -> Self {
         let reg = Arc::new(Registry::in_memory(limits).unwrap());
         Self {
-            app: super::router(reg),
+            app: super::router(reg.clone()),
+            reg,
         }
     }
 
@@ -1139,8 +1141,17 @@ async fn piece_digests_of_a_blob_are_served_to_pullers() {
     let d = t.push_blob("team/app", &data).await;
     let base = t.get("/v2/").await;
     assert_eq!(base.header("berth-pieces"), "v1");
+    // Computed in the background once the push committed, before anyone
+    // asks.
+    let ready = async {
+        while t.reg.meta.blob_pieces(&d.to_string()).unwrap().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), ready)
+        .await
+        .expect("the pieces are computed at push");
     for _ in 0..2 {
-        // Computed the first time, from the metadata the second.
         let r = t.get(&format!("/v2/team/app/blobs/{d}?pieces=v1")).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.header("content-type"), crate::pieces::MEDIA_TYPE);
@@ -1161,4 +1172,18 @@ async fn piece_digests_of_a_blob_are_served_to_pullers() {
     // Without the parameter, the bytes as always.
     let r = t.get(&format!("/v2/team/app/blobs/{d}")).await;
     assert_eq!(r.body.len(), data.len());
+}
+
+#[tokio::test]
+async fn a_blob_of_one_piece_is_its_own_piece_digest() {
+    let t = T::new();
+    let d = t.push_blob("team/app", b"small").await;
+    let v = t
+        .get(&format!("/v2/team/app/blobs/{d}?pieces=v1"))
+        .await
+        .json();
+    assert_eq!(v["pieces"], serde_json::json!([d.hex()]));
+    assert_eq!(v["size"], 5);
+    // Nothing was stored for it: it needs no reading.
+    assert!(t.reg.meta.blob_pieces(&d.to_string()).unwrap().is_none());
 }
