@@ -20,6 +20,7 @@ use berth_oci::{Digest, ErrorCode};
 
 use crate::Mirror;
 use crate::cache::TagRecord;
+use crate::inflight::Claim;
 use crate::render::{
     error, from_file, manifest_response, serve_flight, size_response, upstream_error,
 };
@@ -32,6 +33,10 @@ pub fn router(mirror: Arc<Mirror>) -> Router {
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/{*rest}", any(dispatch))
+        .route(
+            "/berth/v1/claims/{digest}",
+            axum::routing::post(crate::claims::handle),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -121,12 +126,10 @@ fn parse(rest: &str) -> Result<Target, Refusal> {
 #[derive(Debug, serde::Deserialize)]
 struct Params {
     ns: Option<String>,
-    /// Set by peer mirrors: answer from this node only (cache, containerd),
-    /// never from peers or the registry, so requests never loop.
+    /// Set by peer mirrors: answer from this node only (cache, containerd,
+    /// its downloads), never from peers or the registry, so requests never
+    /// loop.
     local: Option<String>,
-    /// Set by a peer asking this node, the owner of a cold blob, to fetch it
-    /// from the registry (and not from peers).
-    fetch: Option<String>,
 }
 
 async fn dispatch(
@@ -185,7 +188,6 @@ async fn dispatch(
         },
         auth: auth.as_ref(),
         local,
-        fetch: params.fetch.is_some(),
     };
     let (what, digest) = match &target {
         Target::Manifest { reference, .. } => {
@@ -304,6 +306,14 @@ async fn blob(
         return serve_flight(m, digest, flight, SourceKind::InFlight, head, range).await;
     }
     if want.local {
+        // A node told (by a coordinator) that this one fetches the blob
+        // may ask before the registry answered this node: wait for that.
+        if !head {
+            let wait = m.downloads.timeouts().stall;
+            if let Some(flight) = m.downloads.running_or_starting(digest, wait).await {
+                return serve_flight(m, digest, flight, SourceKind::InFlight, head, range).await;
+            }
+        }
         return error(
             StatusCode::NOT_FOUND,
             ErrorCode::BlobUnknown,
@@ -313,8 +323,22 @@ async fn blob(
     if head {
         return blob_size(m, want, digest).await;
     }
-    chain.remote = m.remote_sources(want, digest).await;
-    match chain.blob(&m.downloads, digest).await {
+    // The right to fetch is taken before other nodes are asked, so a node
+    // the coordinator sends here finds this download.
+    let answer = match m.downloads.claim(digest).await {
+        Claim::Joined(flight) => Answer::Flight {
+            flight,
+            kind: SourceKind::InFlight,
+        },
+        Claim::Failed => Answer::Miss(Some(UpstreamError::Unreachable(
+            "the download failed; try again".into(),
+        ))),
+        Claim::Mine(starter) => {
+            chain.remote = m.remote_sources(want, digest).await;
+            crate::sources::start(starter, digest, chain.remote).await
+        }
+    };
+    match answer {
         Answer::File { path, len, kind } => {
             m.metrics.request("blob", kind.label(), "hit");
             from_file(m, &path, kind, digest, len, false, range).await

@@ -62,18 +62,7 @@ enum Entry {
     Running(Arc<InFlight>),
 }
 
-/// How long sources are given before the next one is asked.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// A source that sends nothing for this long is left for the next.
-    pub stall: Duration,
-    /// A node that has not sent its first bytes this long after being
-    /// asked is left for the next.
-    pub first_byte: Duration,
-    /// A node that has not started this long after being asked is joined
-    /// by a request to the next node (a hedged request).
-    pub hedge: Duration,
-}
+pub use crate::timing::Timeouts;
 
 /// What downloads need from the rest of the mirror: where verified blobs
 /// go, what is counted, who is penalised, and whom to tell.
@@ -84,8 +73,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Nodes that sent wrong bytes.
     pub penalties: Arc<Penalties>,
-    /// How long sources are given.
-    pub timeouts: Timeouts,
+    /// How long sources are given, from what was measured.
+    pub timing: crate::timing::Measured,
     /// Called with a digest once it is published (to announce it).
     pub published: Box<dyn Fn(&Digest) + Send + Sync>,
 }
@@ -93,7 +82,7 @@ pub struct Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("timeouts", &self.timeouts)
+            .field("timing", &self.timing)
             .finish_non_exhaustive()
     }
 }
@@ -155,8 +144,41 @@ impl Downloads {
         }
     }
 
+    /// Whether `d` is being fetched here (starting or running).
+    pub fn is_fetching(&self, d: &Digest) -> bool {
+        self.lock().contains_key(d)
+    }
+
+    /// The download of `d` once it runs, if it is running or starting here:
+    /// a fetch that is still asking its source is waited for (at most
+    /// `wait`), so a node told that this one fetches a blob finds the
+    /// download even if it asks before the registry answered.
+    pub async fn running_or_starting(&self, d: &Digest, wait: Duration) -> Option<Arc<InFlight>> {
+        let mut rx = match self.lock().get(d) {
+            Some(Entry::Running(f)) => return Some(f.clone()),
+            Some(Entry::Starting(rx)) => rx.clone(),
+            None => return None,
+        };
+        let outcome = tokio::time::timeout(wait, async {
+            loop {
+                if let Some(outcome) = rx.borrow_and_update().clone() {
+                    return outcome;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        outcome.await.ok().flatten()
+    }
+
     fn remove(&self, d: &Digest) {
         self.lock().remove(d);
+    }
+
+    /// How long sources are given now.
+    pub fn timeouts(&self) -> Timeouts {
+        self.ctx.timing.timeouts()
     }
 
     /// How many digests are being fetched.
@@ -220,6 +242,11 @@ impl Downloads {
 }
 
 impl Starter {
+    /// How long sources are given now.
+    pub fn timeouts(&self) -> Timeouts {
+        self.downloads.ctx.timing.timeouts()
+    }
+
     /// Fetch the blob in the background from `stream`, the bytes `source`
     /// answered with; when it stalls or breaks, the rest comes from
     /// `fallbacks`, in order.
@@ -307,7 +334,10 @@ async fn download(
         stall,
         first_byte,
         hedge,
-    } = ctx.timeouts;
+    } = ctx.timing.timeouts();
+    // The longest silence of a source once it started, to learn from.
+    let mut last_chunk = std::time::Instant::now();
+    let mut silence = Duration::ZERO;
     let mut hasher = digest.algorithm().hasher();
     let mut n: u64 = 0;
     // Network chunks are small; the file and the readers get 512 KiB at a
@@ -346,7 +376,7 @@ async fn download(
             Ok(first) => primed = Some(first.transpose()),
             Err(_) => {
                 let other = fallbacks.remove(0);
-                match other.open(digest, 0).await {
+                match open_within(&*other, digest, 0, first_byte, stall).await {
                     Ok(mut second) => {
                         ctx.metrics.hedged();
                         tokio::select! {
@@ -370,7 +400,9 @@ async fn download(
         }
     }
     loop {
-        let wait = if from_current == 0 && current.kind().is_node() {
+        // A peer that says it has the blob gets `first_byte`; the fetcher
+        // of a cold blob waits for the registry itself, as this node would.
+        let wait = if from_current == 0 && current.kind() == SourceKind::Peer {
             first_byte.min(stall)
         } else {
             stall
@@ -384,6 +416,13 @@ async fn download(
         };
         match next {
             Ok(Some(mut chunk)) => {
+                if from_current == 0 {
+                    ctx.timing
+                        .first_byte(current.kind(), stream.asked.elapsed());
+                } else {
+                    silence = silence.max(last_chunk.elapsed());
+                }
+                last_chunk = std::time::Instant::now();
                 if skip > 0 {
                     let k = skip.min(chunk.len() as u64);
                     skip -= k;
@@ -441,7 +480,10 @@ async fn download(
                     match p.finish() {
                         // Every piece, and nothing more, verified: the blob
                         // is the registry's.
-                        Ok(()) => break,
+                        Ok(()) => {
+                            ctx.timing.silence(silence);
+                            break;
+                        }
                         Err(bad) => {
                             n = piece_failed(ctx, &mut file, digest, p, &contributors).await?;
                             primed = Some(Err(format!(
@@ -457,6 +499,7 @@ async fn download(
                 // are never read before they verify.
                 let got = hasher.clone().finish();
                 if &got == digest {
+                    ctx.timing.silence(silence);
                     break;
                 }
                 ctx.metrics.verify_failure();
@@ -472,11 +515,13 @@ async fn download(
                     ));
                 };
                 tracing::warn!(%digest, %got, offset = exposed, "nodes sent bytes that do not verify; starting over from the registry");
-                let s = trusted.open(digest, exposed).await.map_err(|e| {
-                    io::Error::other(format!(
-                        "nodes sent wrong bytes and the registry failed: {e}"
-                    ))
-                })?;
+                let s = open_within(&*trusted, digest, exposed, first_byte, stall)
+                    .await
+                    .map_err(|e| {
+                        io::Error::other(format!(
+                            "nodes sent wrong bytes and the registry failed: {e}"
+                        ))
+                    })?;
                 rewind(&mut file, Some(&mut hasher), digest, exposed).await?;
                 if let Some(p) = pieces.as_mut() {
                     p.restart_at(exposed);
@@ -499,7 +544,7 @@ async fn download(
                     if let Some(p) = current.peer() {
                         ctx.penalties.penalise(p);
                     }
-                    match f.open(digest, n).await {
+                    match open_within(&*f, digest, n, first_byte, stall).await {
                         Ok(s) => {
                             skip = if s.from_offset { 0 } else { n };
                             resumed = Some((s, f));
@@ -521,6 +566,29 @@ async fn download(
         }
     }
     Ok(n)
+}
+
+/// Open `source` at `offset`, given as long as its kind is: a peer that
+/// says it has the blob `first_byte`, the fetcher of a cold blob and the
+/// registry `stall`.
+pub async fn open_within(
+    source: &dyn Source,
+    digest: &Digest,
+    offset: u64,
+    first_byte: Duration,
+    stall: Duration,
+) -> Result<sources::Stream, crate::upstream::UpstreamError> {
+    let wait = if source.kind() == SourceKind::Peer {
+        first_byte
+    } else {
+        stall
+    };
+    match tokio::time::timeout(wait, source.open(digest, offset)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(crate::upstream::UpstreamError::Unreachable(format!(
+            "no answer within {wait:?}"
+        ))),
+    }
 }
 
 /// Cut the download's file back to `to` bytes and (given a `hasher`) hash

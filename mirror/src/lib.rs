@@ -22,9 +22,14 @@
 //! - `private`: which callers may read private repositories.
 //! - `render`: error JSON, manifests, files, downloads in flight, sizes.
 //! - [`sources`]: where content comes from, in order (cache, containerd,
-//!   in flight, peers, owner, registry), behind one `Source` trait.
+//!   in flight, peers, the cold blob's fetcher, registry), behind one
+//!   `Source` trait.
 //! - [`inflight`]: shared downloads (one fetch per blob per node, read
-//!   along by every request) and the rendezvous owner of a cold blob.
+//!   along by every request) and the rendezvous choice of a coordinator.
+//! - [`claims`]: which node fetches a cold blob for the cluster (asked of
+//!   its coordinator), so the registry sends it about once.
+//! - [`timing`]: timeouts grown from measured first-byte times and
+//!   silences.
 //! - [`metrics`]: counters by source and result.
 //! - [`routing`]: which nodes can serve a digest (static peers; in-memory
 //!   for tests), with the conformance suite.
@@ -36,6 +41,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod claims;
 pub mod config;
 pub mod health;
 pub mod hosts;
@@ -46,6 +52,7 @@ mod private;
 mod render;
 pub mod routing;
 pub mod sources;
+pub mod timing;
 pub mod upstream;
 
 #[cfg(test)]
@@ -80,6 +87,8 @@ pub struct Mirror {
     pub penalties: Arc<sources::Penalties>,
     /// Which mirrored registries can be reached.
     pub health: health::Health,
+    /// As coordinator: which node fetches which cold blob.
+    pub claims: claims::Claims,
 }
 
 /// How long a registry's "yes" to a private read is trusted.
@@ -110,18 +119,6 @@ impl Mirror {
     /// Whether `peer` is under penalty.
     pub fn is_penalised(&self, peer: &str) -> bool {
         self.penalties.is_penalised(peer)
-    }
-
-    /// The peer that fetches cold blob `d` from the registry for the
-    /// cluster, if it is not this node (and is not under penalty). Needs
-    /// `advertise_url`, this node's name in every member's list.
-    pub fn owner_peer(&self, d: &berth_oci::Digest) -> Option<String> {
-        let me = self.config.advertise_url.as_deref()?;
-        let others = self.routing.members();
-        let mut members: Vec<&str> = others.iter().map(String::as_str).collect();
-        members.push(me);
-        let owner = inflight::owner_of(&members, d)?;
-        (owner != me && !self.is_penalised(owner)).then(|| owner.to_owned())
     }
 
     /// Tell the other nodes this node can now serve `digests`.
@@ -174,11 +171,11 @@ impl Mirror {
             cache: cache.clone(),
             metrics: metrics.clone(),
             penalties: penalties.clone(),
-            timeouts: inflight::Timeouts {
+            timing: timing::Measured::new(timing::Timeouts {
                 stall: ms(config.upstream.stall_timeout_ms),
                 first_byte: ms(config.upstream.peer_first_byte_ms),
                 hedge: ms(config.upstream.peer_hedge_ms),
-            },
+            }),
             published,
         }));
         Ok(Self {
@@ -191,6 +188,7 @@ impl Mirror {
             downloads,
             penalties,
             allowed: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            claims: claims::Claims::default(),
         })
     }
 }

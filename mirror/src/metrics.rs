@@ -2,7 +2,8 @@
 //! rendered in the OpenMetrics text format at `/metrics`: requests by kind
 //! (manifest, blob), source (cache, upstream, stale, …) and result, bytes
 //! served by source, bytes fetched from the registry, verification
-//! failures, resumed and hedged downloads, advertised digests, and tag
+//! failures, resumed and hedged downloads, cold-blob claims answered (as
+//! coordinator), advertised digests, and tag
 //! resolution latency. A test proves a pull was served from the cache by
 //! these, and an operator sees how much the mirror spares the registry.
 
@@ -58,6 +59,8 @@ pub struct Metrics {
     verify_failures: Counter,
     resumed: Counter,
     hedged: Counter,
+    claims_granted: Counter,
+    claims_followed: Counter,
     advertised: Counter,
     resolve: Histogram,
     peers: Gauge,
@@ -77,6 +80,8 @@ impl Default for Metrics {
             verify_failures: Counter::default(),
             resumed: Counter::default(),
             hedged: Counter::default(),
+            claims_granted: Counter::default(),
+            claims_followed: Counter::default(),
             advertised: Counter::default(),
             resolve: Histogram::new(RESOLVE_BUCKETS),
             peers: Gauge::default(),
@@ -144,6 +149,16 @@ impl Default for Metrics {
                 &m.hedged,
             ),
             (
+                "berth_mirror_claims_granted",
+                "Cold blobs this node, as coordinator, let the asking node fetch from the registry",
+                &m.claims_granted,
+            ),
+            (
+                "berth_mirror_claims_followed",
+                "Cold blobs this node, as coordinator, told the asking node to read from another",
+                &m.claims_followed,
+            ),
+            (
                 "berth_mirror_advertised",
                 "Digests announced to the other nodes (routing)",
                 &m.advertised,
@@ -206,6 +221,16 @@ impl Metrics {
     /// A hedged request was sent (a slow peer joined by another).
     pub fn hedged(&self) {
         self.hedged.inc();
+    }
+
+    /// A claim answered as coordinator: the asker fetches (`granted`) or
+    /// reads from another node.
+    pub fn claim(&self, granted: bool) {
+        if granted {
+            self.claims_granted.inc();
+        } else {
+            self.claims_followed.inc();
+        }
     }
 
     /// Content that did not match its digest.

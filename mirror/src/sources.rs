@@ -1,7 +1,8 @@
 //! Where a blob comes from, in order: this node's own cache, the node's
 //! containerd content store, a download already in flight here, other
-//! nodes that have it (found by routing), the node that owns the cold blob
-//! (it fetches from the registry once for the cluster), and the registry.
+//! nodes that have it (found by routing), the node fetching the cold blob
+//! for the cluster (named by its coordinator, [`crate::claims`]), and the
+//! registry.
 //! Each is a [`Source`]; a [`Chain`] asks them in that order and answers
 //! with an [`Answer`]: a verified file on this node, a download to read
 //! along (joined or started here, with the later sources as its fallbacks),
@@ -24,7 +25,7 @@ use futures_util::stream::BoxStream;
 use http::HeaderValue;
 
 use crate::cache::Cache;
-use crate::inflight::{Claim, Downloads, InFlight};
+use crate::inflight::{Claim, Downloads, InFlight, Starter};
 use crate::routing::BoxFuture;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -40,8 +41,8 @@ pub enum SourceKind {
     InFlight,
     /// Another node that has the content.
     Peer,
-    /// The node that fetches a cold blob from the registry for the cluster.
-    Owner,
+    /// The node fetching a cold blob from the registry for the cluster.
+    Fetcher,
     /// The mirrored registry.
     Registry,
     /// The last verified answer for a tag, served while the registry is
@@ -50,22 +51,22 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// The metrics label (an owner is a peer there, the registry is
+    /// The metrics label (a fetcher is a peer there, the registry is
     /// `upstream`).
     pub fn label(self) -> &'static str {
         match self {
             Self::Cache => "cache",
             Self::Containerd => "containerd",
             Self::InFlight => "inflight",
-            Self::Peer | Self::Owner => "peer",
+            Self::Peer | Self::Fetcher => "peer",
             Self::Registry => "upstream",
             Self::Stale => "stale",
         }
     }
 
-    /// Another node (a peer or the owner): given less time to start.
+    /// Another node (a peer or the fetcher).
     pub fn is_node(self) -> bool {
-        matches!(self, Self::Peer | Self::Owner)
+        matches!(self, Self::Peer | Self::Fetcher)
     }
 }
 
@@ -78,6 +79,8 @@ pub struct Stream {
     pub from_offset: bool,
     /// The bytes.
     pub bytes: BoxStream<'static, Result<Bytes, String>>,
+    /// When the source was asked (for the time to its first bytes).
+    pub asked: Instant,
 }
 
 impl fmt::Debug for Stream {
@@ -101,6 +104,7 @@ impl Stream {
         Self {
             total,
             from_offset,
+            asked: Instant::now(),
             bytes: resp
                 .bytes_stream()
                 .map(|c| c.map_err(|e| e.to_string()))
@@ -198,15 +202,15 @@ impl Source for ContentStore {
     }
 }
 
-/// A peer, the owner or the registry, over HTTP.
+/// A peer, the fetcher or the registry, over HTTP.
 pub struct Http {
     /// Which of the three.
     pub kind: SourceKind,
     /// The blob's URL there.
     pub url: String,
-    /// Credentials to send (the registry, or the owner fetching for us).
+    /// Credentials to send (the registry only).
     pub auth: Option<HeaderValue>,
-    /// The node, for a peer or the owner.
+    /// The node, for a peer or the fetcher.
     pub peer: Option<String>,
     /// The client.
     pub client: Upstream,
@@ -234,11 +238,15 @@ impl Source for Http {
         offset: u64,
     ) -> BoxFuture<'a, Result<Stream, UpstreamError>> {
         Box::pin(async move {
+            let asked = Instant::now();
             let resp = self
                 .client
                 .blob_from(&self.url, self.auth.as_ref(), offset)
                 .await?;
-            Ok(Stream::from_response(resp, offset))
+            Ok(Stream {
+                asked,
+                ..Stream::from_response(resp, offset)
+            })
         })
     }
 
@@ -336,40 +344,42 @@ impl Chain {
         if self.remote.is_empty() {
             return Answer::Miss(None);
         }
-        let starter = match downloads.claim(digest).await {
-            Claim::Joined(flight) => {
-                return Answer::Flight {
-                    flight,
-                    kind: SourceKind::InFlight,
+        match downloads.claim(digest).await {
+            Claim::Joined(flight) => Answer::Flight {
+                flight,
+                kind: SourceKind::InFlight,
+            },
+            Claim::Failed => Answer::Miss(Some(UpstreamError::Unreachable(
+                "the download failed; try again".into(),
+            ))),
+            Claim::Mine(starter) => start(starter, digest, self.remote.clone()).await,
+        }
+    }
+}
+
+/// Start the download of `digest` (the right to, `starter`) from the first
+/// of `remote` that answers, with the rest as its fallbacks.
+pub async fn start(starter: Starter, digest: &Digest, remote: Vec<Arc<dyn Source>>) -> Answer {
+    let t = starter.timeouts();
+    let mut rest = remote;
+    let mut last = None;
+    while !rest.is_empty() {
+        let source = rest.remove(0);
+        match crate::inflight::open_within(&*source, digest, 0, t.first_byte, t.stall).await {
+            Ok(stream) => {
+                let kind = source.kind();
+                return match starter.start(source, stream, rest) {
+                    Ok(flight) => Answer::Flight { flight, kind },
+                    Err(e) => Answer::Miss(Some(UpstreamError::Unreachable(e.to_string()))),
                 };
             }
-            Claim::Failed => {
-                return Answer::Miss(Some(UpstreamError::Unreachable(
-                    "the download failed; try again".into(),
-                )));
-            }
-            Claim::Mine(s) => s,
-        };
-        let mut rest: Vec<Arc<dyn Source>> = self.remote.clone();
-        let mut last = None;
-        while !rest.is_empty() {
-            let source = rest.remove(0);
-            match source.open(digest, 0).await {
-                Ok(stream) => {
-                    let kind = source.kind();
-                    return match starter.start(source, stream, rest) {
-                        Ok(flight) => Answer::Flight { flight, kind },
-                        Err(e) => Answer::Miss(Some(UpstreamError::Unreachable(e.to_string()))),
-                    };
-                }
-                Err(e) => {
-                    tracing::warn!(source = ?source, error = %e, "source failed; trying the next");
-                    last = Some(e);
-                }
+            Err(e) => {
+                tracing::warn!(source = ?source, error = %e, "source failed; trying the next");
+                last = Some(e);
             }
         }
-        Answer::Miss(last)
     }
+    Answer::Miss(last)
 }
 
 /// What a request for a blob or manifest names, as the chain needs it.
@@ -381,14 +391,10 @@ pub struct Want<'a> {
     pub ns: &'a str,
     /// The repository.
     pub name: &'a str,
-    /// The caller's credentials, forwarded to the registry (and to the
-    /// owner fetching from it on the caller's behalf) only.
+    /// The caller's credentials, forwarded to the registry only.
     pub auth: Option<&'a HeaderValue>,
     /// From a peer: this node's own content only.
     pub local: bool,
-    /// From a peer asking this node, the owner, to fetch from the registry
-    /// (not from peers).
-    pub fetch: bool,
 }
 
 impl crate::Mirror {
@@ -405,8 +411,10 @@ impl crate::Mirror {
     }
 
     /// The remote sources of blob `digest`, in order: nodes that have it,
-    /// the owner of the cold blob, the registry (only the registry when
-    /// this node is the owner asked to fetch).
+    /// else the node fetching it for the cluster (asked of its coordinator;
+    /// none when it is this node), then the registry. Called while this
+    /// node holds the right to start the download, so a node told this
+    /// one fetches finds the download starting.
     pub async fn remote_sources(&self, want: &Want<'_>, digest: &Digest) -> Vec<Arc<dyn Source>> {
         let http = |kind, url: String, auth: Option<&HeaderValue>, peer: Option<String>| {
             Arc::new(Http {
@@ -423,26 +431,23 @@ impl crate::Mirror {
             want.auth,
             None,
         );
-        if want.fetch {
-            return vec![registry];
-        }
+        let node = |kind, url: &str| {
+            let at = crate::routing::local_url(url, digest, crate::routing::Kind::Blob);
+            http(kind, at, None, Some(url.to_owned()))
+        };
         let providers = self.providers(digest, crate::routing::Kind::Blob).await;
         let mut out: Vec<Arc<dyn Source>> = providers
             .iter()
-            .map(|p| {
-                let url = crate::routing::local_url(&p.url, digest, crate::routing::Kind::Blob);
-                http(SourceKind::Peer, url, None, Some(p.url.clone()))
-            })
+            .map(|p| node(SourceKind::Peer, &p.url))
             .collect();
-        if let Some(owner) = self.owner_peer(digest) {
-            if providers.first().is_none_or(|p| p.url != owner) {
-                let url = format!(
-                    "{}/v2/{}/blobs/{digest}?ns={}&fetch=1",
-                    owner.trim_end_matches('/'),
-                    want.name,
-                    want.ns
-                );
-                out.push(http(SourceKind::Owner, url, want.auth, Some(owner)));
+        if out.is_empty() {
+            let me = self.config.advertise_url.as_deref();
+            if let Some(f) = self
+                .fetcher(digest)
+                .await
+                .filter(|f| Some(f.as_str()) != me)
+            {
+                out.push(node(SourceKind::Fetcher, &f));
             }
         }
         out.push(registry);

@@ -115,6 +115,7 @@ impl Source for Fake {
                 total,
                 from_offset: true,
                 bytes,
+                asked: Instant::now(),
             })
         })
     }
@@ -140,11 +141,11 @@ impl Node {
             cache: cache.clone(),
             metrics: metrics.clone(),
             penalties: penalties.clone(),
-            timeouts: Timeouts {
+            timing: crate::timing::Measured::new(Timeouts {
                 stall: Duration::from_millis(300),
                 first_byte: Duration::from_secs(5),
                 hedge,
-            },
+            }),
             published: Box::new(|_| {}),
         }));
         Self {
@@ -236,13 +237,13 @@ async fn sources_are_asked_in_order_and_the_first_that_has_it_is_read() {
     let chain = n.chain(vec![
         n.source(Peer, "peer-a", Missing),
         n.source(Peer, "peer-b", Missing),
-        n.source(Owner, "owner", Sends(bytes.clone())),
+        n.source(Fetcher, "fetcher", Sends(bytes.clone())),
         n.source(Registry, "registry", Sends(bytes.clone())),
     ]);
     let (got, clean, kind) = n.fetch(&chain, &d).await;
     assert!(clean && got == bytes);
-    assert_eq!(kind, Owner);
-    assert_eq!(n.opened(), ["peer-a@0", "peer-b@0", "owner@0"]);
+    assert_eq!(kind, Fetcher);
+    assert_eq!(n.opened(), ["peer-a@0", "peer-b@0", "fetcher@0"]);
     assert_eq!(n.metric("berth_mirror_upstream_bytes_total"), 0);
     // Now cached: the cache answers and no remote source is asked.
     let (got, clean, kind) = n.fetch(&chain, &d).await;
@@ -396,60 +397,6 @@ async fn a_slow_node_is_hedged_with_the_next_and_the_first_to_send_wins() {
     assert_eq!(n.metric("berth_mirror_hedged_total"), 0);
 }
 
-/// The order a real mirror builds: nodes that have it, the owner, the
-/// registry; only the registry for an owner asked to fetch.
-#[tokio::test]
-async fn remote_sources_are_peers_then_the_owner_then_the_registry() {
-    use crate::routing::{InMemory, InMemoryNetwork, Routing};
-    let dir = tempfile::tempdir().unwrap();
-    let net = Arc::new(InMemoryNetwork::default());
-    let urls = ["http://a:5001", "http://b:5001", "http://c:5001"];
-    let nodes: Vec<InMemory> = urls.iter().map(|u| InMemory::join(&net, u)).collect();
-    let config = crate::config::Config {
-        data: dir.path().to_owned(),
-        advertise_url: Some(urls[0].to_owned()),
-        ..Default::default()
-    };
-    let upstream = crate::upstream::Upstream::new(&config.upstream, 1 << 20);
-    let m = crate::Mirror::with_routing(config, upstream, Arc::new(nodes[0].clone())).unwrap();
-    let want = crate::sources::Want {
-        base: "http://registry:5000",
-        ns: "registry:5000",
-        name: "team/app",
-        auth: None,
-        local: false,
-        fetch: false,
-    };
-    for i in 0..40u32 {
-        let d = Digest::sha256(&i.to_le_bytes());
-        nodes[2].provide(std::slice::from_ref(&d));
-        let kinds: Vec<SourceKind> = m
-            .remote_sources(&want, &d)
-            .await
-            .iter()
-            .map(|s| s.kind())
-            .collect();
-        let owner = m.owner_peer(&d);
-        let want_kinds: Vec<SourceKind> = match owner.as_deref() {
-            // The owner is the node that has it, asked once as a peer.
-            Some("http://c:5001") | None => vec![SourceKind::Peer, SourceKind::Registry],
-            Some(_) => vec![SourceKind::Peer, SourceKind::Owner, SourceKind::Registry],
-        };
-        assert_eq!(kinds, want_kinds, "{d} owned by {owner:?}");
-        let fetch = crate::sources::Want {
-            fetch: true,
-            ..want
-        };
-        let only: Vec<SourceKind> = m
-            .remote_sources(&fetch, &d)
-            .await
-            .iter()
-            .map(|s| s.kind())
-            .collect();
-        assert_eq!(only, [SourceKind::Registry]);
-    }
-}
-
 /// A registry that lets only `Bearer ok` read anything (HEAD or GET) and
 /// challenges everyone else.
 async fn private_registry() -> String {
@@ -567,4 +514,159 @@ async fn with_piece_digests_a_blob_cut_at_a_piece_boundary_is_finished_elsewhere
     let (got, clean, _) = n.fetch(&chain, &d).await;
     assert!(clean && got == bytes);
     assert_eq!(n.opened(), ["short@0", "registry@786432"]);
+}
+
+/// A registry serving one repository's blobs slowly (so downloads
+/// overlap), counting the blob GETs it answers.
+async fn counting_registry(blobs: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::http::{StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gets: Arc<Mutex<Vec<String>>> = Arc::default();
+    let by_digest: Arc<std::collections::BTreeMap<String, Bytes>> = Arc::new(
+        blobs
+            .into_iter()
+            .map(|b| (Digest::sha256(&b).to_string(), Bytes::from(b)))
+            .collect(),
+    );
+    let log = gets.clone();
+    let app = axum::Router::new().fallback(move |method: axum::http::Method, uri: Uri| {
+        let (log, by_digest) = (log.clone(), by_digest.clone());
+        async move {
+            let Some(d) = uri.path().strip_prefix("/v2/team/app/blobs/") else {
+                return StatusCode::OK.into_response();
+            };
+            let Some(b) = by_digest.get(d).cloned() else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            if method == axum::http::Method::HEAD {
+                return ([("content-length", b.len().to_string())], "").into_response();
+            }
+            log.lock().unwrap().push(d.to_owned());
+            // Slow to answer (so the fetcher's download is still starting
+            // when the others are sent to it), then 64 KiB every 2 ms:
+            // about 32 MiB/s.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let chunks: Vec<Bytes> = (0..b.len())
+                .step_by(64 << 10)
+                .map(|i| b.slice(i..(i + (64 << 10)).min(b.len())))
+                .collect();
+            let body = futures_util::stream::iter(chunks).then(|c| async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Ok::<_, std::io::Error>(c)
+            });
+            (
+                [("content-length", b.len().to_string())],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, gets)
+}
+
+/// Three mirrors that list each other, pulling from `registry`.
+async fn cluster(registry: &str) -> (Vec<Arc<crate::Mirror>>, Vec<String>, Vec<tempfile::TempDir>) {
+    let mut listeners = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", l.local_addr().unwrap()));
+        listeners.push(l);
+    }
+    let mut mirrors = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: Vec<String> = urls
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, u)| format!("{u:?}"))
+            .collect();
+        let text = format!(
+            "registries = [\"reg:5000\"]\ndata = \"{}\"\nadvertise_url = \"{}\"\npeers = [{}]\n[upstreams]\n\"reg:5000\" = \"{registry}\"\n",
+            dir.path().display(),
+            urls[i],
+            peers.join(", ")
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let m = Arc::new(crate::Mirror::open(config).unwrap());
+        tokio::spawn(crate::serve(l, m.clone(), std::future::pending()));
+        mirrors.push(m);
+        dirs.push(dir);
+    }
+    (mirrors, urls, dirs)
+}
+
+async fn pull(node: &str, d: &Digest) -> Vec<u8> {
+    let r = reqwest::get(format!("{node}/v2/team/app/blobs/{d}?ns=reg:5000"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{node}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+fn upstream_bytes(m: &crate::Mirror) -> u64 {
+    let state = crate::metrics::State {
+        peers: 0,
+        peers_penalised: 0,
+        downloads_in_flight: 0,
+    };
+    let text = m.metrics.render(state);
+    text.lines()
+        .find_map(|l| l.strip_prefix("berth_mirror_upstream_bytes_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_blob_is_fetched_once_by_the_first_node_to_ask_and_read_from_it_by_the_rest() {
+    // Three blobs: all three nodes at once, then one node after another.
+    let blobs: Vec<Vec<u8>> = (0..3u8)
+        .map(|k| (0..(3u32 << 20)).map(|i| (i % 253) as u8 ^ k).collect())
+        .collect();
+    let digests: Vec<Digest> = blobs.iter().map(|b| Digest::sha256(b)).collect();
+    let (registry, gets) = counting_registry(blobs.clone()).await;
+    let (mirrors, urls, _dirs) = cluster(&registry).await;
+
+    // All three at once: the registry sends it once, whoever coordinates.
+    let d = &digests[0];
+    let all = futures_util::future::join_all(urls.iter().map(|u| pull(u, d))).await;
+    for got in &all {
+        assert!(got == &blobs[0]);
+    }
+    let sent = gets.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let fetched: u64 = mirrors.iter().map(|m| upstream_bytes(m)).sum();
+    assert_eq!(fetched, blobs[0].len() as u64);
+
+    // One after another, starting with a node that does not coordinate the
+    // blob: that node fetches from the registry itself (no hop through
+    // another node), and the next reads from it.
+    for (k, d) in digests.iter().enumerate().skip(1) {
+        let members: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let coordinator = crate::inflight::owner_of(&members, d).unwrap();
+        let first = urls.iter().position(|u| u != coordinator).unwrap();
+        let second = urls.iter().position(|u| u == coordinator).unwrap();
+        let before = upstream_bytes(&mirrors[first]);
+        assert!(pull(&urls[first], d).await == blobs[k]);
+        assert_eq!(
+            upstream_bytes(&mirrors[first]) - before,
+            blobs[k].len() as u64,
+            "the first node fetched blob {k} from the registry itself"
+        );
+        assert!(pull(&urls[second], d).await == blobs[k]);
+        let count = gets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| **g == d.to_string())
+            .count();
+        assert_eq!(count, 1, "blob {k} was sent once");
+    }
+    // The coordinators answered the claims.
+    let claims: usize = mirrors.iter().map(|m| m.claims.len()).sum();
+    assert!(claims >= 1, "claims were made");
 }

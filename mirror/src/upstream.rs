@@ -355,6 +355,30 @@ impl Upstream {
             .and_then(|v| v.to_str().ok()?.parse().ok())
     }
 
+    /// Ask the coordinator at `url` (`…/berth/v1/claims/<digest>`), as
+    /// node `me`, who fetches a cold blob: the node it names, or `None` if
+    /// it does not answer within `timeout`.
+    pub async fn claim(&self, url: &str, me: &str, timeout: Duration) -> Option<String> {
+        let url = reqwest::Url::parse_with_params(url, [("by", me)]).ok()?;
+        let resp = self.client.post(url).timeout(timeout).send().await.ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct Named {
+            fetcher: String,
+        }
+        let body = tokio::time::timeout(timeout, resp.bytes())
+            .await
+            .ok()?
+            .ok()?;
+        if body.len() > 4096 {
+            return None;
+        }
+        let named: Named = serde_json::from_slice(&body).ok()?;
+        Some(named.fetcher)
+    }
+
     /// GET `url` from a peer mirror. Credentials go only to the node asked
     /// to fetch from the registry on the caller's behalf.
     pub async fn peer_get(
