@@ -1,7 +1,9 @@
 //! Downloads in flight, shared: a blob being fetched (from the registry or
 //! a peer) is written by one background task to a temporary file while it
 //! is hashed, and every request for it — this node's containerd, or peers
-//! asking this node — reads that growing file instead of fetching again.
+//! asking this node — reads along instead of fetching again: the last
+//! few MiB from memory (the network's own buffers, never copied), older
+//! bytes from the growing file.
 //! Readers see the registry's bytes as they arrive, but the last byte only
 //! once the task has checked the digest, so nobody receives a whole wrong
 //! blob; once another node has contributed bytes, readers see nothing more
@@ -26,7 +28,7 @@ use std::time::Duration;
 use berth_oci::Digest;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 use crate::cache::Cache;
@@ -52,6 +54,45 @@ pub struct InFlight {
     /// Its length, if the source announced it.
     pub total: Option<u64>,
     progress: watch::Receiver<Progress>,
+    /// The last bytes written, in memory: readers that keep up take them
+    /// from here instead of reading the file again.
+    recent: Mutex<std::collections::VecDeque<(u64, Bytes)>>,
+}
+
+/// Bytes of a download kept in memory for readers that keep up.
+const RECENT_BYTES: usize = 4 << 20;
+
+impl InFlight {
+    /// The bytes at `pos` (up to `end`) if they are still in memory.
+    fn recent_at(&self, pos: u64, end: u64) -> Option<Bytes> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, b) = recent
+            .iter()
+            .find(|(at, b)| *at <= pos && pos < at + b.len() as u64)?;
+        let from = (pos - at) as usize;
+        let to = (end.min(at + b.len() as u64) - at) as usize;
+        (to > from).then(|| b.slice(from..to))
+    }
+
+    /// Keep `b`, written at `at`, dropping the oldest beyond
+    /// [`RECENT_BYTES`].
+    fn remember(&self, at: u64, b: Bytes) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back((at, b));
+        let mut held: usize = recent.iter().map(|(_, b)| b.len()).sum();
+        while held > RECENT_BYTES {
+            let Some((_, old)) = recent.pop_front() else {
+                break;
+            };
+            held -= old.len();
+        }
+    }
+
+    /// Forget what lies past `to` (the download was cut back there).
+    fn forget_from(&self, to: u64) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|(at, b)| at + b.len() as u64 <= to);
+    }
 }
 
 /// A digest's entry: a fetch being started (its source not answered yet),
@@ -258,12 +299,13 @@ impl Starter {
     ) -> io::Result<Arc<InFlight>> {
         let d = self.downloads.clone();
         let tmp = d.ctx.cache.temp()?;
-        let file = tokio::fs::File::from_std(tmp.reopen()?);
+        let file = tmp.reopen()?;
         let (tx, rx) = watch::channel(Progress::Running(0));
         let flight = Arc::new(InFlight {
             path: tmp.path().to_owned(),
             total: stream.total,
             progress: rx,
+            recent: Mutex::default(),
         });
         d.lock()
             .insert(self.digest.clone(), Entry::Running(flight.clone()));
@@ -271,9 +313,17 @@ impl Starter {
             let _ = waiting.send(Some(Some(flight.clone())));
         }
         let digest = self.digest.clone();
+        let flight_for_task = flight.clone();
         tokio::spawn(async move {
             let from = format!("{source:?}");
-            let outcome = download(&d.ctx, &digest, source, stream, fallbacks, file, &tx).await;
+            let spool = Spool {
+                file: Some(Arc::new(file)),
+                pending: Vec::new(),
+                pending_len: 0,
+                written: 0,
+                flight: flight_for_task,
+            };
+            let outcome = download(&d.ctx, &digest, source, stream, fallbacks, spool, &tx).await;
             let final_state = match outcome {
                 Ok(n) => match d.ctx.cache.publish(tmp, &digest, n) {
                     Ok(()) => {
@@ -317,6 +367,104 @@ impl InFlight {
 /// Bytes gathered before a write to the download's file.
 const WRITE_BATCH: usize = 512 << 10;
 
+/// The download's file, written on the blocking pool straight from the
+/// network's chunks (no copy in between), which are then kept in the
+/// flight's memory for readers that keep up.
+struct Spool {
+    file: Option<Arc<std::fs::File>>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Bytes in the file.
+    written: u64,
+    flight: Arc<InFlight>,
+}
+
+impl Spool {
+    fn push(&mut self, b: Bytes) {
+        self.pending_len += b.len();
+        self.pending.push(b);
+    }
+
+    fn file(&self) -> io::Result<Arc<std::fs::File>> {
+        self.file
+            .clone()
+            .ok_or_else(|| io::Error::other("the download's file was lost"))
+    }
+
+    /// Write what is pending.
+    async fn write(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let file = self.file()?;
+        let at = self.written;
+        let chunks = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let mut pos = at;
+            for c in &chunks {
+                file.write_all_at(c, pos)?;
+                pos += c.len() as u64;
+            }
+            Ok::<_, io::Error>(chunks)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        for c in chunks {
+            let len = c.len() as u64;
+            self.flight.remember(self.written, c);
+            self.written += len;
+        }
+        Ok(())
+    }
+
+    /// Cut the file back to `to` bytes and (given a `hasher`) hash them
+    /// again into it, fresh, so the download continues from `to`.
+    async fn rewind(
+        &mut self,
+        hasher: Option<&mut berth_oci::Hasher>,
+        digest: &Digest,
+        to: u64,
+    ) -> io::Result<()> {
+        self.pending.clear();
+        self.pending_len = 0;
+        self.flight.forget_from(to);
+        let file = self.file()?;
+        let algorithm = digest.algorithm();
+        let rehash = hasher.is_some();
+        let fresh = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            file.set_len(to)?;
+            if !rehash {
+                return Ok(None);
+            }
+            let mut h = algorithm.hasher();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0u64;
+            while pos < to {
+                let want = ((to - pos) as usize).min(buf.len());
+                let k = file.read_at(&mut buf[..want], pos)?;
+                if k == 0 {
+                    return Err(io::Error::other(
+                        "the download's file is shorter than written",
+                    ));
+                }
+                h.update(&buf[..k]);
+                pos += k as u64;
+            }
+            Ok::<_, io::Error>(Some(h))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if let (Some(h), Some(fresh)) = (hasher, fresh) {
+            *h = fresh;
+        }
+        self.written = to;
+        Ok(())
+    }
+}
+
 /// Copy the blob into `file`, hashing: from `stream` (which `current`
 /// answered with), and when a source stalls or breaks, the rest from the
 /// next fallback. The byte count if the digest matches; a mismatch is
@@ -327,7 +475,7 @@ async fn download(
     mut current: Arc<dyn Source>,
     mut stream: sources::Stream,
     mut fallbacks: Vec<Arc<dyn Source>>,
-    mut file: tokio::fs::File,
+    mut file: Spool,
     tx: &watch::Sender<Progress>,
 ) -> io::Result<u64> {
     let Timeouts {
@@ -342,7 +490,6 @@ async fn download(
     let mut n: u64 = 0;
     // Network chunks are small; the file and the readers get 512 KiB at a
     // time, so each costs one blocking write and one wake-up per 512 KiB.
-    let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     let mut contributors: Vec<String> = current.peer().map(str::to_owned).into_iter().collect();
     // Bytes of a whole-blob answer to skip when resuming at `n`.
     let mut skip: u64 = 0;
@@ -438,10 +585,9 @@ async fn download(
                         // the rest from the next source.
                         let keep = p.verified.saturating_sub(n) as usize;
                         if keep > 0 {
-                            pending.extend_from_slice(&chunk[..keep]);
+                            file.push(chunk.slice(..keep));
                         }
-                        file.write_all(&pending).await?;
-                        pending.clear();
+                        file.write().await?;
                         n = piece_failed(ctx, &mut file, digest, p, &contributors).await?;
                         primed = Some(Err(format!("piece {bad} does not verify")));
                         continue;
@@ -452,15 +598,15 @@ async fn download(
                 if pieces.is_none() {
                     hasher.update(&chunk);
                 }
-                pending.extend_from_slice(&chunk);
-                n += chunk.len() as u64;
-                from_current += chunk.len() as u64;
+                let len = chunk.len() as u64;
+                file.push(chunk);
+                n += len;
+                from_current += len;
                 if current.kind() == SourceKind::Registry {
-                    ctx.metrics.upstream_bytes(chunk.len() as u64);
+                    ctx.metrics.upstream_bytes(len);
                 }
-                if pending.len() >= WRITE_BATCH {
-                    file.write_all(&pending).await?;
-                    pending.clear();
+                if file.pending_len >= WRITE_BATCH {
+                    file.write().await?;
                     if !tainted {
                         exposed = n;
                         let _ = tx.send(Progress::Running(n));
@@ -473,9 +619,7 @@ async fn download(
                 }
             }
             Ok(None) => {
-                file.write_all(&pending).await?;
-                pending.clear();
-                file.flush().await?;
+                file.write().await?;
                 if let Some(p) = pieces.as_mut() {
                     match p.finish() {
                         // Every piece, and nothing more, verified: the blob
@@ -522,7 +666,7 @@ async fn download(
                             "nodes sent wrong bytes and the registry failed: {e}"
                         ))
                     })?;
-                rewind(&mut file, Some(&mut hasher), digest, exposed).await?;
+                file.rewind(Some(&mut hasher), digest, exposed).await?;
                 if let Some(p) = pieces.as_mut() {
                     p.restart_at(exposed);
                 }
@@ -591,47 +735,18 @@ pub async fn open_within(
     }
 }
 
-/// Cut the download's file back to `to` bytes and (given a `hasher`) hash
-/// them again into it, fresh, so the download continues from `to`.
-async fn rewind(
-    file: &mut tokio::fs::File,
-    hasher: Option<&mut berth_oci::Hasher>,
-    digest: &Digest,
-    to: u64,
-) -> io::Result<()> {
-    file.flush().await?;
-    file.set_len(to).await?;
-    let Some(hasher) = hasher else {
-        file.seek(io::SeekFrom::Start(to)).await?;
-        return Ok(());
-    };
-    file.seek(io::SeekFrom::Start(0)).await?;
-    *hasher = digest.algorithm().hasher();
-    let mut prefix = (&mut *file).take(to);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = prefix.read(&mut buf).await?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-    }
-    file.seek(io::SeekFrom::Start(to)).await?;
-    Ok(())
-}
-
 /// Back to the last verified piece after one did not: the file cut there,
 /// the check restarted, the nodes that contributed penalised. Returns the
 /// download's new length.
 async fn piece_failed(
     ctx: &Context,
-    file: &mut tokio::fs::File,
+    file: &mut Spool,
     digest: &Digest,
     p: &mut PieceCheck,
     contributors: &[String],
 ) -> io::Result<u64> {
     let good = p.verified;
-    rewind(file, None, digest, good).await?;
+    file.rewind(None, digest, good).await?;
     p.restart_at(good);
     ctx.metrics.verify_failure();
     for c in contributors {
@@ -774,6 +889,14 @@ fn read(
                 },
             };
             if r.pos < readable {
+                // Kept up: the bytes are still in memory.
+                if let Some(b) = r.flight.recent_at(r.pos, readable) {
+                    // A file opened before is now behind: reopen at `pos`.
+                    r.file = None;
+                    r.pos += b.len() as u64;
+                    r.metrics.served(r.source, b.len() as u64);
+                    return Some((Ok(b), r));
+                }
                 if r.file.is_none() {
                     // The temporary file, or the cache once it is published.
                     let opened = match tokio::fs::File::open(&r.flight.path).await {

@@ -670,3 +670,38 @@ async fn a_cold_blob_is_fetched_once_by_the_first_node_to_ask_and_read_from_it_b
     let claims: usize = mirrors.iter().map(|m| m.claims.len()).sum();
     assert!(claims >= 1, "claims were made");
 }
+
+#[tokio::test]
+async fn a_reader_joining_late_reads_old_bytes_from_the_file_and_new_ones_from_memory() {
+    use Behaviour::*;
+    let n = Node::new(Duration::from_secs(5));
+    // 10 MiB arrive, then the source stalls (300 ms) and the registry sends
+    // the rest: a reader joining during the stall starts beyond what is
+    // kept in memory.
+    let (bytes, d) = blob(14 << 20);
+    let chain = n.chain(vec![
+        n.source(
+            SourceKind::Registry,
+            "first",
+            StallsAfter(10 << 20, bytes.clone()),
+        ),
+        n.source(SourceKind::Registry, "registry", Sends(bytes.clone())),
+    ]);
+    let Answer::Flight { flight, .. } = chain.blob(&n.downloads, &d).await else {
+        panic!("a download")
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut late = n
+        .downloads
+        .read(d.clone(), flight, SourceKind::InFlight)
+        .boxed();
+    let mut got = Vec::new();
+    while let Some(chunk) = late.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(
+        got == bytes,
+        "the late reader's bytes are the blob's, in order"
+    );
+    assert_eq!(n.opened(), ["first@0", "registry@10485760"]);
+}
