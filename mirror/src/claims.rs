@@ -3,12 +3,15 @@
 //! over the member list, [`crate::inflight::owner_of`]). A node about to
 //! fetch a blob no node has asks that coordinator (`POST
 //! /berth/v1/claims/<digest>?by=<its URL>`), which names the first node
-//! that asked — the fetcher — to it and to every node asking after it. The
-//! fetcher takes the registry's bytes directly, so the first pull has no
-//! extra hop; the others read along from its download (a peer's `?local=1`
-//! GET of a download that is still starting waits for it), so the registry
-//! sends each blob about once even when every node starts the same pull at
-//! the same moment. A coordinator that cannot be reached, or that names a
+//! that asked the fetcher: it takes the registry's bytes directly, so the
+//! first pull has no extra hop. Every node asking after it is named a
+//! node already in the blob's tree — the earliest that serves fewer than
+//! [`FANOUT`] readers — and reads along from that node's download (a
+//! peer's `?local=1` GET of a download that is still starting waits for
+//! it; a node relays another node's bytes piece by piece as they verify).
+//! So the registry sends each blob about once even when every node starts
+//! the same pull at the same moment, and no node sends a blob more than
+//! [`FANOUT`] times, however many nodes pull it. A coordinator that cannot be reached, or that names a
 //! node that is not a member, means fetching directly: claims cost at most
 //! egress, never a pull. A claim is remembered for [`TTL`]; by then the
 //! fetcher has announced the blob and is found as a provider.
@@ -28,14 +31,33 @@ use crate::render::error;
 /// How long a coordinator remembers who fetches a digest.
 pub const TTL: Duration = Duration::from_secs(600);
 
-/// A coordinator's table: digest → the node fetching it, since when.
+/// Readers a coordinator sends to one node's download: one, so the nodes
+/// pulling a cold blob at once form a chain and each sends it at most once
+/// — a node's egress, not depth, bounds an all-at-once pull (the
+/// simulation in docs/mirror.md compares fan-outs 1, 2 and unbounded: at
+/// 50 nodes a chain finishes in 1.6× the time one node's link needs, a
+/// binary tree in 2.1×, one fetcher serving everyone in 12×).
+pub const FANOUT: usize = 1;
+
+/// The nodes holding or reading one blob, in the order they were named
+/// (the first fetches it from the registry), with how many readers each
+/// was given.
+#[derive(Debug)]
+struct Tree {
+    nodes: Vec<(String, usize)>,
+    since: Instant,
+}
+
+/// A coordinator's table: digest → the blob's tree.
 #[derive(Debug, Default)]
-pub struct Claims(Mutex<HashMap<Digest, (String, Instant)>>);
+pub struct Claims(Mutex<HashMap<Digest, Tree>>);
 
 impl Claims {
-    /// The fetcher of `d`, asked by node `by`: the node named before (unless
-    /// it is under penalty or the claim expired), else `me` when this node
-    /// has or is fetching it (`here`), else `by`, remembered.
+    /// Where node `by` gets `d`: itself (it fetches from the registry) when
+    /// it is the first to ask — or `me` when this node, the coordinator,
+    /// has or is fetching it (`here`) — else the earliest node of the
+    /// blob's tree with fewer than [`FANOUT`] readers that is not under
+    /// penalty, remembered for [`TTL`].
     pub fn decide(
         &self,
         d: &Digest,
@@ -45,15 +67,33 @@ impl Claims {
         penalised: impl Fn(&str) -> bool,
     ) -> String {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (_, t)| t.elapsed() < TTL);
-        if let Some((f, _)) = map.get(d) {
-            if !penalised(f) {
-                return f.clone();
+        map.retain(|_, t| t.since.elapsed() < TTL);
+        let tree = map.entry(d.clone()).or_insert_with(|| {
+            let root = if here && by != me { me } else { by };
+            Tree {
+                nodes: vec![(root.to_owned(), 0)],
+                since: Instant::now(),
             }
+        });
+        if tree.nodes[0].0 == by {
+            return by.to_owned();
         }
-        let fetcher = if here && by != me { me } else { by };
-        map.insert(d.clone(), (fetcher.to_owned(), Instant::now()));
-        fetcher.to_owned()
+        let source = tree
+            .nodes
+            .iter_mut()
+            .find(|(n, readers)| n != by && *readers < FANOUT && !penalised(n));
+        let named = match source {
+            Some((n, readers)) => {
+                *readers += 1;
+                n.clone()
+            }
+            // Every node of the tree is full or under penalty: fetch.
+            None => by.to_owned(),
+        };
+        if !tree.nodes.iter().any(|(n, _)| n == by) {
+            tree.nodes.push((by.to_owned(), 0));
+        }
+        named
     }
 
     /// How many claims are remembered.
@@ -150,33 +190,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_to_ask_fetches_and_the_others_read_from_it() {
+    fn the_first_to_ask_fetches_and_the_others_form_a_tree() {
         let c = Claims::default();
         let d = Digest::sha256(b"x");
         let none = |_: &str| false;
-        assert_eq!(
-            c.decide(&d, "http://b", "http://a", false, none),
-            "http://b"
-        );
-        assert_eq!(
-            c.decide(&d, "http://c", "http://a", false, none),
-            "http://b"
-        );
+        let ask = |by: &str| c.decide(&d, by, "http://a", false, none);
+        assert_eq!(ask("http://b"), "http://b");
         // The coordinator itself asking is told too.
-        assert_eq!(
-            c.decide(&d, "http://a", "http://a", false, none),
-            "http://b"
-        );
-        // A fetcher under penalty is replaced by the one asking.
-        let b_bad = |p: &str| p == "http://b";
-        assert_eq!(
-            c.decide(&d, "http://c", "http://a", false, b_bad),
-            "http://c"
-        );
-        assert_eq!(
-            c.decide(&d, "http://b", "http://a", false, none),
-            "http://c"
-        );
+        assert_eq!(ask("http://a"), "http://b");
+        assert_eq!(ask("http://c"), "http://a");
+        // b serves FANOUT (one) reader; the next reads from a, and so on:
+        // a chain.
+        assert_eq!(FANOUT, 1);
+        assert_eq!(ask("http://d"), "http://c");
+        assert_eq!(ask("http://e"), "http://d");
+        // The fetcher asking again fetches.
+        assert_eq!(ask("http://b"), "http://b");
+        // A node under penalty is passed over; with none left, fetch.
+        let bad = |p: &str| p == "http://e";
+        assert_eq!(c.decide(&d, "http://f", "http://a", false, bad), "http://f");
+        assert_eq!(ask("http://g"), "http://e");
         // A coordinator that has the blob names itself.
         let e = Digest::sha256(b"y");
         assert_eq!(c.decide(&e, "http://b", "http://a", true, none), "http://a");

@@ -2,8 +2,8 @@
 //! a peer) is written by one background task to a temporary file while it
 //! is hashed, and every request for it — this node's containerd, or peers
 //! asking this node — reads along instead of fetching again: the last
-//! few MiB from memory (the network's own buffers, never copied), older
-//! bytes from the growing file.
+//! MiB from memory (the network's own buffers, never copied), older bytes
+//! from the growing file.
 //! Readers see the registry's bytes as they arrive, but the last byte only
 //! once the task has checked the digest, so nobody receives a whole wrong
 //! blob; once another node has contributed bytes, readers see nothing more
@@ -60,7 +60,7 @@ pub struct InFlight {
 }
 
 /// Bytes of a download kept in memory for readers that keep up.
-const RECENT_BYTES: usize = 4 << 20;
+const RECENT_BYTES: usize = 1 << 20;
 
 impl InFlight {
     /// The bytes at `pos` (up to `end`) if they are still in memory.
