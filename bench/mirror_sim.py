@@ -18,11 +18,13 @@ Strategies, all nodes starting at once:
 - no sharing of downloads in flight (Spegel's behaviour: a node pulls
   from the registry what no peer has yet — and at a cold start no peer
   has anything, so this is direct with extra lookups);
-- berth: per layer, the first node to ask fetches it from the registry and
-  every other node reads along from that node's download (the claims
-  protocol of `mirror/src/claims.rs`);
-- berth with fan-out k (a model of a change not built): the coordinator
-  names at most k readers per node, the rest read from readers, a tree.
+- one fetcher serving every reader: per layer, the first node to ask
+  fetches it from the registry and every other node reads along from
+  that node's download (berth's claims before they formed a chain);
+- berth: the first to ask fetches, every later node reads from a node
+  that serves no other reader yet, so they form a chain (the claims of
+  `mirror/src/claims.rs`, `FANOUT = 1`);
+- a binary tree: the same with two readers per node.
 
 Driven by what `bench/mirror.py` measured (bench/mirror-results.json: link
 rates, image sizes, the mirrors' CPU per GiB), and checked against it: the
@@ -179,8 +181,9 @@ def simulate(nodes, rate_bps, layers, cpu_bps, strategy, fanout=None, seed=1):
 STRATEGIES = [
     ("direct", "direct pulls", None),
     ("nosharing", "no sharing of downloads in flight (Spegel)", None),
-    ("berth", "berth: one fetcher per layer, the rest read along", None),
-    ("berth", "berth with fan-out 4 (model, not built)", 4),
+    ("berth", "one fetcher serving every reader (berth before the chain)", None),
+    ("berth", "berth: a chain, each node serving one reader", 1),
+    ("berth", "a binary tree (fan-out 2)", 2),
 ]
 
 
@@ -199,8 +202,8 @@ def svg(points, path):
     def y(t):
         return top + (ylog_max - math.log10(t)) / (ylog_max - ylog_min) * (h - top - bottom)
 
-    colours = ["#888888", "#d62728", "#1f77b4", "#2ca02c"]
-    dashes = ["", "6,3", "", "3,3"]
+    colours = ["#888888", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"]
+    dashes = ["", "6,3", "2,2", "", "3,3"]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
            f'font-size="12">', f'<rect width="{w}" height="{h}" fill="white"/>']
     for e in range(ylog_min, ylog_max + 1):

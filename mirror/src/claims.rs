@@ -40,12 +40,32 @@ pub const TTL: Duration = Duration::from_secs(600);
 pub const FANOUT: usize = 1;
 
 /// The nodes holding or reading one blob, in the order they were named
-/// (the first fetches it from the registry), with how many readers each
-/// was given.
+/// (the first fetches it from the registry).
 #[derive(Debug)]
 struct Tree {
-    nodes: Vec<(String, usize)>,
+    nodes: Vec<Member>,
     since: Instant,
+}
+
+/// A node in a blob's tree.
+#[derive(Debug)]
+struct Member {
+    url: String,
+    /// Readers it was given.
+    readers: usize,
+    /// Hops from the registry (the fetcher: 0).
+    depth: u32,
+}
+
+/// A coordinator's answer: where a node gets a cold blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The node to read from (the asking node itself: fetch from the
+    /// registry).
+    pub url: String,
+    /// That node's hops from the registry: each adds about one piece of
+    /// delay before its first byte (it shows only verified pieces).
+    pub depth: u32,
 }
 
 /// A coordinator's table: digest → the blob's tree.
@@ -65,33 +85,49 @@ impl Claims {
         me: &str,
         here: bool,
         penalised: impl Fn(&str) -> bool,
-    ) -> String {
+    ) -> Named {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, t| t.since.elapsed() < TTL);
         let tree = map.entry(d.clone()).or_insert_with(|| {
             let root = if here && by != me { me } else { by };
             Tree {
-                nodes: vec![(root.to_owned(), 0)],
+                nodes: vec![Member {
+                    url: root.to_owned(),
+                    readers: 0,
+                    depth: 0,
+                }],
                 since: Instant::now(),
             }
         });
-        if tree.nodes[0].0 == by {
-            return by.to_owned();
+        let fetch = Named {
+            url: by.to_owned(),
+            depth: 0,
+        };
+        if tree.nodes[0].url == by {
+            return fetch;
         }
         let source = tree
             .nodes
             .iter_mut()
-            .find(|(n, readers)| n != by && *readers < FANOUT && !penalised(n));
+            .find(|m| m.url != by && m.readers < FANOUT && !penalised(&m.url));
         let named = match source {
-            Some((n, readers)) => {
-                *readers += 1;
-                n.clone()
+            Some(m) => {
+                m.readers += 1;
+                Named {
+                    url: m.url.clone(),
+                    depth: m.depth,
+                }
             }
             // Every node of the tree is full or under penalty: fetch.
-            None => by.to_owned(),
+            None => fetch,
         };
-        if !tree.nodes.iter().any(|(n, _)| n == by) {
-            tree.nodes.push((by.to_owned(), 0));
+        if !tree.nodes.iter().any(|m| m.url == by) {
+            let depth = if named.url == by { 0 } else { named.depth + 1 };
+            tree.nodes.push(Member {
+                url: by.to_owned(),
+                readers: 0,
+                depth,
+            });
         }
         named
     }
@@ -112,7 +148,7 @@ impl Mirror {
     /// cluster: this node's own URL when it should fetch directly; `None`
     /// without a cluster (no `advertise_url`, no members) or when the
     /// coordinator is under penalty or cannot answer (fetch directly too).
-    pub async fn fetcher(&self, d: &Digest) -> Option<String> {
+    pub async fn fetcher(&self, d: &Digest) -> Option<Named> {
         let me = self.config.advertise_url.as_deref()?;
         let others = self.routing.members();
         if others.is_empty() {
@@ -137,7 +173,7 @@ impl Mirror {
         let named = self.upstream.claim(&url, me, wait).await?;
         // Only a member (or this node) may be named: a coordinator cannot
         // send this node's requests anywhere else.
-        (named == me || others.contains(&named)).then_some(named)
+        (named.url == me || others.contains(&named.url)).then_some(named)
     }
 }
 
@@ -147,7 +183,8 @@ pub(crate) struct ClaimParams {
     by: Option<String>,
 }
 
-/// `POST /berth/v1/claims/<digest>?by=<member URL>`: `{"fetcher": URL}`.
+/// `POST /berth/v1/claims/<digest>?by=<member URL>`: `{"fetcher": URL,
+/// "depth": hops from the registry}`.
 pub(crate) async fn handle(
     State(m): State<Arc<Mirror>>,
     Path(digest): Path<String>,
@@ -176,11 +213,11 @@ pub(crate) async fn handle(
         );
     }
     let here = m.local_sources().local_file(&d).is_some() || m.downloads.is_fetching(&d);
-    let fetcher = m.claims.decide(&d, &by, &me, here, |p| m.is_penalised(p));
-    m.metrics.claim(fetcher == by);
+    let named = m.claims.decide(&d, &by, &me, here, |p| m.is_penalised(p));
+    m.metrics.claim(named.url == by);
     (
         StatusCode::OK,
-        axum::Json(serde_json::json!({ "fetcher": fetcher })),
+        axum::Json(serde_json::json!({ "fetcher": named.url, "depth": named.depth })),
     )
         .into_response()
 }
@@ -190,29 +227,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_to_ask_fetches_and_the_others_form_a_tree() {
+    fn the_first_to_ask_fetches_and_the_others_form_a_chain() {
         let c = Claims::default();
         let d = Digest::sha256(b"x");
         let none = |_: &str| false;
-        let ask = |by: &str| c.decide(&d, by, "http://a", false, none);
-        assert_eq!(ask("http://b"), "http://b");
+        let answer = |n: Named| (n.url, n.depth);
+        let ask = |by: &str| answer(c.decide(&d, by, "http://a", false, none));
+        let at = |url: &str, depth| (url.to_owned(), depth);
+        assert_eq!(ask("http://b"), at("http://b", 0));
         // The coordinator itself asking is told too.
-        assert_eq!(ask("http://a"), "http://b");
-        assert_eq!(ask("http://c"), "http://a");
+        assert_eq!(ask("http://a"), at("http://b", 0));
         // b serves FANOUT (one) reader; the next reads from a, and so on:
-        // a chain.
+        // a chain, each node one hop further from the registry.
         assert_eq!(FANOUT, 1);
-        assert_eq!(ask("http://d"), "http://c");
-        assert_eq!(ask("http://e"), "http://d");
+        assert_eq!(ask("http://c"), at("http://a", 1));
+        assert_eq!(ask("http://d"), at("http://c", 2));
+        assert_eq!(ask("http://e"), at("http://d", 3));
         // The fetcher asking again fetches.
-        assert_eq!(ask("http://b"), "http://b");
+        assert_eq!(ask("http://b"), at("http://b", 0));
         // A node under penalty is passed over; with none left, fetch.
         let bad = |p: &str| p == "http://e";
-        assert_eq!(c.decide(&d, "http://f", "http://a", false, bad), "http://f");
-        assert_eq!(ask("http://g"), "http://e");
+        let f = answer(c.decide(&d, "http://f", "http://a", false, bad));
+        assert_eq!(f, at("http://f", 0));
+        assert_eq!(ask("http://g"), at("http://e", 4));
         // A coordinator that has the blob names itself.
         let e = Digest::sha256(b"y");
-        assert_eq!(c.decide(&e, "http://b", "http://a", true, none), "http://a");
+        let b = answer(c.decide(&e, "http://b", "http://a", true, none));
+        assert_eq!(b, at("http://a", 0));
         assert_eq!(c.len(), 2);
     }
 }

@@ -547,10 +547,8 @@ async fn download(
         }
     }
     loop {
-        // A peer that says it has the blob gets `first_byte`; the fetcher
-        // of a cold blob waits for the registry itself, as this node would.
-        let wait = if from_current == 0 && current.kind() == SourceKind::Peer {
-            first_byte.min(stall)
+        let wait = if from_current == 0 {
+            allowance(&*current, first_byte, stall)
         } else {
             stall
         };
@@ -712,9 +710,20 @@ async fn download(
     Ok(n)
 }
 
-/// Open `source` at `offset`, given as long as its kind is: a peer that
-/// says it has the blob `first_byte`, the fetcher of a cold blob and the
-/// registry `stall`.
+/// How long `source` is given to start: a peer that says it has the blob
+/// `first_byte`; the registry `stall`; a node pulling a cold blob for the
+/// cluster `stall` for each hop it is from the registry and one more (it
+/// waits on the registry as this node would, and each node on the way
+/// shows only verified pieces).
+fn allowance(source: &dyn Source, first_byte: Duration, stall: Duration) -> Duration {
+    match source.kind() {
+        SourceKind::Peer => first_byte.min(stall),
+        SourceKind::Fetcher => stall * (source.depth().min(30) + 1),
+        _ => stall,
+    }
+}
+
+/// Open `source` at `offset` within its [`allowance`].
 pub async fn open_within(
     source: &dyn Source,
     digest: &Digest,
@@ -722,11 +731,7 @@ pub async fn open_within(
     first_byte: Duration,
     stall: Duration,
 ) -> Result<sources::Stream, crate::upstream::UpstreamError> {
-    let wait = if source.kind() == SourceKind::Peer {
-        first_byte
-    } else {
-        stall
-    };
+    let wait = allowance(source, first_byte, stall);
     match tokio::time::timeout(wait, source.open(digest, offset)).await {
         Ok(answer) => answer,
         Err(_) => Err(crate::upstream::UpstreamError::Unreachable(format!(

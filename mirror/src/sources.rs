@@ -123,6 +123,12 @@ pub trait Source: Send + Sync + fmt::Debug {
         None
     }
 
+    /// For a cold blob's fetcher: its hops from the registry (each adds
+    /// about one piece of delay before its bytes show).
+    fn depth(&self) -> u32 {
+        0
+    }
+
     /// A file on this node that holds `digest`, verified when it got there,
     /// and its length. Remote sources have none.
     fn file(&self, _digest: &Digest) -> Option<(PathBuf, u64)> {
@@ -212,6 +218,8 @@ pub struct Http {
     pub auth: Option<HeaderValue>,
     /// The node, for a peer or the fetcher.
     pub peer: Option<String>,
+    /// The fetcher's hops from the registry.
+    pub depth: u32,
     /// The client.
     pub client: Upstream,
 }
@@ -230,6 +238,10 @@ impl Source for Http {
 
     fn peer(&self) -> Option<&str> {
         self.peer.as_deref()
+    }
+
+    fn depth(&self) -> u32 {
+        self.depth
     }
 
     fn open<'a>(
@@ -416,12 +428,13 @@ impl crate::Mirror {
     /// node holds the right to start the download, so a node told this
     /// one fetches finds the download starting.
     pub async fn remote_sources(&self, want: &Want<'_>, digest: &Digest) -> Vec<Arc<dyn Source>> {
-        let http = |kind, url: String, auth: Option<&HeaderValue>, peer: Option<String>| {
+        let http = |kind, url: String, auth: Option<&HeaderValue>, peer: Option<String>, depth| {
             Arc::new(Http {
                 kind,
                 url,
                 auth: auth.cloned(),
                 peer,
+                depth,
                 client: self.upstream.clone(),
             }) as Arc<dyn Source>
         };
@@ -430,24 +443,25 @@ impl crate::Mirror {
             format!("{}/v2/{}/blobs/{digest}", want.base, want.name),
             want.auth,
             None,
+            0,
         );
-        let node = |kind, url: &str| {
+        let node = |kind, url: &str, depth| {
             let at = crate::routing::local_url(url, digest, crate::routing::Kind::Blob);
-            http(kind, at, None, Some(url.to_owned()))
+            http(kind, at, None, Some(url.to_owned()), depth)
         };
         let providers = self.providers(digest, crate::routing::Kind::Blob).await;
         let mut out: Vec<Arc<dyn Source>> = providers
             .iter()
-            .map(|p| node(SourceKind::Peer, &p.url))
+            .map(|p| node(SourceKind::Peer, &p.url, 0))
             .collect();
         if out.is_empty() {
             let me = self.config.advertise_url.as_deref();
             if let Some(f) = self
                 .fetcher(digest)
                 .await
-                .filter(|f| Some(f.as_str()) != me)
+                .filter(|f| Some(f.url.as_str()) != me)
             {
-                out.push(node(SourceKind::Fetcher, &f));
+                out.push(node(SourceKind::Fetcher, &f.url, f.depth));
             }
         }
         out.push(registry);

@@ -358,7 +358,12 @@ impl Upstream {
     /// Ask the coordinator at `url` (`…/berth/v1/claims/<digest>`), as
     /// node `me`, who fetches a cold blob: the node it names, or `None` if
     /// it does not answer within `timeout`.
-    pub async fn claim(&self, url: &str, me: &str, timeout: Duration) -> Option<String> {
+    pub async fn claim(
+        &self,
+        url: &str,
+        me: &str,
+        timeout: Duration,
+    ) -> Option<crate::claims::Named> {
         let url = reqwest::Url::parse_with_params(url, [("by", me)]).ok()?;
         let resp = self.client.post(url).timeout(timeout).send().await.ok()?;
         if resp.status() != reqwest::StatusCode::OK {
@@ -367,6 +372,8 @@ impl Upstream {
         #[derive(serde::Deserialize)]
         struct Named {
             fetcher: String,
+            #[serde(default)]
+            depth: u32,
         }
         let body = tokio::time::timeout(timeout, resp.bytes())
             .await
@@ -376,7 +383,10 @@ impl Upstream {
             return None;
         }
         let named: Named = serde_json::from_slice(&body).ok()?;
-        Some(named.fetcher)
+        Some(crate::claims::Named {
+            url: named.fetcher,
+            depth: named.depth.min(1000),
+        })
     }
 
     /// GET `url` from a peer mirror. Credentials go only to the node asked

@@ -1,4 +1,4 @@
-//! Piece digests of a blob: the sha256 of each 4 MiB piece, so that a node
+//! Piece digests of a blob: the sha256 of each 1 MiB piece, so that a node
 //! mirror fetching a blob from another node (which it does not trust) can
 //! check the bytes piece by piece as they stream, instead of only once the
 //! whole blob is in. The list comes from the registry, the one trusted
@@ -21,7 +21,7 @@ use crate::Registry;
 use crate::storage::{BlobStore, StorageError};
 
 /// Bytes per piece.
-pub const PIECE_SIZE: u64 = 4 << 20;
+pub const PIECE_SIZE: u64 = 1 << 20;
 /// The media type of the answer.
 pub const MEDIA_TYPE: &str = "application/vnd.berth.pieces.v1+json";
 /// The header `/v2/` answers with, and its value.

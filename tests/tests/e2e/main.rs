@@ -18,4 +18,5 @@ mod newcomer;
 mod nix;
 mod policy;
 mod s3;
+mod slow_links;
 mod tls;
