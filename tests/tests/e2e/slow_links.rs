@@ -276,7 +276,7 @@ fn check_all(pulls: Vec<(Child, PathBuf, String)>) {
 fn registry_sends_each_blob_once(prefix: &str, subnet: u8, rate: &str, len: usize) {
     let dir = tempfile::tempdir().unwrap();
     let net = Net::up(prefix, subnet, 3, rate);
-    let (reg, _mirrors, _procs) = cluster(&net, dir.path());
+    let (reg, mirrors, _procs) = cluster(&net, dir.path());
     let reg_host = reg.trim_start_matches("http://").to_owned();
     let sent = || metric(&reg, "berth_registry_blob_sent_bytes_total");
 
@@ -309,9 +309,19 @@ fn registry_sends_each_blob_once(prefix: &str, subnet: u8, rate: &str, len: usiz
             check_all(pulls);
         }
         let egress = (sent() - before) as f64 / (2 * len) as f64;
+        let why: Vec<String> = mirrors
+            .iter()
+            .map(|m| {
+                format!(
+                    "{m}: fetched {} bytes, resumed {}",
+                    metric(m, "berth_mirror_upstream_bytes_total"),
+                    metric(m, "berth_mirror_resumed_total")
+                )
+            })
+            .collect();
         assert!(
             egress <= 1.1,
-            "{rate}, {case}: the registry sent {egress:.2}× the blobs' bytes (at most 1.1× wanted)"
+            "{rate}, {case}: the registry sent {egress:.2}× the blobs' bytes (at most 1.1× wanted); {why:?}"
         );
     }
 }
