@@ -304,7 +304,11 @@ impl Routing for P2p {
                 .into_iter()
                 .filter(|p| *p != self.me)
                 .filter_map(|p| urls.get(&p).cloned())
-                .map(|url| Provider { url, size: None })
+                .map(|url| Provider {
+                    url,
+                    size: None,
+                    in_flight: false,
+                })
                 .collect()
         })
     }

@@ -172,7 +172,10 @@ pub(crate) async fn serve_flight(
 ) -> Response {
     m.metrics.request("blob", kind.label(), "ok");
     if head {
-        return size_response(digest, flight.total);
+        let mut resp = size_response(digest, flight.total);
+        resp.headers_mut()
+            .insert(IN_FLIGHT, HeaderValue::from_static("1"));
+        return resp;
     }
     if range.is_some() {
         // A part cannot be verified on its own: wait for the whole blob.
@@ -211,6 +214,10 @@ pub(crate) async fn serve_flight(
     }
     resp
 }
+
+/// The header a peer's HEAD answer carries while the blob is still being
+/// downloaded there.
+pub(crate) const IN_FLIGHT: &str = "berth-in-flight";
 
 /// A HEAD answer: the blob's size and digest.
 pub(crate) fn size_response(digest: &Digest, size: Option<u64>) -> Response {

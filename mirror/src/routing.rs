@@ -36,6 +36,8 @@ pub struct Provider {
     pub url: String,
     /// The content's size, when the answer carried it.
     pub size: Option<u64>,
+    /// The node is still downloading it (its bytes show as they verify).
+    pub in_flight: bool,
 }
 
 /// How nodes find content on each other.
@@ -124,7 +126,8 @@ impl Routing for StaticPeers {
                 if let Some(size) = size {
                     found.push(Provider {
                         url,
-                        size: Some(size),
+                        size: Some(size.0),
+                        in_flight: size.1,
                     });
                     break;
                 }
@@ -136,7 +139,9 @@ impl Routing for StaticPeers {
                     tokio::select! {
                         () = &mut grace => break,
                         next = asks.next() => match next {
-                            Some((url, Some(size))) => found.push(Provider { url, size: Some(size) }),
+                            Some((url, Some((size, in_flight)))) => {
+                                found.push(Provider { url, size: Some(size), in_flight });
+                            }
                             Some((_, None)) => {}
                             None => break,
                         },
@@ -216,6 +221,7 @@ impl Routing for InMemory {
                     .map(|url| Provider {
                         url: url.clone(),
                         size: None,
+                        in_flight: false,
                     })
                     .collect()
             })

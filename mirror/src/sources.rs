@@ -452,7 +452,15 @@ impl crate::Mirror {
         let providers = self.providers(digest, crate::routing::Kind::Blob).await;
         let mut out: Vec<Arc<dyn Source>> = providers
             .iter()
-            .map(|p| node(SourceKind::Peer, &p.url, 0))
+            // A node still downloading it shows bytes as they verify, like
+            // a fetcher one hop on.
+            .map(|p| {
+                if p.in_flight {
+                    node(SourceKind::Fetcher, &p.url, 1)
+                } else {
+                    node(SourceKind::Peer, &p.url, 0)
+                }
+            })
             .collect();
         if out.is_empty() {
             let me = self.config.advertise_url.as_deref();

@@ -705,3 +705,36 @@ async fn a_reader_joining_late_reads_old_bytes_from_the_file_and_new_ones_from_m
     );
     assert_eq!(n.opened(), ["first@0", "registry@10485760"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_says_when_a_blob_it_has_is_still_downloading() {
+    let blob: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let d = Digest::sha256(&blob);
+    let (registry, _gets) = counting_registry(vec![blob.clone()]).await;
+    let (_mirrors, urls, _dirs) = cluster(&registry).await;
+    let local = crate::routing::local_url(&urls[0], &d, crate::routing::Kind::Blob);
+    let head = || async {
+        let r = reqwest::Client::new().head(&local).send().await.unwrap();
+        (
+            r.status().as_u16(),
+            r.headers().contains_key("berth-in-flight"),
+        )
+    };
+    assert_eq!(head().await.0, 404, "not there before anyone asks");
+    let node = urls[0].clone();
+    let dd = d.clone();
+    let pulled = tokio::spawn(async move { pull(&node, &dd).await });
+    // The registry answers after 150 ms and sends for about 100 ms more.
+    let mut seen = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (status, in_flight) = head().await;
+        if status == 200 {
+            seen = in_flight;
+            break;
+        }
+    }
+    assert!(seen, "a download in flight is marked so");
+    assert!(pulled.await.unwrap() == blob);
+    assert_eq!(head().await, (200, false), "a cached blob is not");
+}

@@ -344,15 +344,17 @@ impl Upstream {
     }
 
     /// HEAD `url` on a peer mirror within `timeout`: its Content-Length if
-    /// it answers 200.
-    pub async fn peer_has(&self, url: &str, timeout: Duration) -> Option<u64> {
+    /// it answers 200, and whether it is still downloading the blob.
+    pub async fn peer_has(&self, url: &str, timeout: Duration) -> Option<(u64, bool)> {
         let resp = self.client.head(url).timeout(timeout).send().await.ok()?;
         if resp.status() != reqwest::StatusCode::OK {
             return None;
         }
-        resp.headers()
+        let size = resp
+            .headers()
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .and_then(|v| v.to_str().ok()?.parse().ok())?;
+        Some((size, resp.headers().contains_key(crate::render::IN_FLIGHT)))
     }
 
     /// Ask the coordinator at `url` (`…/berth/v1/claims/<digest>`), as
