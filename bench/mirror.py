@@ -181,8 +181,9 @@ class Cluster:
                     f'listen = "{node_ip(i)}:5001"\ndata = "{d / "mirror"}"\nregistries = ["{registry}"]\n'
                     f'peers = [{peers}]\nadvertise_url = "{url}"\n'
                     f'[upstreams]\n"{registry}" = "http://{registry}"\n[log]\nlevel = "warn"\n')
+                log = open(d / "mirror.log", "w") if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL
                 p = subprocess.Popen(["ip", "netns", "exec", ns, binary, "mirror", "--config", str(d / "mirror.toml")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=log)
                 self.procs.append(p)
                 self.mirror_pids.append(p.pid)
                 (hosts / "hosts.toml").write_text(
@@ -274,6 +275,10 @@ def run_case(work, binary, reg_url, image, mirrored, rolling):
                           f"http://{node_ip(i)}:5001/metrics").stdout
                 print(f"node {i}:", [l for l in text.splitlines() if l.startswith("berth_mirror_served")
                                      or "upstream_bytes_total " in l or "resumed_total " in l], file=sys.stderr)
+                log = case / f"node{i}" / "mirror.log"
+                for line in (log.read_text().splitlines() if log.exists() else []):
+                    if "WARN" in line and "config defeats" not in line:
+                        print(f"  node {i} log: {line[:400]}", file=sys.stderr)
         rss = cluster.peak_rss_mib() if mirrored else 0.0
         cpu, served = 0.0, 0
         if mirrored:

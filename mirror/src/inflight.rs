@@ -283,6 +283,11 @@ impl Downloads {
 }
 
 impl Starter {
+    /// Penalise node `peer` (it failed to serve what it said it has).
+    pub fn penalise(&self, peer: &str) {
+        self.downloads.ctx.penalties.penalise(peer);
+    }
+
     /// How long sources are given now.
     pub fn timeouts(&self) -> Timeouts {
         self.downloads.ctx.timing.timeouts()
@@ -692,7 +697,12 @@ async fn download(
                             resumed = Some((s, f));
                             break;
                         }
-                        Err(e) => tracing::warn!(source = ?f, error = %e, "fallback failed"),
+                        Err(e) => {
+                            tracing::warn!(source = ?f, error = %e, "fallback failed");
+                            if let (SourceKind::Peer, Some(p)) = (f.kind(), f.peer()) {
+                                ctx.penalties.penalise(p);
+                            }
+                        }
                     }
                 }
                 let Some((s, f)) = resumed else {

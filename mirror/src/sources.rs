@@ -387,6 +387,11 @@ pub async fn start(starter: Starter, digest: &Digest, remote: Vec<Arc<dyn Source
             }
             Err(e) => {
                 tracing::warn!(source = ?source, error = %e, "source failed; trying the next");
+                // A node that said it has the blob and does not serve it
+                // is skipped for a while, like one that lies.
+                if let (SourceKind::Peer, Some(p)) = (source.kind(), source.peer()) {
+                    starter.penalise(p);
+                }
                 last = Some(e);
             }
         }

@@ -1100,7 +1100,16 @@ fn bad_peer(registry: String, repo: &'static str, how: Misbehaves) -> SocketAddr
                         body[half..].iter_mut().for_each(|b| *b ^= 0x5a);
                     }
                     Misbehaves::LiesAboutHaving => {
-                        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        // Yes to the probe (HEAD), then nothing to the GET.
+                        let answer = if head.starts_with("HEAD") {
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                        } else {
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                        };
+                        let _ = conn.write_all(answer.as_bytes());
                         return;
                     }
                     Misbehaves::StallsMidBlob => {}
@@ -1128,13 +1137,17 @@ fn containerd_pulls_succeed_the_first_time_whatever_a_peer_does() {
     let server = Server::start(&dir.path().join("registry"), &[]);
     let (image, want) = pushed_image(dir.path(), &server, "peered", 3, 700_000);
     let registry = server.host();
-    for how in [
+    let hows = [
         Misbehaves::WrongBytes,
         Misbehaves::RightPrefixThenGarbage,
         Misbehaves::StallsMidBlob,
         Misbehaves::LiesAboutHaving,
-    ] {
-        let name = format!("{how:?}");
+    ];
+    // Each misbehaviour against `ctr pull` and against kubelet's CRI
+    // PullImage, each with a fresh mirror (a penalty would hide the peer
+    // from the second).
+    for (how, cri) in hows.iter().flat_map(|h| [(*h, false), (*h, true)]) {
+        let name = format!("{how:?}-{}", if cri { "cri" } else { "ctr" });
         let peer = bad_peer(registry.clone(), "e2e/peered", how);
         let mirror = Mirror::start_with(
             &dir.path().join(format!("mirror-{name}")),
@@ -1142,13 +1155,22 @@ fn containerd_pulls_succeed_the_first_time_whatever_a_peer_does() {
             &[format!("peers = [\"http://{peer}\"]")],
         );
         let hosts = hosts_dir(&dir.path().join(&name), &registry, &mirror);
-        let cd = Containerd::start(&dir.path().join(format!("cd-{name}")));
         // The first attempt succeeds: containerd checks every digest.
-        pull_ok(&cd, &hosts, &image);
-        assert!(
-            run_text(cd.ctr().args(["images", "ls"])).contains(&want),
-            "{name}"
-        );
+        if cri {
+            let cd =
+                berth_tests::start_cri_containerd(&dir.path().join(format!("cd-{name}")), &hosts);
+            berth_tests::cri_pull_image(cd.socket(), &image)
+                .unwrap_or_else(|e| panic!("{name}: CRI PullImage failed: {e}"));
+            let listed = run_text(cd.ctr().args(["--namespace", "k8s.io", "images", "ls"]));
+            assert!(listed.contains(&want), "{name}: {listed}");
+        } else {
+            let cd = Containerd::start(&dir.path().join(format!("cd-{name}")));
+            pull_ok(&cd, &hosts, &image);
+            assert!(
+                run_text(cd.ctr().args(["images", "ls"])).contains(&want),
+                "{name}"
+            );
+        }
         let m = mirror.metrics();
         if matches!(
             how,
@@ -1158,10 +1180,15 @@ fn containerd_pulls_succeed_the_first_time_whatever_a_peer_does() {
                 metric(&m, "berth_mirror_verify_failures_total") >= 1,
                 "{name}: the lie was caught\n{m}"
             );
-            assert!(
-                metric(&m, "berth_mirror_peers_penalised") >= 1,
-                "{name}: the liar is penalised\n{m}"
-            );
         }
+        assert!(
+            metric(&m, "berth_mirror_peers_penalised") >= 1,
+            "{name}: the liar is penalised\n{m}"
+        );
+        assert!(
+            metric(&m, "berth_mirror_served_bytes_total{source=\"peer\"}") == 0
+                || !matches!(how, Misbehaves::LiesAboutHaving),
+            "{name}: nothing came from a peer that has nothing\n{m}"
+        );
     }
 }
