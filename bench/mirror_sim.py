@@ -7,7 +7,8 @@ A fluid model: every transfer is a flow whose rate is the max-min fair
 share of the links it crosses (the registry's egress; the sending node's
 egress; the receiving node's ingress, capped by what its CPU can take),
 recomputed at every event — a flow starting or ending, or a reader
-catching up with the node it reads from. A node reading another node's
+catching up with the node it reads from (then it is held to that node's
+rate). A node reading another node's
 download can be no further along than that node's verified bytes (one
 4 MiB piece behind it, as the mirror shows another node's bytes piece by
 piece — modelled as a steady one-piece lag); the registry's bytes have no
@@ -55,48 +56,48 @@ class Flow:
 
 def allocate(flows, capacity):
     """Max-min fair rates (progressive filling) for `flows` over links with
-    `capacity`; a flow reading a download it has caught up with is capped
-    at that download's own rate."""
+    `capacity`; then a flow reading a download it has caught up with is
+    held to that download's own rate (parents before children, so along a
+    chain; what this frees on a link is not handed to others, which makes
+    the times slightly pessimistic)."""
     live = [f for f in flows if not f.finished]
-    caps = {}
-    for _ in range(4):  # chained caps settle in a few passes (trees are shallow)
-        for f in live:
-            f.rate = 0.0
-        frozen = set()
-        used = {k: 0.0 for k in capacity}
-        users = {}
-        for f in live:
-            for k in (("out", f.src), ("in", f.dst)):
-                users.setdefault(k, []).append(f)
-        while len(frozen) < len(live):
-            step = math.inf
-            for k, fs in users.items():
-                n = sum(1 for f in fs if id(f) not in frozen)
-                if n:
-                    step = min(step, (capacity[k] - used[k]) / n)
-            for f in live:
-                if id(f) not in frozen and id(f) in caps:
-                    step = min(step, caps[id(f)] - f.rate)
-            step = max(step, 0.0)
-            for f in live:
-                if id(f) not in frozen:
-                    f.rate += step
-                    used[("out", f.src)] += step
-                    used[("in", f.dst)] += step
-            for k, fs in users.items():
-                if capacity[k] - used[k] <= 1e-6:
-                    frozen.update(id(f) for f in fs)
-            for f in live:
-                if id(f) in caps and caps[id(f)] - f.rate <= 1e-6:
-                    frozen.add(id(f))
-        new_caps = {}
-        for f in live:
-            p = f.parent
-            if p is not None and not p.finished and f.done >= available(p) - 1e-3:
-                new_caps[id(f)] = p.rate
-        if new_caps == caps:
-            break
-        caps = new_caps
+    for f in live:
+        f.rate = 0.0
+    users = {}
+    for f in live:
+        for k in (("out", f.src), ("in", f.dst)):
+            users.setdefault(k, []).append(f)
+    left = {k: capacity[k] for k in users}
+    active = {k: len(fs) for k, fs in users.items()}
+    unfrozen = set(id(f) for f in live)
+    level = 0.0
+    while unfrozen:
+        # The next link to fill: the smallest fair share of what is left.
+        k_min, share = None, math.inf
+        for k, n in active.items():
+            if n and left[k] / n < share:
+                k_min, share = k, left[k] / n
+        level += share
+        for k in active:
+            left[k] -= share * active[k]
+        for f in users[k_min]:
+            if id(f) in unfrozen:
+                unfrozen.discard(id(f))
+                f.rate = level
+                for k in (("out", f.src), ("in", f.dst)):
+                    active[k] -= 1
+        for k, n in list(active.items()):
+            if n and left[k] <= 1e-6:
+                for f in users[k]:
+                    if id(f) in unfrozen:
+                        unfrozen.discard(id(f))
+                        f.rate = level
+                        for kk in (("out", f.src), ("in", f.dst)):
+                            active[kk] -= 1
+    for f in live:
+        p = f.parent
+        if p is not None and not p.finished and f.done >= available(p) - 1e-3:
+            f.rate = min(f.rate, p.rate)
     return live
 
 
@@ -255,7 +256,7 @@ def main():
     for r in measured["rates"]:
         layers = [r["size"] / 4] * 4
         sd = simulate(5, r["rate_bps"], layers, cpu_bps, "direct")[0]
-        sb = simulate(5, r["rate_bps"], layers, cpu_bps, "berth")[0]
+        sb = simulate(5, r["rate_bps"], layers, cpu_bps, "berth", 1)[0]
         check.append(f"| {r['label']} | {r['size'] / (1 << 20):,.0f} MiB | {r['direct_s']:.1f} s | {sd:.1f} s | "
                      f"{r['mirror_s']:.1f} s | {sb:.1f} s |")
 

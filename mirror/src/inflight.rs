@@ -552,7 +552,9 @@ async fn download(
         }
     }
     loop {
-        let wait = if from_current == 0 {
+        // A node pulling the blob for the cluster passes on its own
+        // source's silences too: it keeps its allowance throughout.
+        let wait = if from_current == 0 || current.kind() == SourceKind::Fetcher {
             allowance(&*current, first_byte, stall)
         } else {
             stall
@@ -724,7 +726,7 @@ async fn download(
 /// `first_byte`; the registry `stall`; a node pulling a cold blob for the
 /// cluster `stall` for each hop it is from the registry and one more (it
 /// waits on the registry as this node would, and each node on the way
-/// shows only verified pieces).
+/// shows only verified pieces) — and as long for each silence after.
 fn allowance(source: &dyn Source, first_byte: Duration, stall: Duration) -> Duration {
     match source.kind() {
         SourceKind::Peer => first_byte.min(stall),
