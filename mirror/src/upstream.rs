@@ -367,7 +367,21 @@ impl Upstream {
         timeout: Duration,
     ) -> Option<crate::claims::Named> {
         let url = reqwest::Url::parse_with_params(url, [("by", me)]).ok()?;
-        let resp = self.client.post(url).timeout(timeout).send().await.ok()?;
+        let resp = self
+            .client
+            .post(url.clone())
+            .timeout(timeout)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() == reqwest::StatusCode::FORBIDDEN {
+            // Said once: every cold pull would otherwise go to the registry
+            // without a word.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(coordinator = %url, advertise_url = %me, "a peer does not list this node as a member, so it fetches cold blobs from the registry itself: list it in every peer's `peers` exactly as its advertise_url says");
+            }
+        }
         if resp.status() != reqwest::StatusCode::OK {
             return None;
         }
