@@ -71,6 +71,16 @@ def allocate(flows, capacity):
     active = {k: len(fs) for k, fs in users.items()}
     unfrozen = set(id(f) for f in live)
     level = 0.0
+
+    def freeze(link):
+        # The flows through a full link keep the rate they have reached.
+        for f in users[link]:
+            if id(f) in unfrozen:
+                unfrozen.discard(id(f))
+                f.rate = level
+                for k in (("out", f.src), ("in", f.dst)):
+                    active[k] -= 1
+
     while unfrozen:
         # The next link to fill: the smallest fair share of what is left.
         k_min, share = None, math.inf
@@ -80,20 +90,10 @@ def allocate(flows, capacity):
         level += share
         for k in active:
             left[k] -= share * active[k]
-        for f in users[k_min]:
-            if id(f) in unfrozen:
-                unfrozen.discard(id(f))
-                f.rate = level
-                for k in (("out", f.src), ("in", f.dst)):
-                    active[k] -= 1
+        freeze(k_min)
         for k, n in list(active.items()):
             if n and left[k] <= 1e-6:
-                for f in users[k]:
-                    if id(f) in unfrozen:
-                        unfrozen.discard(id(f))
-                        f.rate = level
-                        for kk in (("out", f.src), ("in", f.dst)):
-                            active[kk] -= 1
+                freeze(k)
     for f in live:
         p = f.parent
         if p is not None and not p.finished and f.done >= available(p) - 1e-3:

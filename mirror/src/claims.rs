@@ -1,6 +1,6 @@
 //! Who fetches a cold blob from the registry for the cluster. The nodes
 //! agree without talking on one coordinator per digest (rendezvous hashing
-//! over the member list, [`crate::inflight::owner_of`]). A node about to
+//! over the member list, [`coordinator_of`]). A node about to
 //! fetch a blob no node has asks that coordinator (`POST
 //! /berth/v1/claims/<digest>?by=<its URL>`), which names the first node
 //! that asked the fetcher: it takes the registry's bytes directly, so the
@@ -143,6 +143,23 @@ impl Claims {
     }
 }
 
+/// The coordinator of `digest` among `members`: rendezvous hashing
+/// (highest sha256 of member + digest), the same answer on every node that
+/// has the same member list, and about 1/N of the digests for each node.
+pub fn coordinator_of<'a>(members: &[&'a str], digest: &Digest) -> Option<&'a str> {
+    members
+        .iter()
+        .map(|m| {
+            let mut h = berth_oci::Algorithm::Sha256.hasher();
+            h.update(m.as_bytes());
+            h.update(b"\n");
+            h.update(digest.to_string().as_bytes());
+            (h.finish().hex().to_owned(), *m)
+        })
+        .max()
+        .map(|(_, m)| m)
+}
+
 impl Mirror {
     /// The node that fetches cold blob `d` from the registry for the
     /// cluster: this node's own URL when it should fetch directly; `None`
@@ -156,7 +173,7 @@ impl Mirror {
         }
         let mut members: Vec<&str> = others.iter().map(String::as_str).collect();
         members.push(me);
-        let coordinator = crate::inflight::owner_of(&members, d)?;
+        let coordinator = coordinator_of(&members, d)?;
         if coordinator == me {
             // Asked by this node itself: its own download is starting, so
             // "here" would name itself over an earlier claim; it is not.
@@ -225,6 +242,24 @@ pub(crate) async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordinators_are_agreed_and_spread() {
+        let members = ["http://a:5001", "http://b:5001", "http://c:5001"];
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..300u32 {
+            let d = Digest::sha256(&i.to_le_bytes());
+            let chosen = coordinator_of(&members, &d).unwrap();
+            // Order of the list does not matter.
+            let mut rev = members;
+            rev.reverse();
+            assert_eq!(coordinator_of(&rev, &d), Some(chosen));
+            *counts.entry(chosen).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&n| n > 60), "{counts:?}");
+        assert_eq!(coordinator_of(&[], &Digest::sha256(b"x")), None);
+    }
 
     #[test]
     fn the_first_to_ask_fetches_and_the_others_form_a_chain() {

@@ -13,11 +13,8 @@
 //! what it has) a wrong byte. A mismatch with no trusted source left, or a
 //! broken source with none after it, fails every reader and caches
 //! nothing. The download does not depend on any reader staying connected.
-//!
-//! With `owner_of`, nodes agree without talking on which of them fetches a
-//! cold blob from the registry (rendezvous hashing over the member list):
-//! the others fetch through that node, so even when every node starts the
-//! same cold pull at once the registry sends each blob about once.
+//! Which node fetches a cold blob for the cluster is decided elsewhere
+//! ([`crate::claims`]); a download only knows its sources.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -965,44 +962,4 @@ fn read(
             }
         }
     })
-}
-
-/// Which member fetches `digest` from the registry: rendezvous hashing
-/// (highest sha256 of member + digest), the same answer on every node that
-/// has the same member list.
-pub fn owner_of<'a>(members: &[&'a str], digest: &Digest) -> Option<&'a str> {
-    members
-        .iter()
-        .map(|m| {
-            let mut h = berth_oci::Algorithm::Sha256.hasher();
-            h.update(m.as_bytes());
-            h.update(b"\n");
-            h.update(digest.to_string().as_bytes());
-            (h.finish().hex().to_owned(), *m)
-        })
-        .max()
-        .map(|(_, m)| m)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_agreed_and_spread() {
-        let members = ["http://a:5001", "http://b:5001", "http://c:5001"];
-        let mut counts = std::collections::BTreeMap::new();
-        for i in 0..300u32 {
-            let d = Digest::sha256(&i.to_le_bytes());
-            let owner = owner_of(&members, &d).unwrap();
-            // Order of the list does not matter.
-            let mut rev = members;
-            rev.reverse();
-            assert_eq!(owner_of(&rev, &d), Some(owner));
-            *counts.entry(owner).or_insert(0) += 1;
-        }
-        assert_eq!(counts.len(), 3);
-        assert!(counts.values().all(|&n| n > 60), "{counts:?}");
-        assert_eq!(owner_of(&[], &Digest::sha256(b"x")), None);
-    }
 }

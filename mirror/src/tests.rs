@@ -647,7 +647,7 @@ async fn a_cold_blob_is_fetched_once_by_the_first_node_to_ask_and_read_from_it_b
     // another node), and the next reads from it.
     for (k, d) in digests.iter().enumerate().skip(1) {
         let members: Vec<&str> = urls.iter().map(String::as_str).collect();
-        let coordinator = crate::inflight::owner_of(&members, d).unwrap();
+        let coordinator = crate::claims::coordinator_of(&members, d).unwrap();
         let first = urls.iter().position(|u| u != coordinator).unwrap();
         let second = urls.iter().position(|u| u == coordinator).unwrap();
         let before = upstream_bytes(&mirrors[first]);
