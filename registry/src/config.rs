@@ -40,6 +40,8 @@ pub struct Config {
     pub policies: Vec<crate::policy::PolicyConfig>,
     /// Garbage collection (`[gc]`).
     pub gc: crate::gc::GcConfig,
+    /// The web UI (`[ui]`).
+    pub ui: crate::ui::UiConfig,
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -92,6 +94,7 @@ impl Default for Config {
             webhook: crate::webhooks::WebhookPolicy::default(),
             policies: Vec::new(),
             gc: crate::gc::GcConfig::default(),
+            ui: crate::ui::UiConfig::default(),
         }
     }
 }

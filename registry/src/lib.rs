@@ -50,6 +50,7 @@ pub mod policy;
 pub mod retention;
 pub mod storage;
 pub mod tls;
+pub mod ui;
 pub mod webhooks;
 
 use metadata::Metadata;
@@ -134,6 +135,8 @@ pub struct Registry {
     gc_running: tokio::sync::Mutex<()>,
     /// Blobs whose piece digests are being computed.
     pieces_computing: pieces::Computing,
+    /// Whether `/ui/` is served.
+    ui: bool,
     /// How garbage collection runs.
     gc: gc::GcConfig,
     /// Uploads are refused while the file system holding this directory
@@ -192,6 +195,7 @@ impl Registry {
             gc_gate: gc::Gate::default(),
             gc_running: tokio::sync::Mutex::new(()),
             pieces_computing: pieces::Computing::default(),
+            ui: true,
             gc: gc::GcConfig::default(),
             space_floor: None,
             data_dir: None,
@@ -205,6 +209,17 @@ impl Registry {
         self.space_floor = (min_free > 0).then(|| (data.to_owned(), min_free));
         self.metrics.floor_bytes(min_free);
         self
+    }
+
+    /// Serve the web UI at `/ui/` or not (on by default).
+    pub fn with_ui(mut self, enabled: bool) -> Self {
+        self.ui = enabled;
+        self
+    }
+
+    /// Whether the web UI is served.
+    pub fn ui_enabled(&self) -> bool {
+        self.ui
     }
 
     /// Collect garbage as `config` says.

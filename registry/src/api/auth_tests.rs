@@ -18,8 +18,8 @@ use tower::ServiceExt;
 use crate::auth::config::AuthConfig;
 use crate::{Limits, Registry};
 
-pub(super) struct Harness {
-    pub(super) app: Router,
+pub(crate) struct Harness {
+    pub(crate) app: Router,
     _dir: tempfile::TempDir,
 }
 
@@ -56,7 +56,7 @@ pub(super) async fn call(
 }
 
 impl Harness {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (f, s) in [("robot", "robot-secret"), ("pw", "password")] {

@@ -71,6 +71,11 @@ impl Params {
 
 /// Build the registry's router.
 pub fn router(registry: Arc<Registry>) -> Router {
+    let ui = if registry.ui_enabled() {
+        crate::ui::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/v2", any(base_checked))
         .route("/v2/", any(base_checked))
@@ -79,6 +84,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(admin::router())
+        .merge(ui)
         .layer(middleware::from_fn_with_state(registry.clone(), record))
         .with_state(registry)
 }
@@ -603,6 +609,6 @@ fn empty(status: StatusCode, headers: &[(&str, String)]) -> Response {
 #[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
-mod auth_tests;
+pub(crate) mod auth_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,211 @@
+//! The web UI at `/ui/`: pages rendered on the server from maud templates
+//! (checked at compile time; every interpolated value is HTML-escaped),
+//! one stylesheet shipped inside the binary, no external fonts or scripts.
+//! A page shows only what its viewer may pull, decided by the same
+//! [`crate::auth::model::Policy`] as the API; an open registry (no
+//! `[auth]`) shows everything, as its API serves everything. Read-only
+//! pages need no JavaScript. On by default; `[ui] enabled = false` turns
+//! the routes off (404).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use maud::{DOCTYPE, Markup, html};
+
+use crate::Registry;
+use crate::auth::model::{Action, Principal};
+
+/// `[ui]`: the web UI.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve `/ui/`.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The stylesheet.
+const CSS: &str = include_str!("berth.css");
+
+/// The UI's routes (merged into the API's router when enabled).
+pub fn router() -> Router<Arc<Registry>> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(projects))
+        .route("/ui/static/berth.css", get(css))
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// Who is looking. Sessions come with sign-in; until then, anonymous.
+fn viewer() -> Principal {
+    Principal::Anonymous
+}
+
+/// A whole page: `title`, then `body` inside the layout.
+fn page(title: &str, who: &Principal, body: Markup) -> Response {
+    let name = match who {
+        Principal::Anonymous => "anonymous".to_owned(),
+        Principal::User { name, .. } => name.clone(),
+        Principal::Robot(r) => r.name.clone(),
+    };
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · berth" }
+                link rel="stylesheet" href="/ui/static/berth.css";
+            }
+            body {
+                header {
+                    a.brand href="/ui/" { "berth" }
+                    nav aria-label="main" {
+                        a href="/ui/" { "Projects" }
+                    }
+                    span.who { (name) }
+                }
+                main { (body) }
+            }
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // No page is cached by a shared cache, nor framed elsewhere.
+            (header::CACHE_CONTROL, "private, no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// A project as the projects page lists it.
+#[derive(Debug, Default)]
+struct ProjectRow {
+    public: Option<bool>,
+    repositories: usize,
+}
+
+/// Every repository name the metadata knows, in order.
+fn all_repositories(r: &Registry) -> Result<Vec<String>, crate::metadata::MetadataError> {
+    let mut out = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = r.meta.catalog(last.as_deref(), 1000)?;
+        let done = page.len() < 1000;
+        last = page.last().cloned();
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// The projects `who` may pull from, with their repository counts: the
+/// declared projects (and, for an admin, projects created on first push)
+/// with `[auth]`; every repository's first path component without.
+fn visible_projects(
+    r: &Registry,
+    who: &Principal,
+    repos: &[String],
+) -> BTreeMap<String, ProjectRow> {
+    let mut out: BTreeMap<String, ProjectRow> = BTreeMap::new();
+    let now = crate::unix_now();
+    let policy = r.gate.as_ref().map(|g| g.directory());
+    if let Some(dir) = &policy {
+        for (name, p) in &dir.policy.projects {
+            if dir
+                .policy
+                .allows(who, &format!("{name}/x"), Action::Pull, now)
+            {
+                out.entry(name.clone()).or_default().public = Some(p.public);
+            }
+        }
+    }
+    for repo in repos {
+        let project = crate::auth::model::project_of(repo);
+        let allowed = match &policy {
+            None => true,
+            Some(dir) => dir.policy.allows(who, repo, Action::Pull, now),
+        };
+        if allowed {
+            out.entry(project.to_owned()).or_default().repositories += 1;
+        }
+    }
+    out
+}
+
+async fn projects(State(r): State<Arc<Registry>>) -> Response {
+    let who = viewer();
+    let reg = r.clone();
+    let repos = match tokio::task::spawn_blocking(move || all_repositories(&reg)).await {
+        Ok(Ok(repos)) => repos,
+        _ => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the metadata cannot be read",
+            )
+                .into_response();
+        }
+    };
+    let rows = visible_projects(&r, &who, &repos);
+    let body = html! {
+        h1 { "Projects" }
+        @if rows.is_empty() {
+            p.empty { "No project you can see yet. Push an image, or sign in." }
+        } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Project" }
+                    th scope="col" { "Visibility" }
+                    th.num scope="col" { "Repositories" }
+                } }
+                tbody {
+                    @for (name, row) in &rows {
+                        tr {
+                            td { code { (name) } }
+                            td { span.badge { (match row.public {
+                                Some(true) => "public",
+                                Some(false) => "private",
+                                None => "open registry",
+                            }) } }
+                            td.num { (row.repositories) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page("Projects", &who, body)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! The UI's pages through the real router: what each viewer sees, that
+//! values are escaped, and that `[ui] enabled = false` turns it off.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::{Limits, Registry};
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, http::HeaderMap, String) {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, http::HeaderMap) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    (resp.status(), resp.headers().clone())
+}
+
+/// Push a one-blob image to `repo` as `tag` through the API.
+async fn push_image(app: &axum::Router, repo: &str, tag: &str) {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let digest = berth_oci::Digest::sha256(config);
+    let (status, h) = send(
+        app,
+        Request::post(format!("/v2/{repo}/blobs/uploads/"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let location = h["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = Request::put(format!("{location}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(config.to_vec()))
+        .unwrap();
+    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.to_string(), "size": config.len()},
+        "layers": []
+    });
+    let put = Request::put(format!("/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(Body::from(serde_json::to_vec(&manifest).unwrap()))
+        .unwrap();
+    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+}
+
+/// An open registry holding `repos`, each with one tagged image.
+async fn open_registry_with(repos: &[&str]) -> axum::Router {
+    let reg = Arc::new(Registry::in_memory(Limits::default()).unwrap());
+    let app = crate::api::router(reg);
+    for repo in repos {
+        push_image(&app, repo, "v1").await;
+    }
+    app
+}
+
+#[tokio::test]
+async fn an_open_registry_lists_every_project_with_its_repositories() {
+    let app = open_registry_with(&["team/app", "team/tools", "infra/proxy"]).await;
+    let (status, headers, body) = get(&app, "/ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    for (project, count) in [("team", 2), ("infra", 1)] {
+        let row = format!(
+            "<code>{project}</code></td><td><span class=\"badge\">open registry</span></td><td class=\"num\">{count}</td>"
+        );
+        assert!(body.contains(&row), "{project}: {body}");
+    }
+    // The stylesheet is served from the binary; /ui redirects to /ui/.
+    let (status, headers, css) = get(&app, "/ui/static/berth.css").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/css; charset=utf-8");
+    assert!(css.contains("prefers-color-scheme: dark"));
+    let (status, headers, _) = get(&app, "/ui").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers["location"], "/ui/");
+}
+
+#[tokio::test]
+async fn anonymous_viewers_see_public_projects_only() {
+    let h = crate::api::auth_tests::Harness::new();
+    let (status, _, body) = get(&h.app, "/ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<code>pub</code>"), "{body}");
+    assert!(body.contains("public"), "{body}");
+    for hidden in ["priv", "other"] {
+        assert!(
+            !body.contains(&format!("<code>{hidden}</code>")),
+            "{hidden}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_ui_can_be_turned_off() {
+    let reg = Registry::in_memory(Limits::default())
+        .unwrap()
+        .with_ui(false);
+    let app = crate::api::router(Arc::new(reg));
+    for uri in ["/ui/", "/ui/static/berth.css"] {
+        assert_eq!(get(&app, uri).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    // The API is unaffected.
+    assert_eq!(get(&app, "/v2/").await.0, StatusCode::OK);
+}
+
+#[test]
+fn the_config_turns_it_off_and_refuses_typos() {
+    let off = crate::config::Config::parse("[ui]\nenabled = false\n").unwrap();
+    assert!(!off.ui.enabled);
+    assert!(crate::config::Config::parse("").unwrap().ui.enabled);
+    let err = crate::config::Config::parse("[ui]\nenable = false\n").unwrap_err();
+    assert!(err.to_string().contains("enable"), "{err}");
+}
