@@ -25,7 +25,7 @@ mod admin;
 mod blobs;
 pub mod error;
 mod manifests;
-mod token;
+pub(crate) mod token;
 
 use berth_oci::distribution::{Route, route};
 pub use error::ApiError;

@@ -26,6 +26,9 @@ mod gc;
 mod outbox;
 mod policy;
 mod s3;
+mod sessions;
+
+pub use sessions::Session;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
@@ -34,7 +37,7 @@ pub use outbox::{Delivery, OutboxEvent};
 pub use policy::TagRow;
 pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -319,7 +322,14 @@ impl Metadata {
             return Err(MetadataError::TooNew(version));
         }
         // Each step in one transaction: a crash leaves the old version.
-        let steps = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, gc::SCHEMA_V5];
+        let steps = [
+            SCHEMA,
+            SCHEMA_V2,
+            SCHEMA_V3,
+            SCHEMA_V4,
+            gc::SCHEMA_V5,
+            sessions::SCHEMA_V6,
+        ];
         if version < SCHEMA_VERSION {
             let pending = steps[version as usize..].concat();
             // Dropped before COMMIT (an error): rolled back.
@@ -329,7 +339,9 @@ impl Metadata {
             )?;
             tx.execute_batch(&pending)?;
             // Version 5 records what each stored manifest references.
-            gc::backfill(&tx)?;
+            if version < 5 {
+                gc::backfill(&tx)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -366,8 +378,9 @@ impl Metadata {
         };
         let writer = open()?;
         writer.execute_batch(&format!(
-            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} {} PRAGMA user_version = {SCHEMA_VERSION};",
-            gc::SCHEMA_V5
+            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} {} {} PRAGMA user_version = {SCHEMA_VERSION};",
+            gc::SCHEMA_V5,
+            sessions::SCHEMA_V6
         ))?;
         // Shared-cache connections lock tables, not the file: a single reader
         // connection avoids reader/writer lock conflicts in tests.

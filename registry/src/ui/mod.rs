@@ -19,6 +19,9 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::Registry;
 use crate::auth::model::{Action, Principal};
+use crate::metadata::Session;
+
+mod session;
 
 /// `[ui]`: the web UI.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -42,6 +45,8 @@ pub fn router() -> Router<Arc<Registry>> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(projects))
+        .route("/ui/login", get(session::login_page).post(session::login))
+        .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
 }
 
@@ -56,13 +61,9 @@ async fn css() -> Response {
         .into_response()
 }
 
-/// Who is looking. Sessions come with sign-in; until then, anonymous.
-fn viewer() -> Principal {
-    Principal::Anonymous
-}
-
-/// A whole page: `title`, then `body` inside the layout.
-fn page(title: &str, who: &Principal, body: Markup) -> Response {
+/// A whole page: `title`, then `body` inside the layout, for `who` (with
+/// their `session`, whose CSRF token the sign-out form carries).
+fn page(title: &str, who: &Principal, session: Option<&Session>, body: Markup) -> Response {
     let name = match who {
         Principal::Anonymous => "anonymous".to_owned(),
         Principal::User { name, .. } => name.clone(),
@@ -84,7 +85,15 @@ fn page(title: &str, who: &Principal, body: Markup) -> Response {
                     nav aria-label="main" {
                         a href="/ui/" { "Projects" }
                     }
-                    span.who { (name) }
+                    @if let Some(s) = session {
+                        form.who method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            span { (name) " " }
+                            button type="submit" { "Sign out" }
+                        }
+                    } @else {
+                        span.who { (name) " · " a href="/ui/login" { "Sign in" } }
+                    }
                 }
                 main { (body) }
             }
@@ -163,8 +172,8 @@ fn visible_projects(
     out
 }
 
-async fn projects(State(r): State<Arc<Registry>>) -> Response {
-    let who = viewer();
+async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> Response {
+    let (who, session) = session::viewer(&r, &headers);
     let reg = r.clone();
     let repos = match tokio::task::spawn_blocking(move || all_repositories(&reg)).await {
         Ok(Ok(repos)) => repos,
@@ -204,7 +213,7 @@ async fn projects(State(r): State<Arc<Registry>>) -> Response {
             }
         }
     };
-    page("Projects", &who, body)
+    page("Projects", &who, session.as_ref(), body)
 }
 
 #[cfg(test)]

@@ -134,3 +134,151 @@ fn the_config_turns_it_off_and_refuses_typos() {
     let err = crate::config::Config::parse("[ui]\nenable = false\n").unwrap_err();
     assert!(err.to_string().contains("enable"), "{err}");
 }
+
+/// A request through `app` with `headers`, answering status, headers and
+/// body.
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The `name=value` part of the `Set-Cookie` for `name`, and its attributes.
+fn set_cookie(h: &http::HeaderMap, name: &str) -> Option<(String, String)> {
+    h.get_all("set-cookie").iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+        pair.starts_with(&format!("{name}="))
+            .then(|| (pair.to_owned(), attrs.to_owned()))
+    })
+}
+
+/// The value of the hidden `csrf` field in a page.
+fn csrf_field(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn signing_in_and_out_with_a_session_cookie_and_csrf_tokens() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    // The sign-in form, with its double-submitted CSRF cookie.
+    let (status, headers, body) = call(app, "GET", "/ui/login", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (login_cookie, attrs) = set_cookie(&headers, "berth_login_csrf").unwrap();
+    assert!(
+        attrs.contains("HttpOnly") && attrs.contains("SameSite=Strict"),
+        "{attrs}"
+    );
+    let csrf = csrf_field(&body);
+    assert_eq!(login_cookie, format!("berth_login_csrf={csrf}"));
+    let form =
+        |user: &str, pass: &str, token: &str| format!("csrf={token}&user={user}&password={pass}");
+    let form_ct = ("content-type", "application/x-www-form-urlencoded");
+    // Without the token, with another, or from another site: refused.
+    for (cookie, token, origin) in [
+        ("", csrf.as_str(), None),
+        (login_cookie.as_str(), "forged", None),
+        (
+            login_cookie.as_str(),
+            csrf.as_str(),
+            Some("http://evil.example"),
+        ),
+    ] {
+        let mut hs = vec![form_ct, ("cookie", cookie), ("host", "registry.test")];
+        if let Some(o) = origin {
+            hs.push(("origin", o));
+        }
+        let (status, headers, _) = call(
+            app,
+            "POST",
+            "/ui/login",
+            &hs,
+            &form("dev", "password", token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cookie} {token} {origin:?}");
+        assert!(set_cookie(&headers, "berth_session").is_none());
+    }
+    // A wrong password: the form again, no session.
+    let hs = [
+        form_ct,
+        ("cookie", login_cookie.as_str()),
+        ("host", "registry.test"),
+        ("origin", "http://registry.test"),
+    ];
+    let (status, headers, body) =
+        call(app, "POST", "/ui/login", &hs, &form("dev", "wrong", &csrf)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Wrong user or password."));
+    assert!(set_cookie(&headers, "berth_session").is_none());
+    // The right one: a session cookie and back to the projects.
+    let (status, headers, _) = call(
+        app,
+        "POST",
+        "/ui/login",
+        &hs,
+        &form("dev", "password", &csrf),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/");
+    let (session, attrs) = set_cookie(&headers, "berth_session").unwrap();
+    for a in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(attrs.contains(a), "{a}: {attrs}");
+    }
+    assert!(!attrs.contains("Secure"), "plain HTTP: {attrs}");
+    // Signed in, dev sees the private project it is a member of.
+    let (_, _, body) = call(app, "GET", "/ui/", &[("cookie", &session)], "").await;
+    assert!(body.contains("<code>priv</code>"), "{body}");
+    assert!(body.contains("Sign out"), "{body}");
+    let session_csrf = csrf_field(&body);
+    // Signing out needs the session's token.
+    let (status, _, _) = call(
+        app,
+        "POST",
+        "/ui/logout",
+        &[form_ct, ("cookie", &session)],
+        "csrf=nope",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, _, body) = call(app, "GET", "/ui/", &[("cookie", &session)], "").await;
+    assert!(body.contains("<code>priv</code>"), "still signed in");
+    let (status, headers, _) = call(
+        app,
+        "POST",
+        "/ui/logout",
+        &[form_ct, ("cookie", &session)],
+        &format!("csrf={session_csrf}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        set_cookie(&headers, "berth_session")
+            .unwrap()
+            .1
+            .contains("Max-Age=0")
+    );
+    // The old cookie is worth nothing now.
+    let (_, _, body) = call(app, "GET", "/ui/", &[("cookie", &session)], "").await;
+    assert!(!body.contains("<code>priv</code>"), "{body}");
+    assert!(body.contains("Sign in"), "{body}");
+}
