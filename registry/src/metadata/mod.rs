@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::storage::UploadId;
 
 mod audit;
+mod browse;
 mod directory;
 mod gc;
 mod outbox;
@@ -28,6 +29,7 @@ mod policy;
 mod s3;
 mod sessions;
 
+pub use browse::{RepoSummary, TagListing};
 pub use sessions::Session;
 
 pub use audit::{AuditEvent, AuditQuery};

@@ -21,6 +21,7 @@ use crate::Registry;
 use crate::auth::model::{Action, Principal};
 use crate::metadata::Session;
 
+mod browse;
 mod session;
 
 /// `[ui]`: the web UI.
@@ -46,6 +47,8 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(projects))
         .route("/ui/login", get(session::login_page).post(session::login))
+        .route("/ui/projects/{project}", get(browse::project))
+        .route("/ui/repo/{*name}", get(browse::repository))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
 }
@@ -200,7 +203,7 @@ async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> R
                 tbody {
                     @for (name, row) in &rows {
                         tr {
-                            td { code { (name) } }
+                            td { a href={ "/ui/projects/" (name) } { code { (name) } } }
                             td { span.badge { (match row.public {
                                 Some(true) => "public",
                                 Some(false) => "private",

@@ -84,7 +84,7 @@ async fn an_open_registry_lists_every_project_with_its_repositories() {
     assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
     for (project, count) in [("team", 2), ("infra", 1)] {
         let row = format!(
-            "<code>{project}</code></td><td><span class=\"badge\">open registry</span></td><td class=\"num\">{count}</td>"
+            "<a href=\"/ui/projects/{project}\"><code>{project}</code></a></td><td><span class=\"badge\">open registry</span></td><td class=\"num\">{count}</td>"
         );
         assert!(body.contains(&row), "{project}: {body}");
     }
@@ -281,4 +281,97 @@ async fn signing_in_and_out_with_a_session_cookie_and_csrf_tokens() {
     let (_, _, body) = call(app, "GET", "/ui/", &[("cookie", &session)], "").await;
     assert!(!body.contains("<code>priv</code>"), "{body}");
     assert!(body.contains("Sign in"), "{body}");
+}
+
+#[tokio::test]
+async fn a_project_lists_its_repositories_and_a_repository_its_tags() {
+    let app = open_registry_with(&["team/app", "team/tools"]).await;
+    for tag in ["v2", "latest"] {
+        push_image(&app, "team/app", tag).await;
+    }
+    let (status, _, body) = get(&app, "/ui/projects/team").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(
+            "<a href=\"/ui/repo/team/app\"><code>team/app</code></a></td><td class=\"num\">3</td>"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("<code>team/tools</code></a></td><td class=\"num\">1</td>"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &app,
+        "GET",
+        "/ui/repo/team/app",
+        &[("host", "registry.lan:5000")],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("docker pull registry.lan:5000/team/app:latest"),
+        "{body}"
+    );
+    assert!(
+        body.contains("docker pull registry.lan:5000/team/app@sha256:"),
+        "{body}"
+    );
+    assert!(body.contains("3 tags"), "{body}");
+    for tag in ["v1", "v2", "latest"] {
+        assert!(
+            body.contains(&format!("<td><code>{tag}</code></td>")),
+            "{tag}: {body}"
+        );
+    }
+    assert!(body.contains("image"), "{body}");
+    // A filter: only the tags containing it.
+    let (_, _, body) = get(&app, "/ui/repo/team/app?q=v").await;
+    assert!(body.contains("2 tags containing"), "{body}");
+    assert!(!body.contains("<td><code>latest</code></td>"), "{body}");
+    // What the viewer typed comes back inert.
+    let (_, _, body) = get(
+        &app,
+        "/ui/repo/team/app?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    )
+    .await;
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(body.contains("&lt;script&gt;"), "{body}");
+    // Unknown or invalid names: not found.
+    assert_eq!(get(&app, "/ui/repo/Team/..").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tags_come_a_hundred_a_page() {
+    let app = open_registry_with(&[]).await;
+    for i in 0..150 {
+        push_image(&app, "big/repo", &format!("t{i:03}")).await;
+    }
+    let (_, _, body) = get(&app, "/ui/repo/big/repo").await;
+    assert!(body.contains("150 tags"), "{body}");
+    assert_eq!(body.matches("<td><code>t").count(), 100);
+    assert!(
+        body.contains("href=\"/ui/repo/big/repo?q=&amp;after=t099\""),
+        "{body}"
+    );
+    let (_, _, body) = get(&app, "/ui/repo/big/repo?q=&after=t099").await;
+    assert_eq!(body.matches("<td><code>t").count(), 50);
+    assert!(
+        body.contains("<td><code>t100</code></td>") && body.contains("<td><code>t149</code></td>")
+    );
+    assert!(!body.contains("Next page"));
+}
+
+#[tokio::test]
+async fn pages_of_projects_a_viewer_cannot_pull_do_not_exist_for_them() {
+    let h = crate::api::auth_tests::Harness::new();
+    for uri in [
+        "/ui/projects/priv",
+        "/ui/projects/other",
+        "/ui/repo/priv/app",
+    ] {
+        assert_eq!(get(&h.app, uri).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    assert_eq!(get(&h.app, "/ui/projects/pub").await.0, StatusCode::OK);
 }

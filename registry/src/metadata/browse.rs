@@ -1,0 +1,98 @@
+//! What the web UI lists: a project's repositories with their tag counts,
+//! stored bytes and last push, and a repository's tags page by page (with
+//! a substring filter), each with its manifest's digest, media type, size
+//! and content (to read platforms and image sizes from).
+
+use rusqlite::params;
+
+use super::{Metadata, Result};
+
+/// A repository as a project page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSummary {
+    /// Its name.
+    pub name: String,
+    /// How many tags.
+    pub tags: u64,
+    /// Bytes of the distinct blobs linked into it.
+    pub bytes: u64,
+    /// When a tag last moved (Unix seconds).
+    pub last_push: Option<u64>,
+}
+
+/// A tag as a repository page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagListing {
+    /// The tag.
+    pub name: String,
+    /// Its manifest's digest.
+    pub digest: String,
+    /// Its manifest's media type.
+    pub media_type: String,
+    /// Its manifest's bytes.
+    pub content: Vec<u8>,
+    /// When it was last pushed (Unix seconds).
+    pub updated_at: u64,
+}
+
+impl Metadata {
+    /// The repositories of `project` (its own name or below it), by name.
+    pub fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.name,
+                    (SELECT count(*) FROM tags t WHERE t.repo_id = r.id),
+                    (SELECT coalesce(sum(b.size), 0) FROM repository_blobs rb
+                       JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = r.id),
+                    (SELECT max(t.updated_at) FROM tags t WHERE t.repo_id = r.id)
+             FROM repositories r
+             WHERE r.name = ?1 OR substr(r.name, 1, length(?1) + 1) = ?1 || '/'
+             ORDER BY r.name",
+        )?;
+        let rows = stmt.query_map(params![project], |r| {
+            Ok(RepoSummary {
+                name: r.get(0)?,
+                tags: r.get::<_, i64>(1)? as u64,
+                bytes: r.get::<_, i64>(2)? as u64,
+                last_push: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Up to `n` tags of `repo` after `after` in name order whose name
+    /// contains `filter`, and how many match in all.
+    pub fn tag_page(
+        &self,
+        repo: &str,
+        filter: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<TagListing>, u64)> {
+        let conn = self.reader();
+        let total: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repo_id
+                 WHERE r.name = ?1 AND instr(t.name, ?2) > 0",
+            )?
+            .query_row(params![repo, filter], |r| r.get(0))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.name, t.digest, m.media_type, m.content, t.updated_at
+             FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+             WHERE r.name = ?1 AND instr(t.name, ?2) > 0 AND t.name > ?3
+             ORDER BY t.name LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![repo, filter, after.unwrap_or(""), n as i64], |r| {
+            Ok(TagListing {
+                name: r.get(0)?,
+                digest: r.get(1)?,
+                media_type: r.get(2)?,
+                content: r.get(3)?,
+                updated_at: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok((rows.collect::<std::result::Result<_, _>>()?, total as u64))
+    }
+}
