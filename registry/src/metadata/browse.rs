@@ -1,9 +1,10 @@
 //! What the web UI lists: a project's repositories with their tag counts,
 //! stored bytes and last push, and a repository's tags page by page (with
 //! a substring filter), each with its manifest's digest, media type, size
-//! and content (to read platforms and image sizes from).
+//! and content (to read platforms and image sizes from), and who pushed
+//! it (from the audit log).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Metadata, Result};
 
@@ -36,6 +37,30 @@ pub struct TagListing {
 }
 
 impl Metadata {
+    /// Who pushed each of `digests` into `repo` last, from the audit log
+    /// (`manifest.push` events): digest → actor.
+    pub fn pushers(
+        &self,
+        repo: &str,
+        digests: &[String],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT actor FROM audit WHERE action = 'manifest.push' AND target = ?1
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut out = std::collections::HashMap::new();
+        for d in digests {
+            let actor: Option<String> = stmt
+                .query_row(params![format!("{repo}@{d}")], |r| r.get(0))
+                .optional()?;
+            if let Some(a) = actor {
+                out.insert(d.clone(), a);
+            }
+        }
+        Ok(out)
+    }
+
     /// The repositories of `project` (its own name or below it), by name.
     pub fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>> {
         let conn = self.reader();

@@ -1,4 +1,5 @@
-//! Web UI sign-in sessions (schema version 6): a row per session, keyed by
+//! Web UI sign-in sessions (schema version 6, which also indexes the audit
+//! log by action and target, for "who pushed this"): a row per session, keyed by
 //! the sha256 of its cookie (the cookie itself is never stored), with the
 //! user it signs in, its CSRF token and when it expires. Kept in the
 //! metadata database so every replica knows every session and signing out
@@ -18,6 +19,7 @@ CREATE TABLE ui_sessions (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
+CREATE INDEX audit_target ON audit(action, target);
 "#;
 
 /// A session as stored.

@@ -175,9 +175,13 @@ pub(super) async fn repository(
         query.q.clone(),
         query.after.clone(),
     );
-    let Ok(Ok((tags, total))) =
-        tokio::task::spawn_blocking(move || meta.tag_page(&repo, &filter, after.as_deref(), PAGE))
-            .await
+    let Ok(Ok((tags, total, pushers))) = tokio::task::spawn_blocking(move || {
+        let (tags, total) = meta.tag_page(&repo, &filter, after.as_deref(), PAGE)?;
+        let digests: Vec<String> = tags.iter().map(|t| t.digest.clone()).collect();
+        let pushers = meta.pushers(&repo, &digests)?;
+        Ok::<_, crate::metadata::MetadataError>((tags, total, pushers))
+    })
+    .await
     else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,6 +219,7 @@ pub(super) async fn repository(
                     th.wide scope="col" { "Kind" }
                     th.num scope="col" { "Size" }
                     th.wide scope="col" { "Pushed" }
+                    th.wide scope="col" { "By" }
                 } }
                 tbody {
                     @for t in &tags {
@@ -228,6 +233,7 @@ pub(super) async fn repository(
                             }
                             td.num { (size.map(human).unwrap_or_default()) }
                             td.wide { (when(t.updated_at)) }
+                            td.wide { (pushers.get(&t.digest).map(String::as_str).unwrap_or("—")) }
                         }
                     }
                 }

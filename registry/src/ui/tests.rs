@@ -375,3 +375,18 @@ async fn pages_of_projects_a_viewer_cannot_pull_do_not_exist_for_them() {
     }
     assert_eq!(get(&h.app, "/ui/projects/pub").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_tag_says_who_pushed_it() {
+    let app = open_registry_with(&["team/app"]).await;
+    // The audit log is written in the background: wait for the push.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = get(&app, "/ui/repo/team/app").await.2;
+        if body.contains("<td class=\"wide\">anonymous</td>") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no pusher shown: {body}");
+}
