@@ -123,7 +123,7 @@ impl Harness {
 
     /// A token for `creds` (`None`: anonymous) asking for everything on
     /// `repos` and the catalog; `None` when the credentials are refused.
-    pub(super) async fn token(&self, creds: Option<&str>, repos: &[&str]) -> Option<String> {
+    pub(crate) async fn token(&self, creds: Option<&str>, repos: &[&str]) -> Option<String> {
         let mut uri = "/token?service=test&scope=registry:catalog:*".to_owned();
         for r in repos {
             uri.push_str(&format!("&scope=repository:{r}:pull,push,delete"));

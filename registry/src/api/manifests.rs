@@ -273,7 +273,7 @@ fn tags_to_set(reference: &ManifestRef, params: &Params) -> Result<Vec<String>, 
 
 /// DELETE a manifest (by digest: the manifest and its tags) or a tag (by
 /// tag: only the tag).
-pub(super) async fn delete(
+pub(crate) async fn delete(
     r: &Arc<Registry>,
     name: &str,
     reference: &ManifestRef,

@@ -24,7 +24,7 @@ use crate::Registry;
 mod admin;
 mod blobs;
 pub mod error;
-mod manifests;
+pub(crate) mod manifests;
 pub(crate) mod token;
 
 use berth_oci::distribution::{Route, route};
@@ -34,9 +34,9 @@ pub use error::ApiError;
 /// client are added by [`dispatch`], which knows them).
 #[derive(Debug, Clone)]
 pub(crate) struct AuditNote {
-    action: &'static str,
-    target: String,
-    detail: String,
+    pub(crate) action: &'static str,
+    pub(crate) target: String,
+    pub(crate) detail: String,
 }
 
 /// The client's address as the audit log and the login throttle see it.
@@ -45,7 +45,7 @@ pub(crate) fn client_ip(ext: &http::Extensions) -> Option<std::net::IpAddr> {
         .map(|c| c.0.ip())
 }
 
-fn client_text(ext: &http::Extensions) -> String {
+pub(crate) fn client_text(ext: &http::Extensions) -> String {
     client_ip(ext).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 

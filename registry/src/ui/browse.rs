@@ -194,6 +194,7 @@ pub(super) async fn repository(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("registry");
     let project = crate::auth::model::project_of(&name);
+    let deletes = session.is_some() && super::delete::may_delete(&r, &who, &name);
     let example = tags.first();
     let body = html! {
         p.muted { a href="/ui/" { "Projects" } " / " a href={ "/ui/projects/" (project) } { (project) } " / " }
@@ -220,6 +221,7 @@ pub(super) async fn repository(
                     th.num scope="col" { "Size" }
                     th.wide scope="col" { "Pushed" }
                     th.wide scope="col" { "By" }
+                    @if deletes { th scope="col" { span.muted { "Actions" } } }
                 } }
                 tbody {
                     @for t in &tags {
@@ -234,6 +236,9 @@ pub(super) async fn repository(
                             td.num { (size.map(human).unwrap_or_default()) }
                             td.wide { (when(t.updated_at)) }
                             td.wide { (pushers.get(&t.digest).map(String::as_str).unwrap_or("—")) }
+                            @if deletes {
+                                td { a href={ "/ui/delete-tag/" (name) "?tag=" (urlencode(&t.name)) } aria-label={ "Delete tag " (t.name) } { "Delete" } }
+                            }
                         }
                     }
                 }

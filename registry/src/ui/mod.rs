@@ -22,6 +22,7 @@ use crate::auth::model::{Action, Principal};
 use crate::metadata::Session;
 
 mod browse;
+mod delete;
 mod session;
 
 /// `[ui]`: the web UI.
@@ -40,6 +41,8 @@ impl Default for UiConfig {
 
 /// The stylesheet.
 const CSS: &str = include_str!("berth.css");
+/// The small enhancements (copy buttons); no page needs them.
+const JS: &str = include_str!("berth.js");
 
 /// The UI's routes (merged into the API's router when enabled).
 pub fn router() -> Router<Arc<Registry>> {
@@ -51,6 +54,22 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui/repo/{*name}", get(browse::repository))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
+        .route("/ui/static/berth.js", get(js))
+        .route(
+            "/ui/delete-tag/{*name}",
+            get(delete::confirm).post(delete::delete),
+        )
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        JS,
+    )
+        .into_response()
 }
 
 async fn css() -> Response {
@@ -81,6 +100,7 @@ fn page(title: &str, who: &Principal, session: Option<&Session>, body: Markup) -
                 meta name="color-scheme" content="light dark";
                 title { (title) " · berth" }
                 link rel="stylesheet" href="/ui/static/berth.css";
+                script src="/ui/static/berth.js" defer {}
             }
             body {
                 header {

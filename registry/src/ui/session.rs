@@ -78,7 +78,7 @@ pub(super) fn viewer(r: &Registry, headers: &HeaderMap) -> (Principal, Option<Se
 /// Whether a form post comes from this registry's own pages: no `Origin`
 /// (older browsers send none on same-origin posts) or one whose host is
 /// the `Host` asked for.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -88,7 +88,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// The form's fields (`application/x-www-form-urlencoded`).
-fn fields(body: &str) -> std::collections::HashMap<String, String> {
+pub(super) fn fields(body: &str) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect()

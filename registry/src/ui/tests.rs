@@ -29,11 +29,21 @@ async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, http::Head
 
 /// Push a one-blob image to `repo` as `tag` through the API.
 async fn push_image(app: &axum::Router, repo: &str, tag: &str) {
+    push_image_as(app, repo, tag, None).await;
+}
+
+/// [`push_image`] with a bearer token.
+async fn push_image_as(app: &axum::Router, repo: &str, tag: &str, token: Option<&str>) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let with = |b: http::request::Builder| match &auth {
+        Some(a) => b.header("authorization", a.as_str()),
+        None => b,
+    };
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let digest = berth_oci::Digest::sha256(config);
     let (status, h) = send(
         app,
-        Request::post(format!("/v2/{repo}/blobs/uploads/"))
+        with(Request::post(format!("/v2/{repo}/blobs/uploads/")))
             .body(Body::empty())
             .unwrap(),
     )
@@ -41,7 +51,7 @@ async fn push_image(app: &axum::Router, repo: &str, tag: &str) {
     assert_eq!(status, StatusCode::ACCEPTED);
     let location = h["location"].to_str().unwrap().to_owned();
     let sep = if location.contains('?') { '&' } else { '?' };
-    let put = Request::put(format!("{location}{sep}digest={digest}"))
+    let put = with(Request::put(format!("{location}{sep}digest={digest}")))
         .header("content-type", "application/octet-stream")
         .body(Body::from(config.to_vec()))
         .unwrap();
@@ -52,7 +62,7 @@ async fn push_image(app: &axum::Router, repo: &str, tag: &str) {
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.to_string(), "size": config.len()},
         "layers": []
     });
-    let put = Request::put(format!("/v2/{repo}/manifests/{tag}"))
+    let put = with(Request::put(format!("/v2/{repo}/manifests/{tag}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(Body::from(serde_json::to_vec(&manifest).unwrap()))
         .unwrap();
@@ -93,6 +103,14 @@ async fn an_open_registry_lists_every_project_with_its_repositories() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/css; charset=utf-8");
     assert!(css.contains("prefers-color-scheme: dark"));
+    let (status, headers, js) = get(&app, "/ui/static/berth.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(js.contains("clipboard"));
+    assert!(
+        body.contains("<script src=\"/ui/static/berth.js\" defer></script>"),
+        "{body}"
+    );
     let (status, headers, _) = get(&app, "/ui").await;
     assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(headers["location"], "/ui/");
@@ -389,4 +407,117 @@ async fn a_tag_says_who_pushed_it() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("no pusher shown: {body}");
+}
+
+/// Sign `user` in on `app`: its session cookie and the session's CSRF token.
+async fn sign_in(app: &axum::Router, user: &str) -> (String, String) {
+    let (_, headers, body) = call(app, "GET", "/ui/login", &[], "").await;
+    let (cookie, _) = set_cookie(&headers, "berth_login_csrf").unwrap();
+    let csrf = csrf_field(&body);
+    let (status, headers, _) = call(
+        app,
+        "POST",
+        "/ui/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookie),
+        ],
+        &format!("csrf={csrf}&user={user}&password=password"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{user} signs in");
+    let (session, _) = set_cookie(&headers, "berth_session").unwrap();
+    let (_, _, body) = call(app, "GET", "/ui/", &[("cookie", &session)], "").await;
+    (session, csrf_field(&body))
+}
+
+#[tokio::test]
+async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    let root = h.token(Some("root:password"), &["priv/app"]).await.unwrap();
+    for tag in ["v1", "v2"] {
+        push_image_as(app, "priv/app", tag, Some(&root)).await;
+    }
+    let form = ("content-type", "application/x-www-form-urlencoded");
+
+    // A guest sees the tags but no way to delete them, and is refused.
+    let (guest, guest_csrf) = sign_in(app, "guest").await;
+    let (_, _, body) = call(app, "GET", "/ui/repo/priv/app", &[("cookie", &guest)], "").await;
+    assert!(body.contains("<td><code>v1</code></td>"), "{body}");
+    assert!(!body.contains("/ui/delete-tag/"), "{body}");
+    let (status, _, _) = call(
+        app,
+        "GET",
+        "/ui/delete-tag/priv/app?tag=v1",
+        &[("cookie", &guest)],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = call(
+        app,
+        "POST",
+        "/ui/delete-tag/priv/app",
+        &[form, ("cookie", &guest)],
+        &format!("csrf={guest_csrf}&tag=v1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A maintainer confirms, then deletes; without the token, nothing.
+    let (maint, csrf) = sign_in(app, "maint").await;
+    let (_, _, body) = call(app, "GET", "/ui/repo/priv/app", &[("cookie", &maint)], "").await;
+    assert!(
+        body.contains("href=\"/ui/delete-tag/priv/app?tag=v1\""),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        app,
+        "GET",
+        "/ui/delete-tag/priv/app?tag=v1",
+        &[("cookie", &maint)],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Delete the tag"), "{body}");
+    let (status, _, _) = call(
+        app,
+        "POST",
+        "/ui/delete-tag/priv/app",
+        &[form, ("cookie", &maint)],
+        "tag=v1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = call(
+        app,
+        "POST",
+        "/ui/delete-tag/priv/app",
+        &[form, ("cookie", &maint)],
+        &format!("csrf={csrf}&tag=v1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/repo/priv/app");
+    let (_, _, body) = call(app, "GET", "/ui/repo/priv/app", &[("cookie", &maint)], "").await;
+    assert!(
+        !body.contains("<td><code>v1</code></td>"),
+        "v1 is gone: {body}"
+    );
+    assert!(
+        body.contains("<td><code>v2</code></td>"),
+        "v2 stays: {body}"
+    );
+    // Gone for the API too.
+    let (status, _) = send(
+        app,
+        Request::get("/v2/priv/app/manifests/v1")
+            .header("authorization", format!("Bearer {root}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
