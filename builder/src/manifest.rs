@@ -13,10 +13,7 @@ use serde_json::{Value, json};
 use crate::image::{BuildError, BuildOptions, BuiltImage, BuiltLayer};
 use crate::spec::ImageSpec;
 
-/// The layer annotation that lists a layer's store paths (newline-separated).
-pub const STORE_PATHS_ANNOTATION: &str = "io.berth.store-paths";
-/// The layer annotation that records the compressor id.
-pub const COMPRESSOR_ANNOTATION: &str = "io.berth.compressor";
+pub use berth_oci::manifest::{COMPRESSOR_ANNOTATION, STORE_PATHS_ANNOTATION};
 
 /// Write a multi-architecture OCI index over `images` (each with the spec
 /// it was built from, for its platform) into `layout`, name it `tag`

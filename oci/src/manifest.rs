@@ -6,6 +6,12 @@
 //!
 //! This module never hashes or stores anything; the caller owns the bytes.
 
+/// The layer annotation berth's builder lists a layer's Nix store paths in
+/// (newline-separated); the registry's web UI shows them.
+pub const STORE_PATHS_ANNOTATION: &str = "io.berth.store-paths";
+/// The layer annotation that records the compressor id.
+pub const COMPRESSOR_ANNOTATION: &str = "io.berth.compressor";
+
 use std::collections::HashMap;
 
 use oci_spec::image::{Descriptor as SpecDescriptor, ImageIndex, ImageManifest};

@@ -228,7 +228,7 @@ pub(super) async fn repository(
                         @let (kind, platforms, size) = describe(&t.media_type, &t.content);
                         tr {
                             td { code { (t.name) } }
-                            td { code title=(t.digest) { (t.digest.get(..19).unwrap_or(&t.digest)) "…" } }
+                            td { a href={ "/ui/image/" (name) "?digest=" (t.digest) } { code title=(t.digest) { (t.digest.get(..19).unwrap_or(&t.digest)) "…" } } }
                             td.wide {
                                 (kind)
                                 @for p in &platforms { " " span.badge { (p) } }

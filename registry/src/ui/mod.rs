@@ -23,6 +23,7 @@ use crate::metadata::Session;
 
 mod browse;
 mod delete;
+mod image;
 mod session;
 
 /// `[ui]`: the web UI.
@@ -52,6 +53,7 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui/login", get(session::login_page).post(session::login))
         .route("/ui/projects/{project}", get(browse::project))
         .route("/ui/repo/{*name}", get(browse::repository))
+        .route("/ui/image/{*name}", get(image::image))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
         .route("/ui/static/berth.js", get(js))

@@ -521,3 +521,101 @@ async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Push `blob` to `repo`.
+async fn push_blob(app: &axum::Router, repo: &str, blob: &[u8]) -> berth_oci::Digest {
+    let digest = berth_oci::Digest::sha256(blob);
+    let (_, h) = send(
+        app,
+        Request::post(format!("/v2/{repo}/blobs/uploads/"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let location = h["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = Request::put(format!("{location}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(blob.to_vec()))
+        .unwrap();
+    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+    digest
+}
+
+#[tokio::test]
+async fn an_image_page_shows_labels_layers_store_paths_and_nothing_runs() {
+    let app = open_registry_with(&[]).await;
+    let repo = "team/app";
+    let config = serde_json::json!({
+        "architecture": "arm64", "os": "linux", "created": "2026-11-30T00:00:00Z",
+        "config": {"Labels": {
+            "org.opencontainers.image.source": "https://git.lan/team/app",
+            "org.opencontainers.image.revision": "javascript:alert(1)",
+            "evil": "<script>alert(2)</script>\"onload=alert(3)"
+        }}
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let cd = push_blob(&app, repo, &config).await;
+    let layer = b"layer bytes".to_vec();
+    let ld = push_blob(&app, repo, &layer).await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": layer.len(),
+                    "annotations": {"io.berth.store-paths": "/nix/store/abc-hello-2.12\n/nix/store/def-glibc-2.40"}}],
+        "annotations": {"note": "<img src=x onerror=alert(4)>"}
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let md = berth_oci::Digest::sha256(&bytes);
+    let put = Request::put(format!("/v2/{repo}/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(Body::from(bytes))
+        .unwrap();
+    assert_eq!(send(&app, put).await.0, StatusCode::CREATED);
+
+    let (_, _, repo_page) = get(&app, "/ui/repo/team/app").await;
+    assert!(
+        repo_page.contains(&format!("href=\"/ui/image/team/app?digest={md}\"")),
+        "{repo_page}"
+    );
+    let (status, _, body) = get(&app, &format!("/ui/image/team/app?digest={md}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("linux/arm64"), "{body}");
+    assert!(
+        body.contains("<code>/nix/store/abc-hello-2.12</code>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<code>/nix/store/def-glibc-2.40</code>"),
+        "{body}"
+    );
+    // An https source is a link; a javascript: value is text.
+    assert!(
+        body.contains("<a href=\"https://git.lan/team/app\""),
+        "{body}"
+    );
+    assert!(!body.contains("href=\"javascript:"), "{body}");
+    assert!(body.contains("javascript:alert(1)"), "{body}");
+    // Markup from pushed content arrives escaped, never as elements.
+    for bad in ["<script>alert(2)", "<img src=x", "\"onload=alert(3)"] {
+        assert!(!body.contains(bad), "{bad}: {body}");
+    }
+    assert!(body.contains("&lt;script&gt;alert(2)"), "{body}");
+    assert!(
+        body.contains("&lt;img src=x onerror=alert(4)&gt;"),
+        "{body}"
+    );
+    // Unknown digests and bad ones: not found.
+    let other = berth_oci::Digest::sha256(b"nothing");
+    assert_eq!(
+        get(&app, &format!("/ui/image/team/app?digest={other}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/ui/image/team/app?digest=sha256:zz").await.0,
+        StatusCode::NOT_FOUND
+    );
+}

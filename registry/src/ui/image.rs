@@ -1,0 +1,210 @@
+//! An image's page (`/ui/image/<name>?digest=<digest>`): an index's
+//! platforms (each a link to its own page); an image's config (platform,
+//! creation time, OCI labels — `org.opencontainers.image.source` and
+//! `revision` as links when they are http(s) URLs, plain text otherwise),
+//! its layers with sizes and, for images berth built, the Nix store paths
+//! each holds (the `io.berth.store-paths` layer annotation); the manifest's
+//! annotations, its referrers, and the manifest itself. Every value comes
+//! from pushed content, so all of it is escaped, and only http(s) URLs
+//! ever become links.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_oci::Digest;
+use futures_util::StreamExt as _;
+use maud::{Markup, html};
+
+use super::browse::{human, may_pull};
+use super::session::viewer;
+use crate::Registry;
+use crate::metadata::ManifestKey;
+use crate::storage::BlobStore as _;
+
+use berth_oci::manifest::STORE_PATHS_ANNOTATION as STORE_PATHS;
+/// Most config bytes read for a page.
+const MAX_CONFIG: usize = 1 << 20;
+
+/// The digest asked for.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DigestParam {
+    digest: String,
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// A value that may be a link: only http(s) URLs become one.
+fn maybe_link(value: &str) -> Markup {
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        html! { a href=(value) rel="noopener noreferrer" { (value) } }
+    } else {
+        html! { (value) }
+    }
+}
+
+/// The key/value pairs of a JSON object, as strings.
+fn pairs(v: &serde_json::Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bytes of blob `d`, if it is at most [`MAX_CONFIG`].
+async fn small_blob(r: &Registry, d: &Digest) -> Option<Vec<u8>> {
+    let mut stream = r.blobs.read(d, None).await.ok()?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.ok()?);
+        if out.len() > MAX_CONFIG {
+            return None;
+        }
+    }
+    d.verify(&out).ok()?;
+    Some(out)
+}
+
+/// `GET /ui/image/<name>?digest=<digest>`.
+pub(super) async fn image(
+    State(r): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(q): Query<DigestParam>,
+    headers: HeaderMap,
+) -> Response {
+    let (who, session) = viewer(&r, &headers);
+    let Ok(digest) = q.digest.parse::<Digest>() else {
+        return not_found();
+    };
+    if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
+        return not_found();
+    }
+    let (meta, repo, d) = (r.meta.clone(), name.clone(), digest.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let m = meta.manifest(&repo, ManifestKey::Digest(&d), true)?;
+        let referrers = meta.referrers(&repo, &d, None)?;
+        Ok::<_, crate::metadata::MetadataError>((m, referrers))
+    })
+    .await;
+    let Ok(Ok((Some(manifest), referrers))) = found else {
+        return not_found();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();
+    let config = match v["config"]["digest"]
+        .as_str()
+        .and_then(|s| s.parse::<Digest>().ok())
+    {
+        Some(cd) => small_blob(&r, &cd)
+            .await
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
+        None => None,
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("registry");
+    let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+    let body = html! {
+        p.muted { a href={ "/ui/repo/" (name) } { (name) } " / " }
+        h1 { (name) "@" code { (digest.to_string().get(..19).unwrap_or_default()) "…" } }
+        p { code.pull { "docker pull " (host) "/" (name) "@" (digest) } }
+        p.muted { (manifest.media_type) " · " (human(manifest.size)) }
+        @if let Some(ms) = v["manifests"].as_array() {
+            h2 { "Platforms" }
+            table {
+                thead { tr { th scope="col" { "Platform" } th scope="col" { "Digest" } th.num scope="col" { "Size" } } }
+                tbody {
+                    @for m in ms {
+                        @let p = &m["platform"];
+                        @let d = m["digest"].as_str().unwrap_or_default();
+                        tr {
+                            td { (p["os"].as_str().unwrap_or("?")) "/" (p["architecture"].as_str().unwrap_or("?"))
+                                 @if let Some(var) = p["variant"].as_str() { "/" (var) } }
+                            td { a href={ "/ui/image/" (name) "?digest=" (d) } { code { (d.get(..19).unwrap_or(d)) "…" } } }
+                            td.num { (m["size"].as_u64().map(human).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(c) = &config {
+            h2 { "Config" }
+            p { (c["os"].as_str().unwrap_or("?")) "/" (c["architecture"].as_str().unwrap_or("?"))
+                @if let Some(created) = c["created"].as_str() { " · created " (created) } }
+            @let labels = pairs(&c["config"]["Labels"]);
+            @if !labels.is_empty() {
+                h2 { "Labels" }
+                table { tbody {
+                    @for (k, val) in &labels {
+                        tr { th scope="row" { code { (k) } } td { (maybe_link(val)) } }
+                    }
+                } }
+            }
+        }
+        @if let Some(layers) = v["layers"].as_array() {
+            h2 { "Layers" }
+            table {
+                thead { tr { th scope="col" { "Layer" } th.num scope="col" { "Size" } th scope="col" { "Store paths" } } }
+                tbody {
+                    @for l in layers {
+                        @let d = l["digest"].as_str().unwrap_or_default();
+                        @let paths: Vec<&str> = l["annotations"][STORE_PATHS].as_str().map(|s| s.lines().filter(|p| !p.is_empty()).collect()).unwrap_or_default();
+                        tr {
+                            td { code title=(d) { (d.get(..19).unwrap_or(d)) "…" } }
+                            td.num { (l["size"].as_u64().map(human).unwrap_or_default()) }
+                            td {
+                                @if paths.is_empty() { span.muted { "—" } }
+                                @else {
+                                    ul.paths { @for p in &paths { li { code { (p) } } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @let annotations = pairs(&v["annotations"]);
+        @if !annotations.is_empty() {
+            h2 { "Annotations" }
+            table { tbody {
+                @for (k, val) in &annotations {
+                    tr { th scope="row" { code { (k) } } td { (maybe_link(val)) } }
+                }
+            } }
+        }
+        h2 { "Referrers" }
+        @if referrers.is_empty() {
+            p.empty { "None." }
+        } @else {
+            table {
+                thead { tr { th scope="col" { "Artifact type" } th scope="col" { "Digest" } th.num scope="col" { "Size" } } }
+                tbody {
+                    @for rf in &referrers {
+                        tr {
+                            td { code { (rf.artifact_type.as_deref().unwrap_or(&rf.media_type)) } }
+                            td { a href={ "/ui/image/" (name) "?digest=" (rf.digest) } { code { (rf.digest.to_string().get(..19).unwrap_or_default()) "…" } } }
+                            td.num { (human(rf.size)) }
+                        }
+                    }
+                }
+            }
+        }
+        details {
+            summary { "Manifest" }
+            pre { code { (pretty) } }
+        }
+    };
+    super::page(&name, &who, session.as_ref(), body)
+}
