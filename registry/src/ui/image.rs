@@ -1,7 +1,7 @@
 //! An image's page (`/ui/image/<name>?digest=<digest>`): an index's
 //! platforms (each a link to its own page); an image's config (platform,
-//! creation time, OCI labels — `org.opencontainers.image.source` and
-//! `revision` as links when they are http(s) URLs, plain text otherwise),
+//! creation time, OCI labels — a value that is an http(s) URL, such as
+//! `org.opencontainers.image.source`, as a link, any other as text),
 //! its layers with sizes and, for images berth built, the Nix store paths
 //! each holds (the `io.berth.store-paths` layer annotation); the manifest's
 //! annotations, its referrers, and the manifest itself. Every value comes
