@@ -195,6 +195,7 @@ pub(super) async fn repository(
         .unwrap_or("registry");
     let project = crate::auth::model::project_of(&name);
     let deletes = session.is_some() && super::delete::may_delete(&r, &who, &name);
+    let policies = r.policies();
     let example = tags.first();
     let body = html! {
         p.muted { a href="/ui/" { "Projects" } " / " a href={ "/ui/projects/" (project) } { (project) } " / " }
@@ -227,7 +228,12 @@ pub(super) async fn repository(
                     @for t in &tags {
                         @let (kind, platforms, size) = describe(&t.media_type, &t.content);
                         tr {
-                            td { code { (t.name) } }
+                            td {
+                                code { (t.name) }
+                                @if let Some(rule) = policies.immutable(&name, &t.name) {
+                                    " " span.badge title={ "immutable: matches " (rule) } { "immutable" }
+                                }
+                            }
                             td { a href={ "/ui/image/" (name) "?digest=" (t.digest) } { code title=(t.digest) { (t.digest.get(..19).unwrap_or(&t.digest)) "…" } } }
                             td.wide {
                                 (kind)

@@ -619,3 +619,25 @@ async fn an_image_page_shows_labels_layers_store_paths_and_nothing_runs() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn immutable_tags_are_marked() {
+    let policy: crate::policy::PolicyConfig =
+        toml::from_str("project = \"team\"\nimmutable_tags = [\"v*\"]\n").unwrap();
+    let reg = Registry::in_memory(Limits::default())
+        .unwrap()
+        .with_policies(&[policy])
+        .unwrap();
+    let app = crate::api::router(Arc::new(reg));
+    for tag in ["v1", "latest"] {
+        push_image(&app, "team/app", tag).await;
+    }
+    let (_, _, body) = get(&app, "/ui/repo/team/app").await;
+    assert!(
+        body.contains(
+            "<code>v1</code> <span class=\"badge\" title=\"immutable: matches v*\">immutable</span>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<td><code>latest</code></td>"), "{body}");
+}
