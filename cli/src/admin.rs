@@ -814,12 +814,12 @@ fn policy(api: &Api, j: bool, cmd: PolicyCommand) -> Result<()> {
         match v["quota_bytes"].as_u64() {
             Some(q) => println!(
                 "usage {} of a {} quota",
-                human_bytes(v["usage_bytes"].as_u64().unwrap_or(0)),
-                human_bytes(q)
+                berth_oci::units::human_bytes(v["usage_bytes"].as_u64().unwrap_or(0)),
+                berth_oci::units::human_bytes(q)
             ),
             None => println!(
                 "usage {} (no quota)",
-                human_bytes(v["usage_bytes"].as_u64().unwrap_or(0))
+                berth_oci::units::human_bytes(v["usage_bytes"].as_u64().unwrap_or(0))
             ),
         }
         if v["policy"].is_null() {
@@ -904,28 +904,13 @@ fn gc(api: &Api, j: bool, dry_run: bool) -> Result<()> {
             v["manifests"].as_array().map_or(0, Vec::len),
             v["links"],
             v["blobs"].as_array().map_or(0, Vec::len),
-            human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+            berth_oci::units::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
             v["orphans"],
             v["blobs_kept"],
             v["millis"],
         );
     });
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut f = n as f64;
-    let mut u = 0;
-    while f >= 1024.0 && u + 1 < UNITS.len() {
-        f /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{f:.1} {}", UNITS[u])
-    }
 }
 
 /// Disable or enable a robot.

@@ -20,7 +20,6 @@ use berth_oci::{Digest, ErrorCode};
 
 use crate::Mirror;
 use crate::cache::TagRecord;
-use crate::inflight::Claim;
 use crate::render::{
     error, from_file, manifest_response, serve_flight, size_response, upstream_error,
 };
@@ -297,7 +296,7 @@ async fn blob(
             "only sha256 blobs are mirrored",
         );
     }
-    let mut chain = m.local_sources();
+    let chain = m.local_sources();
     if let Some((path, len, kind)) = chain.local_file(digest) {
         m.metrics.request("blob", kind.label(), "hit");
         return from_file(m, &path, kind, digest, len, head, range).await;
@@ -325,20 +324,7 @@ async fn blob(
     }
     // The right to fetch is taken before other nodes are asked, so a node
     // the coordinator sends here finds this download.
-    let answer = match m.downloads.claim(digest).await {
-        Claim::Joined(flight) => Answer::Flight {
-            flight,
-            kind: SourceKind::InFlight,
-        },
-        Claim::Failed => Answer::Miss(Some(UpstreamError::Unreachable(
-            "the download failed; try again".into(),
-        ))),
-        Claim::Mine(starter) => {
-            chain.remote = m.remote_sources(want, digest).await;
-            crate::sources::start(starter, digest, chain.remote).await
-        }
-    };
-    match answer {
+    match crate::sources::fetch(&m.downloads, digest, m.remote_sources(want, digest)).await {
         Answer::File { path, len, kind } => {
             m.metrics.request("blob", kind.label(), "hit");
             from_file(m, &path, kind, digest, len, false, range).await

@@ -197,17 +197,10 @@ impl Downloads {
             Some(Entry::Starting(rx)) => rx.clone(),
             None => return None,
         };
-        let outcome = tokio::time::timeout(wait, async {
-            loop {
-                if let Some(outcome) = rx.borrow_and_update().clone() {
-                    return outcome;
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        });
-        outcome.await.ok().flatten()
+        tokio::time::timeout(wait, started(&mut rx))
+            .await
+            .ok()
+            .flatten()
     }
 
     fn remove(&self, d: &Digest) {
@@ -248,16 +241,9 @@ impl Downloads {
                 }
             }
         };
-        loop {
-            if let Some(outcome) = rx.borrow_and_update().clone() {
-                return match outcome {
-                    Some(f) => Claim::Joined(f),
-                    None => Claim::Failed,
-                };
-            }
-            if rx.changed().await.is_err() {
-                return Claim::Failed;
-            }
+        match started(&mut rx).await {
+            Some(f) => Claim::Joined(f),
+            None => Claim::Failed,
         }
     }
 
@@ -276,6 +262,19 @@ impl Downloads {
             flight,
             source.label(),
         )
+    }
+}
+
+/// How a fetch that was starting turned out: its download, or `None` if
+/// it failed (or its starter went away).
+async fn started(rx: &mut watch::Receiver<Option<Option<Arc<InFlight>>>>) -> Option<Arc<InFlight>> {
+    loop {
+        if let Some(outcome) = rx.borrow_and_update().clone() {
+            return outcome;
+        }
+        if rx.changed().await.is_err() {
+            return None;
+        }
     }
 }
 

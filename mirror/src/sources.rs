@@ -356,22 +356,34 @@ impl Chain {
         if self.remote.is_empty() {
             return Answer::Miss(None);
         }
-        match downloads.claim(digest).await {
-            Claim::Joined(flight) => Answer::Flight {
-                flight,
-                kind: SourceKind::InFlight,
-            },
-            Claim::Failed => Answer::Miss(Some(UpstreamError::Unreachable(
-                "the download failed; try again".into(),
-            ))),
-            Claim::Mine(starter) => start(starter, digest, self.remote.clone()).await,
-        }
+        fetch(downloads, digest, async { self.remote.clone() }).await
+    }
+}
+
+/// Join the download of `digest`, or take the right to start it and start
+/// it from the first of `remote` that answers (the rest its fallbacks).
+/// `remote` is worked out only once the right is taken, so a node told
+/// that this one fetches finds the download starting.
+pub async fn fetch(
+    downloads: &Arc<Downloads>,
+    digest: &Digest,
+    remote: impl std::future::Future<Output = Vec<Arc<dyn Source>>>,
+) -> Answer {
+    match downloads.claim(digest).await {
+        Claim::Joined(flight) => Answer::Flight {
+            flight,
+            kind: SourceKind::InFlight,
+        },
+        Claim::Failed => Answer::Miss(Some(UpstreamError::Unreachable(
+            "the download failed; try again".into(),
+        ))),
+        Claim::Mine(starter) => start(starter, digest, remote.await).await,
     }
 }
 
 /// Start the download of `digest` (the right to, `starter`) from the first
 /// of `remote` that answers, with the rest as its fallbacks.
-pub async fn start(starter: Starter, digest: &Digest, remote: Vec<Arc<dyn Source>>) -> Answer {
+async fn start(starter: Starter, digest: &Digest, remote: Vec<Arc<dyn Source>>) -> Answer {
     let t = starter.timeouts();
     let mut rest = remote;
     let mut last = None;

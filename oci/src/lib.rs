@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod media_type;
 pub mod reference;
 pub mod retry;
+pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher, Verifier, VerifyingReader};
 pub use error::{ErrorCode, ErrorInfo, ErrorResponse};

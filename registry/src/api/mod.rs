@@ -541,7 +541,7 @@ async fn handle(
 }
 
 /// Run a metadata write on the blocking pool (commits may wait on the disk).
-async fn db_write<T: Send + 'static>(
+pub(crate) async fn db_write<T: Send + 'static>(
     r: &Arc<Registry>,
     f: impl FnOnce(&crate::metadata::Metadata) -> Result<T, crate::metadata::MetadataError>
     + Send

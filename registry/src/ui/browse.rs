@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::session::viewer;
+use berth_oci::units::human_bytes;
+
 use crate::Registry;
 use crate::auth::model::{Action, Principal};
 
@@ -32,22 +34,6 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-/// Bytes for people.
-pub(super) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 pub(super) fn when(secs: u64) -> String {
     let t = crate::auth::gate::rfc3339(secs);
@@ -64,14 +50,10 @@ pub(super) async fn project(
     if !may_pull(&r, &who, &format!("{project}/x")) {
         return not_found();
     }
-    let (meta, name) = (r.meta.clone(), project.clone());
-    let Ok(Ok(repos)) = tokio::task::spawn_blocking(move || meta.repositories_in(&name)).await
-    else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the metadata cannot be read",
-        )
-            .into_response();
+    let name = project.clone();
+    let repos = match super::meta(&r, move |m| m.repositories_in(&name)).await {
+        Ok(repos) => repos,
+        Err(resp) => return resp,
     };
     let repos: Vec<_> = repos
         .into_iter()
@@ -95,7 +77,7 @@ pub(super) async fn project(
                         tr {
                             td { a href={ "/ui/repo/" (repo.name) } { code { (repo.name) } } }
                             td.num { (repo.tags) }
-                            td.num { (human(repo.bytes)) }
+                            td.num { (human_bytes(repo.bytes)) }
                             td.wide { (repo.last_push.map(when).unwrap_or_default()) }
                         }
                     }
@@ -120,11 +102,10 @@ pub(super) struct TagQuery {
 /// (an index) and size (an image: config and layers).
 fn describe(media_type: &str, content: &[u8]) -> (String, Vec<String>, Option<u64>) {
     let v: serde_json::Value = serde_json::from_slice(content).unwrap_or_default();
+    use berth_oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
     let kind = match media_type {
-        "application/vnd.oci.image.index.v1+json"
-        | "application/vnd.docker.distribution.manifest.list.v2+json" => "index",
-        "application/vnd.oci.image.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v2+json" => {
+        OCI_INDEX | DOCKER_MANIFEST_LIST => "index",
+        OCI_MANIFEST | DOCKER_MANIFEST => {
             if v["artifactType"].is_string() {
                 "artifact"
             } else {
@@ -169,25 +150,17 @@ pub(super) async fn repository(
     if berth_oci::reference::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
         return not_found();
     }
-    let (meta, repo, filter, after) = (
-        r.meta.clone(),
-        name.clone(),
-        query.q.clone(),
-        query.after.clone(),
-    );
-    let Ok(Ok((tags, total, pushers))) = tokio::task::spawn_blocking(move || {
-        let (tags, total) = meta.tag_page(&repo, &filter, after.as_deref(), PAGE)?;
+    let (repo, filter, after) = (name.clone(), query.q.clone(), query.after.clone());
+    let page = super::meta(&r, move |m| {
+        let (tags, total) = m.tag_page(&repo, &filter, after.as_deref(), PAGE)?;
         let digests: Vec<String> = tags.iter().map(|t| t.digest.clone()).collect();
-        let pushers = meta.pushers(&repo, &digests)?;
-        Ok::<_, crate::metadata::MetadataError>((tags, total, pushers))
+        let pushers = m.pushers(&repo, &digests)?;
+        Ok((tags, total, pushers))
     })
-    .await
-    else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the metadata cannot be read",
-        )
-            .into_response();
+    .await;
+    let (tags, total, pushers) = match page {
+        Ok(page) => page,
+        Err(resp) => return resp,
     };
     let host = headers
         .get(header::HOST)
@@ -239,7 +212,7 @@ pub(super) async fn repository(
                                 (kind)
                                 @for p in &platforms { " " span.badge { (p) } }
                             }
-                            td.num { (size.map(human).unwrap_or_default()) }
+                            td.num { (size.map(human_bytes).unwrap_or_default()) }
                             td.wide { (when(t.updated_at)) }
                             td.wide { (pushers.get(&t.digest).map(String::as_str).unwrap_or("—")) }
                             @if deletes {

@@ -17,11 +17,12 @@ use berth_oci::Digest;
 use futures_util::StreamExt as _;
 use maud::{Markup, html};
 
-use super::browse::{human, may_pull};
+use super::browse::may_pull;
 use super::session::viewer;
 use crate::Registry;
 use crate::metadata::ManifestKey;
 use crate::storage::BlobStore as _;
+use berth_oci::units::human_bytes;
 
 use berth_oci::manifest::STORE_PATHS_ANNOTATION as STORE_PATHS;
 /// Most config bytes read for a page.
@@ -91,15 +92,16 @@ pub(super) async fn image(
     if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
         return not_found();
     }
-    let (meta, repo, d) = (r.meta.clone(), name.clone(), digest.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        let m = meta.manifest(&repo, ManifestKey::Digest(&d), true)?;
-        let referrers = meta.referrers(&repo, &d, None)?;
-        Ok::<_, crate::metadata::MetadataError>((m, referrers))
+    let (repo, d) = (name.clone(), digest.clone());
+    let found = super::meta(&r, move |m| {
+        let manifest = m.manifest(&repo, ManifestKey::Digest(&d), true)?;
+        Ok((manifest, m.referrers(&repo, &d, None)?))
     })
     .await;
-    let Ok(Ok((Some(manifest), referrers))) = found else {
-        return not_found();
+    let (manifest, referrers) = match found {
+        Ok((Some(manifest), referrers)) => (manifest, referrers),
+        Ok((None, _)) => return not_found(),
+        Err(resp) => return resp,
     };
     let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();
     let config = match v["config"]["digest"]
@@ -120,7 +122,7 @@ pub(super) async fn image(
         p.muted { a href={ "/ui/repo/" (name) } { (name) } " / " }
         h1 { (name) "@" code { (digest.to_string().get(..19).unwrap_or_default()) "…" } }
         p { code.pull { "docker pull " (host) "/" (name) "@" (digest) } }
-        p.muted { (manifest.media_type) " · " (human(manifest.size)) }
+        p.muted { (manifest.media_type) " · " (human_bytes(manifest.size)) }
         @if let Some(ms) = v["manifests"].as_array() {
             h2 { "Platforms" }
             table {
@@ -133,7 +135,7 @@ pub(super) async fn image(
                             td { (p["os"].as_str().unwrap_or("?")) "/" (p["architecture"].as_str().unwrap_or("?"))
                                  @if let Some(var) = p["variant"].as_str() { "/" (var) } }
                             td { a href={ "/ui/image/" (name) "?digest=" (d) } { code { (d.get(..19).unwrap_or(d)) "…" } } }
-                            td.num { (m["size"].as_u64().map(human).unwrap_or_default()) }
+                            td.num { (m["size"].as_u64().map(human_bytes).unwrap_or_default()) }
                         }
                     }
                 }
@@ -163,7 +165,7 @@ pub(super) async fn image(
                         @let paths: Vec<&str> = l["annotations"][STORE_PATHS].as_str().map(|s| s.lines().filter(|p| !p.is_empty()).collect()).unwrap_or_default();
                         tr {
                             td { code title=(d) { (d.get(..19).unwrap_or(d)) "…" } }
-                            td.num { (l["size"].as_u64().map(human).unwrap_or_default()) }
+                            td.num { (l["size"].as_u64().map(human_bytes).unwrap_or_default()) }
                             td {
                                 @if paths.is_empty() { span.muted { "—" } }
                                 @else {
@@ -195,7 +197,7 @@ pub(super) async fn image(
                         tr {
                             td { code { (rf.artifact_type.as_deref().unwrap_or(&rf.media_type)) } }
                             td { a href={ "/ui/image/" (name) "?digest=" (rf.digest) } { code { (rf.digest.to_string().get(..19).unwrap_or_default()) "…" } } }
-                            td.num { (human(rf.size)) }
+                            td.num { (human_bytes(rf.size)) }
                         }
                     }
                 }

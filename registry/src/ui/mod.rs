@@ -19,7 +19,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::Registry;
 use crate::auth::model::{Action, Principal};
-use crate::metadata::Session;
+use crate::metadata::{Metadata, MetadataError, Session};
 
 mod browse;
 mod delete;
@@ -148,12 +148,28 @@ struct ProjectRow {
     repositories: usize,
 }
 
+/// Work with the metadata on the blocking pool; a failure is answered
+/// with a 503.
+async fn meta<T: Send + 'static>(
+    r: &Arc<Registry>,
+    f: impl FnOnce(&Metadata) -> Result<T, MetadataError> + Send + 'static,
+) -> Result<T, Response> {
+    crate::api::db_write(r, f).await.map_err(|e| {
+        tracing::warn!(error = %e, "web UI: the metadata failed");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the registry's metadata cannot be used now; try again\n",
+        )
+            .into_response()
+    })
+}
+
 /// Every repository name the metadata knows, in order.
-fn all_repositories(r: &Registry) -> Result<Vec<String>, crate::metadata::MetadataError> {
+fn all_repositories(m: &Metadata) -> Result<Vec<String>, MetadataError> {
     let mut out = Vec::new();
     let mut last: Option<String> = None;
     loop {
-        let page = r.meta.catalog(last.as_deref(), 1000)?;
+        let page = m.catalog(last.as_deref(), 1000)?;
         let done = page.len() < 1000;
         last = page.last().cloned();
         out.extend(page);
@@ -199,16 +215,9 @@ fn visible_projects(
 
 async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> Response {
     let (who, session) = session::viewer(&r, &headers);
-    let reg = r.clone();
-    let repos = match tokio::task::spawn_blocking(move || all_repositories(&reg)).await {
-        Ok(Ok(repos)) => repos,
-        _ => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the metadata cannot be read",
-            )
-                .into_response();
-        }
+    let repos = match meta(&r, all_repositories).await {
+        Ok(repos) => repos,
+        Err(resp) => return resp,
     };
     let rows = visible_projects(&r, &who, &repos);
     let body = html! {

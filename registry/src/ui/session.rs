@@ -163,15 +163,9 @@ pub(super) async fn login(
         csrf: random_token(),
         expires_at: now + TTL_SECS,
     };
-    let (meta, key) = (r.meta.clone(), hash(&token));
-    let stored =
-        tokio::task::spawn_blocking(move || meta.create_session(&key, &session, now)).await;
-    if !matches!(stored, Ok(Ok(()))) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the session cannot be stored",
-        )
-            .into_response();
+    let key = hash(&token);
+    if let Err(resp) = super::meta(&r, move |m| m.create_session(&key, &session, now)).await {
+        return resp;
     }
     let client =
         crate::api::client_ip(&ext).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -205,9 +199,9 @@ pub(super) async fn logout(
         return refused("the form's CSRF token is missing or wrong");
     }
     if let Some(token) = cookie(&headers, COOKIE) {
-        let (meta, key) = (r.meta.clone(), hash(token));
-        let now = crate::unix_now();
-        let _ = tokio::task::spawn_blocking(move || meta.end_session(&key, now)).await;
+        let (key, now) = (hash(token), crate::unix_now());
+        // A failure is logged by `meta`; the cookie is cleared either way.
+        let _ = super::meta(&r, move |m| m.end_session(&key, now)).await;
     }
     let mut resp = Redirect::to("/ui/").into_response();
     if let Ok(v) = set_cookie(&r, COOKIE, "", 0).parse() {

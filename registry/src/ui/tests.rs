@@ -34,39 +34,56 @@ async fn push_image(app: &axum::Router, repo: &str, tag: &str) {
 
 /// [`push_image`] with a bearer token.
 async fn push_image_as(app: &axum::Router, repo: &str, tag: &str, token: Option<&str>) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let with = |b: http::request::Builder| match &auth {
-        Some(a) => b.header("authorization", a.as_str()),
-        None => b,
-    };
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    let digest = berth_oci::Digest::sha256(config);
-    let (status, h) = send(
-        app,
-        with(Request::post(format!("/v2/{repo}/blobs/uploads/")))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let location = h["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = with(Request::put(format!("{location}{sep}digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(Body::from(config.to_vec()))
-        .unwrap();
-    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+    let digest = push_blob_as(app, repo, config, token).await;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest.to_string(), "size": config.len()},
         "layers": []
     });
-    let put = with(Request::put(format!("/v2/{repo}/manifests/{tag}")))
+    let put = authorized(Request::put(format!("/v2/{repo}/manifests/{tag}")), token)
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(Body::from(serde_json::to_vec(&manifest).unwrap()))
         .unwrap();
     assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+}
+
+/// `b` with a bearer `token`, if any.
+fn authorized(b: http::request::Builder, token: Option<&str>) -> http::request::Builder {
+    match token {
+        Some(t) => b.header("authorization", format!("Bearer {t}")),
+        None => b,
+    }
+}
+
+/// Push `blob` to `repo`.
+async fn push_blob(app: &axum::Router, repo: &str, blob: &[u8]) -> berth_oci::Digest {
+    push_blob_as(app, repo, blob, None).await
+}
+
+/// [`push_blob`] with a bearer token.
+async fn push_blob_as(
+    app: &axum::Router,
+    repo: &str,
+    blob: &[u8],
+    token: Option<&str>,
+) -> berth_oci::Digest {
+    let digest = berth_oci::Digest::sha256(blob);
+    let post = authorized(Request::post(format!("/v2/{repo}/blobs/uploads/")), token);
+    let (status, h) = send(app, post.body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let location = h["location"].to_str().unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = authorized(
+        Request::put(format!("{location}{sep}digest={digest}")),
+        token,
+    )
+    .header("content-type", "application/octet-stream")
+    .body(Body::from(blob.to_vec()))
+    .unwrap();
+    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+    digest
 }
 
 /// An open registry holding `repos`, each with one tagged image.
@@ -431,6 +448,23 @@ async fn sign_in(app: &axum::Router, user: &str) -> (String, String) {
     (session, csrf_field(&body))
 }
 
+/// POST the tag-deletion form of `priv/app` with `cookie` and `fields`.
+async fn post_delete(
+    app: &axum::Router,
+    cookie: &str,
+    fields: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    call(
+        app,
+        "POST",
+        "/ui/delete-tag/priv/app",
+        &[form, ("cookie", cookie)],
+        fields,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     let h = crate::api::auth_tests::Harness::new();
@@ -439,7 +473,6 @@ async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     for tag in ["v1", "v2"] {
         push_image_as(app, "priv/app", tag, Some(&root)).await;
     }
-    let form = ("content-type", "application/x-www-form-urlencoded");
 
     // A guest sees the tags but no way to delete them, and is refused.
     let (guest, guest_csrf) = sign_in(app, "guest").await;
@@ -455,14 +488,7 @@ async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, _) = call(
-        app,
-        "POST",
-        "/ui/delete-tag/priv/app",
-        &[form, ("cookie", &guest)],
-        &format!("csrf={guest_csrf}&tag=v1"),
-    )
-    .await;
+    let (status, _, _) = post_delete(app, &guest, &format!("csrf={guest_csrf}&tag=v1")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A maintainer confirms, then deletes; without the token, nothing.
@@ -482,23 +508,9 @@ async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("Delete the tag"), "{body}");
-    let (status, _, _) = call(
-        app,
-        "POST",
-        "/ui/delete-tag/priv/app",
-        &[form, ("cookie", &maint)],
-        "tag=v1",
-    )
-    .await;
+    let (status, _, _) = post_delete(app, &maint, "tag=v1").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, headers, _) = call(
-        app,
-        "POST",
-        "/ui/delete-tag/priv/app",
-        &[form, ("cookie", &maint)],
-        &format!("csrf={csrf}&tag=v1"),
-    )
-    .await;
+    let (status, headers, _) = post_delete(app, &maint, &format!("csrf={csrf}&tag=v1")).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers["location"], "/ui/repo/priv/app");
     let (_, _, body) = call(app, "GET", "/ui/repo/priv/app", &[("cookie", &maint)], "").await;
@@ -520,26 +532,6 @@ async fn a_maintainer_deletes_a_tag_after_confirming_and_a_guest_cannot() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-}
-
-/// Push `blob` to `repo`.
-async fn push_blob(app: &axum::Router, repo: &str, blob: &[u8]) -> berth_oci::Digest {
-    let digest = berth_oci::Digest::sha256(blob);
-    let (_, h) = send(
-        app,
-        Request::post(format!("/v2/{repo}/blobs/uploads/"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    let location = h["location"].to_str().unwrap().to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let put = Request::put(format!("{location}{sep}digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(Body::from(blob.to_vec()))
-        .unwrap();
-    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
-    digest
 }
 
 #[tokio::test]
