@@ -86,15 +86,23 @@ impl Metadata {
     }
 
     /// Up to `n` tags of `repo` after `after` in name order whose name
-    /// contains `filter`, and how many match in all.
+    /// contains `filter`, and how many match in all; `None` if there is no
+    /// such repository.
     pub fn tag_page(
         &self,
         repo: &str,
         filter: &str,
         after: Option<&str>,
         n: usize,
-    ) -> Result<(Vec<TagListing>, u64)> {
+    ) -> Result<Option<(Vec<TagListing>, u64)>> {
         let conn = self.reader();
+        let exists: Option<i64> = conn
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+            .query_row(params![repo], |r| r.get(0))
+            .optional()?;
+        if exists.is_none() {
+            return Ok(None);
+        }
         let total: i64 = conn
             .prepare_cached(
                 "SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repo_id
@@ -118,6 +126,9 @@ impl Metadata {
                 updated_at: r.get::<_, i64>(4)? as u64,
             })
         })?;
-        Ok((rows.collect::<std::result::Result<_, _>>()?, total as u64))
+        Ok(Some((
+            rows.collect::<std::result::Result<_, _>>()?,
+            total as u64,
+        )))
     }
 }

@@ -152,14 +152,17 @@ pub(super) async fn repository(
     }
     let (repo, filter, after) = (name.clone(), query.q.clone(), query.after.clone());
     let page = super::meta(&r, move |m| {
-        let (tags, total) = m.tag_page(&repo, &filter, after.as_deref(), PAGE)?;
+        let Some((tags, total)) = m.tag_page(&repo, &filter, after.as_deref(), PAGE)? else {
+            return Ok(None);
+        };
         let digests: Vec<String> = tags.iter().map(|t| t.digest.clone()).collect();
         let pushers = m.pushers(&repo, &digests)?;
-        Ok((tags, total, pushers))
+        Ok(Some((tags, total, pushers)))
     })
     .await;
     let (tags, total, pushers) = match page {
-        Ok(page) => page,
+        Ok(Some(page)) => page,
+        Ok(None) => return not_found(),
         Err(resp) => return resp,
     };
     let host = headers

@@ -375,6 +375,10 @@ async fn a_project_lists_its_repositories_and_a_repository_its_tags() {
     assert!(body.contains("&lt;script&gt;"), "{body}");
     // Unknown or invalid names: not found.
     assert_eq!(get(&app, "/ui/repo/Team/..").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/ui/repo/team/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
