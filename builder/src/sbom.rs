@@ -16,8 +16,7 @@ use serde_json::json;
 use crate::image::BuildError;
 use crate::spec::ImageSpec;
 
-/// The SBOM's media type and the artifact type of its manifest.
-pub const CYCLONEDX_JSON: &str = "application/vnd.cyclonedx+json";
+pub use berth_oci::media_type::CYCLONEDX_JSON;
 
 /// Split a store path's name part into (name, version) as Nix's
 /// `parseDrvName` does: the version starts at the first `-` followed by a

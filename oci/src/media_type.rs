@@ -28,6 +28,9 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 /// Docker schema 1 manifest, which berth refuses.
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+/// A CycloneDX JSON SBOM: the blob's media type and the artifact type of
+/// the manifest that attaches it (an OCI 1.1 referrer).
+pub const CYCLONEDX_JSON: &str = "application/vnd.cyclonedx+json";
 
 /// The manifest media types a registry stores, in the order berth prefers them
 /// in an `Accept` header.

@@ -4,7 +4,8 @@
 //! `org.opencontainers.image.source`, as a link, any other as text),
 //! its layers with sizes and, for images berth built, the Nix store paths
 //! each holds (the `io.berth.store-paths` layer annotation); the manifest's
-//! annotations, its referrers, and the manifest itself. Every value comes
+//! annotations, its referrers (a CycloneDX SBOM linked to its own page,
+//! [`super::sbom`]), and the manifest itself. Every value comes
 //! from pushed content, so all of it is escaped, and only http(s) URLs
 //! ever become links.
 
@@ -14,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::Digest;
+use berth_oci::media_type::CYCLONEDX_JSON;
 use futures_util::StreamExt as _;
 use maud::{Markup, html};
 
@@ -64,13 +66,14 @@ fn pairs(v: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The bytes of blob `d`, if it is at most [`MAX_CONFIG`].
-async fn small_blob(r: &Registry, d: &Digest) -> Option<Vec<u8>> {
+/// The bytes of blob `d`, if it is at most `max` bytes and they match
+/// its digest.
+pub(super) async fn bounded_blob(r: &Registry, d: &Digest, max: usize) -> Option<Vec<u8>> {
     let mut stream = r.blobs.read(d, None).await.ok()?;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.ok()?);
-        if out.len() > MAX_CONFIG {
+        if out.len() > max {
             return None;
         }
     }
@@ -108,7 +111,7 @@ pub(super) async fn image(
         .as_str()
         .and_then(|s| s.parse::<Digest>().ok())
     {
-        Some(cd) => small_blob(&r, &cd)
+        Some(cd) => bounded_blob(&r, &cd, MAX_CONFIG)
             .await
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
         None => None,
@@ -123,6 +126,9 @@ pub(super) async fn image(
         h1 { (name) "@" code { (digest.to_string().get(..19).unwrap_or_default()) "…" } }
         p { code.pull { "docker pull " (host) "/" (name) "@" (digest) } }
         p.muted { (manifest.media_type) " · " (human_bytes(manifest.size)) }
+        @if let Some(sbom) = referrers.iter().find(|rf| rf.artifact_type.as_deref() == Some(CYCLONEDX_JSON)) {
+            p { a href={ "/ui/sbom/" (name) "?digest=" (sbom.digest) } { "Software bill of materials (SBOM)" } }
+        }
         @if let Some(ms) = v["manifests"].as_array() {
             h2 { "Platforms" }
             table {
@@ -191,13 +197,15 @@ pub(super) async fn image(
             p.empty { "None." }
         } @else {
             table {
-                thead { tr { th scope="col" { "Artifact type" } th scope="col" { "Digest" } th.num scope="col" { "Size" } } }
+                thead { tr { th scope="col" { "Artifact type" } th scope="col" { "Digest" } th.num scope="col" { "Size" } th scope="col" { "View" } } }
                 tbody {
                     @for rf in &referrers {
+                        @let kind = rf.artifact_type.as_deref().unwrap_or(&rf.media_type);
                         tr {
-                            td { code { (rf.artifact_type.as_deref().unwrap_or(&rf.media_type)) } }
+                            td { code { (kind) } }
                             td { a href={ "/ui/image/" (name) "?digest=" (rf.digest) } { code { (rf.digest.to_string().get(..19).unwrap_or_default()) "…" } } }
                             td.num { (human_bytes(rf.size)) }
+                            td { @if kind == CYCLONEDX_JSON { a href={ "/ui/sbom/" (name) "?digest=" (rf.digest) } { "SBOM" } } }
                         }
                     }
                 }

@@ -24,6 +24,7 @@ use crate::metadata::{Metadata, MetadataError, Session};
 mod browse;
 mod delete;
 mod image;
+mod sbom;
 mod session;
 
 /// `[ui]`: the web UI.
@@ -54,6 +55,7 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui/projects/{project}", get(browse::project))
         .route("/ui/repo/{*name}", get(browse::repository))
         .route("/ui/image/{*name}", get(image::image))
+        .route("/ui/sbom/{*name}", get(sbom::sbom))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
         .route("/ui/static/berth.js", get(js))

@@ -637,3 +637,117 @@ async fn immutable_tags_are_marked() {
     );
     assert!(body.contains("<td><code>latest</code></td>"), "{body}");
 }
+
+/// Push a CycloneDX SBOM of `components` as a referrer of `subject` (a
+/// manifest of `subject_size` bytes) in `repo`; its manifest's digest.
+async fn push_sbom(
+    app: &axum::Router,
+    repo: &str,
+    subject: &berth_oci::Digest,
+    subject_size: usize,
+    components: serde_json::Value,
+) -> berth_oci::Digest {
+    let doc = serde_json::json!({
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "metadata": {"component": {"type": "container", "name": "app-image"}},
+        "components": components,
+    });
+    let doc = serde_json::to_vec(&doc).unwrap();
+    let dd = push_blob(app, repo, &doc).await;
+    let empty = push_blob(app, repo, b"{}").await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cyclonedx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.cyclonedx+json", "digest": dd.to_string(), "size": doc.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject.to_string(), "size": subject_size},
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let md = berth_oci::Digest::sha256(&bytes);
+    let put = Request::put(format!("/v2/{repo}/manifests/{md}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(Body::from(bytes))
+        .unwrap();
+    assert_eq!(send(app, put).await.0, StatusCode::CREATED);
+    md
+}
+
+#[tokio::test]
+async fn an_sbom_lists_its_components_searchably_and_escaped() {
+    let app = open_registry_with(&["team/app"]).await;
+    let (_, h) = send(
+        &app,
+        Request::head("/v2/team/app/manifests/v1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let subject: berth_oci::Digest = h["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let size: usize = h["content-length"].to_str().unwrap().parse().unwrap();
+    let components = serde_json::json!([
+        {"name": "hello", "version": "2.12", "licenses": [{"license": {"id": "GPL-3.0-or-later"}}],
+         "properties": [{"name": "nix:store_path", "value": "/nix/store/abc-hello-2.12"}]},
+        {"name": "glibc", "version": "2.40", "licenses": [{"expression": "LGPL-2.1-or-later AND GPL-2.0"}],
+         "properties": [{"name": "nix:store_path", "value": "/nix/store/def-glibc-2.40"}],
+         "components": [{"name": "glibc-locales", "version": "2.40"}]},
+        {"name": "<script>alert(1)</script>", "version": "\"onload=alert(2)",
+         "licenses": [{"license": {"name": "<img src=x onerror=alert(3)>"}}]}
+    ]);
+    let sbom = push_sbom(&app, "team/app", &subject, size, components).await;
+
+    // The image page links to it.
+    let (_, _, image) = get(&app, &format!("/ui/image/team/app?digest={subject}")).await;
+    let link = format!("href=\"/ui/sbom/team/app?digest={sbom}\"");
+    assert!(image.contains(&link), "{image}");
+
+    let (status, _, body) = get(&app, &format!("/ui/sbom/team/app?digest={sbom}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("SBOM of app-image"), "{body}");
+    assert!(body.contains("4 components"), "{body}");
+    assert!(
+        body.contains("<td>hello</td><td>2.12</td><td><code>/nix/store/abc-hello-2.12</code></td><td>GPL-3.0-or-later</td>"),
+        "{body}"
+    );
+    assert!(body.contains("LGPL-2.1-or-later AND GPL-2.0"), "{body}");
+    // A nested component is listed; one without a licence says so.
+    assert!(
+        body.contains("<td>glibc-locales</td><td>2.40</td><td><span class=\"muted\">—</span></td><td><span class=\"muted\">unknown</span></td>"),
+        "{body}"
+    );
+    for bad in ["<script>alert(1)", "<img src=x", "\"onload=alert(2)"] {
+        assert!(!body.contains(bad), "{bad}: {body}");
+    }
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+
+    // Searching on the server: any column, case-insensitively.
+    let (_, _, found) = get(&app, &format!("/ui/sbom/team/app?digest={sbom}&q=GLIBC")).await;
+    assert!(found.contains("2 containing “GLIBC”"), "{found}");
+    assert!(found.contains("<td>glibc-locales</td>"), "{found}");
+    assert!(!found.contains("<td>hello</td>"), "{found}");
+    let (_, _, by_licence) = get(&app, &format!("/ui/sbom/team/app?digest={sbom}&q=gpl-3.0")).await;
+    assert!(by_licence.contains("1 containing"), "{by_licence}");
+    assert!(by_licence.contains("<td>hello</td>"), "{by_licence}");
+
+    // The image itself is no SBOM; an unknown digest is not found.
+    assert_eq!(
+        get(&app, &format!("/ui/sbom/team/app?digest={subject}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let other = berth_oci::Digest::sha256(b"nothing");
+    assert_eq!(
+        get(&app, &format!("/ui/sbom/team/app?digest={other}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
