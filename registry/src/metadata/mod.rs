@@ -2,8 +2,9 @@
 //! serve, manifests (their bytes, media type, subject and artifact type),
 //! tags, upload sessions, accounts made through the admin API
 //! ([`directory`]), the audit log ([`audit`]), the webhook outbox
-//! ([`outbox`]) and the S3 store's index and upload sessions ([`s3`]). This is the registry's source of truth for what
-//! exists; the blob store is only consulted for bytes, and nothing here ever
+//! ([`outbox`]), the S3 store's index and upload sessions ([`s3`]), web UI
+//! sessions ([`sessions`]) and the last run of each maintenance job
+//! ([`runs`]). This is the registry's source of truth for what exists; the blob store is only consulted for bytes, and nothing here ever
 //! lists it.
 //!
 //! One writer connection and a few reader connections share a WAL database,
@@ -26,10 +27,12 @@ mod directory;
 mod gc;
 mod outbox;
 mod policy;
+mod runs;
 mod s3;
 mod sessions;
 
 pub use browse::{RepoSummary, TagListing};
+pub use runs::JobRun;
 pub use sessions::Session;
 
 pub use audit::{AuditEvent, AuditQuery};
@@ -39,7 +42,7 @@ pub use outbox::{Delivery, OutboxEvent};
 pub use policy::TagRow;
 pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -285,6 +288,20 @@ pub struct Metadata {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// A test's database file, deleted on drop.
+    temporary: Option<std::path::PathBuf>,
+}
+
+impl Drop for Metadata {
+    fn drop(&mut self) {
+        if let Some(path) = &self.temporary {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 fn now() -> i64 {
@@ -331,6 +348,7 @@ impl Metadata {
             SCHEMA_V4,
             gc::SCHEMA_V5,
             sessions::SCHEMA_V6,
+            runs::SCHEMA_V7,
         ];
         if version < SCHEMA_VERSION {
             let pending = steps[version as usize..].concat();
@@ -358,40 +376,20 @@ impl Metadata {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            temporary: None,
         })
     }
 
-    /// An in-memory database shared by its connections (tests).
+    /// A throwaway database for tests: a file of its own in the temporary
+    /// directory, opened exactly as [`Metadata::open`] opens one (WAL, one
+    /// writer, several readers, the same isolation), and deleted when
+    /// dropped. An in-memory shared-cache database would lock whole tables
+    /// between connections, which production never does.
     pub fn in_memory() -> Result<Self> {
-        let name = format!(
-            "file:berth-{}?mode=memory&cache=shared",
-            uuid::Uuid::new_v4()
-        );
-        let open = || -> Result<Connection> {
-            let c = Connection::open_with_flags(
-                &name,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            c.busy_timeout(std::time::Duration::from_secs(10))?;
-            c.pragma_update(None, "foreign_keys", "ON")?;
-            Ok(c)
-        };
-        let writer = open()?;
-        writer.execute_batch(&format!(
-            "{SCHEMA} {SCHEMA_V2} {SCHEMA_V3} {SCHEMA_V4} {} {} PRAGMA user_version = {SCHEMA_VERSION};",
-            gc::SCHEMA_V5,
-            sessions::SCHEMA_V6
-        ))?;
-        // Shared-cache connections lock tables, not the file: a single reader
-        // connection avoids reader/writer lock conflicts in tests.
-        let readers = vec![Mutex::new(open()?)];
-        Ok(Self {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        })
+        let path = std::env::temp_dir().join(format!("berth-meta-{}.db", uuid::Uuid::new_v4()));
+        let mut m = Self::open(&path)?;
+        m.temporary = Some(path);
+        Ok(m)
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
