@@ -349,12 +349,16 @@ pub fn spawn(r: Arc<Registry>, config: GcConfig) -> Option<tokio::task::JoinHand
         loop {
             tick.tick().await;
             // Retention first: the tags it removes free their bytes now.
-            if let Err(e) = crate::retention::run(&r, None, false, unix_now()).await {
+            let retention = crate::retention::run(&r, None, false, unix_now()).await;
+            if let Err(e) = &retention {
                 tracing::error!(error = %e, "scheduled retention failed");
             }
-            if let Err(e) = run(&r, &config, false, &|_| {}).await {
+            crate::record_run(&r, "retention", "*", false, "schedule", &retention).await;
+            let collected = run(&r, &config, false, &|_| {}).await;
+            if let Err(e) = &collected {
                 tracing::error!(error = %e, "scheduled garbage collection failed");
             }
+            crate::record_run(&r, "gc", "registry", false, "schedule", &collected).await;
         }
     }))
 }

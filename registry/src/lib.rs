@@ -77,6 +77,34 @@ pub(crate) async fn on_meta<T: Send + 'static>(
         .map_err(|e| e.to_string())
 }
 
+/// Record how a maintenance job (`retention` over `scope`, or `gc` over
+/// `registry`) asked for by `by` ended, for the UI and API to show; a
+/// failure to record is logged, never the job's failure.
+pub(crate) async fn record_run<T: serde::Serialize>(
+    r: &Arc<Registry>,
+    job: &str,
+    scope: &str,
+    dry_run: bool,
+    by: &str,
+    result: &Result<T, String>,
+) {
+    let run = metadata::JobRun {
+        job: job.to_owned(),
+        scope: scope.to_owned(),
+        dry_run,
+        finished_at: unix_now(),
+        by: by.to_owned(),
+        ok: result.is_ok(),
+        report: match result {
+            Ok(report) => serde_json::to_string(report).unwrap_or_default(),
+            Err(e) => e.clone(),
+        },
+    };
+    if let Err(e) = on_meta(r, move |m| m.record_run(&run)).await {
+        tracing::warn!(error = %e, job, "could not record the job's run");
+    }
+}
+
 /// Bounds on what a client may ask of the server.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -53,6 +53,18 @@ impl IntoResponse for AdminError {
     }
 }
 
+impl AdminError {
+    /// The HTTP status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0
+    }
+
+    /// What went wrong, for a person.
+    pub(crate) fn message(&self) -> &str {
+        &self.2
+    }
+}
+
 type Result<T> = std::result::Result<T, AdminError>;
 
 fn not_found(what: &str) -> AdminError {
@@ -65,6 +77,13 @@ fn not_found(what: &str) -> AdminError {
 
 fn invalid(message: impl Into<String>) -> AdminError {
     AdminError(StatusCode::BAD_REQUEST, "INVALID", message.into())
+}
+
+impl AdminError {
+    /// A 400 for a request that cannot be right.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        invalid(message)
+    }
 }
 
 fn denied(message: impl Into<String>) -> AdminError {
@@ -135,8 +154,10 @@ pub(crate) fn router() -> Router<Arc<Registry>> {
 }
 
 /// Who is asking, with the gate and the directory as they are now: an
-/// extractor, so every handler starts authenticated.
-struct Caller {
+/// extractor, so every handler starts authenticated. The web UI makes one
+/// from a signed-in session ([`Caller::of_session`]) and calls the same
+/// operations, so a page allows exactly what the API allows.
+pub(crate) struct Caller {
     who: Principal,
     name: String,
     client: String,
@@ -155,6 +176,32 @@ impl axum::extract::FromRequestParts<Arc<Registry>> for Caller {
 }
 
 impl Caller {
+    /// The caller a web UI session of user `name` (`who`) stands for,
+    /// calling from `client`; `None` without `[auth]`.
+    pub(crate) fn of_session(
+        r: &Registry,
+        who: Principal,
+        name: &str,
+        client: String,
+    ) -> Option<Self> {
+        Some(Self {
+            who,
+            name: name.to_owned(),
+            client,
+            dir: r.gate.as_ref()?.directory(),
+        })
+    }
+
+    /// The caller's user (or robot) name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The directory as it was when the caller was made.
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.dir
+    }
+
     /// Fail with 409 DECLARED when `name` comes from the configuration.
     fn writable(&self, name: &str, what: &str) -> Result<()> {
         if self.dir.declared.contains(name) {
@@ -164,16 +211,16 @@ impl Caller {
         }
     }
 
-    fn admin(&self) -> bool {
+    pub(crate) fn admin(&self) -> bool {
         matches!(self.who, Principal::User { admin: true, .. })
     }
 
-    fn administers(&self, project: &str) -> bool {
+    pub(crate) fn administers(&self, project: &str) -> bool {
         self.dir.policy.administers(&self.who, project)
     }
 
     /// Whether the caller may see `project` at all (a member, or admin).
-    fn sees(&self, project: &str) -> bool {
+    pub(crate) fn sees(&self, project: &str) -> bool {
         match &self.who {
             Principal::User { admin: true, .. } => true,
             Principal::User { name, .. } => self
@@ -473,7 +520,20 @@ async fn put_member(
 ) -> Result<Json<Value>> {
     c.administered(&project)?;
     let m: Membership = body(b).await?;
-    let role = parse_role(&m.role).map_err(invalid)?;
+    Ok(Json(set_member(&r, &c, project, user, &m.role).await?))
+}
+
+/// Give `user` `role` in `project` (a project admin's, at most their own
+/// role).
+pub(crate) async fn set_member(
+    r: &Arc<Registry>,
+    c: &Caller,
+    project: String,
+    user: String,
+    role: &str,
+) -> Result<Value> {
+    c.administered(&project)?;
+    let role = parse_role(role).map_err(invalid)?;
     // Nobody grants a role above their own (a project admin's is the
     // highest in a project; a system admin's is above all).
     let own = match &c.who {
@@ -493,18 +553,16 @@ async fn put_member(
         return Err(not_found(&format!("user {user:?}")));
     }
     let (p, u, name) = (project.clone(), user.clone(), role_name(role));
-    let before = db(&r, move |m| m.put_member(&p, &u, name)).await?;
+    let before = db(r, move |m| m.put_member(&p, &u, name)).await?;
     changed(
-        &r,
-        &c,
+        r,
+        c,
         "member.put",
         &format!("{project}/{user}"),
         format!("{} -> {name}", before.as_deref().unwrap_or("none")),
     )
     .await?;
-    Ok(Json(
-        json!({"project": project, "user": user, "role": name}),
-    ))
+    Ok(json!({"project": project, "user": user, "role": name}))
 }
 
 async fn delete_member(
@@ -512,21 +570,31 @@ async fn delete_member(
     Path((project, user)): Path<(String, String)>,
     c: Caller,
 ) -> Result<StatusCode> {
+    remove_member(&r, &c, project, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Take `user` out of `project` (its admins).
+pub(crate) async fn remove_member(
+    r: &Arc<Registry>,
+    c: &Caller,
+    project: String,
+    user: String,
+) -> Result<()> {
     c.administered(&project)?;
     c.writable(&project, &format!("the members of project {project:?}"))?;
     let (p, u) = (project.clone(), user.clone());
-    if !db(&r, move |m| m.delete_member(&p, &u)).await? {
+    if !db(r, move |m| m.delete_member(&p, &u)).await? {
         return Err(not_found(&format!("member {user:?} of {project:?}")));
     }
     changed(
-        &r,
-        &c,
+        r,
+        c,
         "member.delete",
         &format!("{project}/{user}"),
         String::new(),
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 // ---- users ----
@@ -636,14 +704,14 @@ async fn set_password(
 
 /// Whether the caller may manage robot `name`: a system robot needs a
 /// system admin, a project robot its project's admin.
-fn manages_robot(c: &Caller, name: &str) -> bool {
+pub(crate) fn manages_robot(c: &Caller, name: &str) -> bool {
     match robot_project(name) {
         Some(p) => c.administers(p),
         None => c.admin(),
     }
 }
 
-fn robot_project(name: &str) -> Option<&str> {
+pub(crate) fn robot_project(name: &str) -> Option<&str> {
     name.strip_prefix("robot$")?.split_once('+').map(|(p, _)| p)
 }
 
@@ -689,19 +757,19 @@ async fn list_robots(
     axum::extract::Query(q): axum::extract::Query<RobotsQuery>,
     c: Caller,
 ) -> Result<Json<Value>> {
-    let list: Vec<Value> = c
-        .dir
+    Ok(Json(json!({ "robots": robots(&c, q.project.as_deref()) })))
+}
+
+/// The robots the caller manages (of `project` only, if given), as the
+/// API shows them.
+pub(crate) fn robots(c: &Caller, project: Option<&str>) -> Vec<Value> {
+    c.dir
         .robots
         .keys()
-        .filter(|n| manages_robot(&c, n))
-        .filter(|n| {
-            q.project
-                .as_deref()
-                .is_none_or(|p| robot_project(n) == Some(p))
-        })
-        .map(|n| robot_json(&c, n))
-        .collect();
-    Ok(Json(json!({ "robots": list })))
+        .filter(|n| manages_robot(c, n))
+        .filter(|n| project.is_none_or(|p| robot_project(n) == Some(p)))
+        .map(|n| robot_json(c, n))
+        .collect()
 }
 
 async fn show_robot(Path(robot): Path<String>, c: Caller) -> Result<Json<Value>> {
@@ -709,22 +777,24 @@ async fn show_robot(Path(robot): Path<String>, c: Caller) -> Result<Json<Value>>
     Ok(Json(robot_json(&c, &robot)))
 }
 
+/// Repositories (patterns) and what a robot may do in them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PermissionBody {
-    repositories: Vec<String>,
-    actions: Vec<String>,
+pub(crate) struct PermissionBody {
+    pub(crate) repositories: Vec<String>,
+    pub(crate) actions: Vec<String>,
 }
 
+/// A robot to create.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewRobot {
-    name: String,
-    permissions: Vec<PermissionBody>,
+pub(crate) struct NewRobot {
+    pub(crate) name: String,
+    pub(crate) permissions: Vec<PermissionBody>,
     /// Days until it expires; -1: never. Default 30.
-    expires_in_days: Option<i64>,
+    pub(crate) expires_in_days: Option<i64>,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
 }
 
 fn expiry(days: Option<i64>) -> Result<Option<u64>> {
@@ -739,6 +809,12 @@ fn expiry(days: Option<i64>) -> Result<Option<u64>> {
 
 async fn create_robot(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Result<Response> {
     let n: NewRobot = body(b).await?;
+    Ok((StatusCode::CREATED, Json(add_robot(&r, &c, n).await?)).into_response())
+}
+
+/// Create robot `n`; the answer carries its secret, which is never shown
+/// again.
+pub(crate) async fn add_robot(r: &Arc<Registry>, c: &Caller, n: NewRobot) -> Result<Value> {
     let valid_name = n
         .name
         .strip_prefix("robot$")
@@ -796,6 +872,9 @@ async fn create_robot(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Res
             permissions.push((pat.clone(), actions.clone()));
         }
     }
+    if permissions.is_empty() {
+        return Err(invalid("a robot needs at least one repository pattern"));
+    }
     if permissions.iter().any(|(p, _)| p.ends_with('/')) {
         return Err(invalid("a repository pattern may not end in /"));
     }
@@ -813,27 +892,23 @@ async fn create_robot(State(r): State<Arc<Registry>>, c: Caller, b: Body) -> Res
         created_by: c.name.clone(),
         created_at: t,
     };
-    if !db(&r, move |m| m.create_robot(&row)).await? {
+    if !db(r, move |m| m.create_robot(&row)).await? {
         return Err(conflict(&format!("robot {:?}", n.name)));
     }
     changed(
-        &r,
-        &c,
+        r,
+        c,
         "robot.create",
         &n.name,
         format!("permissions {}", permissions_json(&permissions)),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "name": n.name,
-            "secret": secret,
-            "expires_at": expires_at,
-            "note": "the secret is shown once; store it now",
-        })),
-    )
-        .into_response())
+    Ok(json!({
+        "name": n.name,
+        "secret": secret,
+        "expires_at": expires_at,
+        "note": "the secret is shown once; store it now",
+    }))
 }
 
 #[derive(Deserialize)]
@@ -850,16 +925,27 @@ async fn update_robot(
 ) -> Result<Json<Value>> {
     managed_robot(&c, &robot)?;
     let u: RobotUpdate = body(b).await?;
+    Ok(Json(disable_robot(&r, &c, robot, u.disabled).await?))
+}
+
+/// Disable (or enable again) `robot`.
+pub(crate) async fn disable_robot(
+    r: &Arc<Registry>,
+    c: &Caller,
+    robot: String,
+    disabled: bool,
+) -> Result<Value> {
+    managed_robot(c, &robot)?;
     c.writable(&robot, &format!("robot {robot:?}"))?;
     let name = robot.clone();
-    db(&r, move |m| m.set_robot_disabled(&name, u.disabled)).await?;
-    let action = if u.disabled {
+    db(r, move |m| m.set_robot_disabled(&name, disabled)).await?;
+    let action = if disabled {
         "robot.disable"
     } else {
         "robot.enable"
     };
-    changed(&r, &c, action, &robot, String::new()).await?;
-    Ok(Json(json!({"name": robot, "disabled": u.disabled})))
+    changed(r, c, action, &robot, String::new()).await?;
+    Ok(json!({"name": robot, "disabled": disabled}))
 }
 
 #[derive(Deserialize, Default)]
@@ -883,26 +969,38 @@ async fn rotate_robot(
     } else {
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the JSON body: {e}")))?
     };
+    Ok(Json(rotate(&r, &c, robot, rot.expires_in_days).await?))
+}
+
+/// Give `robot` a new secret (and, with `days`, a new expiry); the answer
+/// carries the secret, which is never shown again.
+pub(crate) async fn rotate(
+    r: &Arc<Registry>,
+    c: &Caller,
+    robot: String,
+    days: Option<i64>,
+) -> Result<Value> {
+    managed_robot(c, &robot)?;
     c.writable(&robot, &format!("robot {robot:?}"))?;
-    let expires_at = match rot.expires_in_days {
-        Some(_) => expiry(rot.expires_in_days)?,
+    let expires_at = match days {
+        Some(_) => expiry(days)?,
         None => None,
     };
     let secret = credentials::new_secret();
     let (name, stored) = (robot.clone(), Secret::of_random(&secret).stored());
-    db(&r, move |m| m.rotate_robot(&name, &stored, expires_at)).await?;
-    changed(&r, &c, "robot.rotate", &robot, String::new()).await?;
-    let expires_at = gate(&r)?
+    db(r, move |m| m.rotate_robot(&name, &stored, expires_at)).await?;
+    changed(r, c, "robot.rotate", &robot, String::new()).await?;
+    let expires_at = gate(r)?
         .directory()
         .robots
         .get(&robot)
         .and_then(|x| x.expires_at);
-    Ok(Json(json!({
+    Ok(json!({
         "name": robot,
         "secret": secret,
         "expires_at": expires_at,
         "note": "the secret is shown once; store it now. Tokens issued before this moment are refused.",
-    })))
+    }))
 }
 
 async fn delete_robot(
@@ -934,6 +1032,17 @@ async fn webhooks(
     axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
     c: Caller,
 ) -> Result<Json<Value>> {
+    Ok(Json(webhook_status(&r, &c, q.target, q.limit).await?))
+}
+
+/// The webhook targets, the `limit` latest deliveries (to `target` only,
+/// if given) and the backlog: a system admin's.
+pub(crate) async fn webhook_status(
+    r: &Arc<Registry>,
+    c: &Caller,
+    target: Option<String>,
+    limit: Option<usize>,
+) -> Result<Value> {
     c.require_admin()?;
     let targets: Vec<Value> = r
         .webhooks
@@ -943,9 +1052,8 @@ async fn webhooks(
         .into_iter()
         .map(|(name, url, projects)| json!({"name": name, "url": url, "projects": projects}))
         .collect();
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let target = q.target.clone();
-    let deliveries = db(&r, move |m| m.outbox_recent(target.as_deref(), limit)).await?;
+    let limit = limit.unwrap_or(50).clamp(1, 1000);
+    let deliveries = db(r, move |m| m.outbox_recent(target.as_deref(), limit)).await?;
     let deliveries: Vec<Value> = deliveries
         .into_iter()
         .map(|d| {
@@ -961,10 +1069,8 @@ async fn webhooks(
             })
         })
         .collect();
-    let backlog = db(&r, |m| m.outbox_backlog()).await?;
-    Ok(Json(
-        json!({"targets": targets, "deliveries": deliveries, "backlog": backlog}),
-    ))
+    let backlog = db(r, |m| m.outbox_backlog()).await?;
+    Ok(json!({"targets": targets, "deliveries": deliveries, "backlog": backlog}))
 }
 
 // ---- policies ----
@@ -989,12 +1095,18 @@ async fn show_policy(
     Path(project): Path<String>,
     c: Caller,
 ) -> Result<Json<Value>> {
+    Ok(Json(policy_of(&r, &c, project).await?))
+}
+
+/// The policy of `project`, its quota and usage: its members' and system
+/// admins'.
+pub(crate) async fn policy_of(r: &Arc<Registry>, c: &Caller, project: String) -> Result<Value> {
     if !c.sees(&project) {
         return Err(not_found(&format!("project {project:?}")));
     }
     let p = project.clone();
-    let usage = db(&r, move |m| m.project_usage(&p)).await?;
-    Ok(Json(policy_json(&r, &project, usage)))
+    let usage = db(r, move |m| m.project_usage(&p)).await?;
+    Ok(policy_json(r, &project, usage))
 }
 
 /// `PUT /api/v1/projects/<p>/policy`: replace the stored policy (project
@@ -1083,7 +1195,20 @@ async fn retention(
     axum::extract::Query(q): axum::extract::Query<RetentionQuery>,
     c: Caller,
 ) -> Result<Json<Value>> {
-    match &q.project {
+    let report = apply_retention(&r, &c, q.project, q.dry_run).await?;
+    Ok(Json(serde_json::to_value(&report).map_err(internal)?))
+}
+
+/// Apply the retention rules of `project` (or, for a system admin, every
+/// project) now, or with `dry_run` only report what would go; the run is
+/// recorded as the project's last.
+pub(crate) async fn apply_retention(
+    r: &Arc<Registry>,
+    c: &Caller,
+    project: Option<String>,
+    dry_run: bool,
+) -> Result<crate::retention::RetentionReport> {
+    match &project {
         Some(p) if !c.admin() => c.administered(p)?,
         None if !c.admin() => {
             return Err(denied(
@@ -1092,18 +1217,19 @@ async fn retention(
         }
         _ => {}
     }
-    let report = crate::retention::run(&r, q.project.as_deref(), q.dry_run, now())
-        .await
-        .map_err(internal)?;
+    let scope = project.as_deref().unwrap_or("*");
+    let result = crate::retention::run(r, project.as_deref(), dry_run, now()).await;
+    crate::record_run(r, "retention", scope, dry_run, &c.name, &result).await;
+    let report = result.map_err(internal)?;
     r.audit.record(
         &c.name,
         &c.client,
-        if q.dry_run {
+        if dry_run {
             "retention.dry_run"
         } else {
             "retention.request"
         },
-        q.project.as_deref().unwrap_or("*"),
+        scope,
         "ok",
         format!(
             "{} tags, {} manifests",
@@ -1111,7 +1237,7 @@ async fn retention(
             report.manifests.len()
         ),
     );
-    Ok(Json(serde_json::to_value(&report).map_err(internal)?))
+    Ok(report)
 }
 
 // ---- garbage collection ----
@@ -1149,23 +1275,11 @@ async fn collect(
         let progress = move |line: &str| {
             let _ = progress_tx.send(json!({ "progress": line }).to_string());
         };
-        let result = crate::gc::run(&r, &config, q.dry_run, &progress).await;
-        let (line, outcome) = match &result {
-            Ok(report) => (json!({ "report": report }), "ok"),
-            Err(e) => (json!({ "error": e }), "error"),
+        let result = collect_now(&r, &config, q.dry_run, &progress, &who, &client).await;
+        let line = match &result {
+            Ok(report) => json!({ "report": report }),
+            Err(e) => json!({ "error": e }),
         };
-        r.audit.record(
-            &who,
-            &client,
-            if q.dry_run {
-                "gc.dry_run"
-            } else {
-                "gc.request"
-            },
-            "registry",
-            outcome,
-            result.err().unwrap_or_default(),
-        );
         let _ = tx.send(line.to_string());
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -1180,6 +1294,29 @@ async fn collect(
         .expect("valid headers"))
 }
 
+/// Collect now as `who` asked from `client` (already allowed to): run,
+/// record the run as the last, audit it.
+pub(crate) async fn collect_now(
+    r: &Arc<Registry>,
+    config: &crate::gc::GcConfig,
+    dry_run: bool,
+    progress: crate::gc::Progress<'_>,
+    who: &str,
+    client: &str,
+) -> std::result::Result<crate::gc::GcReport, String> {
+    let result = crate::gc::run(r, config, dry_run, progress).await;
+    crate::record_run(r, "gc", "registry", dry_run, who, &result).await;
+    r.audit.record(
+        who,
+        client,
+        if dry_run { "gc.dry_run" } else { "gc.request" },
+        "registry",
+        if result.is_ok() { "ok" } else { "error" },
+        result.as_ref().err().cloned().unwrap_or_default(),
+    );
+    result
+}
+
 // ---- audit ----
 
 async fn audit(
@@ -1187,6 +1324,17 @@ async fn audit(
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
     c: Caller,
 ) -> Result<Json<Value>> {
+    let events = audit_events(&r, &c, q).await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+/// The audit events `q` selects: a system admin's, or a project admin's
+/// for their project.
+pub(crate) async fn audit_events(
+    r: &Arc<Registry>,
+    c: &Caller,
+    q: AuditQuery,
+) -> Result<Vec<crate::metadata::AuditEvent>> {
     // A system admin sees everything; a project admin what concerns their
     // project (and must say which).
     if !c.admin() {
@@ -1199,6 +1347,5 @@ async fn audit(
             }
         }
     }
-    let events = db(&r, move |m| m.audit_list(&q)).await?;
-    Ok(Json(json!({ "events": events })))
+    db(r, move |m| m.audit_list(&q)).await
 }

@@ -23,7 +23,7 @@ pub(crate) struct Harness {
     _dir: tempfile::TempDir,
 }
 
-pub(super) async fn call(
+pub(crate) async fn call(
     app: &Router,
     method: Method,
     uri: &str,

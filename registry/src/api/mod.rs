@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::Registry;
 
-mod admin;
+pub(crate) mod admin;
 mod blobs;
 pub mod error;
 pub(crate) mod manifests;

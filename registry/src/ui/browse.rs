@@ -62,6 +62,12 @@ pub(super) async fn project(
     let body = html! {
         p.muted { a href="/ui/" { "Projects" } " / " }
         h1 { (project) }
+        @if session.is_some() && r.gate.as_ref().is_some_and(|g| g.directory().policy.projects.contains_key(&project)) {
+            nav.sub aria-label="project" {
+                a href={ "/ui/projects/" (project) "/members" } { "Members" } " · "
+                a href={ "/ui/projects/" (project) "/policy" } { "Policy and retention" }
+            }
+        }
         @if repos.is_empty() {
             p.empty { "No repository yet." }
         } @else {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use berth_oci::distribution::ManifestRef;
 use maud::html;
 
-use super::session::{same_origin, viewer};
+use super::session::viewer;
 use crate::Registry;
 use crate::auth::model::{Action, Principal};
 
@@ -68,18 +68,10 @@ pub(super) async fn delete(
     ext: http::Extensions,
     body: String,
 ) -> Response {
-    let (who, session) = viewer(&r, &headers);
-    let f = super::session::fields(&body);
-    let Some(session) = session else {
-        return (StatusCode::FORBIDDEN, "refused: sign in first\n").into_response();
+    let (who, session, f) = match super::session::signed_form(&r, &headers, &body) {
+        Ok(signed) => signed,
+        Err(refused) => return *refused,
     };
-    if !same_origin(&headers) || f.get("csrf") != Some(&session.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "refused: the form's CSRF token is missing or wrong\n",
-        )
-            .into_response();
-    }
     if !may_delete(&r, &who, &name) {
         return (
             StatusCode::FORBIDDEN,

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use berth_oci::units::human_bytes;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::Registry;
@@ -24,6 +25,8 @@ use crate::metadata::{Metadata, MetadataError, Session};
 mod browse;
 mod delete;
 mod image;
+mod manage;
+mod ops;
 mod sbom;
 mod session;
 
@@ -56,6 +59,18 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui/repo/{*name}", get(browse::repository))
         .route("/ui/image/{*name}", get(image::image))
         .route("/ui/sbom/{*name}", get(sbom::sbom))
+        .route("/ui/robots", get(manage::robots).post(manage::robots_post))
+        .route(
+            "/ui/projects/{project}/members",
+            get(manage::members).post(manage::members_post),
+        )
+        .route(
+            "/ui/projects/{project}/policy",
+            get(ops::policy).post(ops::policy_post),
+        )
+        .route("/ui/gc", get(ops::gc).post(ops::gc_post))
+        .route("/ui/webhooks", get(ops::webhooks))
+        .route("/ui/audit", get(ops::audit))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
         .route("/ui/static/berth.js", get(js))
@@ -111,6 +126,14 @@ fn page(title: &str, who: &Principal, session: Option<&Session>, body: Markup) -
                     a.brand href="/ui/" { "berth" }
                     nav aria-label="main" {
                         a href="/ui/" { "Projects" }
+                        @if session.is_some() {
+                            " " a href="/ui/robots" { "Robots" }
+                            " " a href="/ui/audit" { "Audit" }
+                        }
+                        @if matches!(who, Principal::User { admin: true, .. }) {
+                            " " a href="/ui/webhooks" { "Webhooks" }
+                            " " a href="/ui/gc" { "GC" }
+                        }
                     }
                     @if let Some(s) = session {
                         form.who method="post" action="/ui/logout" {
@@ -222,6 +245,19 @@ async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> R
         Err(resp) => return resp,
     };
     let rows = visible_projects(&r, &who, &repos);
+    let names: Vec<String> = rows.keys().cloned().collect();
+    let usage = match meta(&r, move |m| {
+        names
+            .iter()
+            .map(|n| m.project_usage(n))
+            .collect::<Result<Vec<u64>, _>>()
+    })
+    .await
+    {
+        Ok(usage) => usage,
+        Err(resp) => return resp,
+    };
+    let policies = r.policies();
     let body = html! {
         h1 { "Projects" }
         @if rows.is_empty() {
@@ -232,9 +268,11 @@ async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> R
                     th scope="col" { "Project" }
                     th scope="col" { "Visibility" }
                     th.num scope="col" { "Repositories" }
+                    th.num scope="col" { "Usage" }
+                    th.num.wide scope="col" { "Quota" }
                 } }
                 tbody {
-                    @for (name, row) in &rows {
+                    @for ((name, row), used) in rows.iter().zip(&usage) {
                         tr {
                             td { a href={ "/ui/projects/" (name) } { code { (name) } } }
                             td { span.badge { (match row.public {
@@ -243,6 +281,11 @@ async fn projects(State(r): State<Arc<Registry>>, headers: http::HeaderMap) -> R
                                 None => "open registry",
                             }) } }
                             td.num { (row.repositories) }
+                            td.num { (human_bytes(*used)) }
+                            td.num.wide { @match policies.project(name).and_then(|p| p.quota) {
+                                Some(q) => (human_bytes(q)),
+                                None => span.muted { "none" },
+                            } }
                         }
                     }
                 }

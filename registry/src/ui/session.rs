@@ -94,6 +94,30 @@ pub(super) fn fields(body: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// A form's fields.
+pub(super) type Fields = std::collections::HashMap<String, String>;
+
+/// A signed-in user's form post: who, their session and the form's
+/// fields, once the session, the `Origin` and the CSRF token check out;
+/// a 403 saying which did not otherwise.
+pub(super) fn signed_form(
+    r: &Registry,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(Principal, Session, Fields), Box<Response>> {
+    let (who, session) = viewer(r, headers);
+    let Some(session) = session else {
+        return Err(Box::new(refused("sign in first")));
+    };
+    let f = fields(body);
+    if !same_origin(headers) || f.get("csrf") != Some(&session.csrf) {
+        return Err(Box::new(refused(
+            "the form's CSRF token is missing or wrong",
+        )));
+    }
+    Ok((who, session, f))
+}
+
 fn refused(why: &str) -> Response {
     (StatusCode::FORBIDDEN, format!("refused: {why}\n")).into_response()
 }

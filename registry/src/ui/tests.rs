@@ -751,3 +751,310 @@ async fn an_sbom_lists_its_components_searchably_and_escaped() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// POST a form to `uri` as the session `cookie`.
+async fn post_form(
+    app: &axum::Router,
+    uri: &str,
+    cookie: &str,
+    fields: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    call(
+        app,
+        "POST",
+        uri,
+        &[form, ("cookie", cookie), ("host", "registry.test")],
+        fields,
+    )
+    .await
+}
+
+/// The text of the element with `id` in a page.
+fn by_id(body: &str, id: &str) -> String {
+    let at = body.find(&format!("id=\"{id}\"")).expect(id);
+    let start = at + body[at..].find('>').unwrap() + 1;
+    body[start..start + body[start..].find('<').unwrap()].to_owned()
+}
+
+/// An admin API call with Basic `creds`.
+async fn admin_api(
+    app: &axum::Router,
+    method: http::Method,
+    uri: &str,
+    creds: &str,
+    body: serde_json::Value,
+) -> StatusCode {
+    crate::api::auth_tests::call(
+        app,
+        method,
+        uri,
+        None,
+        Some(creds),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn robots_are_made_with_the_secret_shown_once_then_rotated_and_disabled() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    let (cookie, csrf) = sign_in(app, "padmin").await;
+    let (status, _, page) = call(app, "GET", "/ui/robots", &[("cookie", &cookie)], "").await;
+    assert_eq!(status, StatusCode::OK);
+    // padmin administers pub and priv, not other; declared robots are
+    // listed read-only.
+    assert!(page.contains("<option value=\"priv\">"), "{page}");
+    assert!(!page.contains("<option value=\"other\">"), "{page}");
+    assert!(!page.contains("(system robot"), "{page}");
+    assert!(page.contains("robot$priv+pull"), "{page}");
+    assert!(page.contains("declared in the configuration"), "{page}");
+
+    let create = format!("csrf={csrf}&op=create&scope=priv&name=ci&pull=on&push=on&days=7");
+    let (status, _, shown) = post_form(app, "/ui/robots", &cookie, &create).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    let secret = by_id(&shown, "robot-secret");
+    assert!(secret.len() >= 32, "{shown}");
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("robot$priv+ci:{secret}"),
+    );
+    assert!(by_id(&shown, "auth-json").contains(&auth), "{shown}");
+    assert!(shown.contains("registry.test"), "{shown}");
+    let creds = format!("robot$priv+ci:{secret}");
+    assert!(h.token(Some(&creds), &["priv/app"]).await.is_some());
+    // The list shows the robot, never its secret again.
+    let (_, _, page) = call(app, "GET", "/ui/robots", &[("cookie", &cookie)], "").await;
+    assert!(page.contains("robot$priv+ci"), "{page}");
+    assert!(page.contains("priv/** (pull, push)"), "{page}");
+    assert!(!page.contains(&secret), "the secret is shown once");
+
+    // Rotating: a new secret; the old one stops working.
+    let rotate = format!("csrf={csrf}&op=rotate&robot=robot%24priv%2Bci");
+    let (status, _, shown) = post_form(app, "/ui/robots", &cookie, &rotate).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    let fresh = by_id(&shown, "robot-secret");
+    assert_ne!(fresh, secret);
+    assert!(h.token(Some(&creds), &["priv/app"]).await.is_none());
+    let creds = format!("robot$priv+ci:{fresh}");
+    assert!(h.token(Some(&creds), &["priv/app"]).await.is_some());
+    // Disabling: refused from then on.
+    let disable = format!("csrf={csrf}&op=disable&robot=robot%24priv%2Bci");
+    let (status, _, _) = post_form(app, "/ui/robots", &cookie, &disable).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(h.token(Some(&creds), &["priv/app"]).await.is_none());
+    let (_, _, page) = call(app, "GET", "/ui/robots", &[("cookie", &cookie)], "").await;
+    assert!(page.contains("disabled"), "{page}");
+
+    // Another project's robot: the API's 404, shown with its reason.
+    let elsewhere = format!("csrf={csrf}&op=create&scope=other&name=ci&pull=on");
+    let (status, _, shown) = post_form(app, "/ui/robots", &cookie, &elsewhere).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{shown}");
+    assert!(shown.contains("role=\"alert\""), "{shown}");
+    // No CSRF token, or a declared robot: refused, nothing changes.
+    let forged = "op=create&scope=priv&name=ci2&pull=on";
+    assert_eq!(
+        post_form(app, "/ui/robots", &cookie, forged).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let declared = format!("csrf={csrf}&op=disable&robot=robot%24priv%2Bpull");
+    assert_eq!(
+        post_form(app, "/ui/robots", &cookie, &declared).await.0,
+        StatusCode::CONFLICT
+    );
+    // A guest manages no robot and gets no form; anonymous is sent to sign in.
+    let (guest, _) = sign_in(app, "guest").await;
+    let (_, _, page) = call(app, "GET", "/ui/robots", &[("cookie", &guest)], "").await;
+    assert!(page.contains("No robot you manage yet."), "{page}");
+    assert!(!page.contains("New robot"), "{page}");
+    let (status, headers, _) = call(app, "GET", "/ui/robots", &[], "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/login");
+}
+
+#[tokio::test]
+async fn members_are_managed_by_project_admins_only() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    let root = "root:password";
+    let made = admin_api(
+        app,
+        http::Method::POST,
+        "/api/v1/projects",
+        root,
+        serde_json::json!({"name": "lab"}),
+    )
+    .await;
+    assert_eq!(made, StatusCode::CREATED);
+    let (cookie, csrf) = sign_in(app, "root").await;
+    let put = format!("csrf={csrf}&op=put&user=dev&role=developer");
+    let (status, headers, _) = post_form(app, "/ui/projects/lab/members", &cookie, &put).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/projects/lab/members");
+    let (_, _, page) = call(
+        app,
+        "GET",
+        "/ui/projects/lab/members",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(page.contains("<td>dev</td><td>developer</td>"), "{page}");
+    // The developer sees the members, without forms, and cannot change them.
+    let (dev, dev_csrf) = sign_in(app, "dev").await;
+    let (status, _, page) = call(
+        app,
+        "GET",
+        "/ui/projects/lab/members",
+        &[("cookie", &dev)],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("<form class=\"inline\""), "{page}");
+    let promote = format!("csrf={dev_csrf}&op=put&user=dev&role=admin");
+    let (status, _, page) = post_form(app, "/ui/projects/lab/members", &dev, &promote).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("you do not administer"), "{page}");
+    // Someone outside the project: it does not exist for them.
+    let (guest, _) = sign_in(app, "otheradmin").await;
+    assert_eq!(
+        call(
+            app,
+            "GET",
+            "/ui/projects/lab/members",
+            &[("cookie", &guest)],
+            ""
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    // Removing.
+    let remove = format!("csrf={csrf}&op=remove&user=dev");
+    assert_eq!(
+        post_form(app, "/ui/projects/lab/members", &cookie, &remove)
+            .await
+            .0,
+        StatusCode::SEE_OTHER
+    );
+    let (_, _, page) = call(
+        app,
+        "GET",
+        "/ui/projects/lab/members",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(!page.contains("<td>dev</td>"), "{page}");
+    // A declared project's members are read-only here.
+    let (_, _, page) = call(
+        app,
+        "GET",
+        "/ui/projects/priv/members",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert!(page.contains("declared in the configuration"), "{page}");
+    assert!(page.contains("<td>maint</td><td>maintainer</td>"), "{page}");
+    assert!(!page.contains("Add a member"), "{page}");
+}
+
+#[tokio::test]
+async fn retention_gc_webhooks_and_the_audit_log_have_pages() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    let root = "root:password";
+    let made = admin_api(
+        app,
+        http::Method::POST,
+        "/api/v1/projects",
+        root,
+        serde_json::json!({"name": "lab"}),
+    )
+    .await;
+    assert_eq!(made, StatusCode::CREATED);
+    let policy = serde_json::json!({"immutable_tags": ["release-*"], "retention": [{"tags": "*", "latest": 1}], "quota_mib": 100});
+    assert_eq!(
+        admin_api(
+            app,
+            http::Method::PUT,
+            "/api/v1/projects/lab/policy",
+            root,
+            policy
+        )
+        .await,
+        StatusCode::OK
+    );
+    let token = h.token(Some(root), &["lab/app"]).await.unwrap();
+    for tag in ["a", "b", "c"] {
+        push_image_as(app, "lab/app", tag, Some(&token)).await;
+    }
+    let (cookie, csrf) = sign_in(app, "root").await;
+    let get_page = |uri: &'static str, cookie: String| async move {
+        call(app, "GET", uri, &[("cookie", &cookie)], "").await
+    };
+    let (status, _, page) = get_page("/ui/projects/lab/policy", cookie.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<code>release-*</code>"), "{page}");
+    assert!(page.contains("the latest 1"), "{page}");
+    assert!(page.contains("of a 100.0 MiB quota"), "{page}");
+    assert!(page.contains("No retention has run yet."), "{page}");
+    // A preview changes nothing and is shown as the last preview.
+    let preview = format!("csrf={csrf}&op=preview");
+    let (status, _, _) = post_form(app, "/ui/projects/lab/policy", &cookie, &preview).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, page) = get_page("/ui/projects/lab/policy", cookie.clone()).await;
+    assert!(page.contains("Tags that would go (2)"), "{page}");
+    assert!(page.contains("by root"), "{page}");
+    let (_, _, tags) = get_page("/ui/repo/lab/app", cookie.clone()).await;
+    assert!(tags.contains("3 tags"), "{tags}");
+    let apply = format!("csrf={csrf}&op=apply");
+    post_form(app, "/ui/projects/lab/policy", &cookie, &apply).await;
+    let (_, _, page) = get_page("/ui/projects/lab/policy", cookie.clone()).await;
+    assert!(page.contains("Tags removed (2)"), "{page}");
+    let (_, _, tags) = get_page("/ui/repo/lab/app", cookie.clone()).await;
+    assert!(tags.contains("1 tag"), "{tags}");
+
+    // GC: a system admin's page; a dry run is recorded as the last.
+    let (_, _, page) = get_page("/ui/gc", cookie.clone()).await;
+    assert!(page.contains("No collection has run yet."), "{page}");
+    let dry = format!("csrf={csrf}&op=dry-run");
+    assert_eq!(
+        post_form(app, "/ui/gc", &cookie, &dry).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let (_, _, page) = get_page("/ui/gc", cookie.clone()).await;
+    assert!(page.contains("Last dry run"), "{page}");
+    assert!(page.contains("Blobs that would go"), "{page}");
+    let (_, _, page) = get_page("/ui/webhooks", cookie.clone()).await;
+    assert!(page.contains("None: add [[webhooks]]"), "{page}");
+
+    // The audit log, filtered.
+    let (_, _, page) = get_page("/ui/audit?action=retention.", cookie.clone()).await;
+    assert!(page.contains("<code>retention.dry_run</code>"), "{page}");
+    assert!(page.contains("<code>retention.request</code>"), "{page}");
+    assert!(!page.contains("<code>manifest.push</code>"), "{page}");
+
+    // A project admin: their project's log only; no GC or webhooks pages.
+    let (padmin, _) = sign_in(app, "padmin").await;
+    for uri in ["/ui/gc", "/ui/webhooks"] {
+        assert_eq!(get_page(uri, padmin.clone()).await.0, StatusCode::NOT_FOUND);
+    }
+    let (_, _, page) = get_page("/ui/audit", padmin.clone()).await;
+    assert!(
+        page.contains("only a system admin lists the whole audit log"),
+        "{page}"
+    );
+    let (_, _, page) = get_page("/ui/audit?project=lab", padmin.clone()).await;
+    assert!(!page.contains("retention.request"), "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    // Policy of a project padmin is not in: not found.
+    assert_eq!(
+        get_page("/ui/projects/lab/policy", padmin).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
