@@ -11,6 +11,7 @@
 
 pub mod forge;
 pub mod s3;
+pub mod webdriver;
 
 /// A certificate authority made at test time, and server certificates it
 /// signs, for tests over TLS.

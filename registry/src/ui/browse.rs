@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use maud::html;
 
 use super::session::viewer;
@@ -30,10 +30,6 @@ pub(super) fn may_pull(r: &Registry, who: &Principal, repo: &str) -> bool {
     }
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
-}
-
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 pub(super) fn when(secs: u64) -> String {
     let t = crate::auth::gate::rfc3339(secs);
@@ -48,7 +44,7 @@ pub(super) async fn project(
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
     if !may_pull(&r, &who, &format!("{project}/x")) {
-        return not_found();
+        return super::not_found();
     }
     let name = project.clone();
     let repos = match super::meta(&r, move |m| m.repositories_in(&name)).await {
@@ -154,7 +150,7 @@ pub(super) async fn repository(
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
     if berth_oci::reference::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
-        return not_found();
+        return super::not_found();
     }
     let (repo, filter, after) = (name.clone(), query.q.clone(), query.after.clone());
     let page = super::meta(&r, move |m| {
@@ -168,7 +164,7 @@ pub(super) async fn repository(
     .await;
     let (tags, total, pushers) = match page {
         Ok(Some(page)) => page,
-        Ok(None) => return not_found(),
+        Ok(None) => return super::not_found(),
         Err(resp) => return resp,
     };
     let host = headers

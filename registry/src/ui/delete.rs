@@ -44,7 +44,7 @@ pub(super) async fn confirm(
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
     let Some(session) = session.filter(|_| may_delete(&r, &who, &name)) else {
-        return (StatusCode::FORBIDDEN, "you may not delete tags here\n").into_response();
+        return super::problem(StatusCode::FORBIDDEN, "You may not delete tags here.");
     };
     let body = html! {
         h1 { "Delete " (name) ":" (q.tag) "?" }
@@ -73,15 +73,14 @@ pub(super) async fn delete(
         Err(refused) => return *refused,
     };
     if !may_delete(&r, &who, &name) {
-        return (
+        return super::problem(
             StatusCode::FORBIDDEN,
-            "refused: you may not delete tags here\n",
-        )
-            .into_response();
+            "Refused: you may not delete tags here.",
+        );
     }
     let tag = f.get("tag").cloned().unwrap_or_default();
     if berth_oci::validate_tag(&tag).is_err() {
-        return (StatusCode::BAD_REQUEST, "not a tag\n").into_response();
+        return super::problem(StatusCode::BAD_REQUEST, "That is not a tag.");
     }
     let reference = ManifestRef::Tag(tag.clone());
     match crate::api::manifests::delete(&r, &name, &reference, &headers, Some(&session.user)).await

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
 use berth_oci::Digest;
 use berth_oci::media_type::CYCLONEDX_JSON;
 use futures_util::StreamExt as _;
@@ -34,10 +34,6 @@ const MAX_CONFIG: usize = 1 << 20;
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct DigestParam {
     digest: String,
-}
-
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 /// A value that may be a link: only http(s) URLs become one.
@@ -90,10 +86,10 @@ pub(super) async fn image(
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
     let Ok(digest) = q.digest.parse::<Digest>() else {
-        return not_found();
+        return super::not_found();
     };
     if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
-        return not_found();
+        return super::not_found();
     }
     let (repo, d) = (name.clone(), digest.clone());
     let found = super::meta(&r, move |m| {
@@ -103,7 +99,7 @@ pub(super) async fn image(
     .await;
     let (manifest, referrers) = match found {
         Ok((Some(manifest), referrers)) => (manifest, referrers),
-        Ok((None, _)) => return not_found(),
+        Ok((None, _)) => return super::not_found(),
         Err(resp) => return resp,
     };
     let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();

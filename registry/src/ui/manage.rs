@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use maud::{Markup, html};
@@ -51,9 +51,7 @@ pub(super) fn signed_post(
     let client = crate::api::client_text(ext);
     match Caller::of_session(r, who.clone(), &session.user, client) {
         Some(c) => Ok((c, who, session, f)),
-        None => Err(Box::new(
-            (StatusCode::NOT_FOUND, "not found\n").into_response(),
-        )),
+        None => Err(Box::new(super::not_found())),
     }
 }
 
@@ -342,7 +340,7 @@ pub(super) async fn members(
         .get(&project)
         .filter(|_| c.sees(&project))
     else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        return super::not_found();
     };
     let manages = c.administers(&project) && !c.directory().declared.contains(&project);
     let candidates: Vec<&String> = c

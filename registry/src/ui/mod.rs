@@ -105,6 +105,42 @@ async fn css() -> Response {
 /// A whole page: `title`, then `body` inside the layout, for `who` (with
 /// their `session`, whose CSRF token the sign-out form carries).
 fn page(title: &str, who: &Principal, session: Option<&Session>, body: Markup) -> Response {
+    layout(title, Some((who, session)), body)
+}
+
+/// A page saying why a request was not answered (`status`), in the
+/// layout but without the viewer's name: the error pages of every route,
+/// so a refusal never strands someone on a bare text page.
+pub(super) fn problem(status: StatusCode, message: &str) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Refused",
+        StatusCode::BAD_REQUEST => "Not understood",
+        StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+        _ => "Not done",
+    };
+    let body = html! {
+        h1 { (title) }
+        p.error role="alert" { (message) }
+        p { a href="/ui/" { "Back to the projects" } }
+    };
+    let mut resp = layout(title, None, body);
+    *resp.status_mut() = status;
+    resp
+}
+
+/// The 404 page: the same whether the thing is missing or hidden.
+pub(super) fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "There is no such page, or you may not see it.",
+    )
+}
+
+/// The layout around `body`; `viewer` names who is signed in (none on an
+/// error page).
+fn layout(title: &str, viewer: Option<(&Principal, Option<&Session>)>, body: Markup) -> Response {
+    let (who, session) = viewer.unwrap_or((&Principal::Anonymous, None));
     let name = match who {
         Principal::Anonymous => "anonymous".to_owned(),
         Principal::User { name, .. } => name.clone(),
@@ -135,7 +171,8 @@ fn page(title: &str, who: &Principal, session: Option<&Session>, body: Markup) -
                             " " a href="/ui/gc" { "GC" }
                         }
                     }
-                    @if let Some(s) = session {
+                    @if viewer.is_none() {
+                    } @else if let Some(s) = session {
                         form.who method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);
                             span { (name) " " }
@@ -181,11 +218,10 @@ async fn meta<T: Send + 'static>(
 ) -> Result<T, Response> {
     crate::api::db_write(r, f).await.map_err(|e| {
         tracing::warn!(error = %e, "web UI: the metadata failed");
-        (
+        problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the registry's metadata cannot be used now; try again\n",
+            "The registry's metadata cannot be used now; try again.",
         )
-            .into_response()
     })
 }
 

@@ -23,10 +23,6 @@ use crate::metadata::{AuditQuery, JobRun};
 use crate::policy::PolicyConfig;
 use crate::retention::RetentionReport;
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
-}
-
 /// A list of names, the first `n` shown and the rest counted.
 fn some_of(items: &[String], n: usize) -> Markup {
     html! {
@@ -89,7 +85,7 @@ pub(super) async fn policy(
     };
     let v = match api::policy_of(&r, &c, project.clone()).await {
         Ok(v) => v,
-        Err(e) if e.status() == StatusCode::NOT_FOUND => return not_found(),
+        Err(e) if e.status() == StatusCode::NOT_FOUND => return super::not_found(),
         Err(e) => return refusal(&who, &session, &e, ("/ui/", "projects")),
     };
     let source: Option<PolicyConfig> = serde_json::from_value(v["policy"].clone()).ok();
@@ -192,7 +188,7 @@ pub(super) async fn policy_post(
 fn gc_run(run: &JobRun) -> Markup {
     let report: Option<crate::gc::GcReport> = serde_json::from_str(&run.report).ok();
     html! {
-        h3 { @if run.dry_run { "Last dry run" } @else { "Last collection" } }
+        h2 { @if run.dry_run { "Last dry run" } @else { "Last collection" } }
         p.muted { (when(run.finished_at)) " · by " (run.by) }
         @if !run.ok { p.error role="alert" { "Failed: " (run.report) } }
         @else if let Some(g) = report {
@@ -218,7 +214,7 @@ pub(super) async fn gc(
         Err(resp) => return *resp,
     };
     if !c.admin() {
-        return not_found();
+        return super::not_found();
     }
     let runs = match super::meta(&r, |m| {
         Ok([
@@ -263,7 +259,7 @@ pub(super) async fn gc_post(
         Err(resp) => return *resp,
     };
     if !c.admin() {
-        return not_found();
+        return super::not_found();
     }
     let dry_run = f.get("op").map(String::as_str) != Some("collect");
     let client = crate::api::client_text(&ext);
@@ -291,7 +287,7 @@ pub(super) async fn webhooks(
         Err(resp) => return *resp,
     };
     if !c.admin() {
-        return not_found();
+        return super::not_found();
     }
     let target = q.target.filter(|t| !t.is_empty());
     let v = match api::webhook_status(&r, &c, target.clone(), Some(100)).await {
@@ -428,13 +424,13 @@ pub(super) async fn audit(
             Ok(events) if events.is_empty() => { p.empty { "No events." } }
             Ok(events) => {
                 table #audit {
-                    thead { tr { th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Client" }
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Actor" } th.wide scope="col" { "Client" }
                         th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Outcome" } th scope="col" { "Detail" } } }
                     tbody { @for e in events {
                         tr {
                             td { (when(e.at)) }
                             td { (e.actor) }
-                            td { code { (e.client) } }
+                            td.wide { code { (e.client) } }
                             td { code { (e.action) } }
                             td { code { (e.target) } }
                             td { span.badge { (e.outcome) } }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use berth_oci::Digest;
 use berth_oci::media_type::CYCLONEDX_JSON;
 use maud::html;
@@ -134,10 +134,6 @@ fn flatten<'a>(cs: &'a [Component], out: &mut Vec<&'a Component>) {
     }
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
-}
-
 /// `GET /ui/sbom/<name>?digest=<referrer digest>&q=<filter>`.
 pub(super) async fn sbom(
     State(r): State<Arc<Registry>>,
@@ -147,10 +143,10 @@ pub(super) async fn sbom(
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
     let Ok(digest) = q.digest.parse::<Digest>() else {
-        return not_found();
+        return super::not_found();
     };
     if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
-        return not_found();
+        return super::not_found();
     }
     let (repo, d) = (name.clone(), digest.clone());
     let manifest = match super::meta(&r, move |m| {
@@ -159,7 +155,7 @@ pub(super) async fn sbom(
     .await
     {
         Ok(Some(m)) => m,
-        Ok(None) => return not_found(),
+        Ok(None) => return super::not_found(),
         Err(resp) => return resp,
     };
     let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();
@@ -173,27 +169,24 @@ pub(super) async fn sbom(
             .and_then(|l| l["digest"].as_str()?.parse::<Digest>().ok())
     });
     let Some(layer) = layer else {
-        return (
+        return super::problem(
             StatusCode::NOT_FOUND,
-            "this artifact holds no CycloneDX JSON document\n",
-        )
-            .into_response();
+            "This artifact holds no CycloneDX JSON document.",
+        );
     };
     let Some(bytes) = super::image::bounded_blob(&r, &layer, MAX_SBOM).await else {
-        return (
+        return super::problem(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "the SBOM cannot be read: missing, larger than 32 MiB, or its bytes do not match its digest\n",
-        )
-            .into_response();
+            "The SBOM cannot be read: it is missing, larger than 32 MiB, or its bytes do not match its digest.",
+        );
     };
     let bom: Bom = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
-            return (
+            return super::problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the SBOM is not a CycloneDX JSON document: {e}\n"),
-            )
-                .into_response();
+                &format!("The SBOM is not a CycloneDX JSON document: {e}."),
+            );
         }
     };
     let mut all = Vec::new();

@@ -119,7 +119,7 @@ pub(super) fn signed_form(
 }
 
 fn refused(why: &str) -> Response {
-    (StatusCode::FORBIDDEN, format!("refused: {why}\n")).into_response()
+    super::problem(StatusCode::FORBIDDEN, &format!("Refused: {why}."))
 }
 
 /// `GET /ui/login`.

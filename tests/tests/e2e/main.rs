@@ -20,3 +20,4 @@ mod policy;
 mod s3;
 mod slow_links;
 mod tls;
+mod ui;
