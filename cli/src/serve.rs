@@ -117,7 +117,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)
             .context("in [[policies]]")?
             .with_gc(config.gc.clone())
-            .with_ui(config.ui.enabled)
+            .with_ui(config.ui.enabled && cfg!(feature = "ui"))
             .with_space_floor(
                 &config.data,
                 if config.storage.s3.is_some() {

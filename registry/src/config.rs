@@ -41,7 +41,22 @@ pub struct Config {
     /// Garbage collection (`[gc]`).
     pub gc: crate::gc::GcConfig,
     /// The web UI (`[ui]`).
-    pub ui: crate::ui::UiConfig,
+    pub ui: UiConfig,
+}
+
+/// `[ui]`: the web UI (served when berth is built with the `ui` feature,
+/// the default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve `/ui/`.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[audit]`: how long audit events are kept.
@@ -94,7 +109,7 @@ impl Default for Config {
             webhook: crate::webhooks::WebhookPolicy::default(),
             policies: Vec::new(),
             gc: crate::gc::GcConfig::default(),
-            ui: crate::ui::UiConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }

@@ -71,11 +71,14 @@ impl Params {
 
 /// Build the registry's router.
 pub fn router(registry: Arc<Registry>) -> Router {
+    #[cfg(feature = "ui")]
     let ui = if registry.ui_enabled() {
         crate::ui::router()
     } else {
         Router::new()
     };
+    #[cfg(not(feature = "ui"))]
+    let ui = Router::new();
     Router::new()
         .route("/v2", any(base_checked))
         .route("/v2/", any(base_checked))

@@ -30,20 +30,6 @@ mod ops;
 mod sbom;
 mod session;
 
-/// `[ui]`: the web UI.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UiConfig {
-    /// Serve `/ui/`.
-    pub enabled: bool,
-}
-
-impl Default for UiConfig {
-    fn default() -> Self {
-        Self { enabled: true }
-    }
-}
-
 /// The stylesheet.
 const CSS: &str = include_str!("berth.css");
 /// The small enhancements (copy buttons); no page needs them.
