@@ -92,6 +92,15 @@ pub fn berth_bin() -> PathBuf {
     bin
 }
 
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Find `program` on PATH, or fail the test with the install step.
 pub fn require(program: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -37,15 +37,6 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn find(program: &str) -> std::path::PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -60,7 +51,7 @@ impl Browser {
     pub fn start(width: u32, height: u32) -> Self {
         let chromium = find("chromium");
         let chromedriver = find("chromedriver");
-        let port = free_port();
+        let port = crate::free_port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

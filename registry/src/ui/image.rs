@@ -22,7 +22,8 @@ use maud::{Markup, html};
 use super::browse::may_pull;
 use super::session::viewer;
 use crate::Registry;
-use crate::metadata::ManifestKey;
+use crate::auth::model::Principal;
+use crate::metadata::{ManifestKey, Metadata, MetadataError, StoredManifest};
 use crate::storage::BlobStore as _;
 use berth_oci::units::human_bytes;
 
@@ -77,6 +78,36 @@ pub(super) async fn bounded_blob(r: &Registry, d: &Digest, max: usize) -> Option
     Some(out)
 }
 
+/// Manifest `digest` of repository `name`, for `who` who may pull it,
+/// and what `also` reads with it in the same metadata call; the 404 page
+/// for a malformed digest, a name `who` may not pull (as if it did not
+/// exist) or a manifest that is not there.
+pub(super) async fn viewable<T: Send + 'static>(
+    r: &Arc<Registry>,
+    who: &Principal,
+    name: &str,
+    digest: &str,
+    also: impl FnOnce(&Metadata, &str, &Digest) -> Result<T, MetadataError> + Send + 'static,
+) -> Result<(Digest, StoredManifest, T), Box<Response>> {
+    let Ok(digest) = digest.parse::<Digest>() else {
+        return Err(Box::new(super::not_found()));
+    };
+    if berth_oci::validate_name(name).is_err() || !may_pull(r, who, name) {
+        return Err(Box::new(super::not_found()));
+    }
+    let (repo, d) = (name.to_owned(), digest.clone());
+    let found = super::meta(r, move |m| {
+        let manifest = m.manifest(&repo, ManifestKey::Digest(&d), true)?;
+        Ok((manifest, also(m, &repo, &d)?))
+    })
+    .await;
+    match found {
+        Ok((Some(manifest), extra)) => Ok((digest, manifest, extra)),
+        Ok((None, _)) => Err(Box::new(super::not_found())),
+        Err(resp) => Err(Box::new(resp)),
+    }
+}
+
 /// `GET /ui/image/<name>?digest=<digest>`.
 pub(super) async fn image(
     State(r): State<Arc<Registry>>,
@@ -85,22 +116,13 @@ pub(super) async fn image(
     headers: HeaderMap,
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
-    let Ok(digest) = q.digest.parse::<Digest>() else {
-        return super::not_found();
-    };
-    if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
-        return super::not_found();
-    }
-    let (repo, d) = (name.clone(), digest.clone());
-    let found = super::meta(&r, move |m| {
-        let manifest = m.manifest(&repo, ManifestKey::Digest(&d), true)?;
-        Ok((manifest, m.referrers(&repo, &d, None)?))
+    let (digest, manifest, referrers) = match viewable(&r, &who, &name, &q.digest, |m, repo, d| {
+        m.referrers(repo, d, None)
     })
-    .await;
-    let (manifest, referrers) = match found {
-        Ok((Some(manifest), referrers)) => (manifest, referrers),
-        Ok((None, _)) => return super::not_found(),
-        Err(resp) => return resp,
+    .await
+    {
+        Ok(found) => found,
+        Err(resp) => return *resp,
     };
     let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();
     let config = match v["config"]["digest"]

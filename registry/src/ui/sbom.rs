@@ -16,10 +16,8 @@ use berth_oci::media_type::CYCLONEDX_JSON;
 use maud::html;
 use serde::Deserialize;
 
-use super::browse::may_pull;
 use super::session::viewer;
 use crate::Registry;
-use crate::metadata::ManifestKey;
 
 /// Largest SBOM document shown.
 const MAX_SBOM: usize = 32 << 20;
@@ -142,22 +140,11 @@ pub(super) async fn sbom(
     headers: HeaderMap,
 ) -> Response {
     let (who, session) = viewer(&r, &headers);
-    let Ok(digest) = q.digest.parse::<Digest>() else {
-        return super::not_found();
-    };
-    if berth_oci::validate_name(&name).is_err() || !may_pull(&r, &who, &name) {
-        return super::not_found();
-    }
-    let (repo, d) = (name.clone(), digest.clone());
-    let manifest = match super::meta(&r, move |m| {
-        m.manifest(&repo, ManifestKey::Digest(&d), true)
-    })
-    .await
-    {
-        Ok(Some(m)) => m,
-        Ok(None) => return super::not_found(),
-        Err(resp) => return resp,
-    };
+    let (digest, manifest, ()) =
+        match super::image::viewable(&r, &who, &name, &q.digest, |_, _, _| Ok(())).await {
+            Ok(found) => found,
+            Err(resp) => return *resp,
+        };
     let v: serde_json::Value = serde_json::from_slice(&manifest.content).unwrap_or_default();
     let subject = v["subject"]["digest"]
         .as_str()

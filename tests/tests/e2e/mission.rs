@@ -15,14 +15,7 @@ use berth_tests::{Server, berth_bin};
 use crate::auth::{ROBOT, ROBOT_SECRET, auth_config};
 use crate::bot::{BotProc, wait_for};
 use crate::bump::{remote_file, remote_with};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use berth_tests::free_port;
 
 /// `berth build --push` of the test store's image (with `marker` in its
 /// config, so each build has its own digest) as the robot; the manifest
