@@ -55,10 +55,23 @@ pub(super) async fn project(
         .into_iter()
         .filter(|repo| may_pull(&r, &who, &repo.name))
         .collect();
+    // Members and system admins get the project's members and policy pages.
+    let in_project = match (&who, &r.gate) {
+        (Principal::User { admin: true, .. }, Some(g)) => {
+            g.directory().policy.projects.contains_key(&project)
+        }
+        (Principal::User { name, .. }, Some(g)) => g
+            .directory()
+            .policy
+            .projects
+            .get(&project)
+            .is_some_and(|p| p.members.contains_key(name)),
+        _ => false,
+    };
     let body = html! {
         p.muted { a href="/ui/" { "Projects" } " / " }
         h1 { (project) }
-        @if session.is_some() && r.gate.as_ref().is_some_and(|g| g.directory().policy.projects.contains_key(&project)) {
+        @if in_project {
             nav.sub aria-label="project" {
                 a href={ "/ui/projects/" (project) "/members" } { "Members" } " · "
                 a href={ "/ui/projects/" (project) "/policy" } { "Policy and retention" }
