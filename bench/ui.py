@@ -214,7 +214,7 @@ def main():
         "",
         "- A page does more than the API call it is compared with: the repository page reads the 100 tags' manifests (kind, platforms, size) and who pushed each digest from the audit log, and renders 41 KiB of HTML; the SBOM page parses the whole CycloneDX document on every request (no cache) and renders a row per component. The ratios say what that costs; every page stays far under the target.",
         "- Filtering the tags is a `LIKE` over the repository's tag names in SQLite; filtering the SBOM is a substring test over each component's columns after parsing.",
-        "- The size is measured the honest way: the same release build with and without the `ui` feature (maud, the pages, the stylesheet and script, and the admin operations only the pages use).",
+        "- The size is the difference between the same release build with and without the `ui` feature (maud, the pages, the stylesheet and script, and the admin operations only the pages use).",
         "",
         f"Binary size, release, stripped: {size_ui / 1048576:.2f} MiB with the UI, {size_plain / 1048576:.2f} MiB built with `--no-default-features` (no `ui`): **the UI adds {(size_ui - size_plain) / 1048576:.2f} MiB** (target < 3 MiB). Peak RSS of the server after every row: {rss / 1024:.1f} MiB.",
         "",
