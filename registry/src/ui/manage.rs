@@ -26,17 +26,18 @@ use crate::metadata::Session;
 /// without `[auth]`), the sign-in page.
 pub(super) fn signed_in(
     r: &Registry,
+    uri: &http::Uri,
     headers: &HeaderMap,
     ext: &http::Extensions,
 ) -> Result<(Caller, Principal, Session), Box<Response>> {
     let (who, session) = viewer(r, headers);
     let Some(session) = session else {
-        return Err(Box::new(Redirect::to("/ui/login").into_response()));
+        return Err(Box::new(super::session::to_sign_in(Some(uri))));
     };
     let client = crate::api::client_text(ext);
     match Caller::of_session(r, who.clone(), &session.user, client) {
         Some(c) => Ok((c, who, session)),
-        None => Err(Box::new(Redirect::to("/ui/login").into_response())),
+        None => Err(Box::new(super::session::to_sign_in(Some(uri)))),
     }
 }
 
@@ -117,10 +118,11 @@ fn robot_scopes(c: &Caller) -> (Vec<String>, bool) {
 /// one.
 pub(super) async fn robots(
     State(r): State<Arc<Registry>>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };
@@ -326,10 +328,11 @@ pub(super) async fn robots_post(
 pub(super) async fn members(
     State(r): State<Arc<Registry>>,
     Path(project): Path<String>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };

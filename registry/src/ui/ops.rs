@@ -76,10 +76,11 @@ fn retention_run(run: &JobRun, project: &str) -> Markup {
 pub(super) async fn policy(
     State(r): State<Arc<Registry>>,
     Path(project): Path<String>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };
@@ -206,10 +207,11 @@ fn gc_run(run: &JobRun) -> Markup {
 /// `GET /ui/gc`: system admins.
 pub(super) async fn gc(
     State(r): State<Arc<Registry>>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };
@@ -279,10 +281,11 @@ pub(super) struct WebhookQuery {
 pub(super) async fn webhooks(
     State(r): State<Arc<Registry>>,
     Query(q): Query<WebhookQuery>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };
@@ -358,10 +361,11 @@ pub(super) struct AuditFilter {
 pub(super) async fn audit(
     State(r): State<Arc<Registry>>,
     Query(q): Query<AuditFilter>,
+    uri: http::Uri,
     headers: HeaderMap,
     ext: http::Extensions,
 ) -> Response {
-    let (c, who, session) = match signed_in(&r, &headers, &ext) {
+    let (c, who, session) = match signed_in(&r, &uri, &headers, &ext) {
         Ok(x) => x,
         Err(resp) => return *resp,
     };

@@ -122,12 +122,44 @@ fn refused(why: &str) -> Response {
     super::problem(StatusCode::FORBIDDEN, &format!("Refused: {why}."))
 }
 
-/// `GET /ui/login`.
-pub(super) async fn login_page(State(r): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    login_form(&r, &headers, None)
+/// The sign-in page's query: where to go after signing in.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct LoginQuery {
+    #[serde(default)]
+    next: String,
 }
 
-fn login_form(r: &Registry, headers: &HeaderMap, error: Option<&str>) -> Response {
+/// `next` if it is one of the UI's own pages (never another site: no
+/// `//host`, no backslashes, no control characters), else the projects.
+fn landing(next: &str) -> &str {
+    let own = next.starts_with("/ui/")
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    if own { next } else { "/ui/" }
+}
+
+/// Where a page that needs a signed-in user sends an anonymous visitor:
+/// the sign-in page, coming back to `uri` afterwards.
+pub(super) fn to_sign_in(uri: Option<&http::Uri>) -> Response {
+    let back = uri
+        .and_then(|u| u.path_and_query())
+        .map(|pq| pq.as_str())
+        .unwrap_or("/ui/");
+    let next: String = form_urlencoded::byte_serialize(landing(back).as_bytes()).collect();
+    Redirect::to(&format!("/ui/login?next={next}")).into_response()
+}
+
+/// `GET /ui/login[?next=<page>]`.
+pub(super) async fn login_page(
+    State(r): State<Arc<Registry>>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+    headers: HeaderMap,
+) -> Response {
+    login_form(&r, &headers, None, &q.next)
+}
+
+fn login_form(r: &Registry, headers: &HeaderMap, error: Option<&str>, next: &str) -> Response {
     let (who, _) = viewer(r, headers);
     if r.gate.is_none() {
         let body = html! {
@@ -142,6 +174,7 @@ fn login_form(r: &Registry, headers: &HeaderMap, error: Option<&str>) -> Respons
         @if let Some(e) = error { p.error role="alert" { (e) } }
         form method="post" action="/ui/login" {
             input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="next" value=(landing(next));
             p { label for="user" { "User" } br; input #user name="user" autocomplete="username" required; }
             p { label for="password" { "Password" } br; input #password name="password" type="password" autocomplete="current-password" required; }
             p { button type="submit" { "Sign in" } }
@@ -176,7 +209,8 @@ pub(super) async fn login(
     let pass = f.get("password").cloned().unwrap_or_default();
     let who = crate::api::token::login(&r, gate, user.clone(), pass, &ext).await;
     if !matches!(who, Ok(Principal::User { .. })) {
-        let mut resp = login_form(&r, &headers, Some("Wrong user or password."));
+        let next = f.get("next").map(String::as_str).unwrap_or("");
+        let mut resp = login_form(&r, &headers, Some("Wrong user or password."), next);
         *resp.status_mut() = StatusCode::UNAUTHORIZED;
         return resp;
     }
@@ -195,7 +229,8 @@ pub(super) async fn login(
         crate::api::client_ip(&ext).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     r.audit
         .record(&user, &client, "ui.login", &user, "ok", String::new());
-    let mut resp = Redirect::to("/ui/").into_response();
+    let next = f.get("next").map(String::as_str).unwrap_or("");
+    let mut resp = Redirect::to(landing(next)).into_response();
     let h = resp.headers_mut();
     for c in [
         set_cookie(&r, COOKIE, &token, TTL_SECS),

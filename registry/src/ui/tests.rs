@@ -871,7 +871,39 @@ async fn robots_are_made_with_the_secret_shown_once_then_rotated_and_disabled() 
     assert!(!page.contains("New robot"), "{page}");
     let (status, headers, _) = call(app, "GET", "/ui/robots", &[], "").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(headers["location"], "/ui/login");
+    assert_eq!(headers["location"], "/ui/login?next=%2Fui%2Frobots");
+}
+
+#[tokio::test]
+async fn signing_in_returns_to_the_page_that_asked_and_never_to_another_site() {
+    let h = crate::api::auth_tests::Harness::new();
+    let app = &h.app;
+    for (next, landing) in [
+        (
+            "%2Fui%2Fprojects%2Fpriv%2Fpolicy",
+            "/ui/projects/priv/policy",
+        ),
+        ("%2F%2Fevil.example%2Fui%2F", "/ui/"),
+        ("https%3A%2F%2Fevil.example%2F", "/ui/"),
+        ("%2Fui%2F%5C%5Cevil.example", "/ui/"),
+    ] {
+        let (_, headers, body) = call(app, "GET", &format!("/ui/login?next={next}"), &[], "").await;
+        let (cookie, _) = set_cookie(&headers, "berth_login_csrf").unwrap();
+        let csrf = csrf_field(&body);
+        let (status, headers, _) = call(
+            app,
+            "POST",
+            "/ui/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookie),
+            ],
+            &format!("csrf={csrf}&user=padmin&password=password&next={next}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(headers["location"], landing, "{next}");
+    }
 }
 
 #[tokio::test]
