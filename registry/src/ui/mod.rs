@@ -60,6 +60,8 @@ pub fn router() -> Router<Arc<Registry>> {
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/static/berth.css", get(css))
         .route("/ui/static/berth.js", get(js))
+        // Any other /ui/ address: the UI's own 404 page.
+        .route("/ui/{*rest}", get(|| async { not_found() }))
         .route(
             "/ui/delete-tag/{*name}",
             get(delete::confirm).post(delete::delete),

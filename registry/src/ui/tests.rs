@@ -131,6 +131,11 @@ async fn an_open_registry_lists_every_project_with_its_repositories() {
     let (status, headers, _) = get(&app, "/ui").await;
     assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(headers["location"], "/ui/");
+    // Any other /ui/ address is the UI's 404 page, not the admin API's.
+    let (status, headers, body) = get(&app, "/ui/no/such/page").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(body.contains("<h1>Not found</h1>"), "{body}");
 }
 
 #[tokio::test]
