@@ -506,7 +506,11 @@ fn a_maintainer_browses_finds_a_tag_copies_its_pull_command_and_reads_the_sbom()
     b.goto(&format!("{base}/ui/repo/team/app"));
     assert_eq!(b.title(), "Not found · berth", "{}", b.source());
     b.goto(&format!("{base}/ui/robots"));
-    assert!(b.url().ends_with("/ui/login?next=%2Fui%2Frobots"), "{}", b.url());
+    assert!(
+        b.url().ends_with("/ui/login?next=%2Fui%2Frobots"),
+        "{}",
+        b.url()
+    );
 }
 
 #[test]
