@@ -55,9 +55,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             // The bucket exists, and berth may write, list multipart
             // uploads and delete there.
             crate::server::runtime()?.block_on(async {
-                let meta = std::sync::Arc::new(
-                    berth_registry::metadata::Metadata::in_memory()
-                        .context("cannot open an in-memory database")?,
+                let meta: std::sync::Arc<berth_registry::metadata::Metadata> = std::sync::Arc::new(
+                    berth_registry::metadata::Sqlite::in_memory()
+                        .context("cannot open a temporary database")?,
                 );
                 let store = berth_registry::storage::S3BlobStore::connect(s3, meta)
                     .await

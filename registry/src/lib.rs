@@ -76,7 +76,7 @@ pub(crate) async fn on_meta<T: Send + 'static>(
     f: impl FnOnce(&Metadata) -> Result<T, metadata::MetadataError> + Send + 'static,
 ) -> Result<T, String> {
     let meta = r.meta.clone();
-    tokio::task::spawn_blocking(move || f(&meta))
+    tokio::task::spawn_blocking(move || f(meta.as_ref()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
@@ -199,14 +199,9 @@ pub enum OpenError {
 }
 
 impl Registry {
-    /// A registry over the given parts.
-    pub fn new(blobs: Blobs, meta: Metadata, limits: Limits) -> Self {
-        Self::with_shared_meta(blobs, Arc::new(meta), limits)
-    }
-
-    /// A registry whose blob store shares its metadata database (the S3
-    /// store keeps its index there).
-    pub fn with_shared_meta(blobs: Blobs, meta: Arc<Metadata>, limits: Limits) -> Self {
+    /// A registry over the given parts (the S3 blob store shares `meta`:
+    /// it keeps its index there).
+    pub fn new(blobs: Blobs, meta: Arc<Metadata>, limits: Limits) -> Self {
         let mut metrics = metrics::Metrics::default();
         let blobs = match blobs {
             Blobs::S3(s3) => Blobs::S3(s3.with_metrics(metrics.s3())),
@@ -346,8 +341,8 @@ impl Registry {
                 path: data.to_owned(),
                 source,
             })?;
-        let meta = Metadata::open(&data.join("metadata.sqlite"))?;
-        Ok(Self::new(Blobs::Fs(store), meta, limits))
+        let meta = metadata::Sqlite::open(&data.join("metadata.sqlite"))?;
+        Ok(Self::new(Blobs::Fs(store), Arc::new(meta), limits))
     }
 
     /// Blobs in an S3 bucket, metadata (and the bucket's index) in SQLite
@@ -362,11 +357,11 @@ impl Registry {
             path: data.to_owned(),
             source,
         })?;
-        let meta = Arc::new(Metadata::open(&data.join("metadata.sqlite"))?);
+        let meta: Arc<Metadata> = Arc::new(metadata::Sqlite::open(&data.join("metadata.sqlite"))?);
         let store = storage::S3BlobStore::connect(s3, meta.clone())
             .await
             .map_err(OpenError::S3)?;
-        Ok(Self::with_shared_meta(Blobs::S3(store), meta, limits))
+        Ok(Self::new(Blobs::S3(store), meta, limits))
     }
 
     /// The blob store (to probe it).
@@ -378,7 +373,7 @@ impl Registry {
     pub fn in_memory(limits: Limits) -> Result<Self, OpenError> {
         Ok(Self::new(
             Blobs::Memory(storage::MemoryBlobStore::new()),
-            Metadata::in_memory()?,
+            Arc::new(metadata::Sqlite::in_memory()?),
             limits,
         ))
     }

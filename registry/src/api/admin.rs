@@ -313,7 +313,7 @@ async fn db<T: Send + 'static>(
     + 'static,
 ) -> Result<T> {
     let meta = r.meta.clone();
-    tokio::task::spawn_blocking(move || f(&meta))
+    tokio::task::spawn_blocking(move || f(meta.as_ref()))
         .await
         .map_err(internal)?
         .map_err(internal)

@@ -551,7 +551,7 @@ pub(crate) async fn db_write<T: Send + 'static>(
     + 'static,
 ) -> Result<T, ApiError> {
     let meta = r.meta.clone();
-    tokio::task::spawn_blocking(move || f(&meta))
+    tokio::task::spawn_blocking(move || f(meta.as_ref()))
         .await
         .map_err(|e| crate::storage::StorageError::Io(std::io::Error::other(e)))?
         .map_err(Into::into)

@@ -3,7 +3,7 @@
 
 use rusqlite::params_from_iter;
 
-use super::{Metadata, Result};
+use super::{Result, Sqlite};
 
 /// One audited event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -56,9 +56,21 @@ fn like_escape(s: &str) -> String {
         .replace('_', "\\_")
 }
 
-impl Metadata {
+/// The audit log: who did what to which target, kept for the retention
+/// window and listed with filters.
+pub trait AuditLog {
     /// Append events in one transaction.
-    pub fn audit_append(&self, events: &[AuditEvent]) -> Result<()> {
+    fn audit_append(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// Events matching `q`, newest first.
+    fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
+
+    /// Delete events older than `before` (unix seconds): how many.
+    fn audit_prune(&self, before: u64) -> Result<usize>;
+}
+
+impl AuditLog for Sqlite {
+    fn audit_append(&self, events: &[AuditEvent]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         {
@@ -82,8 +94,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Events matching `q`, newest first.
-    pub fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+    fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
         let mut sql = String::from(
             "SELECT id, at, actor, client, action, target, outcome, detail FROM audit WHERE 1=1",
         );
@@ -148,8 +159,7 @@ impl Metadata {
         Ok(rows)
     }
 
-    /// Delete events older than `before` (unix seconds): how many.
-    pub fn audit_prune(&self, before: u64) -> Result<usize> {
+    fn audit_prune(&self, before: u64) -> Result<usize> {
         Ok(self
             .writer()
             .execute("DELETE FROM audit WHERE at < ?1", [before as i64])?)
@@ -175,7 +185,7 @@ mod tests {
 
     #[test]
     fn events_are_filtered_paged_and_pruned() {
-        let m = Metadata::in_memory().unwrap();
+        let m = Sqlite::in_memory().unwrap();
         m.audit_append(&[
             event(100, "alice", "manifest.push", "team/app:v1", "ok"),
             event(200, "robot$team+ci", "tag.move", "team/app:v1", "ok"),

@@ -6,7 +6,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Metadata, Result};
+use super::{Result, Sqlite};
 
 /// A repository as a project page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +36,35 @@ pub struct TagListing {
     pub updated_at: u64,
 }
 
-impl Metadata {
+/// What the web UI lists: a project's repositories with their sizes and
+/// last pushes, a repository's tags a page at a time, and who pushed a
+/// digest.
+pub trait Browse {
     /// Who pushed each of `digests` into `repo` last, from the audit log
     /// (`manifest.push` events): digest → actor.
-    pub fn pushers(
+    fn pushers(
+        &self,
+        repo: &str,
+        digests: &[String],
+    ) -> Result<std::collections::HashMap<String, String>>;
+
+    /// The repositories of `project` (its own name or below it), by name.
+    fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>>;
+
+    /// Up to `n` tags of `repo` after `after` in name order whose name
+    /// contains `filter`, and how many match in all; `None` if there is no
+    /// such repository.
+    fn tag_page(
+        &self,
+        repo: &str,
+        filter: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Option<(Vec<TagListing>, u64)>>;
+}
+
+impl Browse for Sqlite {
+    fn pushers(
         &self,
         repo: &str,
         digests: &[String],
@@ -61,8 +86,7 @@ impl Metadata {
         Ok(out)
     }
 
-    /// The repositories of `project` (its own name or below it), by name.
-    pub fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>> {
+    fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT r.name,
@@ -85,10 +109,7 @@ impl Metadata {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Up to `n` tags of `repo` after `after` in name order whose name
-    /// contains `filter`, and how many match in all; `None` if there is no
-    /// such repository.
-    pub fn tag_page(
+    fn tag_page(
         &self,
         repo: &str,
         filter: &str,

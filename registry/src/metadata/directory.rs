@@ -6,7 +6,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Metadata, Result, now};
+use super::{Result, Sqlite, now};
 
 /// A project made through the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +66,62 @@ pub struct AuthRows {
     pub robots: Vec<StoredRobot>,
 }
 
-impl Metadata {
+/// Accounts made through the admin API: projects, users, members and
+/// robots (secrets only as hashes), read whole to build the directory.
+pub trait Accounts {
     /// Every stored account.
-    pub fn auth_rows(&self) -> Result<AuthRows> {
+    fn auth_rows(&self) -> Result<AuthRows>;
+
+    /// Create a project; `false` if one of that name exists.
+    fn create_project(&self, p: &StoredProject) -> Result<bool>;
+
+    /// Set a stored project's visibility; `false` if it is not stored.
+    fn set_project_public(&self, name: &str, public: bool) -> Result<bool>;
+
+    /// Delete a stored project with its members and robots; `false` if it
+    /// is not stored.
+    fn delete_project(&self, name: &str) -> Result<bool>;
+
+    /// Create a user; `false` if one of that name exists.
+    fn create_user(&self, u: &StoredUser, created_by: &str) -> Result<bool>;
+
+    /// Set a stored user's secret; `false` if it is not stored.
+    fn set_user_secret(&self, name: &str, secret: &str) -> Result<bool>;
+
+    /// Delete a stored user and their memberships; `false` if not stored.
+    fn delete_user(&self, name: &str) -> Result<bool>;
+
+    /// Set `user`'s role in `project`; the role it had before, if any.
+    fn put_member(&self, project: &str, user: &str, role: &str) -> Result<Option<String>>;
+
+    /// Remove `user` from `project`; `false` if they were not a member.
+    fn delete_member(&self, project: &str, user: &str) -> Result<bool>;
+
+    /// Create a robot; `false` if one of that name exists.
+    fn create_robot(&self, r: &StoredRobot) -> Result<bool>;
+
+    /// Switch a stored robot off or on; `false` if it is not stored.
+    fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
+
+    /// Give a stored robot a new secret (and, if given, a new expiry);
+    /// `false` if it is not stored.
+    fn rotate_robot(&self, name: &str, secret: &str, expires_at: Option<u64>) -> Result<bool>;
+
+    /// Delete a stored robot; `false` if it is not stored.
+    fn delete_robot(&self, name: &str) -> Result<bool>;
+
+    /// Remove stored accounts that the configuration now declares (the
+    /// declaration wins): the names removed.
+    fn drop_shadowed(
+        &self,
+        projects: &[String],
+        users: &[String],
+        robots: &[String],
+    ) -> Result<Vec<String>>;
+}
+
+impl Accounts for Sqlite {
+    fn auth_rows(&self) -> Result<AuthRows> {
         let conn = self.reader();
         let projects = conn
             .prepare_cached("SELECT name, public, created_by FROM auth_projects ORDER BY name")?
@@ -122,8 +175,7 @@ impl Metadata {
         })
     }
 
-    /// Create a project; `false` if one of that name exists.
-    pub fn create_project(&self, p: &StoredProject) -> Result<bool> {
+    fn create_project(&self, p: &StoredProject) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -134,8 +186,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Set a stored project's visibility; `false` if it is not stored.
-    pub fn set_project_public(&self, name: &str, public: bool) -> Result<bool> {
+    fn set_project_public(&self, name: &str, public: bool) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached("UPDATE auth_projects SET public = ?2 WHERE name = ?1")?
@@ -143,9 +194,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Delete a stored project with its members and robots; `false` if it
-    /// is not stored.
-    pub fn delete_project(&self, name: &str) -> Result<bool> {
+    fn delete_project(&self, name: &str) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM auth_projects WHERE name = ?1", [name])?;
@@ -163,8 +212,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Create a user; `false` if one of that name exists.
-    pub fn create_user(&self, u: &StoredUser, created_by: &str) -> Result<bool> {
+    fn create_user(&self, u: &StoredUser, created_by: &str) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -175,8 +223,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Set a stored user's secret; `false` if it is not stored.
-    pub fn set_user_secret(&self, name: &str, secret: &str) -> Result<bool> {
+    fn set_user_secret(&self, name: &str, secret: &str) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached("UPDATE auth_users SET secret = ?2 WHERE name = ?1")?
@@ -184,8 +231,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Delete a stored user and their memberships; `false` if not stored.
-    pub fn delete_user(&self, name: &str) -> Result<bool> {
+    fn delete_user(&self, name: &str) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM auth_users WHERE name = ?1", [name])?;
@@ -194,8 +240,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Set `user`'s role in `project`; the role it had before, if any.
-    pub fn put_member(&self, project: &str, user: &str, role: &str) -> Result<Option<String>> {
+    fn put_member(&self, project: &str, user: &str, role: &str) -> Result<Option<String>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let before: Option<String> = tx
@@ -214,8 +259,7 @@ impl Metadata {
         Ok(before)
     }
 
-    /// Remove `user` from `project`; `false` if they were not a member.
-    pub fn delete_member(&self, project: &str, user: &str) -> Result<bool> {
+    fn delete_member(&self, project: &str, user: &str) -> Result<bool> {
         let n = self.writer().execute(
             "DELETE FROM auth_members WHERE project = ?1 AND user = ?2",
             [project, user],
@@ -223,8 +267,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Create a robot; `false` if one of that name exists.
-    pub fn create_robot(&self, r: &StoredRobot) -> Result<bool> {
+    fn create_robot(&self, r: &StoredRobot) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -246,8 +289,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Switch a stored robot off or on; `false` if it is not stored.
-    pub fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+    fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached("UPDATE auth_robots SET disabled = ?2 WHERE name = ?1")?
@@ -255,9 +297,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Give a stored robot a new secret (and, if given, a new expiry);
-    /// `false` if it is not stored.
-    pub fn rotate_robot(&self, name: &str, secret: &str, expires_at: Option<u64>) -> Result<bool> {
+    fn rotate_robot(&self, name: &str, secret: &str, expires_at: Option<u64>) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -268,17 +308,14 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Delete a stored robot; `false` if it is not stored.
-    pub fn delete_robot(&self, name: &str) -> Result<bool> {
+    fn delete_robot(&self, name: &str) -> Result<bool> {
         let n = self
             .writer()
             .execute("DELETE FROM auth_robots WHERE name = ?1", [name])?;
         Ok(n == 1)
     }
 
-    /// Remove stored accounts that the configuration now declares (the
-    /// declaration wins): the names removed.
-    pub fn drop_shadowed(
+    fn drop_shadowed(
         &self,
         projects: &[String],
         users: &[String],

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use berth_oci::{Digest, Manifest};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{Metadata, MetadataError, Result, parse_digest};
+use super::{MetadataError, Result, Sqlite, parse_digest};
 
 /// Version 5: manifest references, when each blob was linked, the dirty
 /// set, blobs' piece digests, and project policies stored through the
@@ -209,13 +209,72 @@ struct Node {
     root: bool,
 }
 
-impl Metadata {
+/// Garbage collection's side of the metadata: the plan from one snapshot,
+/// deletions that re-check what they remove inside their transaction, and
+/// blob piece digests.
+pub trait Collection {
     /// Plan a collection: blobs linked at or before `grace_cutoff` (unix
     /// seconds) that nothing references go; with `untagged_cutoff`,
     /// untagged manifests stored at or before it go first, unless a tag, a
     /// kept index or (for a referrer) a kept subject keeps them. Reads one
     /// snapshot; nothing is changed.
-    pub fn gc_plan(&self, grace_cutoff: u64, untagged_cutoff: Option<u64>) -> Result<GcPlan> {
+    fn gc_plan(&self, grace_cutoff: u64, untagged_cutoff: Option<u64>) -> Result<GcPlan>;
+
+    /// Untagged manifests of `project`'s repositories stored at or before
+    /// `cutoff` that nothing kept holds (retention's `remove_untagged`), as
+    /// they would be without the tags `without` (a dry run's: removed in a
+    /// transaction that is rolled back).
+    fn untagged_in_project(
+        &self,
+        project: &str,
+        cutoff: u64,
+        without: &[super::TagRow],
+    ) -> Result<Vec<DoomedManifest>>;
+
+    /// Remove the planned untagged manifests of one repository, unless
+    /// since the plan one got a tag or a manifest outside the set now
+    /// references it (then none of the repository's go: the next run plans
+    /// again). Returns how many went.
+    fn gc_remove_manifests(&self, repo: &str, digests: &[Digest]) -> Result<usize>;
+
+    /// Forget links (repository, marked blob) made at or before `cutoff`
+    /// that nothing in their repository references. Returns how many went.
+    fn gc_prune_links(&self, cutoff: u64) -> Result<u64>;
+
+    /// Clear the marks up to `seq` of blobs that are settled: gone, or
+    /// referenced with every link used. Marks made since stay.
+    fn gc_settle(&self, seq: i64) -> Result<u64>;
+
+    /// Forget those of `blobs` that are still unreferenced and not linked
+    /// after `cutoff`, in one transaction; returns the ones forgotten,
+    /// whose bytes the caller then deletes.
+    fn gc_forget_blobs(&self, blobs: &[DoomedBlob], cutoff: u64) -> Result<Vec<DoomedBlob>>;
+
+    /// Every blob digest the metadata knows (the store's orphan pass reads
+    /// them once instead of asking per file).
+    fn gc_known_digests(&self) -> Result<HashSet<String>>;
+
+    /// Whether the metadata knows blob `digest` (the store's orphan pass
+    /// keeps whatever it does).
+    fn gc_blob_known(&self, digest: &str) -> Result<bool>;
+
+    /// The S3 index's entries (digest, object key) for blobs the metadata
+    /// no longer knows: bytes left by a sweep whose object delete failed.
+    fn gc_s3_orphans(&self, limit: usize) -> Result<Vec<(String, String)>>;
+
+    /// The piece size and concatenated sha256 piece digests of `digest`,
+    /// if computed.
+    fn blob_pieces(&self, digest: &str) -> Result<Option<(u64, Vec<u8>)>>;
+
+    /// Keep `digest`'s piece digests (if the blob is still known).
+    fn put_blob_pieces(&self, digest: &str, piece_size: u64, hashes: &[u8]) -> Result<()>;
+
+    /// Bytes of distinct blobs the metadata knows.
+    fn gc_stored_bytes(&self) -> Result<u64>;
+}
+
+impl Collection for Sqlite {
+    fn gc_plan(&self, grace_cutoff: u64, untagged_cutoff: Option<u64>) -> Result<GcPlan> {
         let mut conn = self.reader();
         let tx = conn.transaction()?;
         let mut plan = GcPlan {
@@ -278,11 +337,7 @@ impl Metadata {
         Ok(plan)
     }
 
-    /// Untagged manifests of `project`'s repositories stored at or before
-    /// `cutoff` that nothing kept holds (retention's `remove_untagged`), as
-    /// they would be without the tags `without` (a dry run's: removed in a
-    /// transaction that is rolled back).
-    pub fn untagged_in_project(
+    fn untagged_in_project(
         &self,
         project: &str,
         cutoff: u64,
@@ -314,11 +369,7 @@ impl Metadata {
         Ok(out)
     }
 
-    /// Remove the planned untagged manifests of one repository, unless
-    /// since the plan one got a tag or a manifest outside the set now
-    /// references it (then none of the repository's go: the next run plans
-    /// again). Returns how many went.
-    pub fn gc_remove_manifests(&self, repo: &str, digests: &[Digest]) -> Result<usize> {
+    fn gc_remove_manifests(&self, repo: &str, digests: &[Digest]) -> Result<usize> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let Some(id) = Self::existing_repo_id(&tx, repo)? else {
@@ -352,9 +403,7 @@ impl Metadata {
         Ok(n)
     }
 
-    /// Forget links (repository, marked blob) made at or before `cutoff`
-    /// that nothing in their repository references. Returns how many went.
-    pub fn gc_prune_links(&self, cutoff: u64) -> Result<u64> {
+    fn gc_prune_links(&self, cutoff: u64) -> Result<u64> {
         let n = self.writer().execute(
             "DELETE FROM repository_blobs WHERE linked_at <= ?1
              AND digest IN (SELECT digest FROM gc_dirty)
@@ -364,9 +413,7 @@ impl Metadata {
         Ok(n as u64)
     }
 
-    /// Clear the marks up to `seq` of blobs that are settled: gone, or
-    /// referenced with every link used. Marks made since stay.
-    pub fn gc_settle(&self, seq: i64) -> Result<u64> {
+    fn gc_settle(&self, seq: i64) -> Result<u64> {
         let n = self.writer().execute(
             "DELETE FROM gc_dirty WHERE seq <= ?1 AND (
                 NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = gc_dirty.digest)
@@ -378,10 +425,7 @@ impl Metadata {
         Ok(n as u64)
     }
 
-    /// Forget those of `blobs` that are still unreferenced and not linked
-    /// after `cutoff`, in one transaction; returns the ones forgotten,
-    /// whose bytes the caller then deletes.
-    pub fn gc_forget_blobs(&self, blobs: &[DoomedBlob], cutoff: u64) -> Result<Vec<DoomedBlob>> {
+    fn gc_forget_blobs(&self, blobs: &[DoomedBlob], cutoff: u64) -> Result<Vec<DoomedBlob>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let mut gone = Vec::new();
@@ -414,9 +458,7 @@ impl Metadata {
         Ok(gone)
     }
 
-    /// Every blob digest the metadata knows (the store's orphan pass reads
-    /// them once instead of asking per file).
-    pub fn gc_known_digests(&self) -> Result<HashSet<String>> {
+    fn gc_known_digests(&self) -> Result<HashSet<String>> {
         let conn = self.reader();
         let known = conn
             .prepare("SELECT digest FROM blobs")?
@@ -425,18 +467,14 @@ impl Metadata {
         Ok(known)
     }
 
-    /// Whether the metadata knows blob `digest` (the store's orphan pass
-    /// keeps whatever it does).
-    pub fn gc_blob_known(&self, digest: &str) -> Result<bool> {
+    fn gc_blob_known(&self, digest: &str) -> Result<bool> {
         Ok(self
             .reader()
             .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?
             .exists([digest])?)
     }
 
-    /// The S3 index's entries (digest, object key) for blobs the metadata
-    /// no longer knows: bytes left by a sweep whose object delete failed.
-    pub fn gc_s3_orphans(&self, limit: usize) -> Result<Vec<(String, String)>> {
+    fn gc_s3_orphans(&self, limit: usize) -> Result<Vec<(String, String)>> {
         let conn = self.reader();
         let rows = conn
             .prepare_cached(
@@ -449,9 +487,7 @@ impl Metadata {
         Ok(rows)
     }
 
-    /// The piece size and concatenated sha256 piece digests of `digest`,
-    /// if computed.
-    pub fn blob_pieces(&self, digest: &str) -> Result<Option<(u64, Vec<u8>)>> {
+    fn blob_pieces(&self, digest: &str) -> Result<Option<(u64, Vec<u8>)>> {
         let row: Option<(i64, Vec<u8>)> = self
             .reader()
             .prepare_cached("SELECT piece_size, hashes FROM blob_pieces WHERE digest = ?1")?
@@ -460,8 +496,7 @@ impl Metadata {
         Ok(row.map(|(s, h)| (s as u64, h)))
     }
 
-    /// Keep `digest`'s piece digests (if the blob is still known).
-    pub fn put_blob_pieces(&self, digest: &str, piece_size: u64, hashes: &[u8]) -> Result<()> {
+    fn put_blob_pieces(&self, digest: &str, piece_size: u64, hashes: &[u8]) -> Result<()> {
         self.writer()
             .prepare_cached(
                 "INSERT OR REPLACE INTO blob_pieces (digest, piece_size, hashes)
@@ -471,8 +506,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Bytes of distinct blobs the metadata knows.
-    pub fn gc_stored_bytes(&self) -> Result<u64> {
+    fn gc_stored_bytes(&self) -> Result<u64> {
         let n: i64 =
             self.reader()
                 .query_row("SELECT coalesce(sum(size), 0) FROM blobs", [], |r| r.get(0))?;

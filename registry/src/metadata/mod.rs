@@ -1,16 +1,21 @@
-//! Registry metadata in SQLite: repositories, which blobs each repository may
-//! serve, manifests (their bytes, media type, subject and artifact type),
-//! tags, upload sessions, accounts made through the admin API
-//! ([`directory`]), the audit log ([`audit`]), the webhook outbox
-//! ([`outbox`]), the S3 store's index and upload sessions ([`s3`]), web UI
-//! sessions ([`sessions`]) and the last run of each maintenance job
-//! ([`runs`]). This is the registry's source of truth for what exists; the blob store is only consulted for bytes, and nothing here ever
-//! lists it.
+//! Registry metadata: repositories, which blobs each repository may serve,
+//! manifests (their bytes, media type, subject and artifact type), tags,
+//! upload sessions, accounts made through the admin API ([`directory`]),
+//! the audit log ([`audit`]), the webhook outbox ([`outbox`]), the S3
+//! store's index and upload sessions ([`s3`]), web UI sessions
+//! ([`sessions`]) and the last run of each maintenance job ([`runs`]).
+//! This is the registry's source of truth for what exists; the blob store
+//! is only consulted for bytes, and nothing here ever lists it.
 //!
-//! One writer connection and a few reader connections share a WAL database,
-//! so reads never wait for writes. Methods are synchronous; the API runs
-//! writes on the blocking pool. Every multi-row change is one transaction,
-//! so a crash leaves either the old or the new state.
+//! The contract is [`MetadataStore`]: one trait per area ([`Content`],
+//! [`Accounts`], [`AuditLog`], …), each defined in its area's file with
+//! its SQLite implementation, and the registry holds an
+//! `Arc<`[`Metadata`]`>` (a trait object) so the database behind it is
+//! chosen at start-up. [`Sqlite`] is the embedded default: one writer
+//! connection and a few reader connections share a WAL database, so reads
+//! never wait for writes. Methods are synchronous; the API runs them on
+//! the blocking pool. Every multi-row change is one transaction, so a
+//! crash leaves either the old or the new state.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,9 +36,17 @@ mod runs;
 mod s3;
 mod sessions;
 
+pub use audit::AuditLog;
+pub use browse::Browse;
 pub use browse::{RepoSummary, TagListing};
-pub use runs::JobRun;
+pub use directory::Accounts;
+pub use gc::Collection;
+pub use outbox::Outbox;
+pub use policy::Policies;
+pub use runs::{JobRun, JobRuns};
+pub use s3::S3Index;
 pub use sessions::Session;
+pub use sessions::UiSessions;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use directory::{AuthRows, StoredProject, StoredRobot, StoredUser};
@@ -282,9 +295,59 @@ pub enum ManifestKey<'a> {
     Digest(&'a Digest),
 }
 
+/// Everything the registry keeps besides blob bytes, as one contract with
+/// an implementation per database: [`Sqlite`] (embedded, the default) and,
+/// for several replicas, PostgreSQL. Each part is its own trait, defined
+/// with the SQLite implementation of its area; a trait object of this
+/// one calls them all without importing them.
+pub trait MetadataStore:
+    Content
+    + AuditLog
+    + Browse
+    + Accounts
+    + Collection
+    + Outbox
+    + Policies
+    + JobRuns
+    + S3Index
+    + UiSessions
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+}
+
+impl<T> MetadataStore for T where
+    T: Content
+        + AuditLog
+        + Browse
+        + Accounts
+        + Collection
+        + Outbox
+        + Policies
+        + JobRuns
+        + S3Index
+        + UiSessions
+        + Send
+        + Sync
+        + std::fmt::Debug
+{
+}
+
+/// The metadata store the registry uses, whichever database is behind it.
+pub type Metadata = dyn MetadataStore;
+
+/// Every part of the contract, for code holding a concrete store (tests).
+pub mod prelude {
+    pub use super::{
+        Accounts, AuditLog, Browse, Collection, Content, JobRuns, Outbox, Policies, S3Index,
+        UiSessions,
+    };
+}
+
 /// The SQLite metadata store.
 #[derive(Debug)]
-pub struct Metadata {
+pub struct Sqlite {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -292,7 +355,7 @@ pub struct Metadata {
     temporary: Option<std::path::PathBuf>,
 }
 
-impl Drop for Metadata {
+impl Drop for Sqlite {
     fn drop(&mut self) {
         if let Some(path) = &self.temporary {
             for suffix in ["", "-wal", "-shm"] {
@@ -331,103 +394,141 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-impl Metadata {
-    /// Open (creating and migrating as needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let writer = Connection::open(path)?;
-        configure(&writer)?;
-        let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(MetadataError::TooNew(version));
-        }
-        // Each step in one transaction: a crash leaves the old version.
-        let steps = [
-            SCHEMA,
-            SCHEMA_V2,
-            SCHEMA_V3,
-            SCHEMA_V4,
-            gc::SCHEMA_V5,
-            sessions::SCHEMA_V6,
-            runs::SCHEMA_V7,
-        ];
-        if version < SCHEMA_VERSION {
-            let pending = steps[version as usize..].concat();
-            // Dropped before COMMIT (an error): rolled back.
-            let tx = rusqlite::Transaction::new_unchecked(
-                &writer,
-                rusqlite::TransactionBehavior::Immediate,
-            )?;
-            tx.execute_batch(&pending)?;
-            // Version 5 records what each stored manifest references.
-            if version < 5 {
-                gc::backfill(&tx)?;
-            }
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
-        let readers = (0..READERS)
-            .map(|_| {
-                let c = Connection::open(path)?;
-                configure(&c)?;
-                Ok(Mutex::new(c))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-            temporary: None,
-        })
-    }
-
-    /// A throwaway database for tests: a file of its own in the temporary
-    /// directory, opened exactly as [`Metadata::open`] opens one (WAL, one
-    /// writer, several readers, the same isolation), and deleted when
-    /// dropped. An in-memory shared-cache database would lock whole tables
-    /// between connections, which production never does.
-    pub fn in_memory() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("berth-meta-{}.db", uuid::Uuid::new_v4()));
-        let mut m = Self::open(&path)?;
-        m.temporary = Some(path);
-        Ok(m)
-    }
-
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        let n = self.readers.len();
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
-                return g;
-            }
-        }
-        lock(&self.readers[start % n])
-    }
-
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.writer)
-    }
-
-    /// The id of repository `name`, if it exists.
-    fn existing_repo_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
-        Ok(conn
-            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
-            .query_row([name], |r| r.get::<_, i64>(0))
-            .optional()?)
-    }
-
-    fn repo_id(tx: &Connection, name: &str) -> Result<i64> {
-        tx.prepare_cached(
-            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
-             ON CONFLICT(name) DO UPDATE SET name = name RETURNING id",
-        )?
-        .query_row(params![name, now()], |r| r.get(0))
-        .map_err(Into::into)
-    }
-
+/// The registry's content: blobs and which repositories may serve them,
+/// upload sessions, manifests, tags, the catalog and referrers.
+pub trait Content {
     // ---- blobs ----
-
     /// The size of `digest` if repository `repo` may serve it.
-    pub fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
+
+    /// The size of `digest` if any repository holds it.
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// The size of `digest` if some repository may serve it.
+    fn linked_blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Record that `digest` (of `size` bytes, already published in the blob
+    /// store) may be served from `repo`, and end upload `upload` if given —
+    /// in one transaction.
+    fn link_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        upload: Option<UploadId>,
+    ) -> Result<()>;
+
+    /// Link blob `digest` into `repo` if the registry still holds it (a
+    /// cross-repository mount: its source was checked before, and a
+    /// collection may have forgotten it since). Returns its size if linked.
+    fn mount_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Stop serving `digest` from `repo`. Returns whether it was linked. The
+    /// bytes stay until garbage collection finds nothing refers to them.
+    fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool>;
+
+    // ---- uploads ----
+    /// Record a new upload session.
+    fn create_upload(&self, id: UploadId, repo: &str) -> Result<()>;
+
+    /// An upload session, if it exists.
+    fn upload(&self, id: UploadId) -> Result<Option<UploadRecord>>;
+
+    /// Record that the first `size` bytes of an upload are acknowledged.
+    fn set_upload_size(&self, id: UploadId, size: u64) -> Result<()>;
+
+    /// Forget an upload session.
+    fn delete_upload(&self, id: UploadId) -> Result<()>;
+
+    /// Upload sessions not touched since `before` (unix seconds).
+    fn stale_uploads(&self, before: u64) -> Result<Vec<UploadId>>;
+
+    /// Number of open upload sessions.
+    fn upload_count(&self) -> Result<u64>;
+
+    // ---- manifests and tags ----
+    /// Store a manifest in `repo` and point `tags` at it, in one
+    /// transaction. Returns the tags that moved from another manifest, with
+    /// the digest each pointed at before (for the audit log).
+    fn put_manifest(
+        &self,
+        repo: &str,
+        m: &NewManifest<'_>,
+        tags: &[String],
+    ) -> Result<Vec<(String, Digest)>>;
+
+    /// [`Content::put_manifest`], checking that everything in `refs` is in
+    /// the repository and recording it (garbage collection keeps it), and
+    /// queueing `events` for webhook delivery — all in the same
+    /// transaction: an acknowledged push always has its blobs and its
+    /// events, even across a crash or a concurrent collection.
+    fn put_manifest_with_events(
+        &self,
+        repo: &str,
+        m: &NewManifest<'_>,
+        refs: &ManifestRefs<'_>,
+        tags: &[String],
+        events: &[OutboxEvent],
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Vec<(String, Digest)>>;
+
+    /// A manifest by tag or digest; with `with_content` false, `content` is
+    /// left empty (HEAD requests).
+    fn manifest(
+        &self,
+        repo: &str,
+        key: ManifestKey<'_>,
+        with_content: bool,
+    ) -> Result<Option<StoredManifest>>;
+
+    /// Delete a manifest and every tag that points at it. Returns whether
+    /// it existed.
+    fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool>;
+
+    /// [`Content::delete_manifest`], refused when a tag pointing at it is
+    /// immutable; the webhook `events` for (its digest, its tags) are queued
+    /// in the same transaction.
+    fn delete_manifest_checked(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+        events: &DeleteEvents<'_>,
+    ) -> Result<bool>;
+
+    /// Delete a tag, leaving its manifest. Returns whether it existed.
+    fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool>;
+
+    /// [`Content::delete_tag`], refused when the tag exists and is
+    /// immutable.
+    fn delete_tag_checked(
+        &self,
+        repo: &str,
+        tag: &str,
+        immutable: &(dyn Fn(&str) -> Option<String> + Sync),
+        events: &DeleteEvents<'_>,
+    ) -> Result<bool>;
+
+    /// Up to `n` tags of `repo` sorted after `last`, or `None` if the
+    /// repository is unknown.
+    fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Vec<String>>>;
+
+    /// Up to `n` repository names (that hold at least one manifest) sorted
+    /// after `last`.
+    fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>>;
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those
+    /// of one artifact type, in digest order.
+    fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+}
+
+impl Content for Sqlite {
+    fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let conn = self.reader();
         let mut st = conn.prepare_cached(
             "SELECT b.size FROM repository_blobs rb
@@ -441,8 +542,7 @@ impl Metadata {
         Ok(size.map(|s| s as u64))
     }
 
-    /// The size of `digest` if any repository holds it.
-    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let conn = self.reader();
         let size: Option<i64> = conn
             .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
@@ -451,8 +551,7 @@ impl Metadata {
         Ok(size.map(|s| s as u64))
     }
 
-    /// The size of `digest` if some repository may serve it.
-    pub fn linked_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+    fn linked_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let conn = self.reader();
         let size: Option<i64> = conn
             .prepare_cached(
@@ -464,10 +563,7 @@ impl Metadata {
         Ok(size.map(|s| s as u64))
     }
 
-    /// Record that `digest` (of `size` bytes, already published in the blob
-    /// store) may be served from `repo`, and end upload `upload` if given —
-    /// in one transaction.
-    pub fn link_blob(
+    fn link_blob(
         &self,
         repo: &str,
         digest: &Digest,
@@ -498,10 +594,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Link blob `digest` into `repo` if the registry still holds it (a
-    /// cross-repository mount: its source was checked before, and a
-    /// collection may have forgotten it since). Returns its size if linked.
-    pub fn mount_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+    fn mount_blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let d = digest.to_string();
@@ -523,9 +616,7 @@ impl Metadata {
         Ok(Some(size as u64))
     }
 
-    /// Stop serving `digest` from `repo`. Returns whether it was linked. The
-    /// bytes stay until garbage collection finds nothing refers to them.
-    pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+    fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let d = digest.to_string();
@@ -542,10 +633,7 @@ impl Metadata {
         Ok(n > 0)
     }
 
-    // ---- uploads ----
-
-    /// Record a new upload session.
-    pub fn create_upload(&self, id: UploadId, repo: &str) -> Result<()> {
+    fn create_upload(&self, id: UploadId, repo: &str) -> Result<()> {
         let t = now();
         self.writer()
             .prepare_cached(
@@ -555,8 +643,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// An upload session, if it exists.
-    pub fn upload(&self, id: UploadId) -> Result<Option<UploadRecord>> {
+    fn upload(&self, id: UploadId) -> Result<Option<UploadRecord>> {
         let conn = self.reader();
         let row: Option<(String, i64)> = conn
             .prepare_cached("SELECT repository, size FROM uploads WHERE id = ?1")?
@@ -568,24 +655,21 @@ impl Metadata {
         }))
     }
 
-    /// Record that the first `size` bytes of an upload are acknowledged.
-    pub fn set_upload_size(&self, id: UploadId, size: u64) -> Result<()> {
+    fn set_upload_size(&self, id: UploadId, size: u64) -> Result<()> {
         self.writer()
             .prepare_cached("UPDATE uploads SET size = ?2, updated_at = ?3 WHERE id = ?1")?
             .execute(params![id.to_string(), size as i64, now()])?;
         Ok(())
     }
 
-    /// Forget an upload session.
-    pub fn delete_upload(&self, id: UploadId) -> Result<()> {
+    fn delete_upload(&self, id: UploadId) -> Result<()> {
         self.writer()
             .prepare_cached("DELETE FROM uploads WHERE id = ?1")?
             .execute([id.to_string()])?;
         Ok(())
     }
 
-    /// Upload sessions not touched since `before` (unix seconds).
-    pub fn stale_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
+    fn stale_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
         let conn = self.reader();
         let ids: Vec<String> = conn
             .prepare_cached("SELECT id FROM uploads WHERE updated_at <= ?1")?
@@ -601,8 +685,7 @@ impl Metadata {
             .collect()
     }
 
-    /// Number of open upload sessions.
-    pub fn upload_count(&self) -> Result<u64> {
+    fn upload_count(&self) -> Result<u64> {
         let conn = self.reader();
         let n: i64 = conn
             .prepare_cached("SELECT count(*) FROM uploads")?
@@ -610,12 +693,7 @@ impl Metadata {
         Ok(n as u64)
     }
 
-    // ---- manifests and tags ----
-
-    /// Store a manifest in `repo` and point `tags` at it, in one
-    /// transaction. Returns the tags that moved from another manifest, with
-    /// the digest each pointed at before (for the audit log).
-    pub fn put_manifest(
+    fn put_manifest(
         &self,
         repo: &str,
         m: &NewManifest<'_>,
@@ -624,12 +702,7 @@ impl Metadata {
         self.put_manifest_with_events(repo, m, &ManifestRefs::default(), tags, &[], &|_| None)
     }
 
-    /// [`Metadata::put_manifest`], checking that everything in `refs` is in
-    /// the repository and recording it (garbage collection keeps it), and
-    /// queueing `events` for webhook delivery — all in the same
-    /// transaction: an acknowledged push always has its blobs and its
-    /// events, even across a crash or a concurrent collection.
-    pub fn put_manifest_with_events(
+    fn put_manifest_with_events(
         &self,
         repo: &str,
         m: &NewManifest<'_>,
@@ -690,9 +763,7 @@ impl Metadata {
         Ok(moved)
     }
 
-    /// A manifest by tag or digest; with `with_content` false, `content` is
-    /// left empty (HEAD requests).
-    pub fn manifest(
+    fn manifest(
         &self,
         repo: &str,
         key: ManifestKey<'_>,
@@ -735,16 +806,11 @@ impl Metadata {
         .transpose()
     }
 
-    /// Delete a manifest and every tag that points at it. Returns whether
-    /// it existed.
-    pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+    fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
         self.delete_manifest_checked(repo, digest, &|_| None, &|_, _| Vec::new())
     }
 
-    /// [`Metadata::delete_manifest`], refused when a tag pointing at it is
-    /// immutable; the webhook `events` for (its digest, its tags) are queued
-    /// in the same transaction.
-    pub fn delete_manifest_checked(
+    fn delete_manifest_checked(
         &self,
         repo: &str,
         digest: &Digest,
@@ -784,14 +850,11 @@ impl Metadata {
         Ok(n > 0)
     }
 
-    /// Delete a tag, leaving its manifest. Returns whether it existed.
-    pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
+    fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
         self.delete_tag_checked(repo, tag, &|_| None, &|_, _| Vec::new())
     }
 
-    /// [`Metadata::delete_tag`], refused when the tag exists and is
-    /// immutable.
-    pub fn delete_tag_checked(
+    fn delete_tag_checked(
         &self,
         repo: &str,
         tag: &str,
@@ -823,9 +886,7 @@ impl Metadata {
         Ok(digest.is_some())
     }
 
-    /// Up to `n` tags of `repo` sorted after `last`, or `None` if the
-    /// repository is unknown.
-    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Vec<String>>> {
+    fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Option<Vec<String>>> {
         let conn = self.reader();
         let Some(id) = Self::existing_repo_id(&conn, repo)? else {
             return Ok(None);
@@ -839,9 +900,7 @@ impl Metadata {
         Ok(Some(tags))
     }
 
-    /// Up to `n` repository names (that hold at least one manifest) sorted
-    /// after `last`.
-    pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+    fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
         let conn = self.reader();
         let mut st = conn.prepare_cached(
             "SELECT name FROM repositories r WHERE name > ?1
@@ -854,9 +913,7 @@ impl Metadata {
         Ok(names)
     }
 
-    /// Manifests in `repo` whose subject is `subject`, optionally only those
-    /// of one artifact type, in digest order.
-    pub fn referrers(
+    fn referrers(
         &self,
         repo: &str,
         subject: &Digest,
@@ -894,6 +951,100 @@ impl Metadata {
     }
 }
 
+impl Sqlite {
+    /// Open (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let writer = Connection::open(path)?;
+        configure(&writer)?;
+        let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(MetadataError::TooNew(version));
+        }
+        // Each step in one transaction: a crash leaves the old version.
+        let steps = [
+            SCHEMA,
+            SCHEMA_V2,
+            SCHEMA_V3,
+            SCHEMA_V4,
+            gc::SCHEMA_V5,
+            sessions::SCHEMA_V6,
+            runs::SCHEMA_V7,
+        ];
+        if version < SCHEMA_VERSION {
+            let pending = steps[version as usize..].concat();
+            // Dropped before COMMIT (an error): rolled back.
+            let tx = rusqlite::Transaction::new_unchecked(
+                &writer,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            tx.execute_batch(&pending)?;
+            // Version 5 records what each stored manifest references.
+            if version < 5 {
+                gc::backfill(&tx)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open(path)?;
+                configure(&c)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            temporary: None,
+        })
+    }
+
+    /// A throwaway database for tests: a file of its own in the temporary
+    /// directory, opened exactly as [`Sqlite::open`] opens one (WAL, one
+    /// writer, several readers, the same isolation), and deleted when
+    /// dropped. An in-memory shared-cache database would lock whole tables
+    /// between connections, which production never does.
+    pub fn in_memory() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("berth-meta-{}.db", uuid::Uuid::new_v4()));
+        let mut m = Self::open(&path)?;
+        m.temporary = Some(path);
+        Ok(m)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        lock(&self.readers[start % n])
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.writer)
+    }
+
+    /// The id of repository `name`, if it exists.
+    fn existing_repo_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+        Ok(conn
+            .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+            .query_row([name], |r| r.get::<_, i64>(0))
+            .optional()?)
+    }
+
+    fn repo_id(tx: &Connection, name: &str) -> Result<i64> {
+        tx.prepare_cached(
+            "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET name = name RETURNING id",
+        )?
+        .query_row(params![name, now()], |r| r.get(0))
+        .map_err(Into::into)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,10 +1066,10 @@ mod tests {
 
     /// What a manifest with `refs` in `repo` would miss (checked in a
     /// transaction that is then rolled back).
-    fn missing(m: &Metadata, repo: &str, refs: &ManifestRefs<'_>) -> Option<String> {
+    fn missing(m: &Sqlite, repo: &str, refs: &ManifestRefs<'_>) -> Option<String> {
         let mut conn = m.writer();
         let tx = conn.transaction().unwrap();
-        let id = Metadata::repo_id(&tx, repo).unwrap();
+        let id = Sqlite::repo_id(&tx, repo).unwrap();
         match gc::record(&tx, id, "sha256:probe", refs) {
             Ok(()) => None,
             Err(MetadataError::Missing { digest }) => Some(digest),
@@ -928,7 +1079,7 @@ mod tests {
 
     #[test]
     fn blobs_are_scoped_to_repositories() {
-        let m = Metadata::in_memory().unwrap();
+        let m = Sqlite::in_memory().unwrap();
         let d = Digest::sha256(b"x");
         assert_eq!(m.repo_blob("a", &d).unwrap(), None);
         m.link_blob("a", &d, 1, None).unwrap();
@@ -953,7 +1104,7 @@ mod tests {
 
     #[test]
     fn uploads_lifecycle() {
-        let m = Metadata::in_memory().unwrap();
+        let m = Sqlite::in_memory().unwrap();
         let id = UploadId::new();
         m.create_upload(id, "repo").unwrap();
         assert_eq!(m.upload_count().unwrap(), 1);
@@ -972,7 +1123,7 @@ mod tests {
 
     #[test]
     fn manifests_tags_referrers() {
-        let m = Metadata::in_memory().unwrap();
+        let m = Sqlite::in_memory().unwrap();
         let d1 = Digest::sha256(b"m1");
         let d2 = Digest::sha256(b"m2");
         m.put_manifest("r", &manifest(&d1, None, b"m1"), &["v1".into()])
@@ -1094,7 +1245,7 @@ mod tests {
             )
             .unwrap();
         }
-        let m = Metadata::open(&path).unwrap();
+        let m = Sqlite::open(&path).unwrap();
         assert_eq!(m.repo_blob("old/repo", &d).unwrap(), Some(2));
         // Version 5 recorded what the old manifest references: garbage
         // collection keeps its config and would take only the unused blob.
@@ -1111,7 +1262,7 @@ mod tests {
         drop(m);
         // And opening it again changes nothing.
         assert_eq!(
-            Metadata::open(&path)
+            Sqlite::open(&path)
                 .unwrap()
                 .repo_blob("old/repo", &d)
                 .unwrap(),
@@ -1124,12 +1275,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.sqlite");
         let d = Digest::sha256(b"z");
-        Metadata::open(&path)
+        Sqlite::open(&path)
             .unwrap()
             .link_blob("a", &d, 1, None)
             .unwrap();
         assert_eq!(
-            Metadata::open(&path).unwrap().repo_blob("a", &d).unwrap(),
+            Sqlite::open(&path).unwrap().repo_blob("a", &d).unwrap(),
             Some(1)
         );
     }

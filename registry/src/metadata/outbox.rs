@@ -7,7 +7,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Metadata, Result, now};
+use super::{Result, Sqlite, now};
 
 /// An event to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +78,35 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 const COLUMNS: &str =
     "id, delivery, target, event, payload, created_at, attempts, last_status, delivered_at, failed";
 
-impl Metadata {
+/// The webhook outbox: events queued in the transaction that caused them,
+/// delivered with retries.
+pub trait Outbox {
     /// Queue events outside a manifest PUT (deletes and the like).
-    pub fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()> {
+    fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()>;
+
+    /// Deliveries due now, oldest first, at most `limit`.
+    fn outbox_due(&self, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Record an attempt: delivered, or retry at `next_at`, or (with
+    /// `give_up`) failed for good.
+    fn outbox_attempted(
+        &self,
+        id: i64,
+        status: &str,
+        delivered: bool,
+        next_at: u64,
+        give_up: bool,
+    ) -> Result<()>;
+
+    /// Recent deliveries, newest first (for the API).
+    fn outbox_recent(&self, target: Option<&str>, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Deliveries not yet made (for the metrics).
+    fn outbox_backlog(&self) -> Result<u64>;
+}
+
+impl Outbox for Sqlite {
+    fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         for e in events {
@@ -90,8 +116,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Deliveries due now, oldest first, at most `limit`.
-    pub fn outbox_due(&self, limit: usize) -> Result<Vec<Delivery>> {
+    fn outbox_due(&self, limit: usize) -> Result<Vec<Delivery>> {
         let conn = self.reader();
         let mut st = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM webhook_outbox
@@ -104,9 +129,7 @@ impl Metadata {
         Ok(rows)
     }
 
-    /// Record an attempt: delivered, or retry at `next_at`, or (with
-    /// `give_up`) failed for good.
-    pub fn outbox_attempted(
+    fn outbox_attempted(
         &self,
         id: i64,
         status: &str,
@@ -126,8 +149,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Recent deliveries, newest first (for the API).
-    pub fn outbox_recent(&self, target: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
+    fn outbox_recent(&self, target: Option<&str>, limit: usize) -> Result<Vec<Delivery>> {
         let conn = self.reader();
         let mut st = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM webhook_outbox
@@ -139,8 +161,7 @@ impl Metadata {
         Ok(rows)
     }
 
-    /// Deliveries not yet made (for the metrics).
-    pub fn outbox_backlog(&self) -> Result<u64> {
+    fn outbox_backlog(&self) -> Result<u64> {
         let n: Option<i64> = self
             .reader()
             .prepare_cached(

@@ -4,13 +4,41 @@
 
 use rusqlite::params;
 
-use super::{Metadata, Result, now};
+use super::{Result, Sqlite, now};
 use crate::policy::PolicyConfig;
 
-impl Metadata {
+/// Stored project policies, and the tag rows and usage that retention and
+/// quotas read.
+pub trait Policies {
     /// Every stored policy (rows that no longer parse are skipped, with an
     /// error in the log).
-    pub fn stored_policies(&self) -> Result<Vec<PolicyConfig>> {
+    fn stored_policies(&self) -> Result<Vec<PolicyConfig>>;
+
+    /// Store `policy` (its project's), replacing the one before.
+    fn put_policy(&self, policy: &PolicyConfig, by: &str) -> Result<()>;
+
+    /// Forget `project`'s stored policy. Returns whether there was one.
+    fn delete_policy(&self, project: &str) -> Result<bool>;
+
+    /// Every tag of `project`'s repositories.
+    fn project_tags(&self, project: &str) -> Result<Vec<TagRow>>;
+
+    /// Delete `row`'s tag if it still points where it did, pushed when it
+    /// was (a tag pushed again since is left alone). Returns whether it
+    /// went.
+    fn retention_delete_tag(&self, row: &TagRow) -> Result<bool>;
+
+    /// Blob bytes `project` holds: each distinct blob linked into one of
+    /// its repositories counted once.
+    fn project_usage(&self, project: &str) -> Result<u64>;
+
+    /// Whether a repository of `project` already holds blob `digest` (a
+    /// push of it then adds nothing to the project's usage).
+    fn blob_in_project(&self, project: &str, digest: &str) -> Result<bool>;
+}
+
+impl Policies for Sqlite {
+    fn stored_policies(&self) -> Result<Vec<PolicyConfig>> {
         let conn = self.reader();
         let rows: Vec<(String, String)> = conn
             .prepare_cached("SELECT project, body FROM project_policies ORDER BY project")?
@@ -33,8 +61,7 @@ impl Metadata {
             .collect())
     }
 
-    /// Store `policy` (its project's), replacing the one before.
-    pub fn put_policy(&self, policy: &PolicyConfig, by: &str) -> Result<()> {
+    fn put_policy(&self, policy: &PolicyConfig, by: &str) -> Result<()> {
         let body = serde_json::to_string(&PolicyConfig {
             project: String::new(),
             ..policy.clone()
@@ -49,39 +76,15 @@ impl Metadata {
         Ok(())
     }
 
-    /// Forget `project`'s stored policy. Returns whether there was one.
-    pub fn delete_policy(&self, project: &str) -> Result<bool> {
+    fn delete_policy(&self, project: &str) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached("DELETE FROM project_policies WHERE project = ?1")?
             .execute([project])?;
         Ok(n > 0)
     }
-}
 
-/// A tag, as retention sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagRow {
-    /// Its repository.
-    pub repository: String,
-    /// The tag.
-    pub tag: String,
-    /// The manifest it points at.
-    pub digest: String,
-    /// When it was last pushed (unix seconds).
-    pub pushed_at: u64,
-}
-
-/// `[lo, hi)` bounds of the repository names under `project` (`p/…`;
-/// the queries add `p` itself).
-fn project_range(project: &str) -> (String, String) {
-    // '0' is the character after '/'.
-    (format!("{project}/"), format!("{project}0"))
-}
-
-impl Metadata {
-    /// Every tag of `project`'s repositories.
-    pub fn project_tags(&self, project: &str) -> Result<Vec<TagRow>> {
+    fn project_tags(&self, project: &str) -> Result<Vec<TagRow>> {
         let (lo, hi) = project_range(project);
         let conn = self.reader();
         let rows = conn
@@ -103,10 +106,7 @@ impl Metadata {
         Ok(rows)
     }
 
-    /// Delete `row`'s tag if it still points where it did, pushed when it
-    /// was (a tag pushed again since is left alone). Returns whether it
-    /// went.
-    pub fn retention_delete_tag(&self, row: &TagRow) -> Result<bool> {
+    fn retention_delete_tag(&self, row: &TagRow) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -122,9 +122,7 @@ impl Metadata {
         Ok(n > 0)
     }
 
-    /// Blob bytes `project` holds: each distinct blob linked into one of
-    /// its repositories counted once.
-    pub fn project_usage(&self, project: &str) -> Result<u64> {
+    fn project_usage(&self, project: &str) -> Result<u64> {
         let (lo, hi) = project_range(project);
         let n: i64 = self
             .reader()
@@ -136,12 +134,8 @@ impl Metadata {
             .query_row(params![lo, hi, project], |r| r.get(0))?;
         Ok(n as u64)
     }
-}
 
-impl Metadata {
-    /// Whether a repository of `project` already holds blob `digest` (a
-    /// push of it then adds nothing to the project's usage).
-    pub fn blob_in_project(&self, project: &str, digest: &str) -> Result<bool> {
+    fn blob_in_project(&self, project: &str, digest: &str) -> Result<bool> {
         let (lo, hi) = project_range(project);
         Ok(self
             .reader()
@@ -151,4 +145,24 @@ impl Metadata {
             )?
             .exists(params![lo, hi, project, digest])?)
     }
+}
+
+/// A tag, as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRow {
+    /// Its repository.
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
+    /// The manifest it points at.
+    pub digest: String,
+    /// When it was last pushed (unix seconds).
+    pub pushed_at: u64,
+}
+
+/// `[lo, hi)` bounds of the repository names under `project` (`p/…`;
+/// the queries add `p` itself).
+fn project_range(project: &str) -> (String, String) {
+    // '0' is the character after '/'.
+    (format!("{project}/"), format!("{project}0"))
 }

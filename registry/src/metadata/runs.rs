@@ -7,7 +7,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Metadata, Result};
+use super::{Result, Sqlite};
 
 /// Version 7: the last runs.
 pub(super) const SCHEMA_V7: &str = r#"
@@ -42,9 +42,17 @@ pub struct JobRun {
     pub report: String,
 }
 
-impl Metadata {
+/// The last run of each maintenance job.
+pub trait JobRuns {
     /// Record `run`, replacing the previous one of its job, scope and kind.
-    pub fn record_run(&self, run: &JobRun) -> Result<()> {
+    fn record_run(&self, run: &JobRun) -> Result<()>;
+
+    /// The last run of `job` over `scope`, real or dry.
+    fn last_run(&self, job: &str, scope: &str, dry_run: bool) -> Result<Option<JobRun>>;
+}
+
+impl JobRuns for Sqlite {
+    fn record_run(&self, run: &JobRun) -> Result<()> {
         self.writer().execute(
             "INSERT OR REPLACE INTO job_runs (job, scope, dry_run, finished_at, by, ok, report) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -60,8 +68,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// The last run of `job` over `scope`, real or dry.
-    pub fn last_run(&self, job: &str, scope: &str, dry_run: bool) -> Result<Option<JobRun>> {
+    fn last_run(&self, job: &str, scope: &str, dry_run: bool) -> Result<Option<JobRun>> {
         Ok(self
             .reader()
             .query_row(
@@ -89,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_last_run_of_each_kind_replaces_the_one_before() {
-        let m = Metadata::in_memory().unwrap();
+        let m = Sqlite::in_memory().unwrap();
         assert_eq!(m.last_run("gc", "registry", false).unwrap(), None);
         let mut run = JobRun {
             job: "gc".into(),

@@ -10,7 +10,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Metadata, MetadataError, Result, now};
+use super::{MetadataError, Result, Sqlite, now};
 use crate::storage::UploadId;
 
 /// One uploaded part of a multipart upload.
@@ -65,9 +65,48 @@ fn corrupt(what: &'static str, value: impl Into<String>) -> MetadataError {
     }
 }
 
-impl Metadata {
+/// The S3 blob store's index (digest to object key) and its multipart
+/// upload sessions.
+pub trait S3Index {
     /// The object key and size of blob `digest`.
-    pub fn s3_blob(&self, digest: &str) -> Result<Option<(String, u64)>> {
+    fn s3_blob(&self, digest: &str) -> Result<Option<(String, u64)>>;
+
+    /// Record blob `digest` at `key`; `false` (nothing changed) if the
+    /// digest is already recorded.
+    fn s3_put_blob(&self, digest: &str, key: &str, size: u64) -> Result<bool>;
+
+    /// Forget blob `digest`: the key it was at, if any.
+    fn s3_delete_blob(&self, digest: &str) -> Result<Option<String>>;
+
+    /// An upload session's state.
+    fn s3_upload(&self, id: UploadId) -> Result<Option<S3Upload>>;
+
+    /// Write an upload session's state (creating it).
+    fn s3_put_upload(&self, u: &S3Upload) -> Result<()>;
+
+    /// Record the multipart upload of a session (before any part is
+    /// written, so an abort can always find it).
+    fn s3_set_mpu(&self, id: UploadId, mpu: &str) -> Result<()>;
+
+    /// A part number never handed out before for this session.
+    fn s3_next_part(&self, id: UploadId) -> Result<i32>;
+
+    /// The multipart upload ids of every S3 upload session.
+    fn s3_multipart_ids(&self) -> Result<std::collections::HashSet<String>>;
+
+    /// S3 sessions the registry's upload table does not know (a crash
+    /// between the two writes), created before `before`.
+    fn s3_orphan_uploads(&self, before: u64) -> Result<Vec<UploadId>>;
+
+    /// Multipart uploads open for sessions.
+    fn s3_open_multipart_count(&self) -> Result<u64>;
+
+    /// Forget an upload session.
+    fn s3_delete_upload(&self, id: UploadId) -> Result<()>;
+}
+
+impl S3Index for Sqlite {
+    fn s3_blob(&self, digest: &str) -> Result<Option<(String, u64)>> {
         let conn = self.reader();
         let row: Option<(String, i64)> = conn
             .prepare_cached("SELECT key, size FROM s3_blobs WHERE digest = ?1")?
@@ -76,9 +115,7 @@ impl Metadata {
         Ok(row.map(|(k, s)| (k, s as u64)))
     }
 
-    /// Record blob `digest` at `key`; `false` (nothing changed) if the
-    /// digest is already recorded.
-    pub fn s3_put_blob(&self, digest: &str, key: &str, size: u64) -> Result<bool> {
+    fn s3_put_blob(&self, digest: &str, key: &str, size: u64) -> Result<bool> {
         let n = self
             .writer()
             .prepare_cached(
@@ -89,8 +126,7 @@ impl Metadata {
         Ok(n == 1)
     }
 
-    /// Forget blob `digest`: the key it was at, if any.
-    pub fn s3_delete_blob(&self, digest: &str) -> Result<Option<String>> {
+    fn s3_delete_blob(&self, digest: &str) -> Result<Option<String>> {
         let key: Option<String> = self
             .writer()
             .prepare_cached("DELETE FROM s3_blobs WHERE digest = ?1 RETURNING key")?
@@ -99,8 +135,7 @@ impl Metadata {
         Ok(key)
     }
 
-    /// An upload session's state.
-    pub fn s3_upload(&self, id: UploadId) -> Result<Option<S3Upload>> {
+    fn s3_upload(&self, id: UploadId) -> Result<Option<S3Upload>> {
         let conn = self.reader();
         let row = conn
             .prepare_cached(
@@ -131,8 +166,7 @@ impl Metadata {
         }))
     }
 
-    /// Write an upload session's state (creating it).
-    pub fn s3_put_upload(&self, u: &S3Upload) -> Result<()> {
+    fn s3_put_upload(&self, u: &S3Upload) -> Result<()> {
         let parts = serde_json::to_string(&u.parts).unwrap_or_else(|_| "[]".into());
         self.writer()
             .prepare_cached(
@@ -153,17 +187,14 @@ impl Metadata {
         Ok(())
     }
 
-    /// Record the multipart upload of a session (before any part is
-    /// written, so an abort can always find it).
-    pub fn s3_set_mpu(&self, id: UploadId, mpu: &str) -> Result<()> {
+    fn s3_set_mpu(&self, id: UploadId, mpu: &str) -> Result<()> {
         self.writer()
             .prepare_cached("UPDATE s3_uploads SET mpu = ?2 WHERE id = ?1")?
             .execute(params![id.to_string(), mpu])?;
         Ok(())
     }
 
-    /// A part number never handed out before for this session.
-    pub fn s3_next_part(&self, id: UploadId) -> Result<i32> {
+    fn s3_next_part(&self, id: UploadId) -> Result<i32> {
         let n: Option<i32> = self
             .writer()
             .prepare_cached(
@@ -175,8 +206,7 @@ impl Metadata {
         n.ok_or_else(|| corrupt("S3 upload", id.to_string()))
     }
 
-    /// The multipart upload ids of every S3 upload session.
-    pub fn s3_multipart_ids(&self) -> Result<std::collections::HashSet<String>> {
+    fn s3_multipart_ids(&self) -> Result<std::collections::HashSet<String>> {
         let conn = self.reader();
         let ids = conn
             .prepare_cached("SELECT mpu FROM s3_uploads WHERE mpu IS NOT NULL")?
@@ -185,9 +215,7 @@ impl Metadata {
         Ok(ids)
     }
 
-    /// S3 sessions the registry's upload table does not know (a crash
-    /// between the two writes), created before `before`.
-    pub fn s3_orphan_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
+    fn s3_orphan_uploads(&self, before: u64) -> Result<Vec<UploadId>> {
         let conn = self.reader();
         let ids: Vec<String> = conn
             .prepare_cached(
@@ -199,8 +227,7 @@ impl Metadata {
         Ok(ids.iter().filter_map(|s| UploadId::parse(s)).collect())
     }
 
-    /// Multipart uploads open for sessions.
-    pub fn s3_open_multipart_count(&self) -> Result<u64> {
+    fn s3_open_multipart_count(&self) -> Result<u64> {
         let n: i64 = self
             .reader()
             .prepare_cached(
@@ -210,8 +237,7 @@ impl Metadata {
         Ok(n as u64)
     }
 
-    /// Forget an upload session.
-    pub fn s3_delete_upload(&self, id: UploadId) -> Result<()> {
+    fn s3_delete_upload(&self, id: UploadId) -> Result<()> {
         self.writer()
             .prepare_cached("DELETE FROM s3_uploads WHERE id = ?1")?
             .execute([id.to_string()])?;

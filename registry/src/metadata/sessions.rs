@@ -7,7 +7,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Metadata, Result};
+use super::{Result, Sqlite};
 
 /// Version 6: UI sessions.
 pub(super) const SCHEMA_V6: &str = r#"
@@ -33,9 +33,20 @@ pub struct Session {
     pub expires_at: u64,
 }
 
-impl Metadata {
+/// Web UI sign-in sessions, keyed by the sha256 of their cookie.
+pub trait UiSessions {
     /// Store a new session under `id_hash`.
-    pub fn create_session(&self, id_hash: &str, s: &Session, now: u64) -> Result<()> {
+    fn create_session(&self, id_hash: &str, s: &Session, now: u64) -> Result<()>;
+
+    /// The session stored under `id_hash`, if it has not expired at `now`.
+    fn session(&self, id_hash: &str, now: u64) -> Result<Option<Session>>;
+
+    /// End the session stored under `id_hash`, and every expired one.
+    fn end_session(&self, id_hash: &str, now: u64) -> Result<()>;
+}
+
+impl UiSessions for Sqlite {
+    fn create_session(&self, id_hash: &str, s: &Session, now: u64) -> Result<()> {
         self.writer().execute(
             "INSERT INTO ui_sessions (id_hash, user, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id_hash, s.user, s.csrf, now as i64, s.expires_at as i64],
@@ -43,8 +54,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// The session stored under `id_hash`, if it has not expired at `now`.
-    pub fn session(&self, id_hash: &str, now: u64) -> Result<Option<Session>> {
+    fn session(&self, id_hash: &str, now: u64) -> Result<Option<Session>> {
         Ok(self
             .reader()
             .query_row(
@@ -61,8 +71,7 @@ impl Metadata {
             .optional()?)
     }
 
-    /// End the session stored under `id_hash`, and every expired one.
-    pub fn end_session(&self, id_hash: &str, now: u64) -> Result<()> {
+    fn end_session(&self, id_hash: &str, now: u64) -> Result<()> {
         let w = self.writer();
         w.execute(
             "DELETE FROM ui_sessions WHERE id_hash = ?1",

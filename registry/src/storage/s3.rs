@@ -487,7 +487,7 @@ impl S3BlobStore {
         f: impl FnOnce(&Metadata) -> Result<T, crate::metadata::MetadataError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let meta = self.meta.clone();
-        tokio::task::spawn_blocking(move || f(&meta))
+        tokio::task::spawn_blocking(move || f(meta.as_ref()))
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))?
             .map_err(meta_error)

@@ -14,7 +14,7 @@ use berth_tests::s3::S3Server;
 
 use super::s3::{MIN_PART, S3BlobStore, S3Config};
 use super::{BlobStore, UploadId, UploadWriter};
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, Sqlite};
 
 /// A configuration for `bucket` on `server`, with key files in `dir`.
 pub(crate) fn config(server: &S3Server, bucket: &str, dir: &Path) -> S3Config {
@@ -33,7 +33,7 @@ pub(crate) fn config(server: &S3Server, bucket: &str, dir: &Path) -> S3Config {
 async fn store(server: &S3Server, dir: &Path) -> (S3BlobStore, Arc<Metadata>) {
     // A file database, as `berth serve` opens (an in-memory one locks
     // whole tables under concurrent sessions).
-    let meta = Arc::new(Metadata::open(&dir.join("meta.sqlite")).unwrap());
+    let meta: Arc<Metadata> = Arc::new(Sqlite::open(&dir.join("meta.sqlite")).unwrap());
     server.create_bucket("berth-test");
     let store = S3BlobStore::connect(&config(server, "berth-test", dir), meta.clone())
         .await
@@ -147,7 +147,7 @@ fn the_store_keeps_its_contract_on_moto() {
 async fn the_probe_says_what_is_wrong() {
     let server = S3Server::moto();
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(Metadata::in_memory().unwrap());
+    let meta: Arc<Metadata> = Arc::new(Sqlite::in_memory().unwrap());
     let missing =
         S3BlobStore::connect(&config(&server, "no-such-bucket", dir.path()), meta.clone())
             .await
