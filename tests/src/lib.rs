@@ -10,6 +10,7 @@
 //! create and delete themselves.
 
 pub mod forge;
+pub mod postgres;
 pub mod s3;
 pub mod webdriver;
 

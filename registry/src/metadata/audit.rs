@@ -50,10 +50,68 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-fn like_escape(s: &str) -> String {
+pub(super) fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
+}
+
+/// A value a query binds.
+pub(super) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The statement listing the events `q` selects, newest first (argument
+/// `n`, from 1, written as `placeholder(n)`), and its arguments: one
+/// query for every database.
+pub(super) fn audit_query(q: &AuditQuery, placeholder: fn(usize) -> String) -> (String, Vec<Arg>) {
+    let mut sql = String::from(
+        "SELECT id, at, actor, client, action, target, outcome, detail FROM audit WHERE 1=1",
+    );
+    let mut args: Vec<Arg> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: Arg| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &placeholder(args.len())));
+    };
+    if let Some(a) = &q.actor {
+        arg(&mut sql, " AND actor = ?", Arg::Text(a.clone()));
+    }
+    match q.action.as_deref() {
+        Some(a) if a.ends_with('.') => arg(
+            &mut sql,
+            " AND action LIKE ? ESCAPE '\\'",
+            Arg::Text(format!("{}%", like_escape(a))),
+        ),
+        Some(a) => arg(&mut sql, " AND action = ?", Arg::Text(a.to_owned())),
+        None => {}
+    }
+    if let Some(p) = &q.project {
+        let e = like_escape(p);
+        arg(&mut sql, " AND (target = ?", Arg::Text(p.clone()));
+        arg(
+            &mut sql,
+            " OR target LIKE ? ESCAPE '\\'",
+            Arg::Text(format!("{e}/%")),
+        );
+        arg(
+            &mut sql,
+            " OR target LIKE ? ESCAPE '\\')",
+            Arg::Text(format!("robot${e}+%")),
+        );
+    }
+    if let Some(o) = &q.outcome {
+        arg(&mut sql, " AND outcome = ?", Arg::Text(o.clone()));
+    }
+    if let Some(t) = q.since {
+        arg(&mut sql, " AND at >= ?", Arg::Int(t as i64));
+    }
+    if let Some(id) = q.before_id {
+        arg(&mut sql, " AND id < ?", Arg::Int(id));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+    (sql, args)
 }
 
 /// The audit log: who did what to which target, kept for the retention
@@ -95,51 +153,11 @@ impl AuditLog for Sqlite {
     }
 
     fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let mut sql = String::from(
-            "SELECT id, at, actor, client, action, target, outcome, detail FROM audit WHERE 1=1",
-        );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(a) = &q.actor {
-            arg(&mut sql, " AND actor = ?", a.clone().into());
-        }
-        match q.action.as_deref() {
-            Some(a) if a.ends_with('.') => arg(
-                &mut sql,
-                " AND action LIKE ? ESCAPE '\\'",
-                format!("{}%", like_escape(a)).into(),
-            ),
-            Some(a) => arg(&mut sql, " AND action = ?", a.to_owned().into()),
-            None => {}
-        }
-        if let Some(p) = &q.project {
-            let e = like_escape(p);
-            arg(&mut sql, " AND (target = ?", p.clone().into());
-            arg(
-                &mut sql,
-                " OR target LIKE ? ESCAPE '\\'",
-                format!("{e}/%").into(),
-            );
-            arg(
-                &mut sql,
-                " OR target LIKE ? ESCAPE '\\')",
-                format!("robot${e}+%").into(),
-            );
-        }
-        if let Some(o) = &q.outcome {
-            arg(&mut sql, " AND outcome = ?", o.clone().into());
-        }
-        if let Some(t) = q.since {
-            arg(&mut sql, " AND at >= ?", (t as i64).into());
-        }
-        if let Some(id) = q.before_id {
-            arg(&mut sql, " AND id < ?", id.into());
-        }
-        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let (sql, args) = audit_query(q, |n| format!("?{n}"));
+        let args = args.into_iter().map(|a| match a {
+            Arg::Text(t) => rusqlite::types::Value::Text(t),
+            Arg::Int(i) => rusqlite::types::Value::Integer(i),
+        });
         let conn = self.reader();
         let mut st = conn.prepare(&sql)?;
         let rows = st
@@ -163,72 +181,5 @@ impl AuditLog for Sqlite {
         Ok(self
             .writer()
             .execute("DELETE FROM audit WHERE at < ?1", [before as i64])?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(at: u64, actor: &str, action: &str, target: &str, outcome: &str) -> AuditEvent {
-        AuditEvent {
-            id: 0,
-            at,
-            actor: actor.into(),
-            client: "127.0.0.1".into(),
-            action: action.into(),
-            target: target.into(),
-            outcome: outcome.into(),
-            detail: String::new(),
-        }
-    }
-
-    #[test]
-    fn events_are_filtered_paged_and_pruned() {
-        let m = Sqlite::in_memory().unwrap();
-        m.audit_append(&[
-            event(100, "alice", "manifest.push", "team/app:v1", "ok"),
-            event(200, "robot$team+ci", "tag.move", "team/app:v1", "ok"),
-            event(300, "mallory", "login.failure", "mallory", "denied"),
-            event(400, "root", "robot.create", "robot$team+ci", "ok"),
-            event(500, "root", "robot.rotate", "robot$team_x+ci", "ok"),
-            event(600, "bob", "manifest.push", "teamster/app:v1", "ok"),
-        ])
-        .unwrap();
-        let ids = |q: AuditQuery| -> Vec<u64> {
-            m.audit_list(&q).unwrap().iter().map(|e| e.at).collect()
-        };
-        assert_eq!(ids(AuditQuery::default()), [600, 500, 400, 300, 200, 100]);
-        let team = AuditQuery {
-            project: Some("team".into()),
-            ..Default::default()
-        };
-        // `team_x` and `teamster` are other projects: `_` is no wildcard.
-        assert_eq!(ids(team), [400, 200, 100]);
-        let robots = AuditQuery {
-            action: Some("robot.".into()),
-            ..Default::default()
-        };
-        assert_eq!(ids(robots), [500, 400]);
-        let denied = AuditQuery {
-            outcome: Some("denied".into()),
-            ..Default::default()
-        };
-        assert_eq!(ids(denied), [300]);
-        let page = m
-            .audit_list(&AuditQuery {
-                limit: Some(2),
-                ..Default::default()
-            })
-            .unwrap();
-        let next = AuditQuery {
-            before_id: Some(page[1].id),
-            limit: Some(2),
-            since: Some(150),
-            ..Default::default()
-        };
-        assert_eq!(ids(next), [400, 300]);
-        assert_eq!(m.audit_prune(350).unwrap(), 3);
-        assert_eq!(ids(AuditQuery::default()), [600, 500, 400]);
     }
 }

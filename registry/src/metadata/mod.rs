@@ -28,10 +28,13 @@ use crate::storage::UploadId;
 
 mod audit;
 mod browse;
+#[cfg(test)]
+mod conformance;
 mod directory;
 mod gc;
 mod outbox;
 mod policy;
+mod postgres;
 mod runs;
 mod s3;
 mod sessions;
@@ -43,6 +46,7 @@ pub use directory::Accounts;
 pub use gc::Collection;
 pub use outbox::Outbox;
 pub use policy::Policies;
+pub use postgres::Postgres;
 pub use runs::{JobRun, JobRuns};
 pub use s3::S3Index;
 pub use sessions::Session;
@@ -221,9 +225,21 @@ pub enum MetadataError {
     },
     /// The database was written by a newer berth.
     #[error(
-        "metadata schema version {0} is newer than this berth understands ({SCHEMA_VERSION}); upgrade berth"
+        "metadata schema version {found} is newer than this berth understands ({known}); upgrade berth"
     )]
-    TooNew(i64),
+    TooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest this berth knows.
+        known: i64,
+    },
+    /// PostgreSQL refused a statement.
+    #[error("metadata database: {0}")]
+    Postgres(::postgres::Error),
+    /// The metadata database cannot be reached now (PostgreSQL down, the
+    /// network gone); nothing was written. Worth retrying.
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
 }
 
 type Result<T> = std::result::Result<T, MetadataError>;
@@ -958,7 +974,10 @@ impl Sqlite {
         configure(&writer)?;
         let version: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(MetadataError::TooNew(version));
+            return Err(MetadataError::TooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
         }
         // Each step in one transaction: a crash leaves the old version.
         let steps = [

@@ -89,36 +89,3 @@ impl JobRuns for Sqlite {
             .optional()?)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_run_of_each_kind_replaces_the_one_before() {
-        let m = Sqlite::in_memory().unwrap();
-        assert_eq!(m.last_run("gc", "registry", false).unwrap(), None);
-        let mut run = JobRun {
-            job: "gc".into(),
-            scope: "registry".into(),
-            dry_run: false,
-            finished_at: 10,
-            by: "schedule".into(),
-            ok: true,
-            report: "{}".into(),
-        };
-        m.record_run(&run).unwrap();
-        run.finished_at = 20;
-        run.by = "alice".into();
-        m.record_run(&run).unwrap();
-        let dry = JobRun {
-            dry_run: true,
-            finished_at: 30,
-            ..run.clone()
-        };
-        m.record_run(&dry).unwrap();
-        assert_eq!(m.last_run("gc", "registry", false).unwrap(), Some(run));
-        assert_eq!(m.last_run("gc", "registry", true).unwrap(), Some(dry));
-        assert_eq!(m.last_run("retention", "registry", false).unwrap(), None);
-    }
-}

@@ -1,0 +1,143 @@
+//! The metadata conformance suite: each case is written once against the
+//! contract's traits and run on both implementations — SQLite (a
+//! throwaway file) and PostgreSQL (a real server started for the case,
+//! [`berth_tests::postgres::PgServer`]). Concurrent cases race two
+//! connections of one store, as two replicas would.
+
+use super::prelude::*;
+use super::{AuditEvent, AuditQuery, JobRun, Session};
+
+/// Run `case` on SQLite and on PostgreSQL, as two tests.
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[test]
+            fn sqlite() {
+                super::$case(&crate::metadata::Sqlite::in_memory().unwrap());
+            }
+
+            #[test]
+            fn postgres() {
+                let pg = berth_tests::postgres::PgServer::start();
+                super::$case(&crate::metadata::Postgres::open(&pg.database()).unwrap());
+            }
+        }
+    };
+}
+
+fn event(at: u64, actor: &str, action: &str, target: &str, outcome: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at,
+        actor: actor.into(),
+        client: "127.0.0.1".into(),
+        action: action.into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        detail: String::new(),
+    }
+}
+
+both!(audit_events_are_filtered_paged_and_pruned);
+fn audit_events_are_filtered_paged_and_pruned(m: &impl AuditLog) {
+    m.audit_append(&[
+        event(100, "alice", "manifest.push", "team/app:v1", "ok"),
+        event(200, "robot$team+ci", "tag.move", "team/app:v1", "ok"),
+        event(300, "mallory", "login.failure", "mallory", "denied"),
+        event(400, "root", "robot.create", "robot$team+ci", "ok"),
+        event(500, "root", "robot.rotate", "robot$team_x+ci", "ok"),
+        event(600, "bob", "manifest.push", "teamster/app:v1", "ok"),
+    ])
+    .unwrap();
+    let ids =
+        |q: AuditQuery| -> Vec<u64> { m.audit_list(&q).unwrap().iter().map(|e| e.at).collect() };
+    assert_eq!(ids(AuditQuery::default()), [600, 500, 400, 300, 200, 100]);
+    let team = AuditQuery {
+        project: Some("team".into()),
+        ..Default::default()
+    };
+    // `team_x` and `teamster` are other projects: `_` is no wildcard.
+    assert_eq!(ids(team), [400, 200, 100]);
+    let robots = AuditQuery {
+        action: Some("robot.".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(robots), [500, 400]);
+    let exact = AuditQuery {
+        action: Some("tag.move".into()),
+        actor: Some("robot$team+ci".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(exact), [200]);
+    let denied = AuditQuery {
+        outcome: Some("denied".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(denied), [300]);
+    let page = m
+        .audit_list(&AuditQuery {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let next = AuditQuery {
+        before_id: Some(page[1].id),
+        limit: Some(2),
+        since: Some(150),
+        ..Default::default()
+    };
+    assert_eq!(ids(next), [400, 300]);
+    assert_eq!(m.audit_prune(350).unwrap(), 3);
+    assert_eq!(ids(AuditQuery::default()), [600, 500, 400]);
+}
+
+both!(the_last_run_of_each_kind_replaces_the_one_before);
+fn the_last_run_of_each_kind_replaces_the_one_before(m: &impl JobRuns) {
+    assert_eq!(m.last_run("gc", "registry", false).unwrap(), None);
+    let mut run = JobRun {
+        job: "gc".into(),
+        scope: "registry".into(),
+        dry_run: false,
+        finished_at: 10,
+        by: "schedule".into(),
+        ok: true,
+        report: "{}".into(),
+    };
+    m.record_run(&run).unwrap();
+    run.finished_at = 20;
+    run.by = "alice".into();
+    m.record_run(&run).unwrap();
+    let dry = JobRun {
+        dry_run: true,
+        finished_at: 30,
+        ..run.clone()
+    };
+    m.record_run(&dry).unwrap();
+    assert_eq!(m.last_run("gc", "registry", false).unwrap(), Some(run));
+    assert_eq!(m.last_run("gc", "registry", true).unwrap(), Some(dry));
+    assert_eq!(m.last_run("retention", "registry", false).unwrap(), None);
+}
+
+both!(sessions_expire_and_end);
+fn sessions_expire_and_end(m: &impl UiSessions) {
+    let s = |user: &str, expires_at| Session {
+        user: user.into(),
+        csrf: format!("csrf-{user}"),
+        expires_at,
+    };
+    m.create_session("a", &s("alice", 100), 10).unwrap();
+    m.create_session("b", &s("bob", 50), 10).unwrap();
+    assert_eq!(m.session("a", 20).unwrap(), Some(s("alice", 100)));
+    // Expired at 50: gone for every reader from then on.
+    assert_eq!(m.session("b", 50).unwrap(), None);
+    assert_eq!(m.session("b", 49).unwrap(), Some(s("bob", 50)));
+    // Ending one session also sweeps expired ones; the others stay.
+    m.create_session("c", &s("carol", 200), 10).unwrap();
+    m.end_session("a", 60).unwrap();
+    assert_eq!(m.session("a", 20).unwrap(), None);
+    assert_eq!(m.session("b", 10).unwrap(), None, "swept once expired");
+    assert_eq!(m.session("c", 61).unwrap(), Some(s("carol", 200)));
+    // Another session under a taken key is refused, not merged.
+    assert!(m.create_session("c", &s("mallory", 900), 70).is_err());
+    assert_eq!(m.session("c", 71).unwrap(), Some(s("carol", 200)));
+}

@@ -1,0 +1,283 @@
+//! The PostgreSQL metadata store, for several registry replicas sharing
+//! one database: the same contract as [`super::Sqlite`], over a pool of
+//! synchronous connections (the registry calls the store from its
+//! blocking pool). Writes run in `SERIALIZABLE` transactions and are
+//! retried when PostgreSQL reports a serialization failure or deadlock, so
+//! every multi-row change is as isolated as under SQLite's single writer —
+//! the guarantee the GC's safety argument and the tag, immutability and
+//! quota checks rely on — while replicas write concurrently. The schema is
+//! versioned in `berth_schema` and migrated at start-up under an advisory
+//! lock, so replicas starting together migrate once. A connection that
+//! breaks (PostgreSQL restarted, the network gone) is dropped and the next
+//! call connects again; while PostgreSQL cannot be reached, calls fail
+//! with [`MetadataError::Unavailable`] and nothing is half-written.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::postgres::error::SqlState;
+use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
+
+use super::{MetadataError, Result};
+
+mod schema;
+mod small;
+
+/// Connections a store keeps at most.
+const DEFAULT_POOL: usize = 16;
+
+/// How many times a write retries after a serialization failure.
+const RETRIES: u32 = 20;
+
+/// The advisory lock migrations hold (any constant the registry owns).
+const MIGRATION_LOCK: i64 = 0x6265_7274_685f_6d69; // "berth_mi"
+
+/// The PostgreSQL metadata store.
+pub struct Postgres {
+    config: ::postgres::Config,
+    idle: Mutex<Vec<Client>>,
+    /// Connections open (idle or lent).
+    open: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("host", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+/// A connection lent by the pool; given back when dropped unless it broke.
+pub(super) struct Conn<'a> {
+    store: &'a Postgres,
+    client: Option<Client>,
+    /// It was idle in the pool: it may have broken since (PostgreSQL
+    /// restarted), which only its first use tells.
+    reused: bool,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("a lent connection")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("a lent connection")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if client.is_closed() {
+            *lock(&self.store.open) -= 1;
+        } else {
+            lock(&self.store.idle).push(client);
+        }
+        self.store.freed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `e` says the transaction lost a race and may simply run again.
+fn retryable(e: &::postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+impl From<::postgres::Error> for MetadataError {
+    /// A lost connection, a server shutting down or not yet accepting
+    /// (SQLSTATE classes 08 and 57P), or an error with no SQLSTATE at all
+    /// (I/O) is [`MetadataError::Unavailable`]; anything else PostgreSQL
+    /// said about a statement is [`MetadataError::Postgres`].
+    fn from(e: ::postgres::Error) -> Self {
+        let gone = match e.code() {
+            None => true,
+            Some(code) => {
+                let code = code.code();
+                code.starts_with("08") || code.starts_with("57P")
+            }
+        };
+        if e.is_closed() || gone {
+            MetadataError::Unavailable(e.to_string())
+        } else {
+            MetadataError::Postgres(e)
+        }
+    }
+}
+
+impl Postgres {
+    /// Connect to `url` (`postgres://user[:password]@host[:port]/db`),
+    /// migrating its schema to this berth's.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, DEFAULT_POOL)
+    }
+
+    /// [`Postgres::open`] with at most `max` connections.
+    pub fn open_with(url: &str, max: usize) -> Result<Self> {
+        let mut config: ::postgres::Config = url
+            .parse()
+            .map_err(|e: ::postgres::Error| MetadataError::Unavailable(format!("{url:?}: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("berth");
+        let store = Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+            open: Mutex::new(0),
+            freed: Condvar::new(),
+            max: max.max(1),
+        };
+        {
+            let mut c = store.conn()?;
+            schema::migrate(&mut c, MIGRATION_LOCK)?;
+        }
+        Ok(store)
+    }
+
+    /// A connection: an idle one, a new one while under the limit, or the
+    /// next one given back.
+    pub(super) fn conn(&self) -> Result<Conn<'_>> {
+        loop {
+            if let Some(client) = lock(&self.idle).pop() {
+                if client.is_closed() {
+                    *lock(&self.open) -= 1;
+                    continue;
+                }
+                return Ok(Conn {
+                    store: self,
+                    client: Some(client),
+                    reused: true,
+                });
+            }
+            let mut open = lock(&self.open);
+            if *open < self.max {
+                *open += 1;
+                drop(open);
+                return match self.config.connect(NoTls) {
+                    Ok(client) => Ok(Conn {
+                        store: self,
+                        client: Some(client),
+                        reused: false,
+                    }),
+                    Err(e) => {
+                        *lock(&self.open) -= 1;
+                        Err(MetadataError::Unavailable(e.to_string()))
+                    }
+                };
+            }
+            let (_open, _) = self
+                .freed
+                .wait_timeout(open, Duration::from_millis(200))
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Run `f` with a connection (reads: each statement on its own). A
+    /// pooled connection found broken is replaced once.
+    pub(super) fn read<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        loop {
+            let mut c = self.conn()?;
+            match f(&mut c) {
+                Err(MetadataError::Unavailable(_)) if c.reused && c.is_closed() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Run `f` in a `SERIALIZABLE` transaction and commit, again from the
+    /// start when PostgreSQL says it lost a race with another writer (or
+    /// when a pooled connection turns out to have broken: nothing was
+    /// written on it).
+    pub(super) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let mut c = self.conn()?;
+            let reused = c.reused;
+            let outcome = (|| {
+                let mut tx = c
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start()?;
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match outcome {
+                Err(MetadataError::Unavailable(_)) if reused && c.is_closed() => {}
+                Err(MetadataError::Postgres(e)) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    // Back off a little, more each time, so racing writers
+                    // stop colliding.
+                    std::thread::sleep(Duration::from_millis(
+                        u64::from(attempt) * (1 + rand::random::<u64>() % 5),
+                    ));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_tests::postgres::PgServer;
+
+    #[test]
+    fn migrates_once_and_survives_a_restart_of_postgres() {
+        let mut pg = PgServer::start();
+        let url = pg.database();
+        // Two stores opening at once migrate once (the advisory lock).
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| Postgres::open(&url).unwrap());
+            let b = s.spawn(|| Postgres::open(&url).unwrap());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let version: i64 = a
+            .conn()
+            .unwrap()
+            .query_one("SELECT version FROM berth_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, schema::VERSION);
+        drop(b);
+        // PostgreSQL restarts: the pooled connection is broken, found so on
+        // its first use, and replaced; the caller sees no error.
+        pg.restart();
+        let n: i32 = a
+            .read(|c| Ok(c.query_one("SELECT 1", &[])?.get(0)))
+            .unwrap();
+        assert_eq!(n, 1);
+        pg.restart();
+        let n = a
+            .write(|tx| Ok(tx.execute("CREATE TEMP TABLE t (x int)", &[])?))
+            .unwrap();
+        assert_eq!(n, 0);
+        // Stopped: calls fail as unavailable, quickly.
+        pg.stop();
+        let started = std::time::Instant::now();
+        let err = a.write(|tx| Ok(tx.execute("SELECT 1", &[])?)).unwrap_err();
+        assert!(matches!(err, MetadataError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
