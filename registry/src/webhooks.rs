@@ -553,8 +553,15 @@ fn backoff(attempts: u32) -> u64 {
     base + rand::random::<u64>() % (base / 5 + 1)
 }
 
+/// How long a claimed batch of deliveries is this replica's: longer than
+/// delivering 32 events takes, short enough that a replica that died
+/// mid-batch delays them minutes, not hours.
+const LEASE_SECS: u64 = 300;
+
 /// Deliver due events for as long as the server runs: woken when one is
-/// queued, and every second for retries.
+/// queued, and every second for retries. Every replica runs this; each
+/// claims its batch ([`crate::metadata::Outbox::outbox_claim`]), so an
+/// event is delivered by one of them.
 pub fn spawn(r: Arc<Registry>) -> Option<tokio::task::JoinHandle<()>> {
     r.webhooks.as_ref()?;
     Some(tokio::spawn(async move {
@@ -567,7 +574,9 @@ pub fn spawn(r: Arc<Registry>) -> Option<tokio::task::JoinHandle<()>> {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let meta = r.meta.clone();
-            let due = match tokio::task::spawn_blocking(move || meta.outbox_due(32)).await {
+            let due = match tokio::task::spawn_blocking(move || meta.outbox_claim(32, LEASE_SECS))
+                .await
+            {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the webhook outbox failed");

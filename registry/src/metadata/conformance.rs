@@ -141,3 +141,80 @@ fn sessions_expire_and_end(m: &impl UiSessions) {
     assert!(m.create_session("c", &s("mallory", 900), 70).is_err());
     assert_eq!(m.session("c", 71).unwrap(), Some(s("carol", 200)));
 }
+
+fn hook(target: &str, n: usize) -> super::OutboxEvent {
+    super::OutboxEvent {
+        target: target.into(),
+        event: "PUSH_ARTIFACT".into(),
+        payload: format!("{{\"n\":{n}}}"),
+    }
+}
+
+both!(the_outbox_claims_each_delivery_once_and_records_attempts);
+fn the_outbox_claims_each_delivery_once_and_records_attempts(m: &(impl Outbox + Sync)) {
+    m.outbox_add(&[hook("bot", 1), hook("bot", 2), hook("ci", 3)])
+        .unwrap();
+    assert_eq!(m.outbox_backlog().unwrap(), 3);
+    let first = m.outbox_claim(2, 300).unwrap();
+    assert_eq!(
+        first.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>(),
+        ["{\"n\":1}", "{\"n\":2}"]
+    );
+    // Claimed rows are leased: the next claim gets only the third.
+    let second = m.outbox_claim(10, 300).unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].target, "ci");
+    assert!(m.outbox_claim(10, 300).unwrap().is_empty());
+    // Outcomes: delivered, retry (due at once), given up.
+    let t = crate::unix_now();
+    m.outbox_attempted(first[0].id, "200", true, t, false)
+        .unwrap();
+    m.outbox_attempted(first[1].id, "connection refused", false, 0, false)
+        .unwrap();
+    m.outbox_attempted(second[0].id, "410", false, t, true)
+        .unwrap();
+    assert_eq!(m.outbox_backlog().unwrap(), 1);
+    let retry = m.outbox_claim(10, 300).unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempts, 1);
+    assert_eq!(retry[0].last_status, "connection refused");
+    let recent = m.outbox_recent(None, 10).unwrap();
+    assert_eq!(recent.len(), 3);
+    assert_eq!(recent[0].target, "ci", "newest first");
+    assert!(recent[0].failed);
+    assert!(recent[2].delivered_at.is_some());
+    assert_eq!(m.outbox_recent(Some("bot"), 10).unwrap().len(), 2);
+    // Racing claimers (replicas): every event is claimed exactly once.
+    let events: Vec<_> = (0..200).map(|n| hook("race", n)).collect();
+    m.outbox_add(&events).unwrap();
+    let claimed: Vec<i64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = m.outbox_claim(7, 300).unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch.iter().map(|d| d.id));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut unique = claimed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        claimed.len(),
+        200,
+        "claimed twice: {}",
+        claimed.len() - unique.len()
+    );
+    assert_eq!(unique.len(), 200);
+}

@@ -84,8 +84,13 @@ pub trait Outbox {
     /// Queue events outside a manifest PUT (deletes and the like).
     fn outbox_add(&self, events: &[OutboxEvent]) -> Result<()>;
 
-    /// Deliveries due now, oldest first, at most `limit`.
-    fn outbox_due(&self, limit: usize) -> Result<Vec<Delivery>>;
+    /// Claim the deliveries due now, oldest first, at most `limit`: in the
+    /// same transaction their next attempt moves `lease` seconds ahead, so
+    /// no other replica (nor this one's next round) takes them while this
+    /// one delivers. [`Outbox::outbox_attempted`] then records the
+    /// outcome; if this replica dies first, the lease runs out and another
+    /// delivers them.
+    fn outbox_claim(&self, limit: usize, lease: u64) -> Result<Vec<Delivery>>;
 
     /// Record an attempt: delivered, or retry at `next_at`, or (with
     /// `give_up`) failed for good.
@@ -116,16 +121,27 @@ impl Outbox for Sqlite {
         Ok(())
     }
 
-    fn outbox_due(&self, limit: usize) -> Result<Vec<Delivery>> {
-        let conn = self.reader();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM webhook_outbox
-             WHERE delivered_at IS NULL AND failed = 0 AND next_at <= ?1
-             ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = st
-            .query_map(params![now(), limit as i64], row)?
-            .collect::<rusqlite::Result<_>>()?;
+    fn outbox_claim(&self, limit: usize, lease: u64) -> Result<Vec<Delivery>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let t = now();
+        let rows: Vec<Delivery> = {
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM webhook_outbox
+                 WHERE delivered_at IS NULL AND failed = 0 AND next_at <= ?1
+                 ORDER BY id LIMIT ?2"
+            ))?;
+            st.query_map(params![t, limit as i64], row)?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        {
+            let mut st =
+                tx.prepare_cached("UPDATE webhook_outbox SET next_at = ?2 WHERE id = ?1")?;
+            for d in &rows {
+                st.execute(params![d.id, t + lease as i64])?;
+            }
+        }
+        tx.commit()?;
         Ok(rows)
     }
 

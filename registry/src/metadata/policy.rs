@@ -46,27 +46,12 @@ impl Policies for Sqlite {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows
             .into_iter()
-            .filter_map(|(project, body)| {
-                match serde_json::from_str::<PolicyConfig>(&body) {
-                    Ok(mut p) => {
-                        p.project = project;
-                        Some(p)
-                    }
-                    Err(e) => {
-                        tracing::error!(%project, error = %e, "a stored policy does not parse; ignored");
-                        None
-                    }
-                }
-            })
+            .filter_map(|(project, body)| parse_policy(project, &body))
             .collect())
     }
 
     fn put_policy(&self, policy: &PolicyConfig, by: &str) -> Result<()> {
-        let body = serde_json::to_string(&PolicyConfig {
-            project: String::new(),
-            ..policy.clone()
-        })
-        .unwrap_or_default();
+        let body = policy_body(policy);
         self.writer()
             .prepare_cached(
                 "INSERT INTO project_policies (project, body, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -162,7 +147,33 @@ pub struct TagRow {
 
 /// `[lo, hi)` bounds of the repository names under `project` (`p/…`;
 /// the queries add `p` itself).
-fn project_range(project: &str) -> (String, String) {
+/// A stored policy's row as the policy; one that does not parse is
+/// logged and ignored.
+pub(super) fn parse_policy(project: String, body: &str) -> Option<PolicyConfig> {
+    match serde_json::from_str::<PolicyConfig>(body) {
+        Ok(mut p) => {
+            p.project = project;
+            Some(p)
+        }
+        Err(e) => {
+            tracing::error!(%project, error = %e, "a stored policy does not parse; ignored");
+            None
+        }
+    }
+}
+
+/// The JSON a policy is stored as (without its project, the row's key).
+pub(super) fn policy_body(policy: &PolicyConfig) -> String {
+    serde_json::to_string(&PolicyConfig {
+        project: String::new(),
+        ..policy.clone()
+    })
+    .unwrap_or_default()
+}
+
+/// The repository names of `project` other than itself: those from
+/// `project/` up to (not including) `project0`.
+pub(super) fn project_range(project: &str) -> (String, String) {
     // '0' is the character after '/'.
     (format!("{project}/"), format!("{project}0"))
 }

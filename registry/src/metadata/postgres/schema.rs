@@ -2,6 +2,10 @@
 //! schema version 7, in PostgreSQL's types (`BIGINT` for every integer,
 //! `BOOLEAN` for flags, `BYTEA` for bytes, identity columns for ids), with
 //! `auth_members.username` where SQLite says `user` (reserved here).
+//! Every text column sorts by bytes (`COLLATE "C"`), as SQLite's do:
+//! tag lists page in that order, and a project's repositories are the
+//! names between `project/` and `project0`, whatever the database's
+//! locale.
 //! `berth_schema` holds the version; steps are applied in one transaction
 //! each, under an advisory lock so that replicas starting together
 //! migrate once.
@@ -17,28 +21,28 @@ pub(super) const VERSION: i64 = 1;
 const V1: &str = r#"
 CREATE TABLE repositories (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE blobs (
-    digest TEXT PRIMARY KEY,
+    digest TEXT COLLATE "C" PRIMARY KEY,
     size BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE repository_blobs (
     repo_id BIGINT NOT NULL REFERENCES repositories(id),
-    digest TEXT NOT NULL REFERENCES blobs(digest),
+    digest TEXT COLLATE "C" NOT NULL REFERENCES blobs(digest),
     linked_at BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (repo_id, digest)
 );
 CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
 CREATE TABLE manifests (
     repo_id BIGINT NOT NULL REFERENCES repositories(id),
-    digest TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    artifact_type TEXT,
-    subject TEXT,
-    annotations TEXT,
+    digest TEXT COLLATE "C" NOT NULL,
+    media_type TEXT COLLATE "C" NOT NULL,
+    artifact_type TEXT COLLATE "C",
+    subject TEXT COLLATE "C",
+    annotations TEXT COLLATE "C",
     size BIGINT NOT NULL,
     content BYTEA NOT NULL,
     created_at BIGINT NOT NULL,
@@ -47,72 +51,72 @@ CREATE TABLE manifests (
 CREATE INDEX manifests_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
 CREATE TABLE tags (
     repo_id BIGINT NOT NULL REFERENCES repositories(id),
-    name TEXT NOT NULL,
-    digest TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    digest TEXT COLLATE "C" NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (repo_id, name)
 );
 CREATE INDEX tags_digest ON tags(repo_id, digest);
 CREATE TABLE uploads (
-    id TEXT PRIMARY KEY,
-    repository TEXT NOT NULL,
+    id TEXT COLLATE "C" PRIMARY KEY,
+    repository TEXT COLLATE "C" NOT NULL,
     size BIGINT NOT NULL,
     started_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
 CREATE TABLE auth_projects (
-    name TEXT PRIMARY KEY,
+    name TEXT COLLATE "C" PRIMARY KEY,
     public BOOLEAN NOT NULL,
-    created_by TEXT NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE auth_users (
-    name TEXT PRIMARY KEY,
-    secret TEXT NOT NULL,
+    name TEXT COLLATE "C" PRIMARY KEY,
+    secret TEXT COLLATE "C" NOT NULL,
     admin BOOLEAN NOT NULL,
-    created_by TEXT NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE auth_members (
-    project TEXT NOT NULL,
-    username TEXT NOT NULL,
-    role TEXT NOT NULL,
+    project TEXT COLLATE "C" NOT NULL,
+    username TEXT COLLATE "C" NOT NULL,
+    role TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (project, username)
 );
 CREATE TABLE auth_robots (
-    name TEXT PRIMARY KEY,
-    secret TEXT NOT NULL,
-    permissions TEXT NOT NULL,
+    name TEXT COLLATE "C" PRIMARY KEY,
+    secret TEXT COLLATE "C" NOT NULL,
+    permissions TEXT COLLATE "C" NOT NULL,
     expires_at BIGINT,
     disabled BOOLEAN NOT NULL,
-    description TEXT NOT NULL,
+    description TEXT COLLATE "C" NOT NULL,
     secret_set_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
+    created_by TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE audit (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at BIGINT NOT NULL,
-    actor TEXT NOT NULL,
-    client TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT NOT NULL
+    actor TEXT COLLATE "C" NOT NULL,
+    client TEXT COLLATE "C" NOT NULL,
+    action TEXT COLLATE "C" NOT NULL,
+    target TEXT COLLATE "C" NOT NULL,
+    outcome TEXT COLLATE "C" NOT NULL,
+    detail TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX audit_at ON audit(at);
 CREATE INDEX audit_target ON audit(action, target);
 CREATE TABLE s3_blobs (
-    digest TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
+    digest TEXT COLLATE "C" PRIMARY KEY,
+    key TEXT COLLATE "C" NOT NULL,
     size BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE s3_uploads (
-    id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    mpu TEXT,
-    parts TEXT NOT NULL,
+    id TEXT COLLATE "C" PRIMARY KEY,
+    key TEXT COLLATE "C" NOT NULL,
+    mpu TEXT COLLATE "C",
+    parts TEXT COLLATE "C" NOT NULL,
     next_part BIGINT NOT NULL,
     tail BYTEA NOT NULL,
     completed BOOLEAN NOT NULL,
@@ -120,59 +124,59 @@ CREATE TABLE s3_uploads (
 );
 CREATE TABLE webhook_outbox (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    delivery TEXT NOT NULL UNIQUE,
-    target TEXT NOT NULL,
-    event TEXT NOT NULL,
-    payload TEXT NOT NULL,
+    delivery TEXT COLLATE "C" NOT NULL UNIQUE,
+    target TEXT COLLATE "C" NOT NULL,
+    event TEXT COLLATE "C" NOT NULL,
+    payload TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
     attempts BIGINT NOT NULL DEFAULT 0,
     next_at BIGINT NOT NULL,
-    last_status TEXT NOT NULL DEFAULT '',
+    last_status TEXT COLLATE "C" NOT NULL DEFAULT '',
     delivered_at BIGINT,
     failed BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX webhook_due ON webhook_outbox(next_at) WHERE delivered_at IS NULL AND NOT failed;
 CREATE TABLE manifest_refs (
     repo_id BIGINT NOT NULL REFERENCES repositories(id),
-    manifest TEXT NOT NULL,
-    ref TEXT NOT NULL,
+    manifest TEXT COLLATE "C" NOT NULL,
+    ref TEXT COLLATE "C" NOT NULL,
     kind BIGINT NOT NULL,
     PRIMARY KEY (repo_id, manifest, ref)
 );
 CREATE INDEX manifest_refs_ref ON manifest_refs(ref, repo_id);
 CREATE TABLE gc_dirty (
-    digest TEXT PRIMARY KEY,
+    digest TEXT COLLATE "C" PRIMARY KEY,
     seq BIGINT NOT NULL
 );
 CREATE INDEX gc_dirty_seq ON gc_dirty(seq);
 CREATE SEQUENCE gc_dirty_seq_counter;
 CREATE TABLE blob_pieces (
-    digest TEXT PRIMARY KEY,
+    digest TEXT COLLATE "C" PRIMARY KEY,
     piece_size BIGINT NOT NULL,
     hashes BYTEA NOT NULL
 );
 CREATE TABLE project_policies (
-    project TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    updated_by TEXT NOT NULL,
+    project TEXT COLLATE "C" PRIMARY KEY,
+    body TEXT COLLATE "C" NOT NULL,
+    updated_by TEXT COLLATE "C" NOT NULL,
     updated_at BIGINT NOT NULL
 );
 CREATE TABLE ui_sessions (
-    id_hash TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    csrf TEXT NOT NULL,
+    id_hash TEXT COLLATE "C" PRIMARY KEY,
+    username TEXT COLLATE "C" NOT NULL,
+    csrf TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
 CREATE TABLE job_runs (
-    job TEXT NOT NULL,
-    scope TEXT NOT NULL,
+    job TEXT COLLATE "C" NOT NULL,
+    scope TEXT COLLATE "C" NOT NULL,
     dry_run BOOLEAN NOT NULL,
     finished_at BIGINT NOT NULL,
-    by_whom TEXT NOT NULL,
+    by_whom TEXT COLLATE "C" NOT NULL,
     ok BOOLEAN NOT NULL,
-    report TEXT NOT NULL,
+    report TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (job, scope, dry_run)
 );
 "#;
