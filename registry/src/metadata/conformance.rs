@@ -218,3 +218,113 @@ fn the_outbox_claims_each_delivery_once_and_records_attempts(m: &(impl Outbox + 
     );
     assert_eq!(unique.len(), 200);
 }
+
+fn robot(name: &str) -> super::StoredRobot {
+    super::StoredRobot {
+        name: name.into(),
+        secret: "sha256:00".into(),
+        permissions: "[]".into(),
+        expires_at: Some(1000),
+        disabled: false,
+        description: "ci".into(),
+        secret_set_at: 10,
+        created_by: "root".into(),
+        created_at: 10,
+    }
+}
+
+both!(accounts_are_created_once_changed_and_deleted_with_what_they_own);
+fn accounts_are_created_once_changed_and_deleted_with_what_they_own(m: &impl Accounts) {
+    use super::{StoredProject, StoredUser};
+    let project = |name: &str| StoredProject {
+        name: name.into(),
+        public: false,
+        created_by: "root".into(),
+    };
+    assert!(m.create_project(&project("team_x")).unwrap());
+    assert!(m.create_project(&project("teamax")).unwrap());
+    assert!(!m.create_project(&project("team_x")).unwrap(), "exists");
+    assert!(m.set_project_public("teamax", true).unwrap());
+    assert!(!m.set_project_public("nope", true).unwrap());
+    let user = |name: &str| StoredUser {
+        name: name.into(),
+        secret: "$argon2id$x".into(),
+        admin: false,
+    };
+    assert!(m.create_user(&user("alice"), "root").unwrap());
+    assert!(!m.create_user(&user("alice"), "root").unwrap());
+    assert!(m.create_user(&user("bob"), "root").unwrap());
+    assert!(m.set_user_secret("alice", "$argon2id$y").unwrap());
+    assert_eq!(m.put_member("team_x", "alice", "developer").unwrap(), None);
+    assert_eq!(
+        m.put_member("team_x", "alice", "admin").unwrap().as_deref(),
+        Some("developer")
+    );
+    m.put_member("teamax", "alice", "guest").unwrap();
+    m.put_member("team_x", "bob", "guest").unwrap();
+    for r in ["robot$team_x+ci", "robot$teamax+ci", "robot$global"] {
+        assert!(m.create_robot(&robot(r)).unwrap());
+    }
+    assert!(!m.create_robot(&robot("robot$global")).unwrap());
+    assert!(m.set_robot_disabled("robot$global", true).unwrap());
+    assert!(
+        m.rotate_robot("robot$teamax+ci", "sha256:11", None)
+            .unwrap()
+    );
+    assert!(
+        m.rotate_robot("robot$global", "sha256:22", Some(5000))
+            .unwrap()
+    );
+    let rows = m.auth_rows().unwrap();
+    assert_eq!(
+        rows.projects
+            .iter()
+            .map(|p| (p.name.as_str(), p.public))
+            .collect::<Vec<_>>(),
+        [("team_x", false), ("teamax", true)]
+    );
+    assert_eq!(rows.users[0].secret, "$argon2id$y");
+    assert_eq!(
+        rows.members,
+        [
+            ("team_x".into(), "alice".into(), "admin".into()),
+            ("team_x".into(), "bob".into(), "guest".into()),
+            ("teamax".into(), "alice".into(), "guest".into()),
+        ]
+    );
+    let by_name = |n: &str| rows.robots.iter().find(|r| r.name == n).unwrap().clone();
+    assert!(by_name("robot$global").disabled);
+    assert_eq!(by_name("robot$global").expires_at, Some(5000));
+    assert_eq!(by_name("robot$teamax+ci").expires_at, Some(1000), "kept");
+    assert_eq!(by_name("robot$teamax+ci").secret, "sha256:11");
+    assert!(by_name("robot$teamax+ci").secret_set_at > 10);
+    // Deleting team_x takes its members and robots, and nothing of
+    // teamax (`_` is no wildcard).
+    assert!(m.delete_project("team_x").unwrap());
+    assert!(m.delete_user("alice").unwrap());
+    assert!(
+        !m.delete_member("teamax", "alice").unwrap(),
+        "went with alice"
+    );
+    let rows = m.auth_rows().unwrap();
+    assert_eq!(rows.projects.len(), 1);
+    assert!(rows.members.is_empty(), "{:?}", rows.members);
+    assert_eq!(
+        rows.robots
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["robot$global", "robot$teamax+ci"]
+    );
+    // Declared names shadow stored ones: those rows go.
+    let dropped = m
+        .drop_shadowed(
+            &["teamax".into()],
+            &["bob".into(), "carol".into()],
+            &["robot$global".into()],
+        )
+        .unwrap();
+    assert_eq!(dropped, ["teamax", "bob", "robot$global"]);
+    assert!(m.delete_robot("robot$teamax+ci").unwrap());
+    assert_eq!(m.auth_rows().unwrap(), super::AuthRows::default());
+}

@@ -201,12 +201,7 @@ impl Accounts for Sqlite {
         tx.execute("DELETE FROM auth_members WHERE project = ?1", [name])?;
         tx.execute(
             "DELETE FROM auth_robots WHERE name LIKE ?1 ESCAPE '\\'",
-            [format!(
-                "robot${}+%",
-                name.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )],
+            [format!("robot${}+%", super::audit::like_escape(name))],
         )?;
         tx.commit()?;
         Ok(n == 1)

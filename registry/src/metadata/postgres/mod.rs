@@ -20,6 +20,7 @@ use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use super::{MetadataError, Result};
 
+mod accounts;
 mod queues;
 mod schema;
 mod small;
