@@ -328,3 +328,253 @@ fn accounts_are_created_once_changed_and_deleted_with_what_they_own(m: &impl Acc
     assert!(m.delete_robot("robot$teamax+ci").unwrap());
     assert_eq!(m.auth_rows().unwrap(), super::AuthRows::default());
 }
+
+fn manifest<'a>(
+    d: &'a berth_oci::Digest,
+    subject: Option<&'a berth_oci::Digest>,
+    content: &'a [u8],
+) -> super::NewManifest<'a> {
+    super::NewManifest {
+        digest: d,
+        media_type: berth_oci::media_type::OCI_MANIFEST,
+        artifact_type: Some("application/x.test"),
+        subject,
+        annotations: None,
+        content,
+    }
+}
+
+/// What a manifest with `refs` in `repo` misses, if anything (a manifest
+/// that misses nothing is stored, under a digest of its own).
+fn missing(m: &impl Content, repo: &str, refs: &super::ManifestRefs<'_>) -> Option<String> {
+    let probe = berth_oci::Digest::sha256(format!("probe {}", rand::random::<u64>()).as_bytes());
+    match m.put_manifest_with_events(
+        repo,
+        &manifest(&probe, None, b"{}"),
+        refs,
+        &[],
+        &[],
+        &|_| None,
+    ) {
+        Ok(_) => None,
+        Err(super::MetadataError::Missing { digest }) => Some(digest),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+both!(blobs_are_scoped_to_repositories);
+fn blobs_are_scoped_to_repositories(m: &impl Content) {
+    use berth_oci::Digest;
+    let d = Digest::sha256(b"x");
+    assert_eq!(m.repo_blob("a", &d).unwrap(), None);
+    m.link_blob("a", &d, 1, None).unwrap();
+    assert_eq!(m.repo_blob("a", &d).unwrap(), Some(1));
+    assert_eq!(m.repo_blob("b", &d).unwrap(), None);
+    assert_eq!(m.blob_size(&d).unwrap(), Some(1));
+    assert_eq!(m.linked_blob_size(&d).unwrap(), Some(1));
+    let blob = |size| super::ManifestRefs {
+        blobs: vec![(&d, size)],
+        children: vec![],
+    };
+    assert_eq!(missing(m, "b", &blob(1)), Some(d.to_string()));
+    assert_eq!(missing(m, "a", &blob(1)), None);
+    assert_eq!(
+        missing(m, "a", &blob(2)),
+        Some(d.to_string()),
+        "size must match"
+    );
+    // Mounting links a blob the registry holds into another repository.
+    assert_eq!(m.mount_blob("b", &d).unwrap(), Some(1));
+    assert_eq!(m.mount_blob("b", &Digest::sha256(b"none")).unwrap(), None);
+    assert!(m.unlink_blob("a", &d).unwrap());
+    assert!(!m.unlink_blob("a", &d).unwrap());
+    assert_eq!(m.repo_blob("a", &d).unwrap(), None);
+    assert!(m.unlink_blob("b", &d).unwrap());
+    assert_eq!(
+        m.linked_blob_size(&d).unwrap(),
+        None,
+        "no repository links it"
+    );
+    assert_eq!(m.blob_size(&d).unwrap(), Some(1), "until collected");
+}
+
+both!(uploads_live_until_their_blob_is_linked_or_they_go_stale);
+fn uploads_live_until_their_blob_is_linked_or_they_go_stale(m: &impl Content) {
+    use crate::storage::UploadId;
+    let id = UploadId::new();
+    let other = UploadId::new();
+    m.create_upload(id, "repo").unwrap();
+    m.create_upload(other, "repo").unwrap();
+    assert_eq!(m.upload_count().unwrap(), 2);
+    m.set_upload_size(id, 42).unwrap();
+    assert_eq!(
+        m.upload(id).unwrap(),
+        Some(super::UploadRecord {
+            repository: "repo".into(),
+            size: 42
+        })
+    );
+    let now = crate::unix_now();
+    assert!(m.stale_uploads(now - 3600).unwrap().is_empty());
+    let mut stale = m.stale_uploads(now + 1).unwrap();
+    stale.sort_by_key(ToString::to_string);
+    let mut both = vec![id, other];
+    both.sort_by_key(ToString::to_string);
+    assert_eq!(stale, both);
+    m.link_blob("repo", &berth_oci::Digest::sha256(b"y"), 42, Some(id))
+        .unwrap();
+    assert_eq!(m.upload(id).unwrap(), None);
+    m.delete_upload(other).unwrap();
+    assert_eq!(m.upload_count().unwrap(), 0);
+}
+
+both!(manifests_tags_and_referrers);
+fn manifests_tags_and_referrers(m: &impl Content) {
+    use super::{ManifestKey, ManifestRefs};
+    use berth_oci::Digest;
+    let d1 = Digest::sha256(b"m1");
+    let d2 = Digest::sha256(b"m2");
+    m.put_manifest("r", &manifest(&d1, None, b"m1"), &["v1".into()])
+        .unwrap();
+    m.put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), &["v2".into()])
+        .unwrap();
+    let got = m
+        .manifest("r", ManifestKey::Tag("v1"), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.digest.clone(), got.content.as_slice()),
+        (d1.clone(), &b"m1"[..])
+    );
+    assert_eq!(got.media_type, berth_oci::media_type::OCI_MANIFEST);
+    let head = m
+        .manifest("r", ManifestKey::Digest(&d2), false)
+        .unwrap()
+        .unwrap();
+    assert!(head.content.is_empty());
+    assert_eq!(head.size, 2);
+    assert!(
+        m.manifest("other", ManifestKey::Digest(&d2), false)
+            .unwrap()
+            .is_none()
+    );
+    // Retagging moves the tag, and says from where.
+    let moved = m
+        .put_manifest("r", &manifest(&d2, Some(&d1), b"m2"), &["v1".into()])
+        .unwrap();
+    assert_eq!(moved, [("v1".to_owned(), d1.clone())]);
+    assert_eq!(
+        m.manifest("r", ManifestKey::Tag("v1"), false)
+            .unwrap()
+            .unwrap()
+            .digest,
+        d2
+    );
+    assert_eq!(m.tags("r", None, 10).unwrap().unwrap(), ["v1", "v2"]);
+    assert_eq!(m.tags("r", Some("v1"), 10).unwrap().unwrap(), ["v2"]);
+    assert_eq!(m.tags("r", None, 1).unwrap().unwrap(), ["v1"]);
+    assert_eq!(m.tags("nope", None, 1).unwrap(), None);
+    assert_eq!(m.catalog(None, 10).unwrap(), ["r"]);
+    let refs = m.referrers("r", &d1, None).unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0].digest, d2);
+    assert_eq!(refs[0].artifact_type.as_deref(), Some("application/x.test"));
+    assert!(
+        m.referrers("r", &d1, Some("application/other"))
+            .unwrap()
+            .is_empty()
+    );
+    let children = ManifestRefs {
+        blobs: vec![],
+        children: vec![&d1, &d2],
+    };
+    assert_eq!(missing(m, "r", &children), None);
+    assert_eq!(missing(m, "other", &children), Some(d1.to_string()));
+    assert!(m.delete_tag("r", "v2").unwrap());
+    assert!(!m.delete_tag("r", "v2").unwrap());
+    assert!(
+        m.manifest("r", ManifestKey::Digest(&d2), false)
+            .unwrap()
+            .is_some()
+    );
+    assert!(m.delete_manifest("r", &d2).unwrap());
+    assert!(
+        m.manifest("r", ManifestKey::Tag("v1"), false)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        m.tags("r", None, 10).unwrap().unwrap(),
+        Vec::<String>::new()
+    );
+    // Tags and the catalog sort by bytes: `Z` before `a`, `-` before `0`.
+    for t in ["a", "Z", "a-1", "a0"] {
+        m.put_manifest("r", &manifest(&d1, None, b"m1"), &[t.into()])
+            .unwrap();
+    }
+    assert_eq!(
+        m.tags("r", None, 10).unwrap().unwrap(),
+        ["Z", "a", "a-1", "a0"]
+    );
+    m.put_manifest("R/x", &manifest(&d1, None, b"m1"), &[])
+        .unwrap();
+    m.put_manifest("r-x", &manifest(&d1, None, b"m1"), &[])
+        .unwrap();
+    assert_eq!(m.catalog(None, 10).unwrap(), ["R/x", "r", "r-x"]);
+}
+
+both!(immutable_tags_refuse_moves_and_deletes_and_change_nothing);
+fn immutable_tags_refuse_moves_and_deletes_and_change_nothing(m: &impl Content) {
+    use super::{ManifestKey, ManifestRefs, MetadataError, OutboxEvent};
+    use berth_oci::Digest;
+    let (d1, d2) = (Digest::sha256(b"i1"), Digest::sha256(b"i2"));
+    let rule = |tag: &str| tag.starts_with("release-").then(|| "release-*".to_owned());
+    let none = ManifestRefs::default();
+    m.put_manifest_with_events(
+        "r",
+        &manifest(&d1, None, b"i1"),
+        &none,
+        &["release-1".into()],
+        &[],
+        &rule,
+    )
+    .unwrap();
+    let event = OutboxEvent {
+        target: "bot".into(),
+        event: "PUSH_ARTIFACT".into(),
+        payload: "{}".into(),
+    };
+    let err = m
+        .put_manifest_with_events(
+            "r",
+            &manifest(&d2, None, b"i2"),
+            &none,
+            &["release-1".into()],
+            &[event],
+            &rule,
+        )
+        .unwrap_err();
+    assert!(matches!(err, MetadataError::Immutable { .. }), "{err}");
+    // Rolled back: neither the manifest nor the tag move was stored.
+    assert!(
+        m.manifest("r", ManifestKey::Digest(&d2), false)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        m.manifest("r", ManifestKey::Tag("release-1"), false)
+            .unwrap()
+            .unwrap()
+            .digest,
+        d1
+    );
+    let err = m
+        .delete_tag_checked("r", "release-1", &rule, &|_, _| Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, MetadataError::Immutable { .. }));
+    let err = m
+        .delete_manifest_checked("r", &d1, &rule, &|_, _| Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, MetadataError::Immutable { .. }));
+    assert_eq!(m.tags("r", None, 10).unwrap().unwrap(), ["release-1"]);
+}

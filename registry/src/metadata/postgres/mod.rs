@@ -21,6 +21,7 @@ use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
 use super::{MetadataError, Result};
 
 mod accounts;
+mod content;
 mod queues;
 mod schema;
 mod small;
