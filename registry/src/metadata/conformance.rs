@@ -578,3 +578,93 @@ fn immutable_tags_refuse_moves_and_deletes_and_change_nothing(m: &impl Content) 
     assert!(matches!(err, MetadataError::Immutable { .. }));
     assert_eq!(m.tags("r", None, 10).unwrap().unwrap(), ["release-1"]);
 }
+
+both!(racing_pushes_to_one_tag_end_consistent);
+fn racing_pushes_to_one_tag_end_consistent(m: &(impl Content + Sync)) {
+    use super::{ManifestKey, ManifestRefs, MetadataError};
+    use berth_oci::Digest;
+    // Eight writers push their own manifest as `latest` 10 times each:
+    // every push succeeds, and the moves they report chain up — each
+    // digest a push displaced was the tag's value just before it.
+    let digests: Vec<Digest> = (0..8)
+        .map(|i| Digest::sha256(format!("w{i}").as_bytes()))
+        .collect();
+    let moves: Vec<(String, Digest)> = std::thread::scope(|s| {
+        let workers: Vec<_> = digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                s.spawn(move || {
+                    let content = format!("w{i}");
+                    let mut moved = Vec::new();
+                    for _ in 0..10 {
+                        moved.extend(
+                            m.put_manifest(
+                                "r",
+                                &manifest(d, None, content.as_bytes()),
+                                &["latest".into()],
+                            )
+                            .unwrap(),
+                        );
+                    }
+                    moved
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let last = m
+        .manifest("r", ManifestKey::Tag("latest"), false)
+        .unwrap()
+        .unwrap()
+        .digest;
+    assert!(digests.contains(&last));
+    assert!(
+        moves
+            .iter()
+            .all(|(t, d)| t == "latest" && digests.contains(d))
+    );
+    assert_eq!(m.tags("r", None, 10).unwrap().unwrap(), ["latest"]);
+    // An immutable tag pushed by racing writers: exactly one wins, the
+    // others are refused, and the tag holds the winner's digest.
+    let rule = |t: &str| (t == "v1").then(|| "v1".to_owned());
+    let outcomes: Vec<Result<(), ()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = digests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                s.spawn(move || {
+                    let content = format!("w{i}");
+                    match m.put_manifest_with_events(
+                        "r",
+                        &manifest(d, None, content.as_bytes()),
+                        &ManifestRefs::default(),
+                        &["v1".into()],
+                        &[],
+                        &rule,
+                    ) {
+                        Ok(_) => Ok(()),
+                        Err(MetadataError::Immutable { .. }) => Err(()),
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let winners = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+    let v1 = m
+        .manifest("r", ManifestKey::Tag("v1"), false)
+        .unwrap()
+        .unwrap()
+        .digest;
+    for (i, o) in outcomes.iter().enumerate() {
+        if o.is_ok() {
+            assert_eq!(digests[i], v1, "only the tag's own digest may succeed");
+        }
+    }
+}
