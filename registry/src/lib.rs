@@ -369,11 +369,18 @@ impl Registry {
         &self.blobs
     }
 
-    /// An in-memory registry (tests).
+    /// A registry for tests: blobs in memory, metadata in a throwaway
+    /// SQLite file — or, when `BERTH_TEST_POSTGRES` names a PostgreSQL
+    /// server, in a new database there, so every test that builds its
+    /// registry here also checks the PostgreSQL store.
     pub fn in_memory(limits: Limits) -> Result<Self, OpenError> {
+        let meta: Arc<Metadata> = match std::env::var("BERTH_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Arc::new(metadata::Postgres::fresh_database(&url)?),
+            _ => Arc::new(metadata::Sqlite::in_memory()?),
+        };
         Ok(Self::new(
             Blobs::Memory(storage::MemoryBlobStore::new()),
-            Arc::new(metadata::Sqlite::in_memory()?),
+            meta,
             limits,
         ))
     }

@@ -201,12 +201,13 @@ pub struct GcPlan {
 }
 
 /// One manifest, as the untagged-manifest pass sees it.
-struct Node {
-    repo: i64,
-    digest: String,
-    subject: Option<String>,
-    size: u64,
-    root: bool,
+pub(super) struct Node {
+    pub(super) repo: i64,
+    pub(super) digest: String,
+    pub(super) subject: Option<String>,
+    pub(super) size: u64,
+    /// Tagged, or stored after the cutoff: kept, and keeps what it reaches.
+    pub(super) root: bool,
 }
 
 /// Garbage collection's side of the metadata: the plan from one snapshot,
@@ -542,6 +543,19 @@ fn doomed_manifests(tx: &Connection, cutoff: u64) -> Result<Vec<Node>> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let children: Vec<(i64, String, String)> = tx
+        .prepare("SELECT repo_id, manifest, ref FROM manifest_refs WHERE kind = 1")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    nodes = unreachable(nodes, &children);
+    Ok(nodes)
+}
+
+/// The manifests of `nodes` no root reaches, where a manifest reaches the
+/// children `children` (repository, parent, child) names and its
+/// referrers (the manifests whose subject it is): the walk every database
+/// runs on the rows it read.
+pub(super) fn unreachable(mut nodes: Vec<Node>, children: &[(i64, String, String)]) -> Vec<Node> {
     let index: HashMap<(i64, &str), usize> = nodes
         .iter()
         .enumerate()
@@ -549,11 +563,7 @@ fn doomed_manifests(tx: &Connection, cutoff: u64) -> Result<Vec<Node>> {
         .collect();
     // Edges: parent → child, subject → referrer.
     let mut edges: HashMap<usize, Vec<usize>> = HashMap::new();
-    let children: Vec<(i64, String, String)> = tx
-        .prepare("SELECT repo_id, manifest, ref FROM manifest_refs WHERE kind = 1")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (repo, parent, child) in &children {
+    for (repo, parent, child) in children {
         if let (Some(&p), Some(&c)) = (
             index.get(&(*repo, parent.as_str())),
             index.get(&(*repo, child.as_str())),
@@ -577,5 +587,5 @@ fn doomed_manifests(tx: &Connection, cutoff: u64) -> Result<Vec<Node>> {
     drop(index);
     let mut kept = kept.into_iter();
     nodes.retain(|_| !kept.next().unwrap_or(true));
-    Ok(nodes)
+    nodes
 }

@@ -235,7 +235,7 @@ pub enum MetadataError {
     },
     /// PostgreSQL refused a statement.
     #[error("metadata database: {0}")]
-    Postgres(::postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// The metadata database cannot be reached now (PostgreSQL down, the
     /// network gone); nothing was written. Worth retrying.
     #[error("metadata database unavailable: {0}")]

@@ -58,7 +58,7 @@ impl S3Upload {
     }
 }
 
-fn corrupt(what: &'static str, value: impl Into<String>) -> MetadataError {
+pub(super) fn corrupt(what: &'static str, value: impl Into<String>) -> MetadataError {
     MetadataError::Corrupt {
         what,
         value: value.into(),

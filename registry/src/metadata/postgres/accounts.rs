@@ -2,6 +2,7 @@
 //! same rows and rules as SQLite's, each change one transaction.
 
 use super::Postgres;
+use super::client::Statements;
 use crate::metadata::audit::like_escape;
 use crate::metadata::{Accounts, AuthRows, Result, StoredProject, StoredRobot, StoredUser, now};
 

@@ -5,7 +5,7 @@
 //! that content changes write in their own transactions (what a manifest
 //! references, which blobs to look at next), as SQLite's `gc.rs` does.
 
-use ::postgres::Transaction;
+use super::client::{Statements, Transaction};
 use berth_oci::Digest;
 
 use super::Postgres;

@@ -1,7 +1,8 @@
 //! The PostgreSQL metadata store, for several registry replicas sharing
 //! one database: the same contract as [`super::Sqlite`], over a pool of
-//! synchronous connections (the registry calls the store from its
-//! blocking pool). Writes run in `SERIALIZABLE` transactions and are
+//! connections whose I/O runs on the store's own runtime and whose calls
+//! block the caller ([`client`]), so it is called exactly as the SQLite
+//! store is. Writes run in `SERIALIZABLE` transactions and are
 //! retried when PostgreSQL reports a serialization failure or deadlock, so
 //! every multi-row change is as isolated as under SQLite's single writer —
 //! the guarantee the GC's safety argument and the tag, immutability and
@@ -15,14 +16,18 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ::postgres::error::SqlState;
-use ::postgres::{Client, IsolationLevel, NoTls, Transaction};
+use tokio_postgres::error::SqlState;
 
+use self::client::{Client, Statements, Transaction};
 use super::{MetadataError, Result};
 
 mod accounts;
+mod browse;
+mod client;
 mod content;
+mod gc;
 mod queues;
+mod s3;
 mod schema;
 mod small;
 
@@ -37,7 +42,9 @@ const MIGRATION_LOCK: i64 = 0x6265_7274_685f_6d69; // "berth_mi"
 
 /// The PostgreSQL metadata store.
 pub struct Postgres {
-    config: ::postgres::Config,
+    config: tokio_postgres::Config,
+    /// Where the connections' I/O runs (shut down with the store).
+    runtime: Option<tokio::runtime::Runtime>,
     idle: Mutex<Vec<Client>>,
     /// Connections open (idle or lent).
     open: Mutex<usize>,
@@ -56,12 +63,21 @@ impl std::fmt::Debug for Postgres {
 }
 
 /// A connection lent by the pool; given back when dropped unless it broke.
-pub(super) struct Conn<'a> {
+struct Conn<'a> {
     store: &'a Postgres,
     client: Option<Client>,
     /// It was idle in the pool: it may have broken since (PostgreSQL
     /// restarted), which only its first use tells.
     reused: bool,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Dropped anywhere, an async task included: never block here.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::ops::Deref for Conn<'_> {
@@ -96,19 +112,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whether `e` says the transaction lost a race and may simply run again.
-fn retryable(e: &::postgres::Error) -> bool {
+fn retryable(e: &tokio_postgres::Error) -> bool {
     matches!(
         e.code(),
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
     )
 }
 
-impl From<::postgres::Error> for MetadataError {
+impl From<tokio_postgres::Error> for MetadataError {
     /// A lost connection, a server shutting down or not yet accepting
     /// (SQLSTATE classes 08 and 57P), or an error with no SQLSTATE at all
     /// (I/O) is [`MetadataError::Unavailable`]; anything else PostgreSQL
     /// said about a statement is [`MetadataError::Postgres`].
-    fn from(e: ::postgres::Error) -> Self {
+    fn from(e: tokio_postgres::Error) -> Self {
         let gone = match e.code() {
             None => true,
             Some(code) => {
@@ -131,23 +147,51 @@ impl Postgres {
         Self::open_with(url, DEFAULT_POOL)
     }
 
+    /// A new, empty database made on the server `url` points at (through
+    /// that database), opened: for tests, each of which gets its own.
+    pub fn fresh_database(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            MetadataError::Unavailable(format!("{url:?}: {e}"))
+        })?;
+        let name = format!("berth_{}", uuid::Uuid::new_v4().simple());
+        let admin = Self::open_config(config.clone(), 1, false)?;
+        admin
+            .conn()?
+            .batch_execute(&format!("CREATE DATABASE {name}"))?;
+        drop(admin);
+        let mut config = config;
+        config.dbname(&name);
+        Self::open_config(config, DEFAULT_POOL, true)
+    }
+
     /// [`Postgres::open`] with at most `max` connections.
     pub fn open_with(url: &str, max: usize) -> Result<Self> {
-        let mut config: ::postgres::Config = url
-            .parse()
-            .map_err(|e: ::postgres::Error| MetadataError::Unavailable(format!("{url:?}: {e}")))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            MetadataError::Unavailable(format!("{url:?}: {e}"))
+        })?;
+        Self::open_config(config, max, true)
+    }
+
+    fn open_config(mut config: tokio_postgres::Config, max: usize, migrate: bool) -> Result<Self> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("berth");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("berth-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| MetadataError::Unavailable(format!("cannot start its I/O thread: {e}")))?;
         let store = Self {
             config,
+            runtime: Some(runtime),
             idle: Mutex::new(Vec::new()),
             open: Mutex::new(0),
             freed: Condvar::new(),
             max: max.max(1),
         };
-        {
+        if migrate {
             let mut c = store.conn()?;
             schema::migrate(&mut c, MIGRATION_LOCK)?;
         }
@@ -156,7 +200,7 @@ impl Postgres {
 
     /// A connection: an idle one, a new one while under the limit, or the
     /// next one given back.
-    pub(super) fn conn(&self) -> Result<Conn<'_>> {
+    fn conn(&self) -> Result<Conn<'_>> {
         loop {
             if let Some(client) = lock(&self.idle).pop() {
                 if client.is_closed() {
@@ -173,7 +217,8 @@ impl Postgres {
             if *open < self.max {
                 *open += 1;
                 drop(open);
-                return match self.config.connect(NoTls) {
+                let rt = self.runtime.as_ref().expect("the store's runtime").handle();
+                return match client::connect(rt, &self.config) {
                     Ok(client) => Ok(Conn {
                         store: self,
                         client: Some(client),
@@ -194,7 +239,7 @@ impl Postgres {
 
     /// Run `f` with a connection (reads: each statement on its own). A
     /// pooled connection found broken is replaced once.
-    pub(super) fn read<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
         loop {
             let mut c = self.conn()?;
             match f(&mut c) {
@@ -204,23 +249,56 @@ impl Postgres {
         }
     }
 
+    /// Run `f` on one consistent snapshot (a `REPEATABLE READ` read-only
+    /// transaction): reads that must agree with each other, such as a
+    /// collection's plan.
+    fn snapshot<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        loop {
+            let mut c = self.conn()?;
+            let reused = c.reused;
+            let outcome = (|| {
+                let mut tx = c.begin("ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match outcome {
+                Err(MetadataError::Unavailable(_)) if reused && c.is_closed() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Run `f` in a transaction that is rolled back: what a change would
+    /// do, seen from inside, without making it.
+    fn rolled_back<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        loop {
+            let mut c = self.conn()?;
+            let reused = c.reused;
+            let outcome = (|| {
+                let mut tx = c.begin("ISOLATION LEVEL REPEATABLE READ")?;
+                let value = f(&mut tx)?;
+                tx.rollback()?;
+                Ok(value)
+            })();
+            match outcome {
+                Err(MetadataError::Unavailable(_)) if reused && c.is_closed() => {}
+                other => return other,
+            }
+        }
+    }
+
     /// Run `f` in a `SERIALIZABLE` transaction and commit, again from the
     /// start when PostgreSQL says it lost a race with another writer (or
     /// when a pooled connection turns out to have broken: nothing was
     /// written on it).
-    pub(super) fn write<T>(
-        &self,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
+    fn write<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut attempt = 0;
         loop {
             let mut c = self.conn()?;
             let reused = c.reused;
             let outcome = (|| {
-                let mut tx = c
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
-                    .start()?;
+                let mut tx = c.begin("ISOLATION LEVEL SERIALIZABLE")?;
                 let value = f(&mut tx)?;
                 tx.commit()?;
                 Ok(value)

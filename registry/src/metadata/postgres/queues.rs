@@ -3,7 +3,9 @@
 //! claim due deliveries with `FOR UPDATE SKIP LOCKED`, so each event goes
 //! out from one of them.
 
-use ::postgres::{Row, Transaction};
+use tokio_postgres::Row;
+
+use super::client::{Statements, Transaction};
 
 use super::Postgres;
 use crate::metadata::policy::{parse_policy, policy_body, project_range};

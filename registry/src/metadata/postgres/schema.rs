@@ -10,7 +10,7 @@
 //! each, under an advisory lock so that replicas starting together
 //! migrate once.
 
-use ::postgres::Client;
+use super::client::{Client, Statements};
 
 use crate::metadata::{MetadataError, Result};
 
@@ -204,7 +204,7 @@ pub(super) fn migrate(c: &mut Client, lock: i64) -> Result<()> {
             });
         }
         for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
-            let mut tx = c.transaction()?;
+            let tx = c.begin("")?;
             tx.batch_execute(step)?;
             tx.execute("UPDATE berth_schema SET version = $1", &[&(i as i64 + 1)])?;
             tx.commit()?;

@@ -3,9 +3,10 @@
 //! [`audit_query`]), web UI sessions ([`UiSessions`]) and the last run of
 //! each maintenance job ([`JobRuns`]).
 
-use ::postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
 use super::Postgres;
+use super::client::Statements;
 use crate::metadata::audit::{Arg, audit_query};
 use crate::metadata::{
     AuditEvent, AuditLog, AuditQuery, JobRun, JobRuns, Result, Session, UiSessions,
@@ -14,13 +15,10 @@ use crate::metadata::{
 impl AuditLog for Postgres {
     fn audit_append(&self, events: &[AuditEvent]) -> Result<()> {
         self.write(|tx| {
-            let st = tx.prepare(
-                "INSERT INTO audit (at, actor, client, action, target, outcome, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )?;
             for e in events {
                 tx.execute(
-                    &st,
+                    "INSERT INTO audit (at, actor, client, action, target, outcome, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[
                         &(e.at as i64),
                         &e.actor,

@@ -1,0 +1,162 @@
+//! A synchronous face on `tokio-postgres` that works on any thread. The
+//! connections' I/O runs on the store's own small runtime; a call waits
+//! for its answer by parking the calling thread, which needs no runtime
+//! at all — so the store, like the SQLite one, may be called from the
+//! blocking pool, from a plain thread, or (for short reads) from an async
+//! task, without "a runtime within a runtime". Transactions are explicit
+//! `BEGIN … COMMIT` on one connection.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, NoTls, Row};
+
+/// Wakes the thread that waits.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Run `f` to completion on this thread, parking between polls.
+pub(super) fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// One connection.
+pub(super) struct Client {
+    inner: tokio_postgres::Client,
+}
+
+/// Connect with `config`, the connection's I/O running on `rt`.
+pub(super) fn connect(
+    rt: &tokio::runtime::Handle,
+    config: &tokio_postgres::Config,
+) -> std::result::Result<Client, Error> {
+    let config = config.clone();
+    let (client, connection) = block_on(rt.spawn(async move { config.connect(NoTls).await }))
+        .expect("the connecting task is not cancelled")?;
+    rt.spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(Client { inner: client })
+}
+
+/// Statements, on a connection or inside one of its transactions.
+pub(super) trait Statements {
+    fn client(&self) -> &tokio_postgres::Client;
+
+    /// Every row `sql` returns.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, Error> {
+        block_on(self.client().query(sql, params))
+    }
+
+    /// The one row `sql` returns.
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Row, Error> {
+        block_on(self.client().query_one(sql, params))
+    }
+
+    /// The row `sql` returns, if any.
+    fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, Error> {
+        block_on(self.client().query_opt(sql, params))
+    }
+
+    /// How many rows `sql` changed.
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, Error> {
+        block_on(self.client().execute(sql, params))
+    }
+
+    /// Run statements without parameters.
+    fn batch_execute(&self, sql: &str) -> std::result::Result<(), Error> {
+        block_on(self.client().batch_execute(sql))
+    }
+}
+
+impl Statements for Client {
+    fn client(&self) -> &tokio_postgres::Client {
+        &self.inner
+    }
+}
+
+impl Client {
+    /// Whether the connection has ended (the server went away).
+    pub(super) fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Begin a transaction with `mode` (`ISOLATION LEVEL SERIALIZABLE`, …).
+    pub(super) fn begin(&mut self, mode: &str) -> std::result::Result<Transaction<'_>, Error> {
+        self.batch_execute(&format!("BEGIN {mode}"))?;
+        Ok(Transaction {
+            client: self,
+            open: true,
+        })
+    }
+}
+
+/// A transaction: rolled back when dropped unless committed.
+pub(super) struct Transaction<'a> {
+    client: &'a mut Client,
+    open: bool,
+}
+
+impl Statements for Transaction<'_> {
+    fn client(&self) -> &tokio_postgres::Client {
+        &self.client.inner
+    }
+}
+
+impl Transaction<'_> {
+    pub(super) fn commit(mut self) -> std::result::Result<(), Error> {
+        self.open = false;
+        self.client.batch_execute("COMMIT")
+    }
+
+    pub(super) fn rollback(mut self) -> std::result::Result<(), Error> {
+        self.open = false;
+        self.client.batch_execute("ROLLBACK")
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.client.is_closed() {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+    }
+}
