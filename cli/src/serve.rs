@@ -81,15 +81,22 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             Some(tls) => Some(ReloadingCert::new(tls.files()).context("in [tls]")?),
             None => None,
         };
+        let meta = Registry::open_metadata(&config.data, &config.metadata).context(
+            if config.metadata.postgres.is_some() {
+                "cannot open the metadata database (check [metadata] postgres, password_file, and that PostgreSQL is up)"
+            } else {
+                "cannot open the metadata database under --data (check --data and its permissions)"
+            },
+        )?;
         let mut registry = match &config.storage.s3 {
-            None => Registry::open_local(&config.data, config.storage.fsync, config.limits())
+            None => Registry::open_local(&config.data, config.storage.fsync, meta, config.limits())
                 .context(
                     "cannot open the registry's data directory (check --data and its permissions)",
                 )?,
             Some(s3) => {
-                let registry = Registry::open_s3(&config.data, s3, config.limits())
+                let registry = Registry::open_s3(&config.data, s3, meta, config.limits())
                     .await
-                    .context("cannot open the registry (metadata under --data, blobs in S3)")?;
+                    .context("cannot open the registry (blobs in S3)")?;
                 if let berth_registry::storage::Blobs::S3(store) = registry.blobs() {
                     store
                         .probe()
@@ -144,8 +151,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             Some(s3) => format!(", blobs in s3://{}/{}", s3.bucket, s3.prefix),
             None => String::new(),
         };
+        let metadata = match &config.metadata.postgres {
+            Some(url) => format!(
+                ", metadata in {}",
+                berth_registry::metadata::Postgres::describe(url)
+            ),
+            None => String::new(),
+        };
         println!(
-            "berth registry listening on {scheme}://{addr} (data in {}{blobs})",
+            "berth registry listening on {scheme}://{addr} (data in {}{blobs}{metadata})",
             config.data.display()
         );
         tracing::info!(%addr, %scheme, data = %config.data.display(), "serving");

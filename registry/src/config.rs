@@ -21,6 +21,9 @@ pub struct Config {
     pub data: PathBuf,
     /// Blob storage settings.
     pub storage: StorageConfig,
+    /// Where the metadata lives (`[metadata]`): SQLite under the data
+    /// directory, or PostgreSQL shared by several replicas.
+    pub metadata: MetadataConfig,
     /// Request limits.
     pub limits: LimitsConfig,
     /// Logging.
@@ -42,6 +45,32 @@ pub struct Config {
     pub gc: crate::gc::GcConfig,
     /// The web UI (`[ui]`).
     pub ui: UiConfig,
+}
+
+/// `[metadata]`: the metadata database. Without `postgres`, SQLite at
+/// `<data>/metadata.sqlite` (one process); with it, a PostgreSQL database
+/// every replica shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `postgres://user@host[:port]/database` (options such as
+    /// `?connect_timeout=5` allowed; keep the password out of it).
+    pub postgres: Option<String>,
+    /// A file holding the database password (a Kubernetes or systemd
+    /// secret), read at start-up.
+    pub password_file: Option<PathBuf>,
+    /// Connections each replica keeps at most.
+    pub pool: usize,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            postgres: None,
+            password_file: None,
+            pool: 16,
+        }
+    }
 }
 
 /// `[ui]`: the web UI (served when berth is built with the `ui` feature,
@@ -100,6 +129,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data: PathBuf::from("berth-data"),
             storage: StorageConfig::default(),
+            metadata: MetadataConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             auth: None,

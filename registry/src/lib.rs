@@ -193,6 +193,14 @@ pub enum OpenError {
     /// The metadata database could not be opened.
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    /// A secret file could not be read.
+    #[error("reading {path}: {source}")]
+    Secret {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The S3 configuration cannot work.
     #[error("in [storage.s3]: {0}")]
     S3(String),
@@ -333,31 +341,70 @@ impl Registry {
         Ok(())
     }
 
-    /// The embedded default: filesystem blobs and SQLite metadata under
-    /// `data` (`<data>/blobs`, `<data>/uploads`, `<data>/metadata.sqlite`).
-    pub fn open_local(data: &Path, fsync: bool, limits: Limits) -> Result<Self, OpenError> {
+    /// The metadata store `[metadata]` asks for: PostgreSQL when it names
+    /// one (its password from `password_file`), else SQLite at
+    /// `<data>/metadata.sqlite`.
+    pub fn open_metadata(
+        data: &Path,
+        config: &config::MetadataConfig,
+    ) -> Result<Arc<Metadata>, OpenError> {
+        let Some(url) = &config.postgres else {
+            std::fs::create_dir_all(data).map_err(|source| OpenError::DataDir {
+                path: data.to_owned(),
+                source,
+            })?;
+            return Ok(Arc::new(metadata::Sqlite::open(
+                &data.join("metadata.sqlite"),
+            )?));
+        };
+        let password = match &config.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| OpenError::Secret {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Arc::new(metadata::Postgres::open_with(
+            url,
+            password.as_deref(),
+            config.pool,
+        )?))
+    }
+
+    /// Filesystem blobs under `data` (`<data>/blobs`, `<data>/uploads`)
+    /// and the metadata store `meta` — the embedded default with SQLite.
+    pub fn open_local(
+        data: &Path,
+        fsync: bool,
+        meta: Arc<Metadata>,
+        limits: Limits,
+    ) -> Result<Self, OpenError> {
         let store =
             storage::FsBlobStore::open(data, fsync).map_err(|source| OpenError::DataDir {
                 path: data.to_owned(),
                 source,
             })?;
-        let meta = metadata::Sqlite::open(&data.join("metadata.sqlite"))?;
-        Ok(Self::new(Blobs::Fs(store), Arc::new(meta), limits))
+        Ok(Self::new(Blobs::Fs(store), meta, limits))
     }
 
-    /// Blobs in an S3 bucket, metadata (and the bucket's index) in SQLite
-    /// under `data`. The bucket is not contacted here (see
+    /// Blobs in an S3 bucket, their index in the metadata store `meta`.
+    /// The bucket is not contacted here (see
     /// [`storage::S3BlobStore::probe`]).
     pub async fn open_s3(
         data: &Path,
         s3: &storage::s3::S3Config,
+        meta: Arc<Metadata>,
         limits: Limits,
     ) -> Result<Self, OpenError> {
         std::fs::create_dir_all(data).map_err(|source| OpenError::DataDir {
             path: data.to_owned(),
             source,
         })?;
-        let meta: Arc<Metadata> = Arc::new(metadata::Sqlite::open(&data.join("metadata.sqlite"))?);
         let store = storage::S3BlobStore::connect(s3, meta.clone())
             .await
             .map_err(OpenError::S3)?;

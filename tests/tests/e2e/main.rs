@@ -17,6 +17,7 @@ mod mission;
 mod newcomer;
 mod nix;
 mod policy;
+mod replicas;
 mod s3;
 mod slow_links;
 mod tls;

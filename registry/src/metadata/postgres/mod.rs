@@ -144,7 +144,7 @@ impl Postgres {
     /// Connect to `url` (`postgres://user[:password]@host[:port]/db`),
     /// migrating its schema to this berth's.
     pub fn open(url: &str) -> Result<Self> {
-        Self::open_with(url, DEFAULT_POOL)
+        Self::open_with(url, None, DEFAULT_POOL)
     }
 
     /// A new, empty database made on the server `url` points at (through
@@ -164,11 +164,38 @@ impl Postgres {
         Self::open_config(config, DEFAULT_POOL, true)
     }
 
-    /// [`Postgres::open`] with at most `max` connections.
-    pub fn open_with(url: &str, max: usize) -> Result<Self> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            MetadataError::Unavailable(format!("{url:?}: {e}"))
-        })?;
+    /// `url` for a log line: `PostgreSQL host:port/database`, never a
+    /// password.
+    pub fn describe(url: &str) -> String {
+        let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+            return "PostgreSQL (an unreadable URL)".to_owned();
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, p)| match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        format!(
+            "PostgreSQL {}/{}",
+            hosts.join(","),
+            config.get_dbname().unwrap_or("")
+        )
+    }
+
+    /// [`Postgres::open`] with `password` (if the URL holds none) and at
+    /// most `max` connections.
+    pub fn open_with(url: &str, password: Option<&str>, max: usize) -> Result<Self> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                MetadataError::Unavailable(format!("{url:?}: {e}"))
+            })?;
+        if let Some(p) = password {
+            config.password(p);
+        }
         Self::open_config(config, max, true)
     }
 

@@ -1,0 +1,212 @@
+//! Several `berth serve` replicas (issue 18): three processes on
+//! 127.0.0.1–3 sharing one PostgreSQL (started by the test) for their
+//! metadata and one SeaweedFS bucket for their blobs, behind haproxy's
+//! round robin — the deployment for a cluster that outgrew one registry
+//! node. Real clients push and pull through the balancer, and a chunked
+//! upload whose requests land on different replicas completes, because no
+//! replica keeps a session in memory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::postgres::PgServer;
+use berth_tests::s3::S3Server;
+use berth_tests::{Server, free_port, http, require, run, sha256, umoci_image};
+
+use crate::clients::layout_digest;
+use crate::s3::s3_config_with;
+
+/// haproxy in front of `backends`, round robin per request, each backend
+/// checked at `/healthz` every 300 ms (a dead one leaves the rotation).
+struct Haproxy {
+    child: Child,
+    port: u16,
+}
+
+impl Haproxy {
+    fn start(dir: &Path, backends: &[SocketAddr]) -> Self {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("  server r{i} {a} check inter 300ms fall 1 rise 1\n"))
+            .collect();
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  option http-server-close\n  retries 3\n  option redispatch\nfrontend registry\n  bind 127.0.0.1:{port}\n  default_backend replicas\nbackend replicas\n  balance roundrobin\n  option httpchk GET /healthz\n{servers}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(require("haproxy"))
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let the first health checks pass.
+        std::thread::sleep(Duration::from_millis(700));
+        Self { child, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL, a SeaweedFS bucket, and the config every replica shares.
+struct Cluster {
+    _pg: PgServer,
+    _s3: S3Server,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgServer::start();
+    let url = pg.database();
+    let s3 = S3Server::seaweedfs();
+    s3.create_bucket("registry");
+    let extra = format!("\n[metadata]\npostgres = {url:?}\n");
+    // `extra` lands after [storage.s3]: a new table header ends it.
+    let config = s3_config_with(dir.path(), &s3, "registry", "k", "s", &extra);
+    Cluster {
+        _pg: pg,
+        _s3: s3,
+        config,
+        dir,
+    }
+}
+
+/// Replica `i` of the cluster, on 127.0.0.`i+1`.
+fn replica(c: &Cluster, i: usize) -> Server {
+    let data = c.dir.path().join(format!("replica{i}"));
+    Server::start_at(
+        &format!("127.0.0.{}:0", i + 1),
+        &data,
+        &["--config", c.config.to_str().unwrap()],
+    )
+}
+
+#[test]
+fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
+    let c = cluster();
+    let replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
+    let lb = Haproxy::start(
+        c.dir.path(),
+        &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
+    );
+
+    // skopeo pushes through the balancer (every request to the next
+    // replica) and pulls back the same image.
+    let layout = umoci_image(c.dir.path(), "v1", 2, 6_000_000);
+    let want = layout_digest(&layout, "v1");
+    let image = format!("{}/team/app:v1", lb.host());
+    run(Command::new(require("skopeo"))
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{image}")));
+    let out = c.dir.path().join("out");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(layout_digest(&out, "v1"), want);
+    // Every replica answers for it.
+    for r in &replicas {
+        let tags = http(
+            "GET",
+            &format!("{}/v2/team/app/tags/list", r.url()),
+            &[],
+            b"",
+        );
+        assert_eq!(tags.json()["tags"][0], "v1", "replica {}", r.addr);
+    }
+
+    // A chunked upload started on replica 0, continued on 1, finished on
+    // 2: 12 MB in three chunks, each bigger than an S3 part.
+    let blob: Vec<u8> = (0..12_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let digest = sha256(&blob);
+    let start = http(
+        "POST",
+        &format!("{}/v2/team/chunked/blobs/uploads/", replicas[0].url()),
+        &[],
+        b"",
+    );
+    assert_eq!(start.status, 202);
+    let mut location = start.header("Location").unwrap().to_owned();
+    let chunks: Vec<&[u8]> = blob.chunks(4_000_000).collect();
+    let mut offset = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let r = &replicas[i % 3];
+        let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+        let patch = http(
+            "PATCH",
+            &format!("{}{location}", r.url()),
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            chunk,
+        );
+        assert_eq!(
+            patch.status,
+            202,
+            "chunk {i} on replica {i}: {}",
+            String::from_utf8_lossy(&patch.body)
+        );
+        offset += chunk.len();
+        assert_eq!(
+            patch.header("Range"),
+            Some(format!("0-{}", offset - 1).as_str())
+        );
+        location = patch.header("Location").unwrap().to_owned();
+    }
+    // Its status is known everywhere.
+    let status = http("GET", &format!("{}{location}", replicas[1].url()), &[], b"");
+    assert_eq!(status.status, 204);
+    assert_eq!(
+        status.header("Range"),
+        Some(format!("0-{}", blob.len() - 1).as_str())
+    );
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let done = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", replicas[2].url()),
+        &[],
+        b"",
+    );
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    let got = http(
+        "GET",
+        &format!("{}/v2/team/chunked/blobs/{digest}", lb.url()),
+        &[],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(sha256(&got.body), digest, "the bytes verify");
+}
