@@ -21,7 +21,7 @@ use berth_oci::Digest;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
 
-use crate::metadata::{DoomedBlob, GcPlan};
+use crate::metadata::{DoomedBlob, GcPlan, LockGuard};
 use crate::storage::{BlobStore, Blobs};
 use crate::{Registry, unix_now};
 
@@ -53,11 +53,48 @@ impl Gate {
         (byte(0) * 31 + byte(1)) % STRIPES
     }
 
-    /// Held while publishing `digest` and linking it.
-    pub async fn publishing(&self, digest: &Digest) -> RwLockReadGuard<'_, ()> {
-        self.stripes[Self::stripe(digest)].read().await
+    /// Held while publishing `digest` and linking it: this process's
+    /// stripe, then (on a store several replicas share) the cluster's.
+    pub async fn publishing(
+        &self,
+        meta: &Arc<crate::metadata::Metadata>,
+        digest: &Digest,
+    ) -> Result<Publishing<'_>, crate::metadata::MetadataError> {
+        let stripe = Self::stripe(digest);
+        let local = self.stripes[stripe].read().await;
+        let m = meta.clone();
+        let cluster = tokio::task::spawn_blocking(move || m.gate_stripe(stripe, false))
+            .await
+            .map_err(|e| crate::metadata::MetadataError::Unavailable(e.to_string()))??;
+        Ok(Publishing {
+            _local: local,
+            _cluster: cluster,
+        })
+    }
+
+    /// Held while deleting bytes of stripe `stripe`, everywhere.
+    async fn deleting(
+        &self,
+        r: &Arc<Registry>,
+        stripe: usize,
+    ) -> Result<(tokio::sync::RwLockWriteGuard<'_, ()>, LockGuard), String> {
+        let local = self.stripes[stripe].write().await;
+        let cluster = crate::on_meta(r, move |m| m.gate_stripe(stripe, true)).await?;
+        Ok((local, cluster))
     }
 }
+
+/// What an upload commit or a mount holds from publishing a digest to
+/// linking it (see [`Gate::publishing`]).
+#[derive(Debug)]
+pub struct Publishing<'a> {
+    _local: RwLockReadGuard<'a, ()>,
+    _cluster: LockGuard,
+}
+
+/// Why a collection or a retention run did nothing: another replica is
+/// running one.
+pub const BUSY: &str = "another replica is running this job now; this one did nothing";
 
 /// `[gc]` in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,8 +195,12 @@ pub(crate) async fn run_at(
     progress: Progress<'_>,
     now: u64,
 ) -> Result<GcReport, String> {
-    // One collection at a time: a second waits for the first.
+    // One collection at a time: a second here waits for the first; one
+    // on another replica makes this one stand down.
     let _one = r.gc_running.lock().await;
+    let Some(_everywhere) = crate::on_meta(r, |m| m.try_job("gc")).await? else {
+        return Err(BUSY.to_owned());
+    };
     let started = Instant::now();
     let grace_cutoff = now.saturating_sub(config.grace().as_secs());
     let untagged_cutoff = config
@@ -234,7 +275,7 @@ pub(crate) async fn run_at(
     let mut done = 0;
     for (i, blobs) in stripes.into_iter().enumerate() {
         for batch in blobs.chunks(BATCH) {
-            let _w = r.gc_gate.stripes[i].write().await;
+            let _w = r.gc_gate.deleting(r, i).await?;
             done += batch.len();
             let batch = batch.to_vec();
             let gone = crate::on_meta(r, move |m| m.gc_forget_blobs(&batch, grace_cutoff)).await?;
@@ -304,7 +345,7 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
                 let Ok(d) = digest.parse::<Digest>() else {
                     continue;
                 };
-                let _w = r.gc_gate.stripes[Gate::stripe(&d)].write().await;
+                let _w = r.gc_gate.deleting(r, Gate::stripe(&d)).await?;
                 let dd = digest.clone();
                 if crate::on_meta(r, move |m| m.gc_blob_known(&dd)).await? {
                     continue;
@@ -325,7 +366,7 @@ async fn orphans(r: &Arc<Registry>, cutoff: u64) -> Result<u64, String> {
                 if modified > cutoff {
                     continue;
                 }
-                let _w = r.gc_gate.stripes[Gate::stripe(&digest)].write().await;
+                let _w = r.gc_gate.deleting(r, Gate::stripe(&digest)).await?;
                 let dd = digest.to_string();
                 if crate::on_meta(r, move |m| m.gc_blob_known(&dd)).await? {
                     continue;
@@ -350,13 +391,17 @@ pub fn spawn(r: Arc<Registry>, config: GcConfig) -> Option<tokio::task::JoinHand
             tick.tick().await;
             // Retention first: the tags it removes free their bytes now.
             let retention = crate::retention::run(&r, None, false, unix_now()).await;
-            if let Err(e) = &retention {
-                tracing::error!(error = %e, "scheduled retention failed");
+            match &retention {
+                Err(e) if e == BUSY => tracing::info!("scheduled retention: {e}"),
+                Err(e) => tracing::error!(error = %e, "scheduled retention failed"),
+                Ok(_) => {}
             }
             crate::record_run(&r, "retention", "*", false, "schedule", &retention).await;
             let collected = run(&r, &config, false, &|_| {}).await;
-            if let Err(e) = &collected {
-                tracing::error!(error = %e, "scheduled garbage collection failed");
+            match &collected {
+                Err(e) if e == BUSY => tracing::info!("scheduled garbage collection: {e}"),
+                Err(e) => tracing::error!(error = %e, "scheduled garbage collection failed"),
+                Ok(_) => {}
             }
             crate::record_run(&r, "gc", "registry", false, "schedule", &collected).await;
         }
@@ -384,7 +429,7 @@ mod tests {
         let mut w = r.blobs.append_upload(id, 0).await.unwrap();
         w.write(bytes::Bytes::copy_from_slice(data)).await.unwrap();
         w.finish().await.unwrap();
-        let _g = r.gc_gate.publishing(&d).await;
+        let _g = r.gc_gate.publishing(&r.meta, &d).await.unwrap();
         r.blobs
             .commit_upload(id, data.len() as u64, &d)
             .await
@@ -526,7 +571,7 @@ mod tests {
     async fn a_sweep_waits_for_an_upload_of_the_same_digest() {
         let r = registry();
         let d = Digest::sha256(b"contended");
-        let publishing = r.gc_gate.publishing(&d).await;
+        let publishing = r.gc_gate.publishing(&r.meta, &d).await.unwrap();
         let r2 = r.clone();
         let sweep = tokio::spawn(async move {
             let config = GcConfig::default();

@@ -90,6 +90,16 @@ pub async fn run(
     dry_run: bool,
     now: u64,
 ) -> Result<RetentionReport, String> {
+    // A preview changes nothing and may run anywhere; a run is one
+    // replica's at a time.
+    let _everywhere = if dry_run {
+        None
+    } else {
+        match crate::on_meta(r, |m| m.try_job("retention")).await? {
+            Some(guard) => Some(guard),
+            None => return Err(crate::gc::BUSY.to_owned()),
+        }
+    };
     let policies = r.policies();
     let mut report = RetentionReport {
         dry_run,

@@ -262,7 +262,7 @@ async fn publish(
     {
         // Published and linked under the digest's gate: a collection
         // deleting the same digest's bytes waits, or has finished.
-        let _publishing = r.gc_gate.publishing(digest).await;
+        let _publishing = r.gc_gate.publishing(&r.meta, digest).await?;
         r.blobs.commit_upload(claim.id, len, digest).await?;
         let (n, d, id) = (name.to_owned(), digest.clone(), claim.id);
         db_write(r, move |m| m.link_blob(&n, &d, len, Some(id))).await?;
@@ -447,7 +447,7 @@ pub(super) async fn start(
         if let Some(size) = source {
             within_quota(r, name, size, Some(&digest), actor).await?;
             // Linked only if a collection has not forgotten it since.
-            let _publishing = r.gc_gate.publishing(&digest).await;
+            let _publishing = r.gc_gate.publishing(&r.meta, &digest).await?;
             let (n, d) = (name.to_owned(), digest.clone());
             if db_write(r, move |m| m.mount_blob(&n, &d)).await?.is_some() {
                 return Ok(created_blob(name, &digest));

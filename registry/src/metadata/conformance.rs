@@ -668,3 +668,46 @@ fn racing_pushes_to_one_tag_end_consistent(m: &(impl Content + Sync)) {
         }
     }
 }
+
+#[test]
+fn one_replica_runs_a_job_and_the_gate_spans_replicas() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let pg = berth_tests::postgres::PgServer::start();
+    let url = pg.database();
+    // Two stores on one database: two replicas.
+    let a = crate::metadata::Postgres::open(&url).unwrap();
+    let b = crate::metadata::Postgres::open(&url).unwrap();
+    let held = a.try_job("gc").unwrap().expect("free");
+    assert!(b.try_job("gc").unwrap().is_none(), "a runs it");
+    assert!(
+        b.try_job("retention").unwrap().is_some(),
+        "another job is free"
+    );
+    drop(held);
+    assert!(b.try_job("gc").unwrap().is_some(), "a let go");
+    // Publishing (shared) on both at once; deleting (exclusive) waits for
+    // both to finish.
+    let p1 = a.gate_stripe(7, false).unwrap();
+    let p2 = b.gate_stripe(7, false).unwrap();
+    let _other = b.gate_stripe(8, true).unwrap();
+    let deleted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _w = a.gate_stripe(7, true).unwrap();
+            deleted.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!deleted.load(Ordering::SeqCst), "waits for the publishers");
+        drop(p1);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!deleted.load(Ordering::SeqCst), "one is still publishing");
+        drop(p2);
+    });
+    assert!(deleted.load(Ordering::SeqCst));
+    // SQLite serves one process: its guards hold nothing.
+    let s = crate::metadata::Sqlite::in_memory().unwrap();
+    let _x = s.gate_stripe(7, true).unwrap();
+    assert!(s.gate_stripe(7, true).is_ok());
+    assert!(s.try_job("gc").unwrap().is_some());
+}

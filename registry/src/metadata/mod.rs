@@ -317,7 +317,8 @@ pub enum ManifestKey<'a> {
 /// with the SQLite implementation of its area; a trait object of this
 /// one calls them all without importing them.
 pub trait MetadataStore:
-    Content
+    ClusterLocks
+    + Content
     + AuditLog
     + Browse
     + Accounts
@@ -334,7 +335,8 @@ pub trait MetadataStore:
 }
 
 impl<T> MetadataStore for T where
-    T: Content
+    T: ClusterLocks
+        + Content
         + AuditLog
         + Browse
         + Accounts
@@ -350,14 +352,69 @@ impl<T> MetadataStore for T where
 {
 }
 
+/// A held lock (see [`ClusterLocks`]); dropping it lets go.
+pub struct LockGuard {
+    /// What lets go when dropped (none: one process's own locks suffice).
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl LockGuard {
+    /// A guard that holds nothing: one process's own locks suffice.
+    pub fn local() -> Self {
+        Self { _held: None }
+    }
+
+    /// A guard that lets go when `inner` is dropped.
+    pub(crate) fn holding(inner: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Some(Box::new(inner)),
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self._held.is_some() {
+            "LockGuard(held)"
+        } else {
+            "LockGuard(local)"
+        })
+    }
+}
+
+/// Locks that must hold across every replica sharing the store, on top of
+/// each process's own: the stripes of the blob gate (a replica deleting a
+/// digest's bytes against another publishing the same digest) and the
+/// jobs only one replica runs at a time. A SQLite store belongs to one
+/// process, whose own locks suffice: its guards hold nothing.
+pub trait ClusterLocks {
+    /// Hold stripe `stripe` of the blob gate, `exclusive` to delete bytes
+    /// or shared to publish and link them, waiting for it.
+    fn gate_stripe(&self, stripe: usize, exclusive: bool) -> Result<LockGuard>;
+
+    /// Become the one replica running `job` (`gc`, `retention`): the
+    /// guard, or `None` while another replica runs it.
+    fn try_job(&self, job: &str) -> Result<Option<LockGuard>>;
+}
+
+impl ClusterLocks for Sqlite {
+    fn gate_stripe(&self, _stripe: usize, _exclusive: bool) -> Result<LockGuard> {
+        Ok(LockGuard::local())
+    }
+
+    fn try_job(&self, _job: &str) -> Result<Option<LockGuard>> {
+        Ok(Some(LockGuard::local()))
+    }
+}
+
 /// The metadata store the registry uses, whichever database is behind it.
 pub type Metadata = dyn MetadataStore;
 
 /// Every part of the contract, for code holding a concrete store (tests).
 pub mod prelude {
     pub use super::{
-        Accounts, AuditLog, Browse, Collection, Content, JobRuns, Outbox, Policies, S3Index,
-        UiSessions,
+        Accounts, AuditLog, Browse, ClusterLocks, Collection, Content, JobRuns, Outbox, Policies,
+        S3Index, UiSessions,
     };
 }
 

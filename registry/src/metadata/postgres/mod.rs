@@ -13,7 +13,7 @@
 //! call connects again; while PostgreSQL cannot be reached, calls fail
 //! with [`MetadataError::Unavailable`] and nothing is half-written.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -45,6 +45,12 @@ pub struct Postgres {
     config: tokio_postgres::Config,
     /// Where the connections' I/O runs (shut down with the store).
     runtime: Option<tokio::runtime::Runtime>,
+    pool: Arc<Pool>,
+}
+
+/// The connections, shared with those lent out (a lock guard keeps its
+/// connection for as long as it holds the lock).
+struct Pool {
     idle: Mutex<Vec<Client>>,
     /// Connections open (idle or lent).
     open: Mutex<usize>,
@@ -57,14 +63,14 @@ impl std::fmt::Debug for Postgres {
         f.debug_struct("Postgres")
             .field("host", &self.config.get_hosts())
             .field("dbname", &self.config.get_dbname())
-            .field("max", &self.max)
+            .field("max", &self.pool.max)
             .finish()
     }
 }
 
 /// A connection lent by the pool; given back when dropped unless it broke.
-struct Conn<'a> {
-    store: &'a Postgres,
+struct Conn {
+    pool: Arc<Pool>,
     client: Option<Client>,
     /// It was idle in the pool: it may have broken since (PostgreSQL
     /// restarted), which only its first use tells.
@@ -80,30 +86,30 @@ impl Drop for Postgres {
     }
 }
 
-impl std::ops::Deref for Conn<'_> {
+impl std::ops::Deref for Conn {
     type Target = Client;
     fn deref(&self) -> &Client {
         self.client.as_ref().expect("a lent connection")
     }
 }
 
-impl std::ops::DerefMut for Conn<'_> {
+impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut Client {
         self.client.as_mut().expect("a lent connection")
     }
 }
 
-impl Drop for Conn<'_> {
+impl Drop for Conn {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else {
             return;
         };
         if client.is_closed() {
-            *lock(&self.store.open) -= 1;
+            *lock(&self.pool.open) -= 1;
         } else {
-            lock(&self.store.idle).push(client);
+            lock(&self.pool.idle).push(client);
         }
-        self.store.freed.notify_one();
+        self.pool.freed.notify_one();
     }
 }
 
@@ -213,10 +219,12 @@ impl Postgres {
         let store = Self {
             config,
             runtime: Some(runtime),
-            idle: Mutex::new(Vec::new()),
-            open: Mutex::new(0),
-            freed: Condvar::new(),
-            max: max.max(1),
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                open: Mutex::new(0),
+                freed: Condvar::new(),
+                max: max.max(1),
+            }),
         };
         if migrate {
             let mut c = store.conn()?;
@@ -227,37 +235,38 @@ impl Postgres {
 
     /// A connection: an idle one, a new one while under the limit, or the
     /// next one given back.
-    fn conn(&self) -> Result<Conn<'_>> {
+    fn conn(&self) -> Result<Conn> {
+        let pool = &self.pool;
         loop {
-            if let Some(client) = lock(&self.idle).pop() {
+            if let Some(client) = lock(&pool.idle).pop() {
                 if client.is_closed() {
-                    *lock(&self.open) -= 1;
+                    *lock(&pool.open) -= 1;
                     continue;
                 }
                 return Ok(Conn {
-                    store: self,
+                    pool: pool.clone(),
                     client: Some(client),
                     reused: true,
                 });
             }
-            let mut open = lock(&self.open);
-            if *open < self.max {
+            let mut open = lock(&pool.open);
+            if *open < pool.max {
                 *open += 1;
                 drop(open);
                 let rt = self.runtime.as_ref().expect("the store's runtime").handle();
                 return match client::connect(rt, &self.config) {
                     Ok(client) => Ok(Conn {
-                        store: self,
+                        pool: pool.clone(),
                         client: Some(client),
                         reused: false,
                     }),
                     Err(e) => {
-                        *lock(&self.open) -= 1;
+                        *lock(&pool.open) -= 1;
                         Err(MetadataError::Unavailable(e.to_string()))
                     }
                 };
             }
-            let (_open, _) = self
+            let (_open, _) = pool
                 .freed
                 .wait_timeout(open, Duration::from_millis(200))
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -343,6 +352,74 @@ impl Postgres {
                 other => return other,
             }
         }
+    }
+}
+
+/// The advisory locks of the blob gate's stripes: this plus the stripe.
+const GATE_LOCKS: i64 = 0x6265_7274_6800_0000; // "berth\0\0\0"
+
+/// The advisory lock of job `job`.
+fn job_key(job: &str) -> i64 {
+    // FNV-1a, folded into the registry's own range.
+    let h = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    0x6265_7274_6a00_0000 | (h & 0xff_ffff) as i64 // "berthj…"
+}
+
+/// A session-level advisory lock, held on its own connection until
+/// dropped (if that connection breaks, PostgreSQL lets go of it).
+struct Advisory {
+    conn: Conn,
+    key: i64,
+    shared: bool,
+}
+
+impl Drop for Advisory {
+    fn drop(&mut self) {
+        let unlock = if self.shared {
+            "SELECT pg_advisory_unlock_shared($1)"
+        } else {
+            "SELECT pg_advisory_unlock($1)"
+        };
+        if self.conn.execute(unlock, &[&self.key]).is_err() {
+            // Unknown state: never give this connection back.
+            self.conn.client.take();
+            *lock(&self.conn.pool.open) -= 1;
+        }
+    }
+}
+
+impl super::ClusterLocks for Postgres {
+    fn gate_stripe(&self, stripe: usize, exclusive: bool) -> Result<super::LockGuard> {
+        let key = GATE_LOCKS + stripe as i64;
+        let conn = self.conn()?;
+        let sql = if exclusive {
+            "SELECT pg_advisory_lock($1)"
+        } else {
+            "SELECT pg_advisory_lock_shared($1)"
+        };
+        conn.execute(sql, &[&key])?;
+        Ok(super::LockGuard::holding(Advisory {
+            conn,
+            key,
+            shared: !exclusive,
+        }))
+    }
+
+    fn try_job(&self, job: &str) -> Result<Option<super::LockGuard>> {
+        let key = job_key(job);
+        let conn = self.conn()?;
+        let got: bool = conn
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+            .get(0);
+        Ok(got.then(|| {
+            super::LockGuard::holding(Advisory {
+                conn,
+                key,
+                shared: false,
+            })
+        }))
     }
 }
 
