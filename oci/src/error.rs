@@ -50,6 +50,10 @@ pub enum ErrorCode {
     /// Extension (berth): the registry's storage is full, or below its
     /// free-space floor; nothing past what was acknowledged was kept.
     InsufficientStorage,
+    /// Extension (as distribution's `UNAVAILABLE`): a service the registry
+    /// needs (its metadata database, its blob store) does not answer now;
+    /// nothing was half-written, and the request may be retried.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -75,6 +79,7 @@ impl ErrorCode {
             Self::TooManyRequests => 429,
             Self::Unknown => 500,
             Self::InsufficientStorage => 507,
+            Self::Unavailable => 503,
         }
     }
 
@@ -99,6 +104,7 @@ impl ErrorCode {
             Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unknown => "UNKNOWN",
             Self::InsufficientStorage => "INSUFFICIENT_STORAGE",
+            Self::Unavailable => "UNAVAILABLE",
         }
     }
 }

@@ -231,6 +231,28 @@ impl Config {
         if let Some(s3) = &self.storage.s3 {
             s3.validate().map_err(ConfigError)?;
         }
+        if let Some(url) = &self.metadata.postgres {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return Err(ConfigError(format!(
+                    "metadata.postgres = {url:?}: give a URL such as postgres://berth@db.lan:5432/berth"
+                )));
+            }
+            if self.metadata.pool == 0 {
+                return Err(ConfigError("metadata.pool must be at least 1".into()));
+            }
+            // Replicas share the metadata: each must sign and check tokens
+            // with the same key, which a per-replica data directory would
+            // not give.
+            if self
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.token_key_file.is_none())
+            {
+                return Err(ConfigError(
+                    "with metadata.postgres, set auth.token_key_file to a key file every replica reads (replicas signing with keys of their own refuse each other's tokens)".into(),
+                ));
+            }
+        }
         crate::policy::Policies::load(&self.policies).map_err(ConfigError)?;
         self.gc.validate().map_err(ConfigError)?;
         if !(1..=720).contains(&self.storage.upload_expiry_hours) {

@@ -13,6 +13,7 @@
 //! - [`metrics`]: Prometheus counters served at `/metrics`.
 //! - [`policy`]: per-project policies (immutable tags, retention rules,
 //!   quotas), declared or stored.
+//! - [`replicas`]: following changes other replicas make to shared state.
 //! - [`retention`]: tag retention, planned and applied.
 //! - [`config`]: the `berth serve` configuration file.
 //! - [`auth`]: projects, roles, robots and bearer tokens, enforced when
@@ -51,6 +52,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod pieces;
 pub mod policy;
+pub mod replicas;
 pub mod retention;
 pub mod storage;
 pub mod tls;
@@ -441,9 +443,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use axum::serve::ListenerExt;
-    let janitor = janitor::spawn(registry.clone(), registry.upload_expiry);
-    let sender = webhooks::spawn(registry.clone());
-    let collector = gc::spawn(registry.clone(), registry.gc.clone());
+    let tasks = background(&registry);
     let app = api::router(registry);
     // As Go's net/http does: small responses go out without Nagle's delay.
     let listener = listener.tap_io(|tcp| {
@@ -455,9 +455,21 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    janitor.abort();
-    for task in [sender, collector].into_iter().flatten() {
+    for task in tasks {
         task.abort();
     }
     result
+}
+
+/// The tasks a serving registry runs beside its requests: the upload
+/// janitor, the webhook sender, scheduled collections, and following
+/// other replicas' changes. Aborted when serving ends.
+pub(crate) fn background(registry: &Arc<Registry>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
+        janitor::spawn(registry.clone(), registry.upload_expiry),
+        replicas::spawn(registry.clone()),
+    ];
+    tasks.extend(webhooks::spawn(registry.clone()));
+    tasks.extend(gc::spawn(registry.clone(), registry.gc.clone()));
+    tasks
 }

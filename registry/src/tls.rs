@@ -238,8 +238,7 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let janitor = crate::janitor::spawn(registry.clone(), registry.upload_expiry);
-    let sender = crate::webhooks::spawn(registry.clone());
+    let tasks = crate::background(&registry);
     let app = crate::api::router(registry);
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(Arc::clone(&cert)));
     let watcher = tokio::spawn(cert.watch());
@@ -307,9 +306,8 @@ pub async fn serve_tls(
         });
     }
     watcher.abort();
-    janitor.abort();
-    if let Some(s) = sender {
-        s.abort();
+    for task in tasks {
+        task.abort();
     }
     graceful.shutdown().await;
     Ok(())

@@ -146,6 +146,17 @@ impl IntoResponse for ApiError {
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorResponse::single(ErrorCode::BlobUploadInvalid, e.to_string(), None),
             ),
+            Self::Metadata(crate::metadata::MetadataError::Unavailable(why)) => {
+                tracing::error!(error = %why, "metadata database unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorResponse::single(
+                        ErrorCode::Unavailable,
+                        "the metadata database is unavailable; try again (nothing was half-written, and an upload session stays resumable)",
+                        None,
+                    ),
+                )
+            }
             Self::Storage(StorageError::Unavailable(why)) => {
                 tracing::error!(error = %why, "blob storage unavailable");
                 (

@@ -69,6 +69,45 @@ impl Params {
     }
 }
 
+/// `GET /readyz`: 200 when the metadata database and the blob store both
+/// answer within 3 s, else 503 with the OCI error JSON naming which does
+/// not — for a load balancer's or Kubernetes' readiness check. `/healthz`
+/// only says the process serves.
+async fn readyz(State(r): State<Arc<Registry>>) -> Response {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+    let meta = r.meta.clone();
+    let db = tokio::time::timeout(LIMIT, tokio::task::spawn_blocking(move || meta.ping())).await;
+    let db = match db {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(format!("the metadata database does not answer: {e}")),
+        Ok(Err(e)) => Some(format!("the metadata check failed: {e}")),
+        Err(_) => Some("the metadata database did not answer within 3 s".to_owned()),
+    };
+    // A digest nobody stores: the store answers "not here" when it works.
+    let probe = berth_oci::Digest::sha256(b"berth readiness probe");
+    let store = match tokio::time::timeout(LIMIT, crate::storage::BlobStore::stat(&r.blobs, &probe))
+        .await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("the blob store does not answer: {e}")),
+        Err(_) => Some("the blob store did not answer within 3 s".to_owned()),
+    };
+    match db.or(store) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => {
+            tracing::warn!(%why, "not ready");
+            let body =
+                berth_oci::ErrorResponse::single(berth_oci::ErrorCode::Unavailable, why, None);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+                .into_response()
+        }
+    }
+}
+
 /// Build the registry's router.
 pub fn router(registry: Arc<Registry>) -> Router {
     #[cfg(feature = "ui")]
@@ -86,6 +125,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .merge(admin::router())
         .merge(ui)
         .layer(middleware::from_fn_with_state(registry.clone(), record))
@@ -100,6 +140,7 @@ async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next)
     let fixed = match req.uri().path() {
         "/metrics" => Some("metrics"),
         "/healthz" => Some("healthz"),
+        "/readyz" => Some("readyz"),
         "/token" => Some("token"),
         p if p.starts_with("/api/") => Some("admin"),
         _ => None,

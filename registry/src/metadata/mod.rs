@@ -47,6 +47,7 @@ pub use gc::Collection;
 pub use outbox::Outbox;
 pub use policy::Policies;
 pub use postgres::Postgres;
+
 pub use runs::{JobRun, JobRuns};
 pub use s3::S3Index;
 pub use sessions::Session;
@@ -317,7 +318,7 @@ pub enum ManifestKey<'a> {
 /// with the SQLite implementation of its area; a trait object of this
 /// one calls them all without importing them.
 pub trait MetadataStore:
-    ClusterLocks
+    Coordination
     + Content
     + AuditLog
     + Browse
@@ -335,7 +336,7 @@ pub trait MetadataStore:
 }
 
 impl<T> MetadataStore for T where
-    T: ClusterLocks
+    T: Coordination
         + Content
         + AuditLog
         + Browse
@@ -352,7 +353,7 @@ impl<T> MetadataStore for T where
 {
 }
 
-/// A held lock (see [`ClusterLocks`]); dropping it lets go.
+/// A held lock (see [`Coordination`]); dropping it lets go.
 pub struct LockGuard {
     /// What lets go when dropped (none: one process's own locks suffice).
     _held: Option<Box<dyn Send + Sync>>,
@@ -382,12 +383,41 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
-/// Locks that must hold across every replica sharing the store, on top of
-/// each process's own: the stripes of the blob gate (a replica deleting a
-/// digest's bytes against another publishing the same digest) and the
-/// jobs only one replica runs at a time. A SQLite store belongs to one
-/// process, whose own locks suffice: its guards hold nothing.
-pub trait ClusterLocks {
+/// What a replica's in-memory copies follow: the accounts (for the auth
+/// directory) and the stored policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioned {
+    /// Projects, users, members and robots.
+    Accounts,
+    /// Stored project policies.
+    Policies,
+}
+
+impl Versioned {
+    /// Its row in `berth_versions`.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Versioned::Accounts => "accounts",
+            Versioned::Policies => "policies",
+        }
+    }
+}
+
+/// What replicas sharing the store coordinate through it, on top of each
+/// process's own locks: the stripes of the blob gate (a replica deleting a
+/// digest's bytes against another publishing the same digest), the jobs
+/// only one replica runs at a time, and version numbers that tell a
+/// replica its copy of the accounts or policies is stale. A SQLite store
+/// belongs to one process: its guards hold nothing and it has no versions
+/// (the process reloads its copies itself after each change).
+pub trait Coordination {
+    /// Whether the database answers now (readiness).
+    fn ping(&self) -> Result<()>;
+
+    /// The version of `what`, bumped by every change to it; `None` when
+    /// the store serves one process.
+    fn version(&self, what: Versioned) -> Result<Option<i64>>;
+
     /// Hold stripe `stripe` of the blob gate, `exclusive` to delete bytes
     /// or shared to publish and link them, waiting for it.
     fn gate_stripe(&self, stripe: usize, exclusive: bool) -> Result<LockGuard>;
@@ -397,7 +427,16 @@ pub trait ClusterLocks {
     fn try_job(&self, job: &str) -> Result<Option<LockGuard>>;
 }
 
-impl ClusterLocks for Sqlite {
+impl Coordination for Sqlite {
+    fn ping(&self) -> Result<()> {
+        self.reader().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn version(&self, _what: Versioned) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
     fn gate_stripe(&self, _stripe: usize, _exclusive: bool) -> Result<LockGuard> {
         Ok(LockGuard::local())
     }
@@ -413,7 +452,7 @@ pub type Metadata = dyn MetadataStore;
 /// Every part of the contract, for code holding a concrete store (tests).
 pub mod prelude {
     pub use super::{
-        Accounts, AuditLog, Browse, ClusterLocks, Collection, Content, JobRuns, Outbox, Policies,
+        Accounts, AuditLog, Browse, Collection, Content, Coordination, JobRuns, Outbox, Policies,
         S3Index, UiSessions,
     };
 }

@@ -252,8 +252,15 @@ where
     }
 }
 
+/// The index failing is the store failing; an unreachable database is a
+/// store that cannot answer now (503), not a broken one.
 fn meta_error(e: crate::metadata::MetadataError) -> StorageError {
-    StorageError::Io(io::Error::other(e))
+    match e {
+        crate::metadata::MetadataError::Unavailable(why) => {
+            StorageError::Unavailable(format!("the metadata database: {why}"))
+        }
+        other => StorageError::Io(io::Error::other(other)),
+    }
 }
 
 impl S3BlobStore {

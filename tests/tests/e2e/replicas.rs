@@ -77,23 +77,29 @@ impl Drop for Haproxy {
 
 /// A PostgreSQL, a SeaweedFS bucket, and the config every replica shares.
 struct Cluster {
-    _pg: PgServer,
+    pg: PgServer,
     _s3: S3Server,
     config: PathBuf,
     dir: tempfile::TempDir,
 }
 
 fn cluster() -> Cluster {
+    cluster_with("")
+}
+
+/// [`cluster`] with more configuration (sections after `[metadata]`).
+fn cluster_with(more: &str) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let pg = PgServer::start();
     let url = pg.database();
     let s3 = S3Server::seaweedfs();
     s3.create_bucket("registry");
-    let extra = format!("\n[metadata]\npostgres = {url:?}\n");
+    let more = more.replace("DIR", &dir.path().display().to_string());
+    let extra = format!("\n[metadata]\npostgres = {url:?}\n{more}");
     // `extra` lands after [storage.s3]: a new table header ends it.
     let config = s3_config_with(dir.path(), &s3, "registry", "k", "s", &extra);
     Cluster {
-        _pg: pg,
+        pg,
         _s3: s3,
         config,
         dir,
@@ -209,4 +215,210 @@ fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
     );
     assert_eq!(got.status, 200);
     assert_eq!(sha256(&got.body), digest, "the bytes verify");
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// A token from replica `r` for pushing to team/app, if it gives one.
+fn token(r: &Server, user: &str, pass: &str) -> Option<String> {
+    let reply = http(
+        "GET",
+        &format!(
+            "{}/token?service=berth-replicas&scope=repository:team/app:pull,push",
+            r.url()
+        ),
+        &[("Authorization", &basic(user, pass))],
+        b"",
+    );
+    (reply.status == 200).then(|| reply.json()["token"].as_str().unwrap().to_owned())
+}
+
+/// Poll `f` every 100 ms for up to `secs`; how long it took to hold.
+fn within(secs: u64, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn accounts_changed_on_one_replica_hold_on_the_others_within_seconds() {
+    let auth = r#"
+[auth]
+service = "berth-replicas"
+token_key_file = "DIR/token.key"
+
+[[auth.users]]
+name = "root"
+password_file = "DIR/root.pw"
+admin = true
+
+[[auth.projects]]
+name = "team"
+"#;
+    let c = cluster_with(auth);
+    std::fs::write(c.dir.path().join("root.pw"), "root-password").unwrap();
+    std::fs::write(c.dir.path().join("token.key"), [7u8; 32]).unwrap();
+    let replicas: Vec<Server> = (0..2).map(|i| replica(&c, i)).collect();
+    // A robot made on replica 0...
+    let made = http(
+        "POST",
+        &format!("{}/api/v1/robots", replicas[0].url()),
+        &[
+            ("Authorization", &basic("root", "root-password")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"name": "robot$team+ci", "permissions": [{"repositories": ["team/**"], "actions": ["pull", "push"]}]}"#,
+    );
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let secret = made.json()["secret"].as_str().unwrap().to_owned();
+    // ...logs in on replica 1 within the follow interval (2 s).
+    let took = within(6, || {
+        token(&replicas[1], "robot$team+ci", &secret).is_some()
+    })
+    .expect("replica 1 learns of the robot");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A token one replica signed is good on the other (the shared key).
+    let t = token(&replicas[0], "robot$team+ci", &secret).unwrap();
+    let on_other = http(
+        "GET",
+        &format!("{}/v2/team/app/tags/list", replicas[1].url()),
+        &[("Authorization", &format!("Bearer {t}"))],
+        b"",
+    );
+    assert_eq!(on_other.status, 404, "authorized (the repository is empty)");
+    // Disabled on replica 1: refused on replica 0 within seconds, its
+    // live token included.
+    let disabled = http(
+        "PATCH",
+        &format!("{}/api/v1/robots/robot$team+ci", replicas[1].url()),
+        &[
+            ("Authorization", &basic("root", "root-password")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"disabled": true}"#,
+    );
+    assert_eq!(disabled.status, 200);
+    within(6, || {
+        http(
+            "GET",
+            &format!("{}/v2/team/app/tags/list", replicas[0].url()),
+            &[("Authorization", &format!("Bearer {t}"))],
+            b"",
+        )
+        .status
+            == 401
+    })
+    .expect("replica 0 refuses the disabled robot's token");
+    assert!(token(&replicas[0], "robot$team+ci", &secret).is_none());
+}
+
+#[test]
+fn postgres_restarting_during_pushes_loses_nothing_acknowledged() {
+    let mut c = cluster();
+    let r = replica(&c, 0);
+    assert_eq!(
+        http("GET", &format!("{}/readyz", r.url()), &[], b"").status,
+        200
+    );
+    // Pushes, one after another, while PostgreSQL goes away and returns.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acknowledged, refusals) = std::thread::scope(|s| {
+        let pusher = s.spawn(|| {
+            let mut acknowledged = Vec::new();
+            let mut refusals = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                match push_small(&r, i) {
+                    Ok(tag) => acknowledged.push(tag),
+                    Err(status) => refusals.push(status),
+                }
+            }
+            (acknowledged, refusals)
+        });
+        std::thread::sleep(Duration::from_millis(800));
+        c.pg.stop();
+        // While it is down: not ready, and requests are refused with 503.
+        let ready = http("GET", &format!("{}/readyz", r.url()), &[], b"");
+        assert_eq!(ready.status, 503);
+        assert_eq!(ready.json()["errors"][0]["code"], "UNAVAILABLE");
+        std::thread::sleep(Duration::from_millis(800));
+        c.pg.restart();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        pusher.join().unwrap()
+    });
+    assert!(!refusals.is_empty(), "some pushes met the outage");
+    assert!(
+        refusals.iter().all(|s| *s == 503),
+        "only 503s: {refusals:?}"
+    );
+    assert!(acknowledged.len() > 5, "{}", acknowledged.len());
+    // Recovered without a restart of berth; every acknowledged push holds.
+    assert_eq!(
+        http("GET", &format!("{}/readyz", r.url()), &[], b"").status,
+        200
+    );
+    for tag in &acknowledged {
+        let m = http(
+            "GET",
+            &format!("{}/v2/team/app/manifests/{tag}", r.url()),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        );
+        assert_eq!(m.status, 200, "{tag}");
+    }
+}
+
+/// Push a one-blob image tagged `t<i>`: its tag, or the status that
+/// refused it.
+fn push_small(r: &Server, i: usize) -> Result<String, u16> {
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{i}}}");
+    let digest = sha256(config.as_bytes());
+    let start = http(
+        "POST",
+        &format!("{}/v2/team/app/blobs/uploads/", r.url()),
+        &[],
+        b"",
+    );
+    if start.status != 202 {
+        return Err(start.status);
+    }
+    let location = start.header("Location").unwrap().to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", r.url()),
+        &[("Content-Type", "application/octet-stream")],
+        config.as_bytes(),
+    );
+    if put.status != 201 {
+        return Err(put.status);
+    }
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{digest}\",\"size\":{}}},\"layers\":[]}}",
+        config.len()
+    );
+    let tag = format!("t{i}");
+    let m = http(
+        "PUT",
+        &format!("{}/v2/team/app/manifests/{tag}", r.url()),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        manifest.as_bytes(),
+    );
+    if m.status != 201 {
+        return Err(m.status);
+    }
+    Ok(tag)
 }

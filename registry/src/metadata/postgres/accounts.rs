@@ -1,8 +1,9 @@
 //! Accounts made through the admin API ([`Accounts`]) on PostgreSQL: the
 //! same rows and rules as SQLite's, each change one transaction.
 
-use super::Postgres;
 use super::client::Statements;
+use super::{Postgres, bump};
+use crate::metadata::Versioned;
 use crate::metadata::audit::like_escape;
 use crate::metadata::{Accounts, AuthRows, Result, StoredProject, StoredRobot, StoredUser, now};
 
@@ -73,6 +74,7 @@ impl Accounts for Postgres {
 
     fn create_project(&self, p: &StoredProject) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "INSERT INTO auth_projects (name, public, created_by, created_at)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
@@ -83,6 +85,7 @@ impl Accounts for Postgres {
 
     fn set_project_public(&self, name: &str, public: bool) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "UPDATE auth_projects SET public = $2 WHERE name = $1",
                 &[&name, &public],
@@ -92,6 +95,7 @@ impl Accounts for Postgres {
 
     fn delete_project(&self, name: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             let n = tx.execute("DELETE FROM auth_projects WHERE name = $1", &[&name])?;
             tx.execute("DELETE FROM auth_members WHERE project = $1", &[&name])?;
             tx.execute(
@@ -104,6 +108,7 @@ impl Accounts for Postgres {
 
     fn create_user(&self, u: &StoredUser, created_by: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "INSERT INTO auth_users (name, secret, admin, created_by, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
@@ -114,6 +119,7 @@ impl Accounts for Postgres {
 
     fn set_user_secret(&self, name: &str, secret: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "UPDATE auth_users SET secret = $2 WHERE name = $1",
                 &[&name, &secret],
@@ -123,6 +129,7 @@ impl Accounts for Postgres {
 
     fn delete_user(&self, name: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             let n = tx.execute("DELETE FROM auth_users WHERE name = $1", &[&name])?;
             tx.execute("DELETE FROM auth_members WHERE username = $1", &[&name])?;
             Ok(n == 1)
@@ -131,6 +138,7 @@ impl Accounts for Postgres {
 
     fn put_member(&self, project: &str, user: &str, role: &str) -> Result<Option<String>> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             let before = tx
                 .query_opt(
                     "SELECT role FROM auth_members WHERE project = $1 AND username = $2",
@@ -148,6 +156,7 @@ impl Accounts for Postgres {
 
     fn delete_member(&self, project: &str, user: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "DELETE FROM auth_members WHERE project = $1 AND username = $2",
                 &[&project, &user],
@@ -157,6 +166,7 @@ impl Accounts for Postgres {
 
     fn create_robot(&self, r: &StoredRobot) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "INSERT INTO auth_robots (name, secret, permissions, expires_at, disabled,
                     description, secret_set_at, created_by, created_at)
@@ -178,6 +188,7 @@ impl Accounts for Postgres {
 
     fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "UPDATE auth_robots SET disabled = $2 WHERE name = $1",
                 &[&name, &disabled],
@@ -187,6 +198,7 @@ impl Accounts for Postgres {
 
     fn rotate_robot(&self, name: &str, secret: &str, expires_at: Option<u64>) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             Ok(tx.execute(
                 "UPDATE auth_robots SET secret = $2, secret_set_at = $3,
                     expires_at = COALESCE($4, expires_at) WHERE name = $1",
@@ -196,7 +208,10 @@ impl Accounts for Postgres {
     }
 
     fn delete_robot(&self, name: &str) -> Result<bool> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM auth_robots WHERE name = $1", &[&name])? == 1))
+        self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
+            Ok(tx.execute("DELETE FROM auth_robots WHERE name = $1", &[&name])? == 1)
+        })
     }
 
     fn drop_shadowed(
@@ -206,6 +221,7 @@ impl Accounts for Postgres {
         robots: &[String],
     ) -> Result<Vec<String>> {
         self.write(|tx| {
+            bump(tx, Versioned::Accounts)?;
             let mut dropped = Vec::new();
             for (table, names) in [
                 ("auth_projects", projects),

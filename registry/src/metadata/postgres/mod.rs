@@ -390,7 +390,24 @@ impl Drop for Advisory {
     }
 }
 
-impl super::ClusterLocks for Postgres {
+impl super::Coordination for Postgres {
+    fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            c.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+    }
+
+    fn version(&self, what: super::Versioned) -> Result<Option<i64>> {
+        self.read(|c| {
+            Ok(c.query_opt(
+                "SELECT version FROM berth_versions WHERE what = $1",
+                &[&what.key()],
+            )?
+            .map(|r| r.get(0)))
+        })
+    }
+
     fn gate_stripe(&self, stripe: usize, exclusive: bool) -> Result<super::LockGuard> {
         let key = GATE_LOCKS + stripe as i64;
         let conn = self.conn()?;
@@ -421,6 +438,15 @@ impl super::ClusterLocks for Postgres {
             })
         }))
     }
+}
+
+/// Record in `tx` that `what` changed, so other replicas reload it.
+fn bump(tx: &mut Transaction<'_>, what: super::Versioned) -> Result<()> {
+    tx.execute(
+        "UPDATE berth_versions SET version = version + 1 WHERE what = $1",
+        &[&what.key()],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use tokio_postgres::Row;
 
 use super::client::{Statements, Transaction};
 
-use super::Postgres;
+use super::{Postgres, bump};
+use crate::metadata::Versioned;
 use crate::metadata::policy::{parse_policy, policy_body, project_range};
 use crate::metadata::{Delivery, Outbox, OutboxEvent, Policies, Result, TagRow, now};
 use crate::policy::PolicyConfig;
@@ -150,6 +151,7 @@ impl Policies for Postgres {
     fn put_policy(&self, policy: &PolicyConfig, by: &str) -> Result<()> {
         let body = policy_body(policy);
         self.write(|tx| {
+            bump(tx, Versioned::Policies)?;
             tx.execute(
                 "INSERT INTO project_policies (project, body, updated_by, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (project) DO UPDATE SET body = EXCLUDED.body,
@@ -162,6 +164,7 @@ impl Policies for Postgres {
 
     fn delete_policy(&self, project: &str) -> Result<bool> {
         self.write(|tx| {
+            bump(tx, Versioned::Policies)?;
             Ok(tx.execute(
                 "DELETE FROM project_policies WHERE project = $1",
                 &[&project],

@@ -15,7 +15,7 @@ use super::client::{Client, Statements};
 use crate::metadata::{MetadataError, Result};
 
 /// The schema version this berth writes.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// Version 1: everything SQLite's versions 1 to 7 hold.
 const V1: &str = r#"
@@ -181,8 +181,17 @@ CREATE TABLE job_runs (
 );
 "#;
 
+/// Version 2: version numbers of what replicas keep copies of.
+const V2: &str = r#"
+CREATE TABLE berth_versions (
+    what TEXT COLLATE "C" PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+INSERT INTO berth_versions (what, version) VALUES ('accounts', 0), ('policies', 0);
+"#;
+
 /// Every step, in order; step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; VERSION as usize] = [V1];
+const STEPS: [&str; VERSION as usize] = [V1, V2];
 
 /// Bring the database to [`VERSION`], holding advisory lock `lock` while
 /// reading and changing the version.
