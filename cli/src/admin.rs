@@ -6,7 +6,7 @@
 //! `--password-file`, never from a flag's value, so they stay out of shell
 //! history and `ps`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -80,6 +80,21 @@ enum AdminCommand {
         /// Only list what would go, and how many bytes.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Copy a registry's metadata from SQLite to PostgreSQL, to run
+    /// several replicas ([metadata] postgres). Stop the registry first;
+    /// the target database must hold no registry yet. Local: no
+    /// credentials, no server.
+    MigrateMetadata {
+        /// The registry's data directory (or its metadata.sqlite).
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user@host[:port]/database
+        #[arg(long)]
+        to: String,
+        /// A file holding the database password.
+        #[arg(long)]
+        to_password_file: Option<PathBuf>,
     },
     /// Webhook targets and their recent deliveries (system admins).
     Webhooks {
@@ -450,6 +465,14 @@ fn print_secret(v: &Value) {
 }
 
 pub(crate) fn run(args: AdminArgs) -> Result<()> {
+    if let AdminCommand::MigrateMetadata {
+        from,
+        to,
+        to_password_file,
+    } = &args.command
+    {
+        return migrate_metadata(from, to, to_password_file.as_deref());
+    }
     // `gc` works without credentials on a registry without `[auth]`.
     let anonymous_ok = matches!(args.command, AdminCommand::Gc { .. });
     let auth = match (&args.username, anonymous_ok) {
@@ -491,6 +514,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<()> {
     let api = Api { client, base, auth };
     let j = args.json;
     match args.command {
+        AdminCommand::MigrateMetadata { .. } => unreachable!("handled above, without a server"),
         AdminCommand::Whoami => {
             let v = api.call("GET", "whoami", None)?;
             print(j, &v, |v| {
@@ -961,4 +985,51 @@ fn robot_line(r: &Value) -> String {
         r["name"].as_str().unwrap_or(""),
         perms.join(" ")
     )
+}
+
+/// `berth admin migrate-metadata`.
+fn migrate_metadata(from: &Path, to: &str, password_file: Option<&Path>) -> Result<()> {
+    use berth_registry::metadata::{Postgres, migrate};
+    let file = if from.is_dir() {
+        from.join("metadata.sqlite")
+    } else {
+        from.to_owned()
+    };
+    if !file.is_file() {
+        anyhow::bail!(
+            "{} does not exist: give --from the registry's data directory (the one `berth serve --data` used)",
+            file.display()
+        );
+    }
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --to-password-file {}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let target = Postgres::open_with(to, password.as_deref(), 2).with_context(|| {
+        format!(
+            "cannot open {} (is PostgreSQL up, and the URL right?)",
+            Postgres::describe(to)
+        )
+    })?;
+    let copied = migrate::sqlite_to_postgres(&file, &target).with_context(|| {
+        format!(
+            "cannot copy {} into {}",
+            file.display(),
+            Postgres::describe(to)
+        )
+    })?;
+    for (table, n) in &copied {
+        println!("{table:<18} {n:>10}");
+    }
+    println!(
+        "copied {} rows into {}; now set [metadata] postgres on every replica",
+        copied.iter().map(|(_, n)| n).sum::<u64>(),
+        Postgres::describe(to)
+    );
+    Ok(())
 }

@@ -711,3 +711,118 @@ fn one_replica_runs_a_job_and_the_gate_spans_replicas() {
     assert!(s.gate_stripe(7, true).is_ok());
     assert!(s.try_job("gc").unwrap().is_some());
 }
+
+#[test]
+fn sqlite_metadata_moves_to_postgres_whole() {
+    use super::{ManifestKey, ManifestRefs, StoredProject, StoredUser};
+    use berth_oci::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metadata.sqlite");
+    {
+        let s = super::Sqlite::open(&file).unwrap();
+        let blob = Digest::sha256(b"layer");
+        s.link_blob("team/app", &blob, 5, None).unwrap();
+        let d = Digest::sha256(b"m");
+        let refs = ManifestRefs {
+            blobs: vec![(&blob, 5)],
+            children: vec![],
+        };
+        s.put_manifest_with_events(
+            "team/app",
+            &manifest(&d, None, b"m"),
+            &refs,
+            &["v1".into()],
+            &[hook("bot", 1)],
+            &|_| None,
+        )
+        .unwrap();
+        s.create_project(&StoredProject {
+            name: "team".into(),
+            public: true,
+            created_by: "root".into(),
+        })
+        .unwrap();
+        s.create_user(
+            &StoredUser {
+                name: "alice".into(),
+                secret: "$argon2id$x".into(),
+                admin: false,
+            },
+            "root",
+        )
+        .unwrap();
+        s.put_member("team", "alice", "developer").unwrap();
+        s.create_robot(&robot("robot$team+ci")).unwrap();
+        s.audit_append(&[event(100, "alice", "manifest.push", "team/app:v1", "ok")])
+            .unwrap();
+        s.record_run(&JobRun {
+            job: "gc".into(),
+            scope: "registry".into(),
+            dry_run: true,
+            finished_at: 5,
+            by: "root".into(),
+            ok: true,
+            report: "{}".into(),
+        })
+        .unwrap();
+        s.create_session(
+            "h",
+            &Session {
+                user: "alice".into(),
+                csrf: "c".into(),
+                expires_at: u64::MAX / 4,
+            },
+            1,
+        )
+        .unwrap();
+    }
+    let pg = berth_tests::postgres::PgServer::start();
+    let target = crate::metadata::Postgres::open(&pg.database()).unwrap();
+    let copied = super::migrate::sqlite_to_postgres(&file, &target).unwrap();
+    let count = |t: &str| copied.iter().find(|(n, _)| *n == t).map(|(_, n)| *n);
+    assert_eq!(count("tags"), Some(1));
+    assert_eq!(count("manifest_refs"), Some(1));
+    assert_eq!(count("auth_members"), Some(1));
+    // Everything reads back through the PostgreSQL store.
+    let got = target
+        .manifest("team/app", ManifestKey::Tag("v1"), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.content, b"m");
+    assert_eq!(
+        target
+            .repo_blob("team/app", &Digest::sha256(b"layer"))
+            .unwrap(),
+        Some(5)
+    );
+    let rows = target.auth_rows().unwrap();
+    assert_eq!(rows.projects.len(), 1);
+    assert!(rows.projects[0].public);
+    assert_eq!(
+        rows.members,
+        [("team".into(), "alice".into(), "developer".into())]
+    );
+    assert_eq!(rows.robots[0].expires_at, Some(1000));
+    assert_eq!(
+        target.audit_list(&AuditQuery::default()).unwrap()[0].target,
+        "team/app:v1"
+    );
+    assert_eq!(target.outbox_backlog().unwrap(), 1);
+    assert!(target.last_run("gc", "registry", true).unwrap().is_some());
+    assert_eq!(target.session("h", 2).unwrap().unwrap().user, "alice");
+    // New rows continue after the copied ids.
+    target
+        .put_manifest(
+            "other/app",
+            &manifest(&Digest::sha256(b"n"), None, b"n"),
+            &["x".into()],
+        )
+        .unwrap();
+    target
+        .audit_append(&[event(200, "bob", "x", "y", "ok")])
+        .unwrap();
+    assert_eq!(target.catalog(None, 10).unwrap(), ["other/app", "team/app"]);
+    // Never into a database that holds a registry.
+    let again = super::migrate::sqlite_to_postgres(&file, &target).unwrap_err();
+    assert!(again.to_string().contains("already holds"), "{again}");
+}

@@ -32,6 +32,7 @@ mod browse;
 mod conformance;
 mod directory;
 mod gc;
+pub mod migrate;
 mod outbox;
 mod policy;
 mod postgres;

@@ -422,3 +422,56 @@ fn push_small(r: &Server, i: usize) -> Result<String, u16> {
     }
     Ok(tag)
 }
+
+#[test]
+fn a_sqlite_registry_moves_to_postgres_and_serves_everything_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_image(dir.path(), "v1", 2, 300_000);
+    let want = layout_digest(&layout, "v1");
+    {
+        let mut sqlite = Server::start(&data, &[]);
+        for repo in ["team/app", "team/tools"] {
+            run(Command::new(require("skopeo"))
+                .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                .arg(format!("oci:{}:v1", layout.display()))
+                .arg(format!("docker://{}/{repo}:v1", sqlite.host())));
+        }
+        sqlite.stop();
+    }
+    let pg = PgServer::start();
+    let url = pg.database();
+    let out = run(Command::new(berth_tests::berth_bin())
+        .args(["admin", "migrate-metadata", "--from"])
+        .arg(&data)
+        .args(["--to", &url]));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("copied"), "{report}");
+    assert!(report.contains("now set [metadata] postgres"), "{report}");
+    // Again: refused, the target holds a registry now.
+    let again = Command::new(berth_tests::berth_bin())
+        .args(["admin", "migrate-metadata", "--from"])
+        .arg(&data)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    // Served from PostgreSQL (same blobs on disk): everything pulls.
+    let config = dir.path().join("pg.toml");
+    std::fs::write(&config, format!("[metadata]\npostgres = {url:?}\n")).unwrap();
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]);
+    let catalog = http("GET", &format!("{}/v2/_catalog", server.url()), &[], b"");
+    assert_eq!(
+        catalog.json()["repositories"],
+        serde_json::json!(["team/app", "team/tools"])
+    );
+    for repo in ["team/app", "team/tools"] {
+        let out = dir.path().join(repo.replace('/', "-"));
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{repo}:v1", server.host()))
+            .arg(format!("oci:{}:v1", out.display())));
+        assert_eq!(layout_digest(&out, "v1"), want, "{repo}");
+    }
+}

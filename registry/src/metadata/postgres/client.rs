@@ -28,7 +28,7 @@ impl Wake for Unpark {
 }
 
 /// Run `f` to completion on this thread, parking between polls.
-pub(super) fn block_on<F: Future>(f: F) -> F::Output {
+pub(in crate::metadata) fn block_on<F: Future>(f: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut f = pin!(f);
@@ -41,12 +41,12 @@ pub(super) fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 /// One connection.
-pub(super) struct Client {
+pub(in crate::metadata) struct Client {
     inner: tokio_postgres::Client,
 }
 
 /// Connect with `config`, the connection's I/O running on `rt`.
-pub(super) fn connect(
+pub(in crate::metadata) fn connect(
     rt: &tokio::runtime::Handle,
     config: &tokio_postgres::Config,
 ) -> std::result::Result<Client, Error> {
@@ -62,7 +62,7 @@ pub(super) fn connect(
 }
 
 /// Statements, on a connection or inside one of its transactions.
-pub(super) trait Statements {
+pub(in crate::metadata) trait Statements {
     fn client(&self) -> &tokio_postgres::Client;
 
     /// Every row `sql` returns.
@@ -115,12 +115,15 @@ impl Statements for Client {
 
 impl Client {
     /// Whether the connection has ended (the server went away).
-    pub(super) fn is_closed(&self) -> bool {
+    pub(in crate::metadata) fn is_closed(&self) -> bool {
         self.inner.is_closed()
     }
 
     /// Begin a transaction with `mode` (`ISOLATION LEVEL SERIALIZABLE`, …).
-    pub(super) fn begin(&mut self, mode: &str) -> std::result::Result<Transaction<'_>, Error> {
+    pub(in crate::metadata) fn begin(
+        &mut self,
+        mode: &str,
+    ) -> std::result::Result<Transaction<'_>, Error> {
         self.batch_execute(&format!("BEGIN {mode}"))?;
         Ok(Transaction {
             client: self,
@@ -130,7 +133,7 @@ impl Client {
 }
 
 /// A transaction: rolled back when dropped unless committed.
-pub(super) struct Transaction<'a> {
+pub(in crate::metadata) struct Transaction<'a> {
     client: &'a mut Client,
     open: bool,
 }
@@ -142,12 +145,12 @@ impl Statements for Transaction<'_> {
 }
 
 impl Transaction<'_> {
-    pub(super) fn commit(mut self) -> std::result::Result<(), Error> {
+    pub(in crate::metadata) fn commit(mut self) -> std::result::Result<(), Error> {
         self.open = false;
         self.client.batch_execute("COMMIT")
     }
 
-    pub(super) fn rollback(mut self) -> std::result::Result<(), Error> {
+    pub(in crate::metadata) fn rollback(mut self) -> std::result::Result<(), Error> {
         self.open = false;
         self.client.batch_execute("ROLLBACK")
     }

@@ -23,7 +23,7 @@ use super::{MetadataError, Result};
 
 mod accounts;
 mod browse;
-mod client;
+pub(super) mod client;
 mod content;
 mod gc;
 mod queues;
@@ -328,7 +328,10 @@ impl Postgres {
     /// start when PostgreSQL says it lost a race with another writer (or
     /// when a pooled connection turns out to have broken: nothing was
     /// written on it).
-    fn write<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(super) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
             let mut c = self.conn()?;
