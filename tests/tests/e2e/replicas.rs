@@ -475,3 +475,148 @@ fn a_sqlite_registry_moves_to_postgres_and_serves_everything_it_held() {
         assert_eq!(layout_digest(&out, "v1"), want, "{repo}");
     }
 }
+
+/// One chunked upload of `blob` to `repo` through `base`, resuming from
+/// the acknowledged offset after any failure (a replica killed under it,
+/// a balancer retrying elsewhere): its digest once the registry said 201.
+fn resilient_chunked_push(
+    base: &str,
+    repo: &str,
+    blob: &[u8],
+    chunk: usize,
+    retries: &std::sync::atomic::AtomicUsize,
+) -> String {
+    use berth_tests::try_http;
+    let digest = sha256(blob);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let retry = |what: &str| {
+        retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(Instant::now() < deadline, "{what}: gave up after 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Start a session (retried until a replica answers).
+    let mut location = loop {
+        match try_http(
+            "POST",
+            &format!("{base}/v2/{repo}/blobs/uploads/"),
+            &[],
+            b"",
+        ) {
+            Ok(r) if r.status == 202 => break r.header("Location").unwrap().to_owned(),
+            other => retry(&format!("POST {other:?}")),
+        }
+    };
+    let mut offset = 0usize;
+    while offset < blob.len() {
+        let end = (offset + chunk).min(blob.len());
+        let range = format!("{}-{}", offset, end - 1);
+        let sent = try_http(
+            "PATCH",
+            &format!("{base}{location}"),
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            &blob[offset..end],
+        );
+        match sent {
+            Ok(r) if r.status == 202 => {
+                location = r.header("Location").unwrap().to_owned();
+                offset = end;
+                continue;
+            }
+            other => retry(&format!("PATCH {range}: {:?}", other.map(|r| r.status))),
+        }
+        // Ask where the session stands and resume from there.
+        if let Ok(r) = try_http("GET", &format!("{base}{location}"), &[], b"") {
+            if r.status == 204 {
+                offset = r
+                    .header("Range")
+                    .and_then(|v| v.split('-').nth(1))
+                    .and_then(|e| e.parse::<usize>().ok())
+                    .map_or(0, |e| e + 1);
+                location = r.header("Location").unwrap_or(&location).to_owned();
+            }
+        }
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    loop {
+        match try_http(
+            "PUT",
+            &format!("{base}{location}{sep}digest={digest}"),
+            &[],
+            b"",
+        ) {
+            Ok(r) if r.status == 201 => return digest,
+            // Finished by an attempt whose answer was lost: the blob is there.
+            Ok(r) if r.status == 404 => {
+                let head = try_http(
+                    "HEAD",
+                    &format!("{base}/v2/{repo}/blobs/{digest}"),
+                    &[],
+                    b"",
+                );
+                if head.is_ok_and(|h| h.status == 200) {
+                    return digest;
+                }
+                panic!("the session is gone and the blob is not there: {r:?}");
+            }
+            other => retry(&format!("PUT {:?}", other.map(|r| r.status))),
+        }
+    }
+}
+
+#[test]
+fn a_replica_killed_during_twenty_chunked_pushes_loses_none() {
+    let c = cluster();
+    let mut replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
+    let lb = Haproxy::start(
+        c.dir.path(),
+        &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
+    );
+    let base = lb.url();
+    let blobs: Vec<Vec<u8>> = (0..20u8)
+        .map(|i| {
+            (0..3_000_000u32)
+                .map(|j| (j.wrapping_mul(31) as u8) ^ i)
+                .collect()
+        })
+        .collect();
+    let retries = std::sync::atomic::AtomicUsize::new(0);
+    let digests: Vec<String> = std::thread::scope(|s| {
+        let pushes: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (base, retries) = (base.clone(), &retries);
+                s.spawn(move || {
+                    resilient_chunked_push(&base, &format!("team/p{i}"), b, 500_000, retries)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        replicas[1].kill9();
+        pushes.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    // The kill interrupted pushes (they had to retry), and yet every
+    // upload is whole, from either surviving replica.
+    let retries = retries.into_inner();
+    eprintln!("pushes retried {retries} requests");
+    assert!(
+        retries > 0,
+        "the kill interrupted nothing: make the pushes longer"
+    );
+    for (i, d) in digests.iter().enumerate() {
+        assert_eq!(*d, sha256(&blobs[i]));
+        for r in [&replicas[0], &replicas[2]] {
+            let got = http(
+                "GET",
+                &format!("{}/v2/team/p{i}/blobs/{d}", r.url()),
+                &[],
+                b"",
+            );
+            assert_eq!(got.status, 200, "p{i} on {}", r.addr);
+            assert_eq!(sha256(&got.body), *d);
+        }
+    }
+}
