@@ -620,3 +620,93 @@ fn a_replica_killed_during_twenty_chunked_pushes_loses_none() {
         }
     }
 }
+
+/// The last line of a `POST /api/v1/gc` answer (JSON lines).
+fn collect_on(r: &Server) -> serde_json::Value {
+    let reply = http("POST", &format!("{}/api/v1/gc", r.url()), &[], b"");
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn replicas_collecting_at_once_take_turns_and_keep_what_is_referenced() {
+    let c = cluster_with("\n[gc]\ngrace_minutes = 0\n");
+    let replicas: Vec<Server> = (0..2).map(|i| replica(&c, i)).collect();
+    let layout = umoci_image(c.dir.path(), "v1", 3, 200_000);
+    let want = layout_digest(&layout, "v1");
+    for tag in ["keep", "drop"] {
+        run(Command::new(require("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("docker://{}/team/{tag}:v1", replicas[0].host())));
+    }
+    // team/drop's manifest goes; its blobs are also team/keep's, so they
+    // stay referenced. A blob only team/drop linked becomes garbage.
+    let lone = sha256(b"only team/drop had this");
+    let start = http(
+        "POST",
+        &format!(
+            "{}/v2/team/drop/blobs/uploads/?digest={lone}",
+            replicas[1].url()
+        ),
+        &[("Content-Type", "application/octet-stream")],
+        b"only team/drop had this",
+    );
+    assert_eq!(start.status, 201);
+    let m = http(
+        "HEAD",
+        &format!("{}/v2/team/drop/manifests/v1", replicas[0].url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    let digest = m.header("Docker-Content-Digest").unwrap().to_owned();
+    assert_eq!(
+        http(
+            "DELETE",
+            &format!("{}/v2/team/drop/manifests/{digest}", replicas[1].url()),
+            &[],
+            b""
+        )
+        .status,
+        202
+    );
+    // Both replicas collect at the same moment, three times over.
+    let mut ran = 0;
+    let mut stood_down = 0;
+    for _ in 0..3 {
+        let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
+            let a = s.spawn(|| collect_on(&replicas[0]));
+            let b = s.spawn(|| collect_on(&replicas[1]));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        for a in answers {
+            if a["report"].is_object() {
+                ran += 1;
+            } else {
+                let e = a["error"].as_str().unwrap_or_default();
+                assert!(e.contains("another replica"), "{a}");
+                stood_down += 1;
+            }
+        }
+    }
+    eprintln!("{ran} collections ran, {stood_down} stood down");
+    assert!(
+        ran >= 3,
+        "each round at least one collects: {ran} ran, {stood_down} stood down"
+    );
+    // The lone blob is gone; everything team/keep references pulls whole.
+    let gone = http(
+        "HEAD",
+        &format!("{}/v2/team/drop/blobs/{lone}", replicas[0].url()),
+        &[],
+        b"",
+    );
+    assert_eq!(gone.status, 404);
+    let out = c.dir.path().join("out");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/keep:v1", replicas[1].host()))
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(layout_digest(&out, "v1"), want);
+}
