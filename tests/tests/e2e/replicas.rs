@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use berth_tests::postgres::PgServer;
 use berth_tests::s3::S3Server;
-use berth_tests::{Server, free_port, http, require, run, sha256, umoci_image};
+use berth_tests::{
+    Containerd, Server, free_port, http, podman, require, run, run_text, sha256, umoci_image,
+};
 
 use crate::clients::layout_digest;
 use crate::s3::s3_config_with;
@@ -140,6 +142,36 @@ fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
         .arg(format!("docker://{image}"))
         .arg(format!("oci:{}:v1", out.display())));
     assert_eq!(layout_digest(&out, "v1"), want);
+    // podman pushes another tag through the balancer and pulls it back;
+    // containerd pulls through it too.
+    let root = c.dir.path().join("podman");
+    let pushed = format!("{}/team/app:podman", lb.host());
+    run(&mut podman(
+        &root,
+        &["pull", "-q", "--tls-verify=false", &image],
+    ));
+    run(&mut podman(&root, &["tag", &image, &pushed]));
+    run(&mut podman(
+        &root,
+        &["push", "-q", "--tls-verify=false", &pushed],
+    ));
+    let _ = podman(&root, &["rmi", "--all", "--force"]).output();
+    run(&mut podman(
+        &root,
+        &["pull", "-q", "--tls-verify=false", &pushed],
+    ));
+    let _ = podman(&root, &["rmi", "--all", "--force"]).output();
+    let cd = Containerd::start(&c.dir.path().join("containerd"));
+    run(cd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &image,
+    ]));
+    assert!(run_text(cd.ctr().args(["images", "ls"])).contains(&want));
+    drop(cd);
     // Every replica answers for it.
     for r in &replicas {
         let tags = http(
@@ -148,7 +180,12 @@ fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
             &[],
             b"",
         );
-        assert_eq!(tags.json()["tags"][0], "v1", "replica {}", r.addr);
+        assert_eq!(
+            tags.json()["tags"],
+            serde_json::json!(["podman", "v1"]),
+            "replica {}",
+            r.addr
+        );
     }
 
     // A chunked upload started on replica 0, continued on 1, finished on
