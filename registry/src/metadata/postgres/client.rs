@@ -4,7 +4,9 @@
 //! at all — so the store, like the SQLite one, may be called from the
 //! blocking pool, from a plain thread, or (for short reads) from an async
 //! task, without "a runtime within a runtime". Transactions are explicit
-//! `BEGIN … COMMIT` on one connection.
+//! `BEGIN … COMMIT` on one connection. Each connection keeps the
+//! statements it prepared, so a query is parsed and planned once per
+//! connection and then costs one round trip.
 
 use std::future::Future;
 use std::pin::pin;
@@ -12,8 +14,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Error, NoTls, Row};
+use tokio_postgres::{Error, NoTls, Row, Statement};
+
+/// Statements a connection keeps prepared at most (the registry's are a
+/// fixed set, plus the audit filter's combinations).
+const STATEMENTS: usize = 512;
 
 /// Wakes the thread that waits.
 struct Unpark(Thread);
@@ -43,6 +52,7 @@ pub(in crate::metadata) fn block_on<F: Future>(f: F) -> F::Output {
 /// One connection.
 pub(in crate::metadata) struct Client {
     inner: tokio_postgres::Client,
+    prepared: Mutex<HashMap<String, Statement>>,
 }
 
 /// Connect with `config`, the connection's I/O running on `rt`.
@@ -58,12 +68,30 @@ pub(in crate::metadata) fn connect(
             tracing::debug!(error = %e, "PostgreSQL connection ended");
         }
     });
-    Ok(Client { inner: client })
+    Ok(Client {
+        inner: client,
+        prepared: Mutex::new(HashMap::new()),
+    })
 }
 
 /// Statements, on a connection or inside one of its transactions.
 pub(in crate::metadata) trait Statements {
-    fn client(&self) -> &tokio_postgres::Client;
+    fn connection(&self) -> &Client;
+
+    /// `sql` prepared on this connection (once).
+    fn prepared(&self, sql: &str) -> std::result::Result<Statement, Error> {
+        let c = self.connection();
+        if let Some(st) = lock(&c.prepared).get(sql) {
+            return Ok(st.clone());
+        }
+        let st = block_on(c.inner.prepare(sql))?;
+        let mut cache = lock(&c.prepared);
+        if cache.len() >= STATEMENTS {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
 
     /// Every row `sql` returns.
     fn query(
@@ -71,7 +99,8 @@ pub(in crate::metadata) trait Statements {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Vec<Row>, Error> {
-        block_on(self.client().query(sql, params))
+        let st = self.prepared(sql)?;
+        block_on(self.connection().inner.query(&st, params))
     }
 
     /// The one row `sql` returns.
@@ -80,7 +109,8 @@ pub(in crate::metadata) trait Statements {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Row, Error> {
-        block_on(self.client().query_one(sql, params))
+        let st = self.prepared(sql)?;
+        block_on(self.connection().inner.query_one(&st, params))
     }
 
     /// The row `sql` returns, if any.
@@ -89,7 +119,8 @@ pub(in crate::metadata) trait Statements {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Option<Row>, Error> {
-        block_on(self.client().query_opt(sql, params))
+        let st = self.prepared(sql)?;
+        block_on(self.connection().inner.query_opt(&st, params))
     }
 
     /// How many rows `sql` changed.
@@ -98,18 +129,23 @@ pub(in crate::metadata) trait Statements {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<u64, Error> {
-        block_on(self.client().execute(sql, params))
+        let st = self.prepared(sql)?;
+        block_on(self.connection().inner.execute(&st, params))
     }
 
-    /// Run statements without parameters.
+    /// Run statements without parameters (not prepared: DDL, BEGIN, …).
     fn batch_execute(&self, sql: &str) -> std::result::Result<(), Error> {
-        block_on(self.client().batch_execute(sql))
+        block_on(self.connection().inner.batch_execute(sql))
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Statements for Client {
-    fn client(&self) -> &tokio_postgres::Client {
-        &self.inner
+    fn connection(&self) -> &Client {
+        self
     }
 }
 
@@ -139,8 +175,8 @@ pub(in crate::metadata) struct Transaction<'a> {
 }
 
 impl Statements for Transaction<'_> {
-    fn client(&self) -> &tokio_postgres::Client {
-        &self.client.inner
+    fn connection(&self) -> &Client {
+        self.client
     }
 }
 
