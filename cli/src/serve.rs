@@ -51,6 +51,25 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         berth_registry::webhooks::Webhooks::load(&config.webhooks, &config.webhook)
             .map_err(anyhow::Error::msg)
             .context("in [[webhooks]]")?;
+        if let Some(url) = &config.metadata.postgres {
+            let password = match &config.metadata.password_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| {
+                            format!("in [metadata]: cannot read password_file {}", f.display())
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            berth_registry::metadata::Postgres::probe(url, password.as_deref()).with_context(|| {
+                format!(
+                    "in [metadata]: cannot use {} (is PostgreSQL up, the URL and password right?)",
+                    berth_registry::metadata::Postgres::describe(url)
+                )
+            })?;
+        }
         if let Some(s3) = &config.storage.s3 {
             // The bucket exists, and berth may write, list multipart
             // uploads and delete there.

@@ -390,7 +390,20 @@ fn postgres_restarting_during_pushes_loses_nothing_acknowledged() {
         let ready = http("GET", &format!("{}/readyz", r.url()), &[], b"");
         assert_eq!(ready.status, 503);
         assert_eq!(ready.json()["errors"][0]["code"], "UNAVAILABLE");
-        std::thread::sleep(Duration::from_millis(800));
+        // --check-config says which part is down, in one line.
+        let check = Command::new(berth_tests::berth_bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(&c.config)
+            .output()
+            .unwrap();
+        assert!(!check.status.success());
+        let why = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            why.contains("in [metadata]: cannot use PostgreSQL 127.0.0.1:"),
+            "{why}"
+        );
+        assert_eq!(why.trim().lines().count(), 1, "{why}");
+        std::thread::sleep(Duration::from_millis(300));
         c.pg.restart();
         std::thread::sleep(Duration::from_millis(1500));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -170,6 +170,36 @@ impl Postgres {
         Self::open_config(config, DEFAULT_POOL, true)
     }
 
+    /// Whether the database at `url` can be reached and holds no schema
+    /// newer than this berth's (`berth serve --check-config`): connects,
+    /// reads, changes nothing.
+    pub fn probe(url: &str, password: Option<&str>) -> Result<()> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                MetadataError::Unavailable(format!("{url:?}: {e}"))
+            })?;
+        if let Some(p) = password {
+            config.password(p);
+        }
+        let store = Self::open_config(config, 1, false)?;
+        let c = store.conn()?;
+        let known = c
+            .query_opt("SELECT to_regclass('berth_schema')::TEXT", &[])?
+            .and_then(|r| r.get::<_, Option<String>>(0));
+        if known.is_some() {
+            if let Some(row) = c.query_opt("SELECT version FROM berth_schema", &[])? {
+                let found: i64 = row.get(0);
+                if found > schema::VERSION {
+                    return Err(MetadataError::TooNew {
+                        found,
+                        known: schema::VERSION,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `url` for a log line: `PostgreSQL host:port/database`, never a
     /// password.
     pub fn describe(url: &str) -> String {
