@@ -306,11 +306,12 @@ async fn within_quota(
     let project = crate::auth::model::project_of(name).to_owned();
     if let Some(d) = digest {
         let (p, d) = (project.clone(), d.to_string());
-        if r.meta.blob_in_project(&p, &d)? {
+        if super::db_read(r, move |m| m.blob_in_project(&p, &d)).await? {
             return Ok(());
         }
     }
-    let usage = r.meta.project_usage(&project)?;
+    let p = project.clone();
+    let usage = super::db_read(r, move |m| m.project_usage(&p)).await?;
     let over = if extra == 0 {
         usage >= limit
     } else {
@@ -439,10 +440,13 @@ pub(super) async fn start(
         // From the named repository, or without `from` from any repository
         // that holds it; otherwise fall back to a new session, as the spec
         // asks. (Access control will limit both to what the caller may pull.)
-        let source = match params.get("from") {
-            Some(from) if validate_name(from).is_ok() => r.meta.repo_blob(from, &digest)?,
+        let (d, from) = (digest.clone(), params.get("from").cloned());
+        let source = match from {
+            Some(from) if validate_name(&from).is_ok() => {
+                super::db_read(r, move |m| m.repo_blob(&from, &d)).await?
+            }
             Some(_) => None,
-            None => r.meta.linked_blob_size(&digest)?,
+            None => super::db_read(r, move |m| m.linked_blob_size(&d)).await?,
         };
         if let Some(size) = source {
             within_quota(r, name, size, Some(&digest), actor).await?;

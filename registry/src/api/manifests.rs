@@ -36,15 +36,15 @@ fn manifest_unknown(name: &str, reference: &ManifestRef) -> ApiError {
 }
 
 /// GET or HEAD a manifest.
-pub(super) fn get(
+pub(super) async fn get(
     r: &Arc<Registry>,
     name: &str,
     reference: &ManifestRef,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let m = r
-        .meta
-        .manifest(name, key(reference), !head)?
+    let (repo, owned) = (name.to_owned(), reference.clone());
+    let m = super::db_read(r, move |meta| meta.manifest(&repo, key(&owned), !head))
+        .await?
         .ok_or_else(|| manifest_unknown(name, reference))?;
     let digest = m.digest.to_string();
     let builder = Response::builder()
@@ -377,9 +377,15 @@ fn next_link(items: &mut Vec<String>, n: usize, base: &str) -> Option<String> {
 }
 
 /// GET `/v2/<name>/tags/list`.
-pub(super) fn tags(r: &Arc<Registry>, name: &str, params: &Params) -> Result<Response, ApiError> {
+pub(super) async fn tags(
+    r: &Arc<Registry>,
+    name: &str,
+    params: &Params,
+) -> Result<Response, ApiError> {
     let (n, last) = page(r, params)?;
-    let mut tags = r.meta.tags(name, last.as_deref(), n + 1)?.ok_or_else(|| {
+    let repo = name.to_owned();
+    let found = super::db_read(r, move |m| m.tags(&repo, last.as_deref(), n + 1)).await?;
+    let mut tags = found.ok_or_else(|| {
         ApiError::new(
             ErrorCode::NameUnknown,
             format!("repository {name} is not known"),
@@ -394,9 +400,9 @@ pub(super) fn tags(r: &Arc<Registry>, name: &str, params: &Params) -> Result<Res
 }
 
 /// GET `/v2/_catalog`.
-pub(super) fn catalog(r: &Arc<Registry>, params: &Params) -> Result<Response, ApiError> {
+pub(super) async fn catalog(r: &Arc<Registry>, params: &Params) -> Result<Response, ApiError> {
     let (n, last) = page(r, params)?;
-    let mut repos = r.meta.catalog(last.as_deref(), n + 1)?;
+    let mut repos = super::db_read(r, move |m| m.catalog(last.as_deref(), n + 1)).await?;
     let link = next_link(&mut repos, n, "/v2/_catalog");
     Ok(json_response(
         &json!({ "repositories": repos }),

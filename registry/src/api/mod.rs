@@ -544,10 +544,10 @@ async fn handle(
     let head = method == Method::HEAD;
     match (method, route) {
         (Method::GET | Method::HEAD, Route::Base) => Ok(base().await),
-        (Method::GET, Route::Catalog) => manifests::catalog(r, &params),
-        (Method::GET, Route::Tags { name }) => manifests::tags(r, &name, &params),
+        (Method::GET, Route::Catalog) => manifests::catalog(r, &params).await,
+        (Method::GET, Route::Tags { name }) => manifests::tags(r, &name, &params).await,
         (Method::GET | Method::HEAD, Route::Manifest { name, reference }) => {
-            manifests::get(r, &name, &reference, head)
+            manifests::get(r, &name, &reference, head).await
         }
         (Method::PUT, Route::Manifest { name, reference }) => {
             manifests::put(r, &name, &reference, &params, &headers, body, actor).await
@@ -581,6 +581,22 @@ async fn handle(
             ),
         )
         .with_status(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// Run a metadata read: here on the async worker when the store is local
+/// (a SQLite read from the page cache is faster than a hop to the
+/// blocking pool), from the blocking pool when it waits on the network.
+pub(crate) async fn db_read<T: Send + 'static>(
+    r: &Arc<Registry>,
+    f: impl FnOnce(&crate::metadata::Metadata) -> Result<T, crate::metadata::MetadataError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    if r.meta.remote() {
+        db_write(r, f).await
+    } else {
+        f(r.meta.as_ref()).map_err(Into::into)
     }
 }
 

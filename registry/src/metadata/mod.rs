@@ -412,6 +412,11 @@ impl Versioned {
 /// belongs to one process: its guards hold nothing and it has no versions
 /// (the process reloads its copies itself after each change).
 pub trait Coordination {
+    /// Whether a call waits on the network (another process's database):
+    /// async code then makes it from the blocking pool rather than on its
+    /// worker thread, which a local SQLite read may use.
+    fn remote(&self) -> bool;
+
     /// Whether the database answers now (readiness).
     fn ping(&self) -> Result<()>;
 
@@ -429,6 +434,10 @@ pub trait Coordination {
 }
 
 impl Coordination for Sqlite {
+    fn remote(&self) -> bool {
+        false
+    }
+
     fn ping(&self) -> Result<()> {
         self.reader().query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())

@@ -424,6 +424,10 @@ impl Drop for Advisory {
 }
 
 impl super::Coordination for Postgres {
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn ping(&self) -> Result<()> {
         self.read(|c| {
             c.batch_execute("SELECT 1")?;
