@@ -43,7 +43,7 @@ Notes:
 
 - The first run of this benchmark gave 4,481 GETs/s on PostgreSQL, 200 µs of PostgreSQL CPU and 1.91 transactions per GET: tokio-postgres prepared every query string on every call (a second round trip, and a second implicit transaction). Each connection now keeps the statements it prepared: about 17,000 GETs/s, 27–28 µs, 1 transaction per GET (two runs).
 - PostgreSQL against SQLite (0.21× and 0.29× in two runs; SQLite's own rate moves most between runs on this shared machine): SQLite answers a GET from the process's own page cache (13–20 µs of CPU in all); a PostgreSQL read is a round trip to another process plus a hop to the store's I/O thread and back (about 43 µs of berth CPU and 28 µs of PostgreSQL's). On this 2-core machine the three processes (berth, PostgreSQL, wrk) share the CPU, so the rate is CPU-bound, not latency-bound.
-- A few reads (manifest and tag lookups, upload state) are made on the async worker threads, which suits SQLite; with a PostgreSQL across a network, each would hold its worker for a round trip. Moving those reads to the blocking pool when the store is remote is the next step for latency; it would not change the CPU figures above.
+- With PostgreSQL, manifest, tag-list, catalog, mount and quota reads run on the blocking pool, so a round trip to a database across a network does not hold an async worker; with SQLite they stay on the worker (a page-cache read beats the hop). Upload-session lookups still run on the worker.
 """
 
 

@@ -51,11 +51,25 @@ pub struct Postgres {
 /// The connections, shared with those lent out (a lock guard keeps its
 /// connection for as long as it holds the lock).
 struct Pool {
-    idle: Mutex<Vec<Client>>,
-    /// Connections open (idle or lent).
-    open: Mutex<usize>,
+    /// One lock over the idle connections and the count, so a connection
+    /// given back can never slip between a taker's look and its wait.
+    state: Mutex<PoolState>,
     freed: Condvar,
     max: usize,
+}
+
+struct PoolState {
+    idle: Vec<Client>,
+    /// Connections open (idle or lent).
+    open: usize,
+}
+
+impl Pool {
+    /// A connection is gone for good (it broke): room for a new one.
+    fn forget_one(&self) {
+        lock(&self.state).open -= 1;
+        self.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Postgres {
@@ -105,11 +119,11 @@ impl Drop for Conn {
             return;
         };
         if client.is_closed() {
-            *lock(&self.pool.open) -= 1;
+            self.pool.forget_one();
         } else {
-            lock(&self.pool.idle).push(client);
+            lock(&self.pool.state).idle.push(client);
+            self.pool.freed.notify_one();
         }
-        self.pool.freed.notify_one();
     }
 }
 
@@ -250,8 +264,10 @@ impl Postgres {
             config,
             runtime: Some(runtime),
             pool: Arc::new(Pool {
-                idle: Mutex::new(Vec::new()),
-                open: Mutex::new(0),
+                state: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
                 freed: Condvar::new(),
                 max: max.max(1),
             }),
@@ -267,10 +283,11 @@ impl Postgres {
     /// next one given back.
     fn conn(&self) -> Result<Conn> {
         let pool = &self.pool;
+        let mut state = lock(&pool.state);
         loop {
-            if let Some(client) = lock(&pool.idle).pop() {
+            if let Some(client) = state.idle.pop() {
                 if client.is_closed() {
-                    *lock(&pool.open) -= 1;
+                    state.open -= 1;
                     continue;
                 }
                 return Ok(Conn {
@@ -279,10 +296,9 @@ impl Postgres {
                     reused: true,
                 });
             }
-            let mut open = lock(&pool.open);
-            if *open < pool.max {
-                *open += 1;
-                drop(open);
+            if state.open < pool.max {
+                state.open += 1;
+                drop(state);
                 let rt = self.runtime.as_ref().expect("the store's runtime").handle();
                 return match client::connect(rt, &self.config) {
                     Ok(client) => Ok(Conn {
@@ -291,14 +307,14 @@ impl Postgres {
                         reused: false,
                     }),
                     Err(e) => {
-                        *lock(&pool.open) -= 1;
+                        pool.forget_one();
                         Err(MetadataError::Unavailable(e.to_string()))
                     }
                 };
             }
-            let (_open, _) = pool
+            state = pool
                 .freed
-                .wait_timeout(open, Duration::from_millis(200))
+                .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
@@ -418,7 +434,7 @@ impl Drop for Advisory {
         if self.conn.execute(unlock, &[&self.key]).is_err() {
             // Unknown state: never give this connection back.
             self.conn.client.take();
-            *lock(&self.conn.pool.open) -= 1;
+            self.conn.pool.forget_one();
         }
     }
 }
