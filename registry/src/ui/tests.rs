@@ -1070,8 +1070,18 @@ async fn retention_gc_webhooks_and_the_audit_log_have_pages() {
     let (_, _, page) = get_page("/ui/webhooks", cookie.clone()).await;
     assert!(page.contains("None: add [[webhooks]]"), "{page}");
 
-    // The audit log, filtered.
-    let (_, _, page) = get_page("/ui/audit?action=retention.", cookie.clone()).await;
+    // The audit log, filtered (its writer is a background task: wait for
+    // the last event to land).
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = get_page("/ui/audit?action=retention.", cookie.clone())
+            .await
+            .2;
+        if page.contains("<code>retention.request</code>") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(page.contains("<code>retention.dry_run</code>"), "{page}");
     assert!(page.contains("<code>retention.request</code>"), "{page}");
     assert!(!page.contains("<code>manifest.push</code>"), "{page}");
