@@ -13,7 +13,7 @@
 //! call connects again; while PostgreSQL cannot be reached, calls fail
 //! with [`MetadataError::Unavailable`] and nothing is half-written.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -46,15 +46,22 @@ pub struct Postgres {
     /// Where the connections' I/O runs (shut down with the store).
     runtime: Option<tokio::runtime::Runtime>,
     pool: Arc<Pool>,
+    /// Connections that hold advisory locks, apart from `pool`: a replica
+    /// publishing under a gate stripe holds one of these while it links
+    /// the blob with one of `pool`'s, so locks can never use up the
+    /// connections the work under them needs.
+    lock_pool: Arc<Pool>,
 }
 
 /// The connections, shared with those lent out (a lock guard keeps its
 /// connection for as long as it holds the lock).
 struct Pool {
-    /// One lock over the idle connections and the count, so a connection
-    /// given back can never slip between a taker's look and its wait.
+    /// One permit per connection the pool may open, handed out first come
+    /// first served: a taker waits its turn, never barged past by later
+    /// ones (a condition variable wakes an arbitrary waiter, and under 64
+    /// concurrent GETs some waited hundreds of milliseconds).
+    permits: Arc<tokio::sync::Semaphore>,
     state: Mutex<PoolState>,
-    freed: Condvar,
     max: usize,
 }
 
@@ -68,7 +75,6 @@ impl Pool {
     /// A connection is gone for good (it broke): room for a new one.
     fn forget_one(&self) {
         lock(&self.state).open -= 1;
-        self.freed.notify_one();
     }
 }
 
@@ -86,6 +92,8 @@ impl std::fmt::Debug for Postgres {
 struct Conn {
     pool: Arc<Pool>,
     client: Option<Client>,
+    /// Its turn in the pool, given back after the connection.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     /// It was idle in the pool: it may have broken since (PostgreSQL
     /// restarted), which only its first use tells.
     reused: bool,
@@ -122,7 +130,6 @@ impl Drop for Conn {
             self.pool.forget_one();
         } else {
             lock(&self.pool.state).idle.push(client);
-            self.pool.freed.notify_one();
         }
     }
 }
@@ -264,12 +271,20 @@ impl Postgres {
             config,
             runtime: Some(runtime),
             pool: Arc::new(Pool {
+                permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
                 state: Mutex::new(PoolState {
                     idle: Vec::new(),
                     open: 0,
                 }),
-                freed: Condvar::new(),
                 max: max.max(1),
+            }),
+            lock_pool: Arc::new(Pool {
+                permits: Arc::new(tokio::sync::Semaphore::new(LOCK_POOL)),
+                state: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                max: LOCK_POOL,
             }),
         };
         if migrate {
@@ -282,40 +297,42 @@ impl Postgres {
     /// A connection: an idle one, a new one while under the limit, or the
     /// next one given back.
     fn conn(&self) -> Result<Conn> {
-        let pool = &self.pool;
+        self.conn_from(&self.pool)
+    }
+
+    /// A connection of `pool` (see [`Postgres::conn`]).
+    fn conn_from(&self, pool: &Arc<Pool>) -> Result<Conn> {
+        // With a permit, an idle connection is there or there is room to
+        // open one: every lent connection holds a permit.
+        let permit = client::block_on(pool.permits.clone().acquire_owned())
+            .expect("the pool's semaphore is never closed");
         let mut state = lock(&pool.state);
-        loop {
-            if let Some(client) = state.idle.pop() {
-                if client.is_closed() {
-                    state.open -= 1;
-                    continue;
-                }
-                return Ok(Conn {
-                    pool: pool.clone(),
-                    client: Some(client),
-                    reused: true,
-                });
+        while let Some(client) = state.idle.pop() {
+            if client.is_closed() {
+                state.open -= 1;
+                continue;
             }
-            if state.open < pool.max {
-                state.open += 1;
-                drop(state);
-                let rt = self.runtime.as_ref().expect("the store's runtime").handle();
-                return match client::connect(rt, &self.config) {
-                    Ok(client) => Ok(Conn {
-                        pool: pool.clone(),
-                        client: Some(client),
-                        reused: false,
-                    }),
-                    Err(e) => {
-                        pool.forget_one();
-                        Err(MetadataError::Unavailable(e.to_string()))
-                    }
-                };
+            return Ok(Conn {
+                pool: pool.clone(),
+                client: Some(client),
+                _permit: permit,
+                reused: true,
+            });
+        }
+        state.open += 1;
+        drop(state);
+        let rt = self.runtime.as_ref().expect("the store's runtime").handle();
+        match client::connect(rt, &self.config) {
+            Ok(client) => Ok(Conn {
+                pool: pool.clone(),
+                client: Some(client),
+                _permit: permit,
+                reused: false,
+            }),
+            Err(e) => {
+                pool.forget_one();
+                Err(MetadataError::Unavailable(e.to_string()))
             }
-            state = pool
-                .freed
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -404,6 +421,11 @@ impl Postgres {
     }
 }
 
+/// Connections holding advisory locks at most: the 64 gate stripes can
+/// be held at once (shared locks of concurrent uploads share nothing
+/// else), plus the jobs.
+const LOCK_POOL: usize = 72;
+
 /// The advisory locks of the blob gate's stripes: this plus the stripe.
 const GATE_LOCKS: i64 = 0x6265_7274_6800_0000; // "berth\0\0\0"
 
@@ -463,7 +485,7 @@ impl super::Coordination for Postgres {
 
     fn gate_stripe(&self, stripe: usize, exclusive: bool) -> Result<super::LockGuard> {
         let key = GATE_LOCKS + stripe as i64;
-        let conn = self.conn()?;
+        let conn = self.conn_from(&self.lock_pool)?;
         let sql = if exclusive {
             "SELECT pg_advisory_lock($1)"
         } else {
@@ -479,7 +501,7 @@ impl super::Coordination for Postgres {
 
     fn try_job(&self, job: &str) -> Result<Option<super::LockGuard>> {
         let key = job_key(job);
-        let conn = self.conn()?;
+        let conn = self.conn_from(&self.lock_pool)?;
         let got: bool = conn
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
             .get(0);
