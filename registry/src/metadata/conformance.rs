@@ -831,21 +831,25 @@ fn sqlite_metadata_moves_to_postgres_whole() {
 fn locks_held_never_starve_the_work_under_them() {
     let pg = berth_tests::postgres::PgServer::start();
     // One connection for work; many uploads under the gate at once.
-    let m = crate::metadata::Postgres::open_with(&pg.database(), None, 1).unwrap();
+    let m =
+        std::sync::Arc::new(crate::metadata::Postgres::open_with(&pg.database(), None, 1).unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let guards: Vec<_> = (0..8)
-                .map(|i| m.gate_stripe(i % 3, false).unwrap())
-                .collect();
-            // Each upload links its blob while holding its stripe.
-            let d = berth_oci::Digest::sha256(b"under the gate");
-            m.link_blob("team/app", &d, 14, None).unwrap();
-            assert_eq!(m.blob_size(&d).unwrap(), Some(14));
-            drop(guards);
-            tx.send(()).unwrap();
-        });
-        rx.recv_timeout(std::time::Duration::from_secs(20))
-            .expect("work under held locks finishes");
+    let worker = m.clone();
+    // A plain thread: if it hangs, the test fails instead of waiting.
+    std::thread::spawn(move || {
+        let m = worker;
+        let guards: Vec<_> = (0..8)
+            .map(|i| m.gate_stripe(i % 3, false).unwrap())
+            .collect();
+        // Each upload links its blob while holding its stripe.
+        let d = berth_oci::Digest::sha256(b"under the gate");
+        m.link_blob("team/app", &d, 14, None).unwrap();
+        let size = m.blob_size(&d).unwrap();
+        drop(guards);
+        let _ = tx.send(size);
     });
+    let size = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("work under held locks finishes");
+    assert_eq!(size, Some(14));
 }
