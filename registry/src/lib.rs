@@ -168,6 +168,10 @@ pub struct Registry {
     gc_gate: gc::Gate,
     /// Held by the running garbage collection.
     gc_running: tokio::sync::Mutex<()>,
+    /// Remote-store reads waiting for the blocking pool, at most (first
+    /// come first served): more would only queue on the store's
+    /// connections as runnable threads.
+    db_reads: tokio::sync::Semaphore,
     /// Blobs whose piece digests are being computed.
     pieces_computing: pieces::Computing,
     /// Whether `/ui/` is served.
@@ -232,6 +236,7 @@ impl Registry {
             declared_policies: Vec::new(),
             gc_gate: gc::Gate::default(),
             gc_running: tokio::sync::Mutex::new(()),
+            db_reads: tokio::sync::Semaphore::new(16),
             pieces_computing: pieces::Computing::default(),
             ui: true,
             gc: gc::GcConfig::default(),

@@ -594,6 +594,12 @@ pub(crate) async fn db_read<T: Send + 'static>(
     + 'static,
 ) -> Result<T, ApiError> {
     if r.meta.remote() {
+        // Waiting here is an async wait in arrival order, not a thread.
+        let _turn = r
+            .db_reads
+            .acquire()
+            .await
+            .map_err(|e| crate::storage::StorageError::Io(std::io::Error::other(e)))?;
         db_write(r, f).await
     } else {
         f(r.meta.as_ref()).map_err(Into::into)
