@@ -760,3 +760,74 @@ fn replicas_collecting_at_once_take_turns_and_keep_what_is_referenced() {
         .arg(format!("oci:{}:v1", out.display())));
     assert_eq!(layout_digest(&out, "v1"), want);
 }
+
+#[test]
+fn replicas_sharing_one_data_directory_continue_each_others_uploads() {
+    // Filesystem blobs: every replica mounts the same --data.
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgServer::start();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!("[metadata]\npostgres = {:?}\n", pg.database()),
+    )
+    .unwrap();
+    let data = dir.path().join("shared");
+    let replicas: Vec<Server> = (0..2)
+        .map(|i| {
+            Server::start_at(
+                &format!("127.0.0.{}:0", i + 1),
+                &data,
+                &["--config", config.to_str().unwrap()],
+            )
+        })
+        .collect();
+    let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = sha256(&blob);
+    let start = http(
+        "POST",
+        &format!("{}/v2/team/fs/blobs/uploads/", replicas[0].url()),
+        &[],
+        b"",
+    );
+    assert_eq!(start.status, 202);
+    let mut location = start.header("Location").unwrap().to_owned();
+    for (i, chunk) in blob.chunks(1_000_000).enumerate() {
+        let r = &replicas[i % 2];
+        let range = format!("{}-{}", i * 1_000_000, i * 1_000_000 + chunk.len() - 1);
+        let patch = http(
+            "PATCH",
+            &format!("{}{location}", r.url()),
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &range),
+            ],
+            chunk,
+        );
+        assert_eq!(
+            patch.status,
+            202,
+            "chunk {i}: {}",
+            String::from_utf8_lossy(&patch.body)
+        );
+        location = patch.header("Location").unwrap().to_owned();
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let done = http(
+        "PUT",
+        &format!("{}{location}{sep}digest={digest}", replicas[1].url()),
+        &[],
+        b"",
+    );
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    for r in &replicas {
+        let got = http(
+            "GET",
+            &format!("{}/v2/team/fs/blobs/{digest}", r.url()),
+            &[],
+            b"",
+        );
+        assert_eq!(got.status, 200);
+        assert_eq!(sha256(&got.body), digest);
+    }
+}
