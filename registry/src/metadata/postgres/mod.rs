@@ -351,48 +351,29 @@ impl Postgres {
     /// Run `f` on one consistent snapshot (a `REPEATABLE READ` read-only
     /// transaction): reads that must agree with each other, such as a
     /// collection's plan.
-    fn snapshot<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        loop {
-            let mut c = self.conn()?;
-            let reused = c.reused;
-            let outcome = (|| {
-                let mut tx = c.begin("ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-                let value = f(&mut tx)?;
-                tx.commit()?;
-                Ok(value)
-            })();
-            match outcome {
-                Err(MetadataError::Unavailable(_)) if reused && c.is_closed() => {}
-                other => return other,
-            }
-        }
+    fn snapshot<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.transaction("ISOLATION LEVEL REPEATABLE READ READ ONLY", true, f)
     }
 
     /// Run `f` in a transaction that is rolled back: what a change would
     /// do, seen from inside, without making it.
-    fn rolled_back<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        loop {
-            let mut c = self.conn()?;
-            let reused = c.reused;
-            let outcome = (|| {
-                let mut tx = c.begin("ISOLATION LEVEL REPEATABLE READ")?;
-                let value = f(&mut tx)?;
-                tx.rollback()?;
-                Ok(value)
-            })();
-            match outcome {
-                Err(MetadataError::Unavailable(_)) if reused && c.is_closed() => {}
-                other => return other,
-            }
-        }
+    fn rolled_back<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.transaction("ISOLATION LEVEL REPEATABLE READ", false, f)
     }
 
-    /// Run `f` in a `SERIALIZABLE` transaction and commit, again from the
-    /// start when PostgreSQL says it lost a race with another writer (or
-    /// when a pooled connection turns out to have broken: nothing was
-    /// written on it).
-    pub(super) fn write<T>(
+    /// Run `f` in a `SERIALIZABLE` transaction and commit.
+    pub(super) fn write<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.transaction("ISOLATION LEVEL SERIALIZABLE", true, f)
+    }
+
+    /// Run `f` in a transaction begun with `mode`, then commit it (`keep`)
+    /// or roll it back — again from the start when PostgreSQL says it lost
+    /// a race with another transaction, or when a pooled connection turns
+    /// out to have broken (nothing was done on it).
+    fn transaction<T>(
         &self,
+        mode: &str,
+        keep: bool,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut attempt = 0;
@@ -400,9 +381,13 @@ impl Postgres {
             let mut c = self.conn()?;
             let reused = c.reused;
             let outcome = (|| {
-                let mut tx = c.begin("ISOLATION LEVEL SERIALIZABLE")?;
+                let mut tx = c.begin(mode)?;
                 let value = f(&mut tx)?;
-                tx.commit()?;
+                if keep {
+                    tx.commit()?;
+                } else {
+                    tx.rollback()?;
+                }
                 Ok(value)
             })();
             match outcome {
