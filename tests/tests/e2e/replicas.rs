@@ -831,3 +831,70 @@ fn replicas_sharing_one_data_directory_continue_each_others_uploads() {
         assert_eq!(sha256(&got.body), digest);
     }
 }
+
+/// The value of attribute `name` in the first `<tag …>` of `xml`.
+fn xml_attr(xml: &str, tag: &str, name: &str) -> Option<u64> {
+    let start = xml.find(&format!("<{tag} "))?;
+    let head = &xml[start..start + xml[start..].find('>')?];
+    let at = head.find(&format!(" {name}=\""))? + name.len() + 3;
+    head[at..at + head[at..].find('"')?].parse().ok()
+}
+
+/// The OCI distribution-spec conformance suite, every optional API on,
+/// through haproxy in front of three replicas on PostgreSQL and SeaweedFS.
+/// The suite is never part of this repository, so this runs only when
+/// asked for (`cargo test -p berth-tests --test e2e -- --ignored
+/// conformance`) with `BERTH_CONFORMANCE` naming a locally built suite
+/// (docs/conformance.md says how to build one).
+#[test]
+#[ignore = "needs the OCI conformance suite built locally: BERTH_CONFORMANCE=<path> (docs/conformance.md)"]
+fn the_conformance_suite_passes_through_the_balancer() {
+    let suite = std::env::var_os("BERTH_CONFORMANCE").unwrap_or_else(|| {
+        panic!(
+            "BERTH_CONFORMANCE is not set: build the suite (`go test -c` in \
+             distribution-spec/conformance, docs/conformance.md) and set it to the binary"
+        )
+    });
+    let c = cluster();
+    let replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
+    let lb = Haproxy::start(
+        c.dir.path(),
+        &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
+    );
+    let work = c.dir.path().join("conformance");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = Command::new(&suite)
+        .current_dir(&work)
+        .env("OCI_REGISTRY", lb.host())
+        .env("OCI_TLS", "disabled")
+        .env("OCI_VERSION", "1.1")
+        .env("OCI_API_BLOBS_UPLOAD_CANCEL", "true")
+        .env("OCI_API_MANIFESTS_TAG_PARAM", "true")
+        .env("OCI_API_BLOBS_DIGEST_HEADER", "true")
+        .env("OCI_API_MANIFESTS_DIGEST_HEADER", "true")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&suite).display()));
+    let junit = std::fs::read_to_string(work.join("results/junit.xml")).unwrap_or_else(|e| {
+        panic!(
+            "the suite wrote no results/junit.xml ({e}); its output:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let count = |name| xml_attr(&junit, "testsuite", name).unwrap_or(0);
+    let (tests, failures, errors) = (count("tests"), count("failures"), count("errors"));
+    eprintln!(
+        "conformance through haproxy and 3 replicas: {tests} tests, {failures} failures, \
+         {errors} errors, {} skipped, {} disabled",
+        count("skipped"),
+        count("disabled")
+    );
+    assert!(tests > 900, "only {tests} tests ran");
+    assert_eq!(
+        (failures, errors),
+        (0, 0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "the suite exited {}", out.status);
+}
