@@ -88,7 +88,14 @@ in
     systemd.services.berth-registry = {
       description = "berth OCI registry";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network-online.target" ];
+      # A PostgreSQL on the same host ([metadata]) starts first.
+      after = [
+        "network-online.target"
+        "postgresql.service"
+      ];
+      # A replica whose database or bucket is not up yet keeps retrying
+      # (every 5 s) instead of hitting systemd's start limit.
+      startLimitIntervalSec = 0;
       wants = [ "network-online.target" ];
       serviceConfig = {
         ExecStartPre = "${cfg.package}/bin/berth serve --config ${configFile} --check-config";
@@ -98,6 +105,7 @@ in
         WorkingDirectory = "/var/lib/${cfg.stateDirectory}";
         LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") cfg.credentialFiles;
         Restart = "on-failure";
+        RestartSec = 5;
         # berth serve drains in-flight uploads on SIGTERM.
         KillSignal = "SIGTERM";
         TimeoutStopSec = 60;

@@ -489,6 +489,42 @@ fn the_registry_module_renders_a_config_berth_serve_accepts() {
         "s3 with a bucket that does not exist",
         "does not exist",
     );
+    // [metadata] on PostgreSQL, as every replica of docs/scaling.md has
+    // it: the check connects and reads the schema version, and with
+    // [auth] the shared token key is required.
+    let mut pg = berth_tests::postgres::PgServer::start();
+    std::fs::write(creds.join("token-key"), "a-shared-token-key-of-length-32+").unwrap();
+    let metadata = |url: &str| {
+        format!(
+            r#"{{ metadata = {{ postgres = "{url}"; pool = 8; }}; auth = {{ service = "registry.lan:5000"; token_key_file = "{}/token-key"; projects = [ {{ name = "team"; }} ]; }}; }}"#,
+            creds.display()
+        )
+    };
+    assert_accepted(
+        "serve",
+        &registry_config(dir.path(), &metadata(&pg.database())),
+        "postgres",
+    );
+    assert_refused(
+        "serve",
+        &registry_config(
+            dir.path(),
+            &format!(
+                r#"{{ metadata.postgres = "{}"; auth = {{ service = "r"; projects = [ {{ name = "team"; }} ]; }}; }}"#,
+                pg.database()
+            ),
+        ),
+        "replicas with auth but no shared token key",
+        "token_key_file",
+    );
+    let url = pg.database();
+    pg.stop();
+    assert_refused(
+        "serve",
+        &registry_config(dir.path(), &metadata(&url)),
+        "postgres that is down",
+        "PostgreSQL",
+    );
     // [[webhooks]] and [webhook]: a target inside the network only with
     // an allow rule; cloud metadata never without one.
     std::fs::write(creds.join("webhook"), "a-webhook-secret-of-length").unwrap();
