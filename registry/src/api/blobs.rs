@@ -156,6 +156,8 @@ struct Claim<'a> {
     hasher: Option<(u64, Hasher)>,
     /// The session ended (finished or cancelled): forget its state.
     ended: bool,
+    /// The claim on the session on every replica (after the local one).
+    _cluster: Option<crate::metadata::LockGuard>,
 }
 
 impl<'a> Claim<'a> {
@@ -163,11 +165,7 @@ impl<'a> Claim<'a> {
         let mut sessions = r.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let state = sessions.entry(id).or_default();
         if state.busy {
-            return Err(ApiError::new(
-                ErrorCode::BlobUploadInvalid,
-                format!("upload {id} is in use by another request; retry when it completes"),
-            )
-            .with_status(StatusCode::CONFLICT));
+            return Err(in_use(id));
         }
         state.busy = true;
         let hasher = state.hasher.take();
@@ -176,8 +174,31 @@ impl<'a> Claim<'a> {
             id,
             hasher,
             ended: false,
+            _cluster: None,
         })
     }
+
+    /// Also hold the session on every replica (a remote metadata store):
+    /// a request for it running on another replica refuses this one.
+    async fn across_replicas(mut self, r: &Arc<Registry>) -> Result<Self, ApiError> {
+        if r.meta.remote() {
+            let id = self.id;
+            match db_write(r, move |m| m.claim_upload(id)).await? {
+                Some(guard) => self._cluster = Some(guard),
+                None => return Err(in_use(id)),
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Upload `id` is being written by another request.
+fn in_use(id: UploadId) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("upload {id} is in use by another request; retry when it completes"),
+    )
+    .with_status(StatusCode::CONFLICT)
 }
 
 impl Drop for Claim<'_> {
@@ -493,14 +514,24 @@ pub(super) async fn start(
     Ok(empty(StatusCode::ACCEPTED, &h))
 }
 
-/// The session `id` in repository `name`, claimed for this request.
-fn session<'a>(r: &'a Registry, name: &str, id: &str) -> Result<(Claim<'a>, u64), ApiError> {
+/// The session `id` in repository `name`, claimed for this request here
+/// and on every replica, and its size. The size is read after the claim
+/// is held: the request before may have just grown it on another replica.
+async fn session<'a>(
+    r: &'a Arc<Registry>,
+    name: &str,
+    id: &str,
+) -> Result<(Claim<'a>, u64), ApiError> {
     let uid = UploadId::parse(id).ok_or_else(|| upload_unknown(id))?;
-    let rec = r.meta.upload(uid)?.ok_or_else(|| upload_unknown(id))?;
+    let mut claim = Claim::take(r, uid)?.across_replicas(r).await?;
+    let Some(rec) = super::db_read(r, move |m| m.upload(uid)).await? else {
+        // Keep no state for an id that names no session.
+        claim.ended = true;
+        return Err(upload_unknown(id));
+    };
     if rec.repository != name {
         return Err(upload_unknown(id));
     }
-    let claim = Claim::take(r, uid)?;
     Ok((claim, rec.size))
 }
 
@@ -567,7 +598,7 @@ pub(super) async fn patch(
     body: Body,
     actor: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (mut claim, have) = session(r, name, id)?;
+    let (mut claim, have) = session(r, name, id).await?;
     let range = content_range(headers)?;
     // Past the quota: refused before the chunk is stored, and the session
     // goes (nothing partial remains).
@@ -627,9 +658,11 @@ pub(super) async fn patch(
 }
 
 /// GET the status of a session.
-pub(super) fn status(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn status(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response, ApiError> {
     let uid = UploadId::parse(id).ok_or_else(|| upload_unknown(id))?;
-    let rec = r.meta.upload(uid)?.ok_or_else(|| upload_unknown(id))?;
+    let rec = super::db_read(r, move |m| m.upload(uid))
+        .await?
+        .ok_or_else(|| upload_unknown(id))?;
     if rec.repository != name {
         return Err(upload_unknown(id));
     }
@@ -655,7 +688,7 @@ pub(super) async fn finish(
             "finishing an upload needs ?digest=<digest>",
         )
     })?;
-    let (mut claim, have) = session(r, name, id)?;
+    let (mut claim, have) = session(r, name, id).await?;
     if let Some((start, _)) = content_range(headers)? {
         if start != have {
             return Err(out_of_order(name, claim.id, have, start));
@@ -689,7 +722,7 @@ pub(super) async fn finish(
 
 /// DELETE a session.
 pub(super) async fn cancel(r: &Arc<Registry>, name: &str, id: &str) -> Result<Response, ApiError> {
-    let (mut claim, _) = session(r, name, id)?;
+    let (mut claim, _) = session(r, name, id).await?;
     discard(r, &mut claim).await?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))
 }

@@ -214,10 +214,12 @@ async fn base() -> Response {
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
-    let open = registry.meta.upload_count().unwrap_or(0);
+    // Counted in the database, so off the async worker when it is remote.
+    let open = db_read(&registry, |m| m.upload_count()).await.unwrap_or(0);
     if let (crate::storage::Blobs::S3(_), Some(s3)) = (&registry.blobs, &registry.metrics.s3_gauge)
     {
-        s3.set(registry.meta.s3_open_multipart_count().unwrap_or(0) as i64);
+        let multipart = db_read(&registry, |m| m.s3_open_multipart_count()).await;
+        s3.set(multipart.unwrap_or(0) as i64);
     }
     if let Some(dir) = &registry.data_dir {
         registry
@@ -565,7 +567,7 @@ async fn handle(
         (Method::POST, Route::UploadStart { name }) => {
             blobs::start(r, &name, &params, &headers, body, actor).await
         }
-        (Method::GET, Route::Upload { name, id }) => blobs::status(r, &name, &id),
+        (Method::GET, Route::Upload { name, id }) => blobs::status(r, &name, &id).await,
         (Method::PATCH, Route::Upload { name, id }) => {
             blobs::patch(r, &name, &id, &headers, body, actor).await
         }

@@ -713,6 +713,47 @@ fn one_replica_runs_a_job_and_the_gate_spans_replicas() {
 }
 
 #[test]
+fn an_upload_is_written_on_one_replica_at_a_time() {
+    use crate::storage::UploadId;
+    let mut pg = berth_tests::postgres::PgServer::start();
+    let url = pg.database();
+    let a = crate::metadata::Postgres::open(&url).unwrap();
+    let b = crate::metadata::Postgres::open(&url).unwrap();
+    let (x, y) = (UploadId::new(), UploadId::new());
+    let held = a.claim_upload(x).unwrap().expect("free");
+    assert!(b.claim_upload(x).unwrap().is_none(), "a writes it");
+    let other = b.claim_upload(y).unwrap().expect("another session is free");
+    drop(held);
+    let on_b = b.claim_upload(x).unwrap().expect("a let go");
+    // b dies holding both: its connections close, and PostgreSQL lets go
+    // of its claims without b's help.
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        if let Some(g) = a.claim_upload(x).unwrap() {
+            break g;
+        }
+        assert!(std::time::Instant::now() < deadline, "b's claim outlived b");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop((on_b, other, again));
+    // A restarted database: the claims connection is opened again.
+    pg.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.claim_upload(y).map(|g| g.is_none()).unwrap_or(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no claims after a restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SQLite serves one process: the registry's own claim suffices.
+    let s = crate::metadata::Sqlite::in_memory().unwrap();
+    let _x = s.claim_upload(x).unwrap().expect("always");
+    assert!(s.claim_upload(x).unwrap().is_some());
+}
+
+#[test]
 fn sqlite_metadata_moves_to_postgres_whole() {
     use super::{ManifestKey, ManifestRefs, StoredProject, StoredUser};
     use berth_oci::Digest;

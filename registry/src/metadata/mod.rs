@@ -431,6 +431,12 @@ pub trait Coordination {
     /// Become the one replica running `job` (`gc`, `retention`): the
     /// guard, or `None` while another replica runs it.
     fn try_job(&self, job: &str) -> Result<Option<LockGuard>>;
+
+    /// Hold upload session `id` for one request on every replica, so two
+    /// requests on different replicas never write one session at once:
+    /// the guard, or `None` while another replica's request holds it. It
+    /// lets go when dropped, or at once when the replica holding it dies.
+    fn claim_upload(&self, id: UploadId) -> Result<Option<LockGuard>>;
 }
 
 impl Coordination for Sqlite {
@@ -452,6 +458,11 @@ impl Coordination for Sqlite {
     }
 
     fn try_job(&self, _job: &str) -> Result<Option<LockGuard>> {
+        Ok(Some(LockGuard::local()))
+    }
+
+    fn claim_upload(&self, _id: UploadId) -> Result<Option<LockGuard>> {
+        // One process: the registry's own claim on the session suffices.
         Ok(Some(LockGuard::local()))
     }
 }

@@ -43,6 +43,11 @@ impl UploadId {
         Self(uuid::Uuid::new_v4())
     }
 
+    /// The id's 16 bytes.
+    pub fn bytes(&self) -> [u8; 16] {
+        *self.0.as_bytes()
+    }
+
     /// Parse the id from a URL segment; only the hyphenated UUID form is
     /// accepted, so nothing else ever reaches a path.
     pub fn parse(s: &str) -> Option<Self> {

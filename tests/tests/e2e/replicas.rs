@@ -783,7 +783,6 @@ fn replicas_sharing_one_data_directory_continue_each_others_uploads() {
         })
         .collect();
     let blob: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let digest = sha256(&blob);
     let start = http(
         "POST",
         &format!("{}/v2/team/fs/blobs/uploads/", replicas[0].url()),
@@ -812,6 +811,39 @@ fn replicas_sharing_one_data_directory_continue_each_others_uploads() {
         );
         location = patch.header("Location").unwrap().to_owned();
     }
+    // Two writers at one instant on two replicas: while replica 0 streams
+    // a chunk of the session (its body still arriving), replica 1 refuses
+    // another with 409 instead of writing the same bytes under it.
+    let tail = b"one more chunk, sent slowly";
+    let slow = slow_patch(&replicas[0], &location, blob.len(), tail);
+    let racing = http(
+        "PATCH",
+        &format!("{}{location}", replicas[1].url()),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            (
+                "Content-Range",
+                &format!("{}-{}", blob.len(), blob.len() + 2),
+            ),
+        ],
+        b"abc",
+    );
+    assert_eq!(
+        racing.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&racing.body)
+    );
+    assert!(
+        racing.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in use")
+    );
+    location = slow.finish();
+    let mut whole = blob.clone();
+    whole.extend_from_slice(tail);
+    let digest = sha256(&whole);
     let sep = if location.contains('?') { '&' } else { '?' };
     let done = http(
         "PUT",
@@ -829,6 +861,53 @@ fn replicas_sharing_one_data_directory_continue_each_others_uploads() {
         );
         assert_eq!(got.status, 200);
         assert_eq!(sha256(&got.body), digest);
+    }
+}
+
+/// A PATCH of `chunk` at `offset` whose body is held back after its
+/// first byte until [`SlowPatch::finish`].
+struct SlowPatch {
+    stream: std::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+fn slow_patch(r: &Server, location: &str, offset: usize, chunk: &[u8]) -> SlowPatch {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(r.addr).unwrap();
+    write!(
+        stream,
+        "PATCH {location} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {offset}-{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        r.addr,
+        offset + chunk.len() - 1,
+        chunk.len()
+    )
+    .unwrap();
+    stream.write_all(&chunk[..1]).unwrap();
+    stream.flush().unwrap();
+    // Let the replica take the session.
+    std::thread::sleep(Duration::from_millis(500));
+    SlowPatch {
+        stream,
+        rest: chunk[1..].to_vec(),
+    }
+}
+
+impl SlowPatch {
+    /// Send the rest; the new `Location` of the 202.
+    fn finish(mut self) -> String {
+        use std::io::{Read as _, Write as _};
+        self.stream.write_all(&self.rest).unwrap();
+        let mut answer = String::new();
+        self.stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        answer
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("location:")
+                    .then(|| l[9..].trim().to_owned())
+            })
+            .expect("a Location")
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_postgres::error::SqlState;
 
 use self::client::{Client, Statements, Transaction};
 use super::{MetadataError, Result};
+use crate::storage::UploadId;
 
 mod accounts;
 mod browse;
@@ -51,6 +52,10 @@ pub struct Postgres {
     /// the blob with one of `pool`'s, so locks can never use up the
     /// connections the work under them needs.
     lock_pool: Arc<Pool>,
+    /// The one connection holding every upload claim of this replica (an
+    /// advisory lock each, many on one session), opened when first needed
+    /// and again after it breaks.
+    claims: Mutex<Option<Arc<Client>>>,
 }
 
 /// The connections, shared with those lent out (a lock guard keeps its
@@ -286,6 +291,7 @@ impl Postgres {
                 }),
                 max: LOCK_POOL,
             }),
+            claims: Mutex::new(None),
         };
         if migrate {
             let mut c = store.conn()?;
@@ -423,6 +429,35 @@ fn job_key(job: &str) -> i64 {
     0x6265_7274_6a00_0000 | (h & 0xff_ffff) as i64 // "berthj…"
 }
 
+/// The advisory lock of upload session `id`: its last 8 bytes (random in
+/// a v4 UUID) as the two-key form, whose key space PostgreSQL keeps apart
+/// from the one-key form of the gate and the jobs.
+fn upload_key(id: UploadId) -> (i32, i32) {
+    let b = id.bytes();
+    (
+        i32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        i32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+    )
+}
+
+/// An upload claim: an advisory lock on the replica's claims connection.
+struct UploadClaim {
+    client: Arc<Client>,
+    key: (i32, i32),
+}
+
+impl Drop for UploadClaim {
+    fn drop(&mut self) {
+        // A broken connection took its locks with it.
+        if !self.client.is_closed() {
+            let _ = self.client.execute(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&self.key.0, &self.key.1],
+            );
+        }
+    }
+}
+
 /// A session-level advisory lock, held on its own connection until
 /// dropped (if that connection breaks, PostgreSQL lets go of it).
 struct Advisory {
@@ -482,6 +517,29 @@ impl super::Coordination for Postgres {
             key,
             shared: !exclusive,
         }))
+    }
+
+    fn claim_upload(&self, id: UploadId) -> Result<Option<super::LockGuard>> {
+        let client = {
+            let mut slot = lock(&self.claims);
+            match slot.as_ref() {
+                Some(c) if !c.is_closed() => c.clone(),
+                _ => {
+                    let rt = self.runtime.as_ref().expect("the store's runtime").handle();
+                    let c = Arc::new(
+                        client::connect(rt, &self.config)
+                            .map_err(|e| MetadataError::Unavailable(e.to_string()))?,
+                    );
+                    *slot = Some(c.clone());
+                    c
+                }
+            }
+        };
+        let key = upload_key(id);
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])?
+            .get(0);
+        Ok(got.then(|| super::LockGuard::holding(UploadClaim { client, key })))
     }
 
     fn try_job(&self, job: &str) -> Result<Option<super::LockGuard>> {
