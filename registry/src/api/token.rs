@@ -59,12 +59,23 @@ pub(crate) async fn login(
     if let Some(who) = gate.login_cached(&user, &pass, now()) {
         return Ok(who);
     }
+    use crate::auth::throttle::{WINDOW_SECS, delay};
     let ip = super::client_ip(ext);
-    if let Some(ip) = ip {
-        let wait = gate.throttle.delay(ip);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+    let client = ip.map(|ip| ip.to_string());
+    // The count every replica keeps together; a database that cannot
+    // answer slows no one down (the login itself then fails or not).
+    let before = match &client {
+        Some(c) => {
+            let c = c.clone();
+            super::db_read(r, move |m| m.login_failures(&c, now(), WINDOW_SECS))
+                .await
+                .unwrap_or(0)
         }
+        None => 0,
+    };
+    let wait = delay(before);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let Ok(_permit) = gate.hashing.acquire().await else {
         return Err(BadCredentials);
@@ -77,11 +88,21 @@ pub(crate) async fn login(
     })
     .await
     .unwrap_or(Err(BadCredentials));
-    match (&result, ip) {
-        (Ok(_), Some(ip)) => gate.throttle.succeeded(ip),
-        (Err(_), ip) => {
-            let failures = ip.map_or(0, |ip| gate.throttle.failed(ip));
-            let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    match (&result, client) {
+        (Ok(_), Some(client)) if before > 0 => {
+            let _ = super::db_write(r, move |m| m.login_succeeded(&client)).await;
+        }
+        (Err(_), client) => {
+            let failures = match &client {
+                Some(c) => {
+                    let c = c.clone();
+                    super::db_write(r, move |m| m.login_failed(&c, now(), WINDOW_SECS))
+                        .await
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            let client = client.unwrap_or_else(|| "unknown".to_owned());
             tracing::warn!(user = %name, %client, failures, "login failed");
             r.audit.record(
                 &name,

@@ -40,8 +40,6 @@ pub struct Gate {
     /// of milliseconds each): a burst of logins, right or wrong, queues
     /// instead of exhausting memory.
     pub hashing: tokio::sync::Semaphore,
-    /// Login failures per client.
-    pub throttle: super::throttle::Throttle,
 }
 
 /// Most verified tokens remembered.
@@ -143,7 +141,6 @@ impl Gate {
             recent: RecentlyVerified::new(Duration::from_secs(10)),
             verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             hashing: tokio::sync::Semaphore::new(2),
-            throttle: super::throttle::Throttle::default(),
         }
     }
 

@@ -3,75 +3,29 @@
 //! longer (doubling, capped) before its credentials are even checked, so
 //! guessing a password or a robot secret from one place gets slow while
 //! a user who mistyped twice notices nothing. A success clears the
-//! address's record. The table is bounded; the oldest records go first.
+//! address's record. The counts live in the metadata database
+//! ([`crate::metadata::LoginFailures`]), so replicas behind one balancer
+//! slow a client down together; this module owns the rule.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Failures allowed before attempts are slowed.
 pub const FREE_FAILURES: u32 = 5;
 
-/// Failures older than this are forgotten.
-const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Failures further apart than this (seconds) start the count again.
+pub const WINDOW_SECS: u64 = 15 * 60;
 
 /// The longest wait.
 const MAX_DELAY: Duration = Duration::from_secs(10);
 
-/// Addresses remembered, at most.
-const MAX_CLIENTS: usize = 100_000;
-
-/// Login failures per client address.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl Throttle {
-    /// How long an attempt from `ip` waits before it is checked.
-    pub fn delay(&self, ip: IpAddr) -> Duration {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get(&ip) {
-            Some((n, last)) if *n >= FREE_FAILURES && last.elapsed() < WINDOW => {
-                let doublings = (n - FREE_FAILURES).min(16);
-                (Duration::from_millis(250) * 2u32.pow(doublings)).min(MAX_DELAY)
-            }
-            _ => Duration::ZERO,
-        }
+/// How long the next attempt of a client with `failures` recent failures
+/// waits before it is checked.
+pub fn delay(failures: u32) -> Duration {
+    if failures < FREE_FAILURES {
+        return Duration::ZERO;
     }
-
-    /// `ip` failed a login: its failures within the window so far.
-    pub fn failed(&self, ip: IpAddr) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_CLIENTS {
-            failures.retain(|_, (_, last)| last.elapsed() < WINDOW);
-            if failures.len() >= MAX_CLIENTS {
-                if let Some(oldest) = failures
-                    .iter()
-                    .min_by_key(|(_, (_, t))| *t)
-                    .map(|(k, _)| *k)
-                {
-                    failures.remove(&oldest);
-                }
-            }
-        }
-        let entry = failures.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            entry.0 = 0;
-        }
-        entry.0 += 1;
-        entry.1 = Instant::now();
-        entry.0
-    }
-
-    /// `ip` logged in.
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
-    }
+    let doublings = (failures - FREE_FAILURES).min(16);
+    (Duration::from_millis(250) * 2u32.pow(doublings)).min(MAX_DELAY)
 }
 
 #[cfg(test)]
@@ -79,23 +33,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_beyond_a_few_are_slowed_and_a_success_clears_them() {
-        let t = Throttle::default();
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
-        for _ in 0..FREE_FAILURES {
-            assert_eq!(t.delay(ip), Duration::ZERO);
-            t.failed(ip);
+    fn failures_beyond_a_few_are_slowed_doubling_up_to_a_cap() {
+        for n in 0..FREE_FAILURES {
+            assert_eq!(delay(n), Duration::ZERO);
         }
-        assert_eq!(t.delay(ip), Duration::from_millis(250));
-        t.failed(ip);
-        assert_eq!(t.delay(ip), Duration::from_millis(500));
-        for _ in 0..20 {
-            t.failed(ip);
-        }
-        assert_eq!(t.delay(ip), MAX_DELAY);
-        assert_eq!(t.delay(other), Duration::ZERO, "per client");
-        t.succeeded(ip);
-        assert_eq!(t.delay(ip), Duration::ZERO);
+        assert_eq!(delay(FREE_FAILURES), Duration::from_millis(250));
+        assert_eq!(delay(FREE_FAILURES + 1), Duration::from_millis(500));
+        assert_eq!(delay(FREE_FAILURES + 20), MAX_DELAY);
+        assert_eq!(delay(u32::MAX), MAX_DELAY);
     }
 }

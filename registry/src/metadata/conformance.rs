@@ -118,6 +118,39 @@ fn the_last_run_of_each_kind_replaces_the_one_before(m: &impl JobRuns) {
     assert_eq!(m.last_run("retention", "registry", false).unwrap(), None);
 }
 
+both!(login_failures_count_within_the_window_and_a_success_clears_them);
+fn login_failures_count_within_the_window_and_a_success_clears_them(
+    m: &(impl LoginFailures + Sync),
+) {
+    let (a, b) = ("192.0.2.7", "2001:db8::8");
+    assert_eq!(m.login_failures(a, 1000, 900).unwrap(), 0);
+    for n in 1..=3 {
+        assert_eq!(m.login_failed(a, 1000 + n, 900).unwrap(), n as u32);
+    }
+    assert_eq!(m.login_failures(a, 1003, 900).unwrap(), 3);
+    assert_eq!(m.login_failures(b, 1003, 900).unwrap(), 0, "per client");
+    // Past the window the count is forgotten, and starts again.
+    assert_eq!(m.login_failures(a, 1003 + 901, 900).unwrap(), 0);
+    assert_eq!(m.login_failed(a, 1003 + 901, 900).unwrap(), 1);
+    // Two replicas recording failures of one client at once: none lost.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    m.login_failed(b, 5000, 900).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(m.login_failures(b, 5000, 900).unwrap(), 20);
+    // A stale client's record goes when another fails later.
+    assert_eq!(m.login_failed("192.0.2.9", 9000, 900).unwrap(), 1);
+    assert_eq!(m.login_failures(b, 5000, 900).unwrap(), 0, "pruned");
+    m.login_failed(b, 9001, 900).unwrap();
+    m.login_succeeded(b).unwrap();
+    assert_eq!(m.login_failures(b, 9001, 900).unwrap(), 0);
+}
+
 both!(sessions_expire_and_end);
 fn sessions_expire_and_end(m: &impl UiSessions) {
     let s = |user: &str, expires_at| Session {

@@ -16,7 +16,7 @@ use super::postgres::client::Statements;
 use super::{MetadataError, Postgres, Result, Sqlite};
 
 /// Tables in an order that satisfies their foreign keys.
-const TABLES: [&str; 21] = [
+const TABLES: [&str; 22] = [
     "repositories",
     "blobs",
     "repository_blobs",
@@ -37,6 +37,7 @@ const TABLES: [&str; 21] = [
     "project_policies",
     "ui_sessions",
     "job_runs",
+    "login_failures",
     "berth_versions",
 ];
 

@@ -32,6 +32,7 @@ mod browse;
 mod conformance;
 mod directory;
 mod gc;
+mod logins;
 pub mod migrate;
 mod outbox;
 mod policy;
@@ -49,6 +50,7 @@ pub use outbox::Outbox;
 pub use policy::Policies;
 pub use postgres::Postgres;
 
+pub use logins::LoginFailures;
 pub use runs::{JobRun, JobRuns};
 pub use s3::S3Index;
 pub use sessions::Session;
@@ -61,7 +63,7 @@ pub use outbox::{Delivery, OutboxEvent};
 pub use policy::TagRow;
 pub use s3::{S3Part, S3Upload};
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 const SCHEMA: &str = r#"
 CREATE TABLE repositories (
     id INTEGER PRIMARY KEY,
@@ -328,6 +330,7 @@ pub trait MetadataStore:
     + Outbox
     + Policies
     + JobRuns
+    + LoginFailures
     + S3Index
     + UiSessions
     + Send
@@ -346,6 +349,7 @@ impl<T> MetadataStore for T where
         + Outbox
         + Policies
         + JobRuns
+        + LoginFailures
         + S3Index
         + UiSessions
         + Send
@@ -473,8 +477,8 @@ pub type Metadata = dyn MetadataStore;
 /// Every part of the contract, for code holding a concrete store (tests).
 pub mod prelude {
     pub use super::{
-        Accounts, AuditLog, Browse, Collection, Content, Coordination, JobRuns, Outbox, Policies,
-        S3Index, UiSessions,
+        Accounts, AuditLog, Browse, Collection, Content, Coordination, JobRuns, LoginFailures,
+        Outbox, Policies, S3Index, UiSessions,
     };
 }
 
@@ -1105,6 +1109,7 @@ impl Sqlite {
             gc::SCHEMA_V5,
             sessions::SCHEMA_V6,
             runs::SCHEMA_V7,
+            logins::SCHEMA_V8,
         ];
         if version < SCHEMA_VERSION {
             let pending = steps[version as usize..].concat();

@@ -358,6 +358,59 @@ name = "team"
     })
     .expect("replica 0 refuses the disabled robot's token");
     assert!(token(&replicas[0], "robot$team+ci", &secret).is_none());
+
+    // One client's failed logins count together on every replica (the
+    // throttle's counts are in PostgreSQL): six wrong passwords spread
+    // over two replicas are six, not three and three.
+    let failures_logged = || -> Vec<String> {
+        let reply = http(
+            "GET",
+            &format!(
+                "{}/api/v1/audit?action=login.failure&actor=mallory",
+                replicas[0].url()
+            ),
+            &[("Authorization", &basic("root", "root-password"))],
+            b"",
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["detail"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for i in 0..6 {
+        assert!(token(&replicas[i % 2], "mallory", "guess").is_none());
+    }
+    let details = within(6, || failures_logged().len() == 6)
+        .map(|_| failures_logged())
+        .expect("six failures audited");
+    // Each failure's count, as the replica that refused it saw it: six
+    // numbers in a row (counted apart, they would come in pairs).
+    let mut counts: Vec<u32> = details
+        .iter()
+        .map(|d| d.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "{details:?}");
+    // A success (root's, from the same address) starts the count again.
+    assert!(token(&replicas[1], "root", "root-password").is_some());
+    assert!(token(&replicas[0], "mallory", "guess").is_none());
+    let details = within(6, || failures_logged().len() == 7)
+        .map(|_| failures_logged())
+        .expect("the seventh failure audited");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("1 failures from this client")),
+        "{details:?}"
+    );
 }
 
 #[test]

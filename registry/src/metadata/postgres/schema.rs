@@ -15,7 +15,7 @@ use super::client::{Client, Statements};
 use crate::metadata::{MetadataError, Result};
 
 /// The schema version this berth writes.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// Version 1: everything SQLite's versions 1 to 7 hold.
 const V1: &str = r#"
@@ -190,8 +190,18 @@ CREATE TABLE berth_versions (
 INSERT INTO berth_versions (what, version) VALUES ('accounts', 0), ('policies', 0);
 "#;
 
+/// Version 3: failed logins per client (SQLite's version 8).
+const V3: &str = r#"
+CREATE TABLE login_failures (
+    client TEXT COLLATE "C" PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    last_at BIGINT NOT NULL
+);
+CREATE INDEX login_failures_by_age ON login_failures (last_at);
+"#;
+
 /// Every step, in order; step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; VERSION as usize] = [V1, V2];
+const STEPS: [&str; VERSION as usize] = [V1, V2, V3];
 
 /// Bring the database to [`VERSION`], holding advisory lock `lock` while
 /// reading and changing the version.

@@ -1,7 +1,8 @@
 //! The small parts of the contract on PostgreSQL: the audit log
 //! ([`AuditLog`]; its listing query is the one SQLite runs, built by
 //! [`audit_query`]), web UI sessions ([`UiSessions`]) and the last run of
-//! each maintenance job ([`JobRuns`]).
+//! each maintenance job ([`JobRuns`]) and failed logins per client
+//! ([`LoginFailures`]).
 
 use tokio_postgres::types::ToSql;
 
@@ -9,7 +10,7 @@ use super::Postgres;
 use super::client::Statements;
 use crate::metadata::audit::{Arg, audit_query};
 use crate::metadata::{
-    AuditEvent, AuditLog, AuditQuery, JobRun, JobRuns, Result, Session, UiSessions,
+    AuditEvent, AuditLog, AuditQuery, JobRun, JobRuns, LoginFailures, Result, Session, UiSessions,
 };
 
 impl AuditLog for Postgres {
@@ -145,6 +146,47 @@ impl JobRuns for Postgres {
                 ok: r.get(2),
                 report: r.get(3),
             }))
+        })
+    }
+}
+
+impl LoginFailures for Postgres {
+    fn login_failed(&self, client: &str, now: u64, window: u64) -> Result<u32> {
+        let stale = now.saturating_sub(window) as i64;
+        let n: i64 = self.write(|tx| {
+            let n = tx
+                .query_one(
+                    "INSERT INTO login_failures (client, failures, last_at) VALUES ($1, 1, $2)
+                     ON CONFLICT (client) DO UPDATE SET
+                       failures = CASE WHEN login_failures.last_at < $3
+                                  THEN 1 ELSE login_failures.failures + 1 END,
+                       last_at = $2
+                     RETURNING failures",
+                    &[&client, &(now as i64), &stale],
+                )?
+                .get(0);
+            tx.execute("DELETE FROM login_failures WHERE last_at < $1", &[&stale])?;
+            Ok(n)
+        })?;
+        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    fn login_failures(&self, client: &str, now: u64, window: u64) -> Result<u32> {
+        let stale = now.saturating_sub(window) as i64;
+        let n: Option<i64> = self.read(|c| {
+            Ok(c.query_opt(
+                "SELECT failures FROM login_failures WHERE client = $1 AND last_at >= $2",
+                &[&client, &stale],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        Ok(n.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    fn login_succeeded(&self, client: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM login_failures WHERE client = $1", &[&client])?;
+            Ok(())
         })
     }
 }
