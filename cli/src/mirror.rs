@@ -78,6 +78,11 @@ struct ServeArgs {
     /// to the file's.
     #[arg(long = "registry", value_name = "HOST[=URL]")]
     registries: Vec<String>,
+    /// This node's mirror as the other nodes reach it, e.g.
+    /// `http://$(NODE_IP):5001` in a DaemonSet (overrides the file's
+    /// `advertise_url`).
+    #[arg(long, value_name = "URL", env = "BERTH_MIRROR_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     #[command(flatten)]
     server: crate::server::ServerFlags,
 }
@@ -90,6 +95,9 @@ fn load(args: &ServeArgs) -> Result<Config> {
     args.server.apply(&mut config.listen, &mut config.log);
     if let Some(d) = &args.data {
         config.data = d.clone();
+    }
+    if let Some(url) = &args.advertise_url {
+        config.advertise_url = Some(url.clone());
     }
     for r in &args.registries {
         let r = berth_mirror::hosts::parse_registry(r).map_err(anyhow::Error::msg)?;

@@ -212,6 +212,13 @@ impl Config {
                 )));
             }
         }
+        if let Some(a) = &self.advertise_url {
+            if !(a.starts_with("http://") || a.starts_with("https://")) || a.ends_with('/') {
+                return Err(ConfigError(format!(
+                    "advertise_url {a:?} is not an http:// or https:// URL without a trailing slash, like http://10.0.0.2:5001"
+                )));
+            }
+        }
         if let Some(p) = &self.p2p {
             if self.advertise_url.is_none() {
                 return Err(ConfigError(
@@ -306,6 +313,8 @@ mod tests {
             "registries = [\"x\"]\n[upstreams]\nx = \"ftp://x\"",
             "lisen = \"x\"",
             "[log]\nformat = \"xml\"",
+            "advertise_url = \"10.0.0.2:5001\"",
+            "advertise_url = \"http://10.0.0.2:5001/\"",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
