@@ -1,8 +1,11 @@
 # berth itself: the registry (`berth serve`) on 5000 as the non-root user
 # berth (1000), its blobs and metadata in the /var/lib/berth volume, its
 # config rendered by the same function as the NixOS registry module's — so
-# the cluster runs a registry image that berth built.
+# the cluster runs a registry image that berth built. The same image runs
+# `berth mirror` and `berth bot` (deploy/ passes the subcommand), so it
+# carries git, which the bot drives.
 {
+  pkgs,
   berthLib,
   berth,
   common,
@@ -17,7 +20,10 @@ let
 in
 berthLib.buildImage {
   name = "berth";
-  contents = [ berth ];
+  contents = [
+    berth
+    pkgs.git
+  ];
   users = [
     {
       name = "berth";
@@ -32,7 +38,10 @@ berthLib.buildImage {
       "--config"
       "${serveToml}"
     ];
-    Env = common.env ++ [ "HOME=/var/lib/berth" ];
+    Env = common.env ++ [
+      "HOME=/var/lib/berth"
+      "PATH=${berth}/bin:${pkgs.git}/bin"
+    ];
     ExposedPorts."5000/tcp" = { };
     Volumes."/var/lib/berth" = { };
     User = "1000:1000";

@@ -95,6 +95,10 @@ pub(crate) async fn record_run<T: serde::Serialize>(
     by: &str,
     result: &Result<T, String>,
 ) {
+    // A replica standing down for another is not a failure.
+    if matches!(result, Err(e) if e != gc::BUSY) {
+        r.metrics.job_failed(job);
+    }
     let run = metadata::JobRun {
         job: job.to_owned(),
         scope: scope.to_owned(),

@@ -52,6 +52,11 @@ struct RouteLabels {
     route: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -144,6 +149,8 @@ pub struct Metrics {
     gc_reclaimed: Counter,
     gc_removed: Counter,
     gc_kept: Gauge,
+    job_failures: Family<JobLabels, Counter>,
+    webhook_backlog: Gauge,
     free_bytes: Gauge,
     floor_bytes: Gauge,
     /// S3 multipart uploads open for upload sessions (set at render).
@@ -172,6 +179,8 @@ impl Default for Metrics {
             gc_reclaimed: Counter::default(),
             gc_removed: Counter::default(),
             gc_kept: Gauge::default(),
+            job_failures: Family::default(),
+            webhook_backlog: Gauge::default(),
             free_bytes: Gauge::default(),
             floor_bytes: Gauge::default(),
             s3_gauge: None,
@@ -231,6 +240,16 @@ impl Default for Metrics {
             "berth_registry_gc_kept_blobs",
             "Blobs the last garbage collection kept",
             m.gc_kept.clone(),
+        );
+        registry.register(
+            "berth_registry_job_failures",
+            "Retention and garbage collection runs that failed, by job",
+            m.job_failures.clone(),
+        );
+        registry.register(
+            "berth_registry_webhook_backlog",
+            "Webhook deliveries waiting to be sent (or retried)",
+            m.webhook_backlog.clone(),
         );
         registry.register(
             "berth_registry_storage_free_bytes",
@@ -299,6 +318,15 @@ impl Metrics {
         self.gc_kept.set(report.blobs_kept as i64);
     }
 
+    /// Count a failed retention or garbage collection run (`job`).
+    pub fn job_failed(&self, job: &str) {
+        self.job_failures
+            .get_or_create(&JobLabels {
+                job: job.to_owned(),
+            })
+            .inc();
+    }
+
     /// Count a blob GET redirected to the object store.
     pub fn blob_redirect(&self) {
         self.blob_redirects.inc();
@@ -352,10 +380,13 @@ impl Metrics {
         self.uploads_completed.inc();
     }
 
-    /// Render every metric; `open_uploads` is read from the metadata store.
-    pub fn render(&self, open_uploads: u64) -> String {
+    /// Render every metric; `open_uploads` and `webhook_backlog` are read
+    /// from the metadata store.
+    pub fn render(&self, open_uploads: u64, webhook_backlog: u64) -> String {
         self.upload_sessions
             .set(i64::try_from(open_uploads).unwrap_or(i64::MAX));
+        self.webhook_backlog
+            .set(i64::try_from(webhook_backlog).unwrap_or(i64::MAX));
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot render the metrics");
@@ -374,7 +405,10 @@ mod tests {
         m.request("manifest", "GET", 200, Duration::from_millis(2));
         m.request("manifest", "GET", 200, Duration::from_millis(30));
         m.bytes_out(10, true);
-        let text = m.render(3);
+        m.job_failed("gc");
+        let text = m.render(3, 7);
+        assert!(text.contains(r#"berth_registry_job_failures_total{job="gc"} 1"#));
+        assert!(text.contains("berth_registry_webhook_backlog 7"));
         assert!(text.contains(
             r#"berth_registry_requests_total{route="manifest",method="GET",status="200"} 2"#
         ));

@@ -226,9 +226,12 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
             .metrics
             .free_bytes(crate::storage::free_bytes(dir).ok());
     }
+    let backlog = db_read(&registry, |m| m.outbox_backlog())
+        .await
+        .unwrap_or(0);
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        registry.metrics.render(open),
+        registry.metrics.render(open, backlog),
     )
         .into_response()
 }
