@@ -89,7 +89,8 @@ struct ServeArgs {
 
 fn load(args: &ServeArgs) -> Result<Config> {
     let mut config = match &args.config {
-        Some(path) => crate::read_config(path, |t| Ok(Config::parse(t)?))?,
+        // Validated below, after the flags have had their say.
+        Some(path) => crate::read_config(path, |t| Ok(Config::parse_unchecked(t)?))?,
         None => Config::default(),
     };
     args.server.apply(&mut config.listen, &mut config.log);

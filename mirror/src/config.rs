@@ -179,9 +179,15 @@ pub struct ConfigError(String);
 impl Config {
     /// Parse a TOML file's text and validate it.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let c = Self::parse_unchecked(text)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Parse without [`Config::validate`]: for a caller that overrides
+    /// settings (command-line flags) and then validates the result.
+    pub fn parse_unchecked(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Check values that parse but cannot work.

@@ -261,6 +261,13 @@ impl Default for Metrics {
             "Uploads are refused below this many free bytes ([storage] min_free_mib)",
             m.floor_bytes.clone(),
         );
+        // Both jobs' series exist from the start, so an alert on their
+        // increase sees the first failure.
+        for job in ["gc", "retention"] {
+            let _ = m.job_failures.get_or_create(&JobLabels {
+                job: job.to_owned(),
+            });
+        }
         Self { registry, ..m }
     }
 }

@@ -10,6 +10,7 @@ mod build;
 mod bump;
 mod clients;
 mod crash;
+mod deploy;
 mod disk_full;
 mod gc;
 mod mirror;
