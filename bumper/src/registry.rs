@@ -37,7 +37,7 @@ pub struct Registries {
 impl Registries {
     /// Clients that read credentials from `auth_file` (docker/podman
     /// `auth.json`), if given; `plain_http` for registries without TLS
-    /// (loopback always is).
+    /// (a loopback registry without TLS falls back to it by itself).
     pub fn new(auth_file: Option<&Path>, plain_http: bool) -> Result<Self, BumpError> {
         let auth = match auth_file {
             Some(p) => Some((

@@ -43,6 +43,11 @@ pub(crate) struct BuildArgs {
     /// With --nix: the image name.
     #[arg(long, requires = "nix")]
     name: Option<String>,
+    /// A config label KEY=VALUE, over the spec's (repeatable), e.g.
+    /// `org.opencontainers.image.revision=$GITHUB_SHA`: the bot's pull
+    /// requests name the source and revision they carry.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Rebuild and check that the registry holds exactly this image at
     /// REF (exit status 1 if not); writes and pushes nothing.
     #[arg(long, value_name = "REF", conflicts_with_all = ["outputs", "push"])]
@@ -58,7 +63,8 @@ pub(crate) struct BuildArgs {
     /// what the registry lacks.
     #[arg(long)]
     push: Option<String>,
-    /// Talk HTTP, not HTTPS, to the registry (always so for loopback).
+    /// Talk HTTP, not HTTPS, to the registry (a loopback registry is
+    /// tried over HTTPS first and falls back to HTTP by itself).
     #[arg(long)]
     plain_http: bool,
     /// Docker-style auth.json with credentials (default:
@@ -212,7 +218,17 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
                 .with_context(|| format!("--push {r}"))
         })
         .transpose()?;
-    let specs = load_specs(&args)?;
+    let mut specs = load_specs(&args)?;
+    for label in &args.labels {
+        let Some((key, value)) = label.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!(
+                "--label {label:?} is not KEY=VALUE (e.g. org.opencontainers.image.revision=abc123)"
+            );
+        };
+        for spec in &mut specs {
+            spec.config.labels.insert(key.to_owned(), value.to_owned());
+        }
+    }
     // A docker archive without NAME:TAG is named after the spec, tagged
     // latest (`docker load` would otherwise load it untagged).
     let default_repo_tag = format!("{}:latest", specs[0].name.as_deref().unwrap_or("image"));

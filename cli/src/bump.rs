@@ -52,7 +52,8 @@ pub(crate) struct BumpArgs {
     /// Registry credentials (docker/podman auth.json).
     #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
     registry_auth: Option<PathBuf>,
-    /// Talk plain HTTP to registries (loopback registries always are).
+    /// Talk plain HTTP to registries (a loopback registry falls back to
+    /// it by itself when it does not answer HTTPS).
     #[arg(long)]
     plain_http: bool,
     /// Git remote to fetch the base from and push to.

@@ -94,7 +94,7 @@ pub enum ClientError {
 
 /// What to check when `registry` cannot be reached: its address, and for a
 /// registry berth would talk HTTPS to, whether it speaks plain HTTP
-/// (loopback registries are always asked over plain HTTP, so not there).
+/// (loopback registries fall back to plain HTTP by themselves).
 fn unreachable_hint(registry: &str) -> &'static str {
     if is_loopback(registry) {
         " (check that it runs and the port)"
@@ -183,7 +183,8 @@ impl std::fmt::Debug for PushProgress {
 /// How to talk to registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Use `http://` instead of `https://` (always for loopback hosts).
+    /// Use `http://` instead of `https://` (loopback hosts are tried over
+    /// HTTPS first and fall back to it by themselves).
     pub plain_http: bool,
     /// Credentials.
     pub credentials: Credentials,
@@ -231,6 +232,8 @@ pub struct Client {
     opts: ClientOptions,
     /// Bearer tokens by scope.
     tokens: Mutex<BTreeMap<String, String>>,
+    /// The scheme each loopback registry answered on (HTTPS or not).
+    loopback_schemes: tokio::sync::Mutex<BTreeMap<String, &'static str>>,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -482,12 +485,15 @@ impl Client {
             runtime,
             opts,
             tokens: Mutex::new(BTreeMap::new()),
+            loopback_schemes: tokio::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn base(&self, registry: &str) -> String {
-        let scheme = if self.opts.plain_http || is_loopback(registry) {
+    async fn base(&self, registry: &str) -> String {
+        let scheme = if self.opts.plain_http {
             "http"
+        } else if is_loopback(registry) {
+            self.loopback_scheme(registry).await
         } else {
             "https"
         };
@@ -500,12 +506,37 @@ impl Client {
         format!("{scheme}://{host}")
     }
 
-    fn absolute(&self, registry: &str, location: &str) -> String {
+    async fn absolute(&self, registry: &str, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
             location.to_owned()
         } else {
-            format!("{}{location}", self.base(registry))
+            format!("{}{location}", self.base(registry).await)
         }
+    }
+
+    /// How a loopback registry is spoken to: HTTPS when it answers
+    /// HTTPS (a local registry with TLS), else plain HTTP (most local
+    /// registries), as Docker treats `localhost`. Asked once per client. A
+    /// certificate it does not trust keeps HTTPS, so that error is what
+    /// the user sees.
+    async fn loopback_scheme(&self, registry: &str) -> &'static str {
+        let mut known = self.loopback_schemes.lock().await;
+        if let Some(s) = known.get(registry) {
+            return s;
+        }
+        let probe = self
+            .http
+            .get(format!("https://{registry}/v2/"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let scheme = match probe {
+            Ok(_) => "https",
+            Err(e) if error_chain(&e).contains("certificate") => "https",
+            Err(_) => "http",
+        };
+        known.insert(registry.to_owned(), scheme);
+        scheme
     }
 
     /// Fetch a Bearer token for a challenge.
@@ -711,7 +742,7 @@ impl Client {
         headers: &[(&str, &str)],
         ok: &[u16],
     ) -> Result<(reqwest::Response, String), ClientError> {
-        let url = format!("{}/v2/{repo}/{path}", self.base(registry));
+        let url = format!("{}/v2/{repo}/{path}", self.base(registry).await);
         let scope = format!("repository:{repo}:pull");
         let call = Call {
             method: reqwest::Method::GET,
@@ -815,7 +846,7 @@ impl Client {
         repo: &str,
         digest: &Digest,
     ) -> Result<bool, ClientError> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry));
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base(registry).await);
         let scope = format!("repository:{repo}:pull,push");
         let call = Call {
             method: reqwest::Method::HEAD,
@@ -840,12 +871,14 @@ impl Client {
         size: u64,
     ) -> Result<bool, ClientError> {
         let scope = format!("repository:{repo}:pull,push");
-        let mut url =
-            reqwest::Url::parse(&format!("{}/v2/{repo}/blobs/uploads/", self.base(registry)))
-                .map_err(|e| ClientError::Unreachable {
-                    registry: registry.to_owned(),
-                    cause: e.to_string(),
-                })?;
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v2/{repo}/blobs/uploads/",
+            self.base(registry).await
+        ))
+        .map_err(|e| ClientError::Unreachable {
+            registry: registry.to_owned(),
+            cause: e.to_string(),
+        })?;
         url.query_pairs_mut()
             .append_pair("mount", &digest.to_string());
         if let Some(from) = &self.opts.mount_from {
@@ -873,7 +906,7 @@ impl Client {
                 url: url.clone(),
                 body: "no Location header for the upload session".into(),
             })?;
-        let loc = self.absolute(registry, location);
+        let loc = self.absolute(registry, location).await;
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
         let call = Call {
@@ -948,7 +981,10 @@ impl Client {
         let reference = dest
             .tag()
             .map_or_else(|| manifest.to_string(), str::to_owned);
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base(registry));
+        let url = format!(
+            "{}/v2/{repo}/manifests/{reference}",
+            self.base(registry).await
+        );
         let scope = format!("repository:{repo}:pull,push");
         let call = Call {
             method: reqwest::Method::PUT,
@@ -998,10 +1034,33 @@ mod tests {
     #[test]
     fn schemes() {
         let c = Client::new(ClientOptions::default());
-        assert_eq!(c.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
-        assert_eq!(c.base("localhost:5000"), "http://localhost:5000");
-        assert_eq!(c.base("ghcr.io"), "https://ghcr.io");
-        assert_eq!(c.absolute("ghcr.io", "/v2/x"), "https://ghcr.io/v2/x");
-        assert_eq!(c.absolute("ghcr.io", "https://cdn/x"), "https://cdn/x");
+        // A loopback registry that does not answer HTTPS (here: nothing
+        // listens) is spoken to over plain HTTP; HTTPS ones are tested
+        // end to end (tests/e2e/walkthrough.rs).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let local = format!("127.0.0.1:{closed}");
+        assert_eq!(
+            c.runtime.block_on(c.base(&local)),
+            format!("http://{local}")
+        );
+        let local = format!("localhost:{closed}");
+        assert_eq!(
+            c.runtime.block_on(c.base(&local)),
+            format!("http://{local}")
+        );
+        let rt = &c.runtime;
+        assert_eq!(rt.block_on(c.base("ghcr.io")), "https://ghcr.io");
+        assert_eq!(
+            rt.block_on(c.absolute("ghcr.io", "/v2/x")),
+            "https://ghcr.io/v2/x"
+        );
+        assert_eq!(
+            rt.block_on(c.absolute("ghcr.io", "https://cdn/x")),
+            "https://cdn/x"
+        );
     }
 }

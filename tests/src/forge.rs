@@ -4,8 +4,11 @@
 //! Forgejo `/api/v1/repos/{owner}/{repo}/pulls` (list, create, edit → 201,
 //! duplicate → 409) and `/issues/{n}/comments`; GitHub
 //! `/repos/{owner}/{repo}/pulls` (edit → 200, duplicate → 422 "A pull
-//! request already exists") — with token checks, the head branch checked
-//! against the bare repository, and injectable failures.
+//! request already exists") — and merging, as a person pressing the
+//! button would (Gitea/Forgejo `POST …/pulls/{n}/merge`, GitHub `PUT
+//! …/pulls/{n}/merge`: a merge commit on the base branch of the bare
+//! repository), with token checks, the head branch checked against the
+//! bare repository, and injectable failures.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,6 +42,8 @@ pub struct Pr {
     pub body: String,
     /// "open" or "closed".
     pub state: String,
+    /// Closed by a merge.
+    pub merged: bool,
     /// The repository the head branch is in (`owner/name`; a fork's differs).
     pub head_repo: String,
     /// Comments, in order.
@@ -119,6 +124,7 @@ impl FakeForge {
             title: "manual".into(),
             body: body.into(),
             state: "open".into(),
+            merged: false,
             head_repo: format!("{OWNER}/{REPO}"),
             comments: vec![],
         });
@@ -155,7 +161,7 @@ impl FakeForge {
 
 fn pr_json(p: &Pr, url: &str) -> Value {
     json!({
-        "number": p.number, "title": p.title, "body": p.body, "state": p.state,
+        "number": p.number, "title": p.title, "body": p.body, "state": p.state, "merged": p.merged,
         "html_url": format!("{url}/{OWNER}/{REPO}/pulls/{}", p.number),
         "head": {"ref": p.head, "label": format!("{OWNER}:{}", p.head), "repo": {"full_name": p.head_repo}},
         "base": {"ref": p.base},
@@ -275,6 +281,7 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
                     title: "raced".into(),
                     body: String::new(),
                     state: "open".into(),
+                    merged: false,
                     head_repo: format!("{OWNER}/{REPO}"),
                     comments: vec![],
                 });
@@ -305,6 +312,7 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
                 title: body["title"].as_str().unwrap_or_default().into(),
                 body: body["body"].as_str().unwrap_or_default().into(),
                 state: "open".into(),
+                merged: false,
                 head_repo: format!("{OWNER}/{REPO}"),
                 comments: vec![],
             };
@@ -328,6 +336,35 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
             let j = pr_json(p, url);
             respond(conn, if flavor == Flavor::Gitea { 201 } else { 200 }, &j)
         }
+        ("POST", ["pulls", n, "merge"]) | ("PUT", ["pulls", n, "merge"])
+            if (method == "POST") == (flavor == Flavor::Gitea) =>
+        {
+            let Some(p) = s.prs.iter_mut().find(|p| p.number.to_string() == *n) else {
+                return respond(conn, 404, &json!({"message": "Not Found"}));
+            };
+            if p.state != "open" {
+                return respond(
+                    conn,
+                    405,
+                    &json!({"message": "Pull Request is not mergeable"}),
+                );
+            }
+            let sha = match merge(bare, &p.base, &p.head, p.number) {
+                Ok(sha) => sha,
+                Err(e) => return respond(conn, 409, &json!({"message": e})),
+            };
+            p.state = "closed".into();
+            p.merged = true;
+            match flavor {
+                // Gitea answers an empty 200.
+                Flavor::Gitea => respond(conn, 200, &Value::Null),
+                Flavor::GitHub => respond(
+                    conn,
+                    200,
+                    &json!({"sha": sha, "merged": true, "message": "Pull Request successfully merged"}),
+                ),
+            }
+        }
         ("POST", ["issues", n, "comments"]) => {
             let Some(p) = s.prs.iter_mut().find(|p| p.number.to_string() == *n) else {
                 return respond(conn, 404, &json!({"message": "Not Found"}));
@@ -342,4 +379,53 @@ fn serve(conn: TcpStream, flavor: Flavor, bare: &PathBuf, token: &str, st: &Mute
         }
         _ => respond(conn, 404, &json!({"message": "Not Found"})),
     }
+}
+
+/// Merge `head` into `base` in the bare repository with a merge commit,
+/// as the forge's button does; the new base commit, or why not.
+fn merge(bare: &std::path::Path, base: &str, head: &str, number: u64) -> Result<String, String> {
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let git = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(work.path())
+            .args([
+                "-c",
+                "user.name=Forge",
+                "-c",
+                "user.email=forge@forge.invalid",
+            ])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    git(&["init", "-q"])?;
+    git(&[
+        "fetch",
+        "-q",
+        &bare.display().to_string(),
+        &format!("{base}:{base}"),
+        &format!("{head}:pr"),
+    ])?;
+    git(&["checkout", "-q", base])?;
+    git(&[
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        &format!("Merge pull request #{number} from {head}"),
+        "pr",
+    ])?;
+    git(&[
+        "push",
+        "-q",
+        &bare.display().to_string(),
+        &format!("{base}:{base}"),
+    ])?;
+    git(&["rev-parse", "HEAD"])
 }

@@ -21,13 +21,21 @@ pub(crate) struct BotProc {
 
 impl BotProc {
     pub(crate) fn start(config: &Path) -> Self {
-        let (child, line) = berth_tests::spawn_first_line(
-            Command::new(berth_bin())
-                .args(["bot", "--config"])
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stderr(std::process::Stdio::inherit()),
-        );
+        Self::start_env(config, &[])
+    }
+
+    /// [`BotProc::start`] with more environment (`SSL_CERT_FILE` for a
+    /// registry with a test CA).
+    pub(crate) fn start_env(config: &Path, env: &[(&str, &Path)]) -> Self {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(["bot", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (child, line) = berth_tests::spawn_first_line(&mut cmd);
         assert!(
             line.trim().parse::<std::net::SocketAddr>().is_ok(),
             "berth bot printed {line:?}"

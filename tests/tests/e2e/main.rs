@@ -23,3 +23,4 @@ mod s3;
 mod slow_links;
 mod tls;
 mod ui;
+mod walkthrough;

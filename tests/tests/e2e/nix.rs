@@ -13,7 +13,7 @@ use std::process::Command;
 use berth_tests::{berth_bin, podman, require, run, run_text};
 use serde_json::Value;
 
-const NIX_HINT: &str =
+pub(crate) const NIX_HINT: &str =
     "run ./scripts/test (it installs them), or: apt-get install -y nix-bin busybox-static";
 
 fn repo() -> PathBuf {
@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
 
 /// A nix-bin command with no binary cache (none is reachable here) and
 /// flakes enabled.
-fn nix(cmd: &str) -> Command {
+pub(crate) fn nix(cmd: &str) -> Command {
     assert!(
         Path::new(&format!("/usr/bin/{cmd}")).exists(),
         "{cmd} is not installed: {NIX_HINT}"
@@ -41,7 +41,7 @@ fn nix(cmd: &str) -> Command {
     c
 }
 
-fn busybox_dir(dir: &Path) -> PathBuf {
+pub(crate) fn busybox_dir(dir: &Path) -> PathBuf {
     let busybox = Path::new("/bin/busybox");
     assert!(busybox.exists(), "busybox is not installed: {NIX_HINT}");
     let bbdir = dir.join("bbdir");
