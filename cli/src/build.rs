@@ -188,6 +188,13 @@ fn check_flags(args: &BuildArgs) -> Result<()> {
             }
         }
     }
+    for label in &args.labels {
+        if !label.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+            bail!(
+                "--label {label:?} is not KEY=VALUE (e.g. org.opencontainers.image.revision=abc123)"
+            );
+        }
+    }
     if args.push.is_none() && args.verify.is_none() {
         for (flag, given) in [
             ("--plain-http", args.plain_http),
@@ -220,11 +227,8 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         .transpose()?;
     let mut specs = load_specs(&args)?;
     for label in &args.labels {
-        let Some((key, value)) = label.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            bail!(
-                "--label {label:?} is not KEY=VALUE (e.g. org.opencontainers.image.revision=abc123)"
-            );
-        };
+        // check_flags made sure it is KEY=VALUE.
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
         for spec in &mut specs {
             spec.config.labels.insert(key.to_owned(), value.to_owned());
         }

@@ -582,6 +582,40 @@ fn berth_bump_moves_the_digest_the_deployment_pins() {
         diff.contains("components/berth-image/kustomization.yaml"),
         "{diff}"
     );
+    // The rendered manifests (what a repository of plain YAML would hold)
+    // are bumped the same way: only the image lines change.
+    let rendered = dir.path().join("rendered");
+    std::fs::create_dir(&rendered).unwrap();
+    let before = render("overlays/homelab", &rendered.join("homelab.yaml"));
+    let pin =
+        std::fs::read_to_string(repo().join("deploy/components/berth-image/kustomization.yaml"))
+            .unwrap();
+    let pinned = pin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("digest: "))
+        .expect("the component pins a digest");
+    let old = format!("registry.lan/berth/berth:0.1.0@{pinned}");
+    assert!(
+        before.contains(&old),
+        "the render pins the committed digest"
+    );
+    run_text(
+        Command::new(berth_bin())
+            .args(["bump", "--repo"])
+            .arg(&rendered)
+            .args([
+                "--offline",
+                "--set",
+                &format!("registry.lan/berth/berth:0.1.0={new}"),
+            ]),
+    );
+    let after = std::fs::read_to_string(rendered.join("homelab.yaml")).unwrap();
+    assert_eq!(
+        after,
+        before.replace(&old, &format!("registry.lan/berth/berth:0.1.0@{new}")),
+        "only the digests changed"
+    );
+    assert_eq!(after.matches(&new).count(), 3, "registry, mirror and bot");
     // Every workload of every overlay now runs the new digest.
     for o in ["overlays/homelab", "overlays/replicas"] {
         let text = run_text(kubectl().arg("kustomize").arg(copy.join(o)));

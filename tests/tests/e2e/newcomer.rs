@@ -199,6 +199,10 @@ fn missing_arguments_name_the_alternatives_and_ignored_flags_are_errors() {
             &["--plain-http"][..],
             "--plain-http applies only with --push or --verify",
         ),
+        (
+            &["--label", "revision"][..],
+            "--label \"revision\" is not KEY=VALUE",
+        ),
     ] {
         let mut args = vec!["build", "spec.json"];
         args.extend_from_slice(flags);
