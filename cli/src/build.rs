@@ -189,7 +189,7 @@ fn check_flags(args: &BuildArgs) -> Result<()> {
         }
     }
     for label in &args.labels {
-        if !label.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if label.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             bail!(
                 "--label {label:?} is not KEY=VALUE (e.g. org.opencontainers.image.revision=abc123)"
             );
