@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use berth_oci::{Digest, ImageLayout};
 
+use crate::base::Base;
 use crate::cache::{CachedLayer, LayerCache};
 use crate::canonical_tar::{LayerEntries, TarError, TarOptions};
 use crate::compress::{BlockCompressor, Compression, HashingWriter};
@@ -17,7 +18,7 @@ use crate::jobs::{LayerJob, cache_key, check_present, job_entries, layer_jobs, r
 pub use crate::manifest::{COMPRESSOR_ANNOTATION, STORE_PATHS_ANNOTATION};
 use crate::manifest::{config_json, manifest_json, oci_descriptor};
 use crate::plan::{LayerPlan, plan_layers};
-use crate::spec::ImageSpec;
+use crate::spec::{ImageSpec, RUNTIME_LAYER_LIMIT};
 
 /// Why an image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum BuildError {
     /// The output layout failed.
     #[error(transparent)]
     Layout(#[from] berth_oci::layout::LayoutError),
+    /// The base image (`fromImage`) cannot be used.
+    #[error("{0}")]
+    Base(String),
     /// An I/O error while writing a blob.
     #[error("writing {path}: {source}")]
     Io {
@@ -251,7 +255,31 @@ pub fn build_image(
     tag: Option<&str>,
 ) -> Result<BuiltImage, BuildError> {
     check_present(spec, opts)?;
-    let plan = plan_layers(spec);
+    let base = spec
+        .from_image
+        .as_ref()
+        .map(|f| Base::load(spec, f))
+        .transpose()?;
+    // The base's layers count against the runtimes' limit too.
+    let budget_spec;
+    let spec_for_plan = match &base {
+        Some(b) if b.layers.len() + spec.layering.max_layers > RUNTIME_LAYER_LIMIT => {
+            let room = RUNTIME_LAYER_LIMIT.saturating_sub(b.layers.len());
+            if room < 2 {
+                return Err(BuildError::Base(format!(
+                    "fromImage {}: it has {} layers, which leaves no room under the runtimes' limit of {RUNTIME_LAYER_LIMIT}",
+                    b.name,
+                    b.layers.len()
+                )));
+            }
+            let mut s = spec.clone();
+            s.layering.max_layers = room;
+            budget_spec = s;
+            &budget_spec
+        }
+        _ => spec,
+    };
+    let plan = plan_layers(spec_for_plan);
     let jobs = layer_jobs(spec, &plan);
     if let Some(p) = &opts.progress {
         p.planned(jobs.len(), spec.closure.iter().map(|c| c.nar_size).sum());
@@ -264,10 +292,20 @@ pub fn build_image(
         built
     });
     let layers = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if let Some(b) = &base {
+        b.copy_blobs(layout)?;
+    }
 
-    let config = config_json(spec, &layers);
+    let config = config_json(spec, &layers, base.as_ref());
     let config_digest = layout.write_blob(&config)?;
-    let manifest = manifest_json(spec, opts, &config_digest, config.len(), &layers);
+    let manifest = manifest_json(
+        spec,
+        opts,
+        &config_digest,
+        config.len(),
+        &layers,
+        base.as_ref(),
+    );
     let manifest_digest = layout.write_blob(&manifest)?;
     let descriptor = oci_descriptor(&manifest_digest, manifest.len(), spec);
     layout.add_manifest(descriptor, tag)?;

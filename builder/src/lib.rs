@@ -32,6 +32,7 @@
 //! [`image::BuildProgress`] receiver (the CLI draws bars with it).
 
 pub mod archive;
+pub mod base;
 pub mod cache;
 pub mod canonical_tar;
 pub mod compress;

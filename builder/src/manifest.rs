@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use berth_oci::{Digest, ImageLayout, media_type};
 use serde_json::{Value, json};
 
+use crate::base::Base;
 use crate::image::{BuildError, BuildOptions, BuiltImage, BuiltLayer};
 use crate::spec::ImageSpec;
 
@@ -79,13 +80,29 @@ fn history_line(layer: &BuiltLayer) -> String {
     }
 }
 
-pub(crate) fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
+/// The config: with a base, its `diff_ids` and history first and its
+/// runtime settings under the spec's ([`Base::merge_config`]).
+pub(crate) fn config_json(spec: &ImageSpec, layers: &[BuiltLayer], base: Option<&Base>) -> Vec<u8> {
     let mut config = serde_json::to_value(&spec.config).unwrap_or_else(|_| json!({}));
     if let Some(obj) = config.as_object_mut() {
         if obj.is_empty() {
             config = json!({});
         }
     }
+    let mut diff_ids: Vec<String> = Vec::new();
+    let mut history: Vec<Value> = Vec::new();
+    if let Some(b) = base {
+        config = b.merge_config(&config);
+        diff_ids.extend(b.layers.iter().map(|l| l.diff_id.to_string()));
+        history.extend(b.history());
+    }
+    diff_ids.extend(layers.iter().map(|l| l.diff_id.to_string()));
+    history.extend(layers.iter().map(|l| {
+        json!({
+            "created": spec.created,
+            "created_by": history_line(l),
+        })
+    }));
     let value = json!({
         "created": spec.created,
         "architecture": spec.architecture,
@@ -93,22 +110,23 @@ pub(crate) fn config_json(spec: &ImageSpec, layers: &[BuiltLayer]) -> Vec<u8> {
         "config": config,
         "rootfs": {
             "type": "layers",
-            "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+            "diff_ids": diff_ids,
         },
-        "history": layers.iter().map(|l| json!({
-            "created": spec.created,
-            "created_by": history_line(l),
-        })).collect::<Vec<_>>(),
+        "history": history,
     });
     serde_json::to_vec(&value).expect("JSON values serialise")
 }
 
+/// The manifest: with a base, its layers first, byte for byte as its
+/// manifest lists them, each annotated with the base's digest, and the
+/// standard `org.opencontainers.image.base.*` annotations.
 pub(crate) fn manifest_json(
     spec: &ImageSpec,
     opts: &BuildOptions,
     config: &Digest,
     config_size: usize,
     layers: &[BuiltLayer],
+    base: Option<&Base>,
 ) -> Vec<u8> {
     let mut annotations: BTreeMap<String, String> = BTreeMap::new();
     annotations.insert(
@@ -118,8 +136,24 @@ pub(crate) fn manifest_json(
     if let Some(name) = &spec.name {
         annotations.insert("org.opencontainers.image.title".into(), name.clone());
     }
+    let mut layer_descs: Vec<Value> = Vec::new();
+    if let Some(b) = base {
+        annotations.insert("org.opencontainers.image.base.name".into(), b.name.clone());
+        annotations.insert(
+            "org.opencontainers.image.base.digest".into(),
+            b.pinned.to_string(),
+        );
+        layer_descs.extend(b.layers.iter().map(|l| {
+            json!({
+                "mediaType": l.media_type,
+                "digest": l.digest.to_string(),
+                "size": l.size,
+                "annotations": {crate::base::BASE_LAYER_ANNOTATION: b.manifest.to_string()},
+            })
+        }));
+    }
     annotations.extend(spec.annotations.clone());
-    let layer_descs: Vec<Value> = layers
+    let own: Vec<Value> = layers
         .iter()
         .map(|l| {
             let mut a = BTreeMap::new();
@@ -135,6 +169,7 @@ pub(crate) fn manifest_json(
             })
         })
         .collect();
+    layer_descs.extend(own);
     let value = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,

@@ -321,6 +321,33 @@ pub struct ImageSpec {
     /// Manifest annotations (`org.opencontainers.image.*` and others).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// A base image whose layers go under the closure's, reused byte for
+    /// byte ([`crate::base`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<FromImage>,
+}
+
+/// Where a base image comes from: an OCI image layout on this machine (a
+/// `pullImage` output in the Nix store), pinned by the digest in
+/// `reference`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FromImage {
+    /// The base as `registry/repository[:tag]@sha256:…`: its name (for
+    /// the annotations and the SBOM) and the digest that pins it (a
+    /// manifest, or an index whose image for the spec's platform is used).
+    pub reference: String,
+    /// An OCI image layout holding that digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+}
+
+impl FromImage {
+    /// The digest `reference` pins.
+    pub fn digest(&self) -> Option<berth_oci::Digest> {
+        let (_, digest) = self.reference.rsplit_once('@')?;
+        digest.parse().ok()
+    }
 }
 
 fn default_store_dir() -> String {
@@ -410,6 +437,28 @@ impl ImageSpec {
 
     /// Check everything that parses but cannot make an image.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(base) = &self.from_image {
+            if base.digest().is_none() {
+                return invalid(format!(
+                    "fromImage {:?} is not pinned by digest: write it as name:tag@sha256:… (a tag can move, and the build must be reproducible)",
+                    base.reference
+                ));
+            }
+            match &base.layout {
+                Some(l) if l.starts_with('/') => {}
+                Some(l) => {
+                    return invalid(format!(
+                        "fromImage.layout {l:?} must be an absolute path (the pullImage output)"
+                    ));
+                }
+                None => {
+                    return invalid(format!(
+                        "fromImage {:?} has no layout: fetch it first with berth.lib.pullImage (docs/nix.md)",
+                        base.reference
+                    ));
+                }
+            }
+        }
         let store = self.store_dir.trim_end_matches('/');
         if !store.starts_with('/') || store.len() < 2 || store.contains("/../") {
             return invalid(format!(

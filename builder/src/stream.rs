@@ -123,9 +123,9 @@ pub fn stream_archive(
     });
     let layers = written.into_iter().collect::<Result<Vec<_>, _>>()?;
 
-    let config = config_json(spec, &layers);
+    let config = config_json(spec, &layers, None);
     let config_digest = Digest::sha256(&config);
-    let manifest = manifest_json(spec, opts, &config_digest, config.len(), &layers);
+    let manifest = manifest_json(spec, opts, &config_digest, config.len(), &layers, None);
     let manifest_digest = Digest::sha256(&manifest);
     let layer_digests: Vec<&Digest> = layers.iter().map(|l| &l.digest).collect();
     let end = archive_tail(

@@ -226,6 +226,12 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         })
         .transpose()?;
     let mut specs = load_specs(&args)?;
+    // A base that cannot be used fails here, before any output exists.
+    for spec in &specs {
+        if let Some(from) = &spec.from_image {
+            berth_builder::base::Base::load(spec, from)?;
+        }
+    }
     for label in &args.labels {
         // check_flags made sure it is KEY=VALUE.
         let (key, value) = label.split_once('=').unwrap_or((label, ""));
@@ -255,9 +261,14 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
 
     // One uncompressed archive and nothing else: stream the layers straight
     // into it, each byte written once.
-    if let ([Output::Archive { file, kind }], None, None, Compression::None) =
-        (outputs.as_slice(), &push, &args.verify, opts.compression)
-    {
+    // (Not with a base image: its layers come compressed, as they are.)
+    if let ([Output::Archive { file, kind }], None, None, Compression::None, None) = (
+        outputs.as_slice(),
+        &push,
+        &args.verify,
+        opts.compression,
+        &specs[0].from_image,
+    ) {
         let bars = crate::progress::BuildBars::new(args.quiet);
         let opts = BuildOptions {
             progress: bars.clone().map(|b| b as berth_builder::image::Progress),

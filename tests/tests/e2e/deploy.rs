@@ -440,10 +440,10 @@ fn release_image(out: &Path) -> String {
 }
 
 /// A directory with a lower-case path, removed when dropped.
-struct LowerDir(PathBuf);
+pub(crate) struct LowerDir(pub(crate) PathBuf);
 
 impl LowerDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let path = std::env::temp_dir().join(format!(
             "berth-image-{}-{}",
             std::process::id(),

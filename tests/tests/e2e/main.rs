@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod base;
 mod bot;
 mod build;
 mod bump;

@@ -1,0 +1,351 @@
+//! Base images (`fromImage`): the base's manifest and config read from an
+//! OCI image layout and checked (an image, not an artifact; its layers and
+//! `diff_ids` agree; the platform is the spec's), its layer blobs copied
+//! into the output verbatim and verified on the way, and the config merge
+//! — the base's runtime settings kept unless the spec sets them. Nothing
+//! of the base is unpacked or recompressed: its layers keep their digests.
+
+use std::collections::BTreeMap;
+
+use berth_oci::{Digest, ImageLayout, media_type};
+use serde_json::{Value, json};
+
+use crate::image::BuildError;
+use crate::spec::{FromImage, ImageSpec};
+
+/// Manifest annotation naming the layer's base (the manifest digest it
+/// came from); set on every base layer.
+pub const BASE_LAYER_ANNOTATION: &str = "dev.berth.base.digest";
+
+/// One layer of the base, as its manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseLayer {
+    /// The blob's media type (kept as it is).
+    pub media_type: String,
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// Its `diff_id` from the base's config.
+    pub diff_id: Digest,
+}
+
+/// A base image, resolved for one platform.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// `registry/repository[:tag]` as the spec names it (without digest).
+    pub name: String,
+    /// The digest the spec pins (a manifest or an index).
+    pub pinned: Digest,
+    /// The image manifest used (the pinned one, or the platform's child).
+    pub manifest: Digest,
+    /// Its layers, bottom first.
+    pub layers: Vec<BaseLayer>,
+    /// Its config document.
+    pub config: Value,
+    /// Where its blobs are.
+    layout: ImageLayout,
+}
+
+fn bad(base: &FromImage, why: impl std::fmt::Display) -> BuildError {
+    BuildError::Base(format!("fromImage {}: {why}", base.reference))
+}
+
+impl Base {
+    /// Read the base `from` of `spec` from its layout.
+    pub fn load(spec: &ImageSpec, from: &FromImage) -> Result<Self, BuildError> {
+        let pinned = from
+            .digest()
+            .ok_or_else(|| bad(from, "not pinned by digest"))?;
+        let root = from
+            .layout
+            .as_deref()
+            .ok_or_else(|| bad(from, "no layout (fetch it with berth.lib.pullImage)"))?;
+        let layout = ImageLayout::open(root).map_err(|e| bad(from, e))?;
+        let read = |d: &Digest, what: &str| -> Result<Value, BuildError> {
+            let bytes = layout.read_blob(d).map_err(|e| {
+                bad(
+                    from,
+                    format!("{what} {d} is not in the layout {root} ({e})"),
+                )
+            })?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| bad(from, format!("its {what} {d} is not JSON: {e}")))
+        };
+        let top = read(&pinned, "manifest")?;
+        let (manifest, doc) = match top["mediaType"].as_str() {
+            Some(media_type::OCI_INDEX) | Some(media_type::DOCKER_MANIFEST_LIST) => {
+                let child = top["manifests"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| {
+                        m["platform"]["os"] == spec.os.as_str()
+                            && m["platform"]["architecture"] == spec.architecture.as_str()
+                    })
+                    .ok_or_else(|| {
+                        let offered: Vec<String> = top["manifests"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|m| {
+                                format!(
+                                    "{}/{}",
+                                    m["platform"]["os"].as_str().unwrap_or("?"),
+                                    m["platform"]["architecture"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect();
+                        bad(
+                            from,
+                            format!(
+                                "the index has no image for {}/{} (it has {}); pick a base for this platform",
+                                spec.os,
+                                spec.architecture,
+                                offered.join(", ")
+                            ),
+                        )
+                    })?;
+                let d: Digest = child["digest"]
+                    .as_str()
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| bad(from, "its index lists a child without a digest"))?;
+                let doc = read(&d, "manifest")?;
+                (d, doc)
+            }
+            _ => (pinned.clone(), top),
+        };
+        match doc["mediaType"].as_str() {
+            Some(media_type::OCI_MANIFEST) | Some(media_type::DOCKER_MANIFEST) | None => {}
+            Some(other) => {
+                return Err(bad(from, format!("{manifest} is a {other}, not an image")));
+            }
+        }
+        let config_desc = &doc["config"];
+        let config_type = config_desc["mediaType"].as_str().unwrap_or_default();
+        if config_type != media_type::OCI_CONFIG && config_type != media_type::DOCKER_CONFIG {
+            return Err(bad(
+                from,
+                format!(
+                    "{manifest} is not an image (its config is {config_type:?}; an artifact cannot be a base)"
+                ),
+            ));
+        }
+        let config_digest: Digest = config_desc["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| bad(from, "its manifest has no config digest"))?;
+        let config = read(&config_digest, "config")?;
+        let os = config["os"].as_str().unwrap_or_default();
+        let arch = config["architecture"].as_str().unwrap_or_default();
+        if os != spec.os || arch != spec.architecture {
+            return Err(bad(
+                from,
+                format!(
+                    "it is for {os}/{arch}, the spec for {}/{}; pick a base for this platform",
+                    spec.os, spec.architecture
+                ),
+            ));
+        }
+        let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d.as_str().and_then(|d| d.parse().ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(from, "its config has a malformed rootfs.diff_ids"))?;
+        let descs = doc["layers"].as_array().cloned().unwrap_or_default();
+        if descs.len() != diff_ids.len() {
+            return Err(bad(
+                from,
+                format!(
+                    "its manifest lists {} layers and its config {} diff_ids",
+                    descs.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let layers = descs
+            .iter()
+            .zip(diff_ids)
+            .map(|(d, diff_id)| {
+                let digest = d["digest"].as_str().and_then(|s| s.parse().ok());
+                let size = d["size"].as_u64();
+                let media_type = d["mediaType"].as_str().unwrap_or_default().to_owned();
+                match (digest, size) {
+                    (Some(digest), Some(size))
+                        if media_type.contains("layer") || media_type.contains("rootfs.diff") =>
+                    {
+                        Ok(BaseLayer {
+                            media_type,
+                            digest,
+                            size,
+                            diff_id,
+                        })
+                    }
+                    _ => Err(bad(
+                        from,
+                        format!("a layer of {manifest} is malformed: {d}"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = from
+            .reference
+            .rsplit_once('@')
+            .map_or(from.reference.as_str(), |(n, _)| n)
+            .to_owned();
+        Ok(Self {
+            name,
+            pinned,
+            manifest,
+            layers,
+            config,
+            layout,
+        })
+    }
+
+    /// Put every base layer's blob into `out`, each verified against its
+    /// digest on the way (one already there is kept).
+    pub fn copy_blobs(&self, out: &ImageLayout) -> Result<(), BuildError> {
+        for l in &self.layers {
+            if out.has_blob(&l.digest) {
+                continue;
+            }
+            let reader = self.layout.open_blob(&l.digest)?;
+            let (_, size) = out.write_blob_from(reader, Some(&l.digest))?;
+            if size != l.size {
+                return Err(BuildError::Base(format!(
+                    "fromImage {}: layer {} is {size} bytes, its manifest says {}",
+                    self.name, l.digest, l.size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base's history entries (one per layer and empty ones in
+    /// between, as its config lists them).
+    pub fn history(&self) -> Vec<Value> {
+        self.config["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The merged runtime config: the spec's settings over the base's
+    /// (see docs/image-spec.md, "fromImage").
+    pub fn merge_config(&self, spec_config: &Value) -> Value {
+        merge_config(&self.config["config"], spec_config)
+    }
+}
+
+/// `NAME` of a `NAME=value` entry.
+fn env_name(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(n, _)| n)
+}
+
+/// The spec's config over the base's:
+/// - `Env`: the base's variables, each replaced by the spec's of the same
+///   name, then the spec's new ones, in order;
+/// - `Labels`: the base's, each replaced by the spec's of the same key;
+/// - `ExposedPorts`, `Volumes`: both;
+/// - `Entrypoint`, `Cmd`, `User`, `WorkingDir`, `StopSignal`: the spec's
+///   if it sets them, else the base's — except that a spec setting
+///   `Entrypoint` and no `Cmd` drops the base's `Cmd` (as a Dockerfile's
+///   `ENTRYPOINT` does), since it was written for another entrypoint;
+/// - anything else the base sets (`Healthcheck`, `Shell`, …): kept.
+pub fn merge_config(base: &Value, spec: &Value) -> Value {
+    let mut out: BTreeMap<String, Value> = base
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let Some(spec) = spec.as_object() else {
+        return json!(out);
+    };
+    for (key, value) in spec {
+        match key.as_str() {
+            "Env" => {
+                let mut env: Vec<Value> = out
+                    .get("Env")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for new in value.as_array().into_iter().flatten() {
+                    let name = env_name(new.as_str().unwrap_or_default());
+                    match env
+                        .iter_mut()
+                        .find(|e| env_name(e.as_str().unwrap_or_default()) == name)
+                    {
+                        Some(slot) => *slot = new.clone(),
+                        None => env.push(new.clone()),
+                    }
+                }
+                out.insert(key.clone(), Value::Array(env));
+            }
+            "Labels" | "ExposedPorts" | "Volumes" => {
+                let mut map = out
+                    .get(key)
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for (k, v) in value.as_object().into_iter().flatten() {
+                    map.insert(k.clone(), v.clone());
+                }
+                out.insert(key.clone(), Value::Object(map));
+            }
+            "Entrypoint" => {
+                if !spec.contains_key("Cmd") {
+                    out.remove("Cmd");
+                }
+                out.insert(key.clone(), value.clone());
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    json!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_specs_settings_go_over_the_bases() {
+        let base = json!({
+            "Env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"],
+            "Cmd": ["/bin/sh"],
+            "WorkingDir": "/",
+            "User": "0",
+            "Labels": {"vendor": "alpine", "keep": "1"},
+            "ExposedPorts": {"22/tcp": {}},
+            "Healthcheck": {"Test": ["CMD", "true"]},
+        });
+        let spec = json!({
+            "Env": ["PATH=/nix/bin:/usr/bin", "APP=1"],
+            "Entrypoint": ["/nix/store/x-app/bin/app"],
+            "User": "1000:1000",
+            "Labels": {"vendor": "me"},
+            "ExposedPorts": {"8080/tcp": {}},
+        });
+        assert_eq!(
+            merge_config(&base, &spec),
+            json!({
+                "Env": ["PATH=/nix/bin:/usr/bin", "LANG=C.UTF-8", "APP=1"],
+                "Entrypoint": ["/nix/store/x-app/bin/app"],
+                "WorkingDir": "/",
+                "User": "1000:1000",
+                "Labels": {"vendor": "me", "keep": "1"},
+                "ExposedPorts": {"22/tcp": {}, "8080/tcp": {}},
+                "Healthcheck": {"Test": ["CMD", "true"]},
+            })
+        );
+        // A spec that sets nothing keeps the base's config whole; Cmd
+        // with Entrypoint keeps both.
+        assert_eq!(merge_config(&base, &json!({})), base);
+        let both = merge_config(&base, &json!({"Entrypoint": ["e"], "Cmd": ["c"]}));
+        assert_eq!(both["Cmd"], json!(["c"]));
+    }
+}

@@ -1,0 +1,239 @@
+//! Base images (`fromImage`, issue 20): a closure built on top of a base
+//! made with umoci — a small root filesystem with `/etc/os-release` and a
+//! busybox shell. The base's layers stay byte for byte what its manifest
+//! lists, the image is reproducible, and podman runs the result with both
+//! the base's files and the Nix paths.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_tests::{berth_bin, podman, require, run, run_text};
+
+use crate::deploy::LowerDir;
+
+/// A base image in an OCI layout under `dir`: busybox as `/bin/sh`,
+/// `/etc/os-release`, `PATH=/bin`, `Cmd ["/bin/sh"]`. Its layout and
+/// manifest digest.
+fn base_layout(dir: &Path) -> (PathBuf, String) {
+    require("umoci");
+    let layout = dir.join("base");
+    let img = format!("{}:1", layout.display());
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &img]));
+    let rootfs = dir.join("base-root");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "busybox is not installed: {}",
+        crate::nix::NIX_HINT
+    );
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for tool in ["sh", "cat", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/os-release"),
+        "NAME=\"berth test base\"\nID=berthbase\n",
+    )
+    .unwrap();
+    run(Command::new("umoci")
+        .args(["insert", "--image", &img])
+        .arg(&rootfs)
+        .arg("/"));
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &img,
+        "--config.env",
+        "PATH=/bin",
+        "--config.env",
+        "LANG=C.UTF-8",
+        "--config.cmd",
+        "/bin/sh",
+        "--config.label",
+        "vendor=base",
+    ]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    (layout, digest)
+}
+
+fn blob(layout: &Path, digest: &str) -> serde_json::Value {
+    let hex = digest.trim_start_matches("sha256:");
+    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// `berth build` of `spec` into `oci:out:v1`: the digest, or the error.
+fn build(spec: &Path, root: &Path, out: &Path, extra: &[&str]) -> Result<String, String> {
+    let o = Command::new(berth_bin())
+        .arg("build")
+        .arg(spec)
+        .arg("--store-root")
+        .arg(root)
+        .args(["-q", "-o", &format!("oci:{}:v1", out.display())])
+        .args(extra)
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())
+    }
+}
+
+#[test]
+fn a_closure_on_a_base_keeps_the_bases_layers_and_runs_with_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, base_digest) = base_layout(d);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    let app = spec["roots"][1].as_str().unwrap().to_owned();
+    let script = root.join(app.trim_start_matches('/')).join("bin/app");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("registry.local/base:1@{base_digest}"),
+        "layout": base.display().to_string(),
+    });
+    spec["config"] = serde_json::json!({
+        "Entrypoint": [format!("{app}/bin/app")],
+        "Env": ["APP=1"],
+    });
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+
+    // Reproducible: another directory, one thread, no cache.
+    let out = LowerDir::new();
+    // (The test store's narHashes are made up: a cache of its own.)
+    let cache = d.join("cache");
+    let cache_flag = ["--cache-dir", cache.to_str().unwrap()];
+    let first = build(&spec_path, &root, &out.0.join("a"), &cache_flag).unwrap();
+    let warm = build(&spec_path, &root, &out.0.join("c"), &cache_flag).unwrap();
+    assert_eq!(first, warm, "a warm cache gives the same image");
+    let again = build(
+        &spec_path,
+        &root,
+        &out.0.join("b"),
+        &["--threads", "1", "--no-cache"],
+    )
+    .unwrap();
+    assert_eq!(first, again);
+
+    // The base's layers first, exactly as its manifest lists them.
+    let base_manifest = blob(&base, &base_digest);
+    let manifest = blob(&out.0.join("a"), &first);
+    let base_layers = base_manifest["layers"].as_array().unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(layers.len() > base_layers.len());
+    for (b, l) in base_layers.iter().zip(layers) {
+        assert_eq!(
+            (&b["digest"], &b["size"], &b["mediaType"]),
+            (&l["digest"], &l["size"], &l["mediaType"])
+        );
+        assert_eq!(
+            l["annotations"]["dev.berth.base.digest"],
+            base_digest.as_str()
+        );
+        // Its bytes are the base's bytes.
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        assert_eq!(
+            std::fs::read(out.0.join("a/blobs/sha256").join(hex)).unwrap(),
+            std::fs::read(base.join("blobs/sha256").join(hex)).unwrap()
+        );
+    }
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        base_digest.as_str()
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        "registry.local/base:1"
+    );
+    // The config: the base's diff_ids and history first, its settings
+    // under the spec's.
+    let base_config = blob(&base, base_manifest["config"]["digest"].as_str().unwrap());
+    let config = blob(
+        &out.0.join("a"),
+        manifest["config"]["digest"].as_str().unwrap(),
+    );
+    let base_ids = base_config["rootfs"]["diff_ids"].as_array().unwrap();
+    let ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(&ids[..base_ids.len()], &base_ids[..]);
+    assert_eq!(ids.len(), layers.len());
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!(["PATH=/bin", "LANG=C.UTF-8", "APP=1"])
+    );
+    assert_eq!(config["config"]["Labels"]["vendor"], "base");
+    assert!(
+        config["config"].get("Cmd").is_none(),
+        "an Entrypoint of the spec drops the base's Cmd"
+    );
+
+    // podman runs the Nix path with the base's shell, and sees its files.
+    let pm = dir.path().join("podman");
+    let id = run_text(&mut podman(
+        &pm,
+        &[
+            "pull",
+            "-q",
+            &format!("oci:{}:v1", out.0.join("a").display()),
+        ],
+    ))
+    .trim()
+    .to_owned();
+    let limits = [
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend(limits);
+    args.push(&id);
+    assert_eq!(run_text(&mut podman(&pm, &args)).trim(), "app");
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend(limits);
+    args.extend(["--entrypoint", "/bin/cat", &id, "/etc/os-release"]);
+    assert!(run_text(&mut podman(&pm, &args)).contains("berth test base"));
+    let _ = podman(&pm, &["rmi", "--all", "--force"]).output();
+}
+
+#[test]
+fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, base_digest) = base_layout(d);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    let out = d.join("out");
+    let missing = format!("sha256:{}", "0".repeat(64));
+    for (from, says) in [
+        (
+            serde_json::json!({"reference": "registry.local/base:1", "layout": base}),
+            "is not pinned by digest",
+        ),
+        (
+            serde_json::json!({"reference": format!("registry.local/base:1@{missing}"), "layout": base}),
+            "is not in the layout",
+        ),
+        (
+            serde_json::json!({"reference": format!("registry.local/base:1@{base_digest}")}),
+            "pullImage",
+        ),
+    ] {
+        let mut s = spec.clone();
+        s["fromImage"] = from;
+        std::fs::write(&spec_path, s.to_string()).unwrap();
+        let err = build(&spec_path, &root, &out, &[]).unwrap_err();
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!out.join("index.json").exists(), "nothing written");
+    }
+}
