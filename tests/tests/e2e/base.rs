@@ -237,3 +237,79 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
         assert!(!out.join("index.json").exists(), "nothing written");
     }
 }
+
+/// `berth_registry_received_bytes_total` of `server`.
+fn received(server: &berth_tests::Server) -> u64 {
+    let text = String::from_utf8(
+        berth_tests::http("GET", &format!("{}/metrics", server.url()), &[], b"").body,
+    )
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("berth_registry_received_bytes_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn an_image_on_a_base_pushes_once_and_again_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, base_digest) = base_layout(d);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("registry.local/base:1@{base_digest}"),
+        "layout": base.display().to_string(),
+    });
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let server = berth_tests::Server::start(&d.join("registry"), &[]);
+    let push = || {
+        let o = Command::new(berth_bin())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("--store-root")
+            .arg(&root)
+            .args(["-q", "--cache-dir"])
+            .arg(d.join("cache"))
+            .args(["--no-sbom", "--push", &format!("{}/apps/on-base:1", server.host())])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let before = received(&server);
+    let digest = push();
+    let sent = received(&server) - before;
+    // Every blob once: the base's layers (as its manifest sizes them),
+    // berth's layers, the config and the manifest.
+    let manifest = blob_from(&server, &digest);
+    let blobs: u64 = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    assert!(sent >= blobs, "sent {sent} for {blobs} bytes of blobs");
+    assert!(sent < blobs + 64 * 1024, "sent {sent} for {blobs} bytes of blobs");
+    let base_bytes: u64 = blob(&base, &base_digest)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(blobs > base_bytes, "the base's layers are among them");
+    // Again: the registry has every blob; nothing but the manifest moves.
+    let before = received(&server);
+    assert_eq!(push(), digest);
+    let again = received(&server) - before;
+    assert!(again < 64 * 1024, "a re-push sent {again} bytes");
+}
+
+/// The manifest `digest` of apps/on-base from `server`, parsed.
+fn blob_from(server: &berth_tests::Server, digest: &str) -> serde_json::Value {
+    berth_tests::http(
+        "GET",
+        &format!("{}/v2/apps/on-base/manifests/{digest}", server.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    )
+    .json()
+}
