@@ -240,6 +240,92 @@ impl Base {
     }
 }
 
+/// Fetch the base `reference` (pinned by digest) from its registry into
+/// `layout`, as much of it as a build for `os`/`architecture` needs: the
+/// pinned manifest (an index keeps only that platform's image), its
+/// config and its layers, every blob verified before it is stored, and
+/// the pinned digest named `tag` in the layout's index. What the layout
+/// already holds is not fetched again.
+pub fn pull(
+    client: &berth_oci::client::Client,
+    reference: &str,
+    os: &str,
+    architecture: &str,
+    layout: &ImageLayout,
+    tag: Option<&str>,
+) -> Result<Digest, BuildError> {
+    let fail = |why: String| BuildError::Base(format!("fromImage {reference}: {why}"));
+    let parsed: berth_oci::Reference = reference
+        .parse()
+        .map_err(|e| fail(format!("not an image reference ({e})")))?;
+    let pinned = parsed.digest().cloned().ok_or_else(|| {
+        fail("not pinned by digest: write it as name:tag@sha256:… (a tag can move, and the build must be reproducible)".into())
+    })?;
+    let (registry, repo) = (parsed.registry(), parsed.repository());
+    let get_manifest = |d: &Digest| -> Result<(String, Vec<u8>), BuildError> {
+        match client.manifest(registry, repo, &d.to_string()) {
+            Ok(Some((media_type, bytes, _))) => Ok((media_type, bytes)),
+            Ok(None) => Err(fail(format!(
+                "{registry} has no manifest {d} in {repo}; check the digest"
+            ))),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    };
+    let (top_type, top) = get_manifest(&pinned)?;
+    layout.write_blob_from(top.as_slice(), Some(&pinned))?;
+    let doc: Value =
+        serde_json::from_slice(&top).map_err(|e| fail(format!("its manifest is not JSON: {e}")))?;
+    let image = if top_type == media_type::OCI_INDEX
+        || top_type == media_type::DOCKER_MANIFEST_LIST
+        || doc["manifests"].is_array()
+    {
+        let child = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == architecture)
+            .and_then(|m| m["digest"].as_str()?.parse::<Digest>().ok())
+            .ok_or_else(|| {
+                fail(format!(
+                    "the index has no image for {os}/{architecture}; pick a base for this platform"
+                ))
+            })?;
+        let (_, bytes) = get_manifest(&child)?;
+        layout.write_blob_from(bytes.as_slice(), Some(&child))?;
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| fail(format!("its manifest is not JSON: {e}")))?
+    } else {
+        doc
+    };
+    let mut blobs: Vec<Digest> = Vec::new();
+    for d in
+        std::iter::once(&image["config"]).chain(image["layers"].as_array().into_iter().flatten())
+    {
+        let digest = d["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| fail(format!("a descriptor without a digest: {d}")))?;
+        blobs.push(digest);
+    }
+    for d in &blobs {
+        client
+            .blob_into(registry, repo, d, layout)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let mut desc = berth_oci::spec::Descriptor::new(
+        if top_type.contains("index") || top_type.contains("list") {
+            berth_oci::spec::MediaType::ImageIndex
+        } else {
+            berth_oci::spec::MediaType::ImageManifest
+        },
+        top.len() as u64,
+        berth_oci::spec::Digest::from(&pinned),
+    );
+    desc.set_annotations(None);
+    layout.add_manifest(desc, tag)?;
+    Ok(pinned)
+}
+
 /// `NAME` of a `NAME=value` entry.
 fn env_name(entry: &str) -> &str {
     entry.split_once('=').map_or(entry, |(n, _)| n)

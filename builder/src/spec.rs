@@ -337,7 +337,8 @@ pub struct FromImage {
     /// the annotations and the SBOM) and the digest that pins it (a
     /// manifest, or an index whose image for the spec's platform is used).
     pub reference: String,
-    /// An OCI image layout holding that digest.
+    /// An OCI image layout holding that digest; without one, `berth build`
+    /// fetches the base from its registry (into the layer cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
 }
@@ -444,17 +445,10 @@ impl ImageSpec {
                     base.reference
                 ));
             }
-            match &base.layout {
-                Some(l) if l.starts_with('/') => {}
-                Some(l) => {
+            if let Some(l) = &base.layout {
+                if !l.starts_with('/') {
                     return invalid(format!(
                         "fromImage.layout {l:?} must be an absolute path (the pullImage output)"
-                    ));
-                }
-                None => {
-                    return invalid(format!(
-                        "fromImage {:?} has no layout: fetch it first with berth.lib.pullImage (docs/nix.md)",
-                        base.reference
                     ));
                 }
             }

@@ -226,6 +226,8 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         })
         .transpose()?;
     let mut specs = load_specs(&args)?;
+    // Bases named only by reference are fetched (once: into the cache).
+    let _bases_tmp = fetch_bases(&args, &mut specs, push.as_ref())?;
     // A base that cannot be used fails here, before any output exists.
     for spec in &specs {
         if let Some(from) = &spec.from_image {
@@ -516,6 +518,67 @@ fn store_path(arg: &str) -> Result<String> {
     bail!("--nix {arg}: too many symbolic links")
 }
 
+/// Fetch the base of every spec that names it only by reference into
+/// `<cache>/bases/<digest>` (a temporary directory with `--no-cache`,
+/// returned so it lives through the build), and point the spec at it.
+/// The base's registry gets the push's credentials when it is the push's
+/// registry, else those of the auth file.
+fn fetch_bases(
+    args: &BuildArgs,
+    specs: &mut [ImageSpec],
+    push: Option<&Reference>,
+) -> Result<Option<tempfile::TempDir>> {
+    let mut tmp = None;
+    for spec in specs.iter_mut() {
+        let Some(from) = spec.from_image.as_mut() else {
+            continue;
+        };
+        if from.layout.is_some() {
+            continue;
+        }
+        let base: Reference = from
+            .reference
+            .parse()
+            .with_context(|| format!("fromImage {}", from.reference))?;
+        let pinned = base
+            .digest()
+            .cloned()
+            .with_context(|| format!("fromImage {} is not pinned by digest", from.reference))?;
+        let root = match args.cache_dir.clone().or_else(LayerCache::default_dir) {
+            Some(dir) if !args.no_cache => dir.join("bases"),
+            _ => {
+                let t = tmp.get_or_insert(tempfile::tempdir()?);
+                t.path().to_owned()
+            }
+        };
+        let dir = root.join(pinned.hex());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let layout = berth_oci::ImageLayout::create(&dir)?;
+        let same = push.is_some_and(|p| p.registry() == base.registry());
+        let credentials = if same {
+            credentials(args, base.registry())?
+        } else {
+            auth_file_credentials(args, base.registry())?
+        };
+        let client = Client::new(ClientOptions {
+            plain_http: args.plain_http && same,
+            credentials,
+            ..ClientOptions::default()
+        });
+        berth_builder::base::pull(
+            &client,
+            &from.reference,
+            &spec.os,
+            &spec.architecture,
+            &layout,
+            None,
+        )?;
+        from.layout = Some(dir.display().to_string());
+    }
+    Ok(tmp)
+}
+
 fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
     if let (Some(u), Some(p)) = (&args.username, &args.password) {
         return Ok(Credentials::Basic {
@@ -523,6 +586,12 @@ fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
             password: p.clone(),
         });
     }
+    auth_file_credentials(args, registry)
+}
+
+/// Credentials for `registry` from the auth file (`--authfile`,
+/// `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`), else anonymous.
+fn auth_file_credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
     let file = args
         .authfile
         .clone()

@@ -829,6 +829,65 @@ impl Client {
         })
     }
 
+    /// Blob `digest` of `repo` streamed into `layout`, verified before it
+    /// is stored under its digest (a blob that does not match is never
+    /// stored); its size. A blob the layout has is not fetched.
+    pub fn blob_into(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        layout: &crate::ImageLayout,
+    ) -> Result<u64, ClientError> {
+        if let Ok(meta) = std::fs::metadata(layout.blob_path(digest)) {
+            return Ok(meta.len());
+        }
+        self.runtime.block_on(async {
+            use std::io::Write as _;
+            let path = format!("blobs/{digest}");
+            let (mut r, url) = self.read(registry, repo, &path, &[], &[200]).await?;
+            let io = |e: std::io::Error| ClientError::Status {
+                status: 200,
+                method: "GET",
+                url: url.clone(),
+                body: format!("cannot store the blob: {e}"),
+            };
+            let dest = layout.blob_path(digest);
+            let dir = dest.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let mut tmp = crate::layout::output_temp(dir).map_err(io)?;
+            let mut hasher = digest.algorithm().hasher();
+            let mut size = 0u64;
+            loop {
+                match r.chunk().await {
+                    Ok(Some(c)) => {
+                        hasher.update(&c);
+                        tmp.write_all(&c).map_err(io)?;
+                        size += c.len() as u64;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(ClientError::Unreachable {
+                            registry: registry.to_owned(),
+                            cause: error_chain(&e),
+                        });
+                    }
+                }
+            }
+            let got = hasher.finish();
+            if got != *digest {
+                return Err(ClientError::Status {
+                    status: 200,
+                    method: "GET",
+                    url,
+                    body: format!("the blob's bytes hash to {got}"),
+                });
+            }
+            tmp.persist(&dest).map_err(|e| io(e.error))?;
+            Ok(size)
+        })
+    }
+
     /// Whether `repo` holds blob `digest`.
     pub fn blob_exists(
         &self,

@@ -223,9 +223,10 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
             serde_json::json!({"reference": format!("registry.local/base:1@{missing}"), "layout": base}),
             "is not in the layout",
         ),
+        // No layout and a registry that is down.
         (
-            serde_json::json!({"reference": format!("registry.local/base:1@{base_digest}")}),
-            "pullImage",
+            serde_json::json!({"reference": format!("127.0.0.1:1/base:1@{base_digest}")}),
+            "cannot reach registry 127.0.0.1:1",
         ),
     ] {
         let mut s = spec.clone();
@@ -271,7 +272,11 @@ fn an_image_on_a_base_pushes_once_and_again_sends_nothing() {
             .arg(&root)
             .args(["-q", "--cache-dir"])
             .arg(d.join("cache"))
-            .args(["--no-sbom", "--push", &format!("{}/apps/on-base:1", server.host())])
+            .args([
+                "--no-sbom",
+                "--push",
+                &format!("{}/apps/on-base:1", server.host()),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -288,7 +293,10 @@ fn an_image_on_a_base_pushes_once_and_again_sends_nothing() {
         .map(|b| b["size"].as_u64().unwrap())
         .sum();
     assert!(sent >= blobs, "sent {sent} for {blobs} bytes of blobs");
-    assert!(sent < blobs + 64 * 1024, "sent {sent} for {blobs} bytes of blobs");
+    assert!(
+        sent < blobs + 64 * 1024,
+        "sent {sent} for {blobs} bytes of blobs"
+    );
     let base_bytes: u64 = blob(&base, &base_digest)["layers"]
         .as_array()
         .unwrap()
@@ -312,4 +320,82 @@ fn blob_from(server: &berth_tests::Server, digest: &str) -> serde_json::Value {
         b"",
     )
     .json()
+}
+
+#[test]
+fn a_base_named_by_reference_is_fetched_from_its_registry_and_copied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, _) = base_layout(d);
+    // The base in a registry (the one a team would pull alpine from).
+    let upstream = berth_tests::Server::start(&d.join("upstream"), &[]);
+    crate::clients::skopeo_push(&base, "1", &format!("{}/library/base:1", upstream.host()));
+    let served = berth_tests::http(
+        "GET",
+        &format!("{}/v2/library/base/manifests/1", upstream.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    let base_digest = berth_tests::sha256(&served.body);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("{}/library/base:1@{base_digest}", upstream.host()),
+    });
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    // Into a layout, and pushed to another registry.
+    let target = berth_tests::Server::start(&d.join("target"), &[]);
+    let out = d.join("out");
+    let before = received(&target);
+    let o = Command::new(berth_bin())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("--store-root")
+        .arg(&root)
+        .args(["-q", "--no-sbom", "--cache-dir"])
+        .arg(d.join("cache"))
+        .args(["-o", &format!("oci:{}:v1", out.display())])
+        .args(["--push", &format!("{}/apps/on-base:1", target.host())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let sent = received(&target) - before;
+    let manifest = blob(&out, &digest);
+    let base_manifest: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
+    let base_layers = base_manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        &manifest["layers"].as_array().unwrap()[..base_layers.len()],
+        &base_layers
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l["annotations"] =
+                    serde_json::json!({"dev.berth.base.digest": base_digest.as_str()});
+                l
+            })
+            .collect::<Vec<_>>()[..]
+    );
+    let blobs: u64 = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sent >= blobs && sent < blobs + 64 * 1024,
+        "the target received {sent} bytes for {blobs} bytes of blobs: each once"
+    );
+    // A digest the registry does not have: one line, nothing written.
+    let missing = format!("sha256:{}", "1".repeat(64));
+    spec["fromImage"]["reference"] =
+        serde_json::json!(format!("{}/library/base:1@{missing}", upstream.host()));
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let none = d.join("none");
+    let err = build(&spec_path, &root, &none, &["--no-cache"]).unwrap_err();
+    assert!(
+        err.contains("has no manifest") && err.contains("check the digest"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!none.exists(), "nothing written");
 }
