@@ -75,6 +75,39 @@ pub fn cyclonedx(spec: &ImageSpec, image: &Digest) -> Vec<u8> {
             })
         })
         .collect();
+    // The base image, by the digest that pins it: a container component
+    // the image depends on (its own contents are its own SBOM's).
+    let mut components = components;
+    let mut roots = spec.roots.clone();
+    if let Some(base) = &spec.from_image {
+        let (name, digest) = base
+            .reference
+            .rsplit_once('@')
+            .unwrap_or((base.reference.as_str(), ""));
+        let repo = name
+            .rsplit_once('/')
+            .map_or(name, |(_, r)| r)
+            .split(':')
+            .next()
+            .unwrap_or(name);
+        let qualifier = name.rsplit_once(':').filter(|(_, t)| !t.contains('/'));
+        let purl = match qualifier {
+            Some((_, tag)) => format!("pkg:oci/{repo}@{}?tag={tag}", digest.replace(':', "%3A")),
+            None => format!("pkg:oci/{repo}@{}", digest.replace(':', "%3A")),
+        };
+        components.insert(
+            0,
+            json!({
+                "type": "container",
+                "bom-ref": base.reference,
+                "name": name,
+                "version": digest,
+                "purl": purl,
+                "properties": [{"name": "berth:base_image", "value": base.reference}],
+            }),
+        );
+        roots.push(base.reference.clone());
+    }
     let mut deps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for p in &paths {
         let mut refs: Vec<&str> = p
@@ -88,7 +121,6 @@ pub fn cyclonedx(spec: &ImageSpec, image: &Digest) -> Vec<u8> {
         deps.insert(&p.path, refs);
     }
     let name = spec.name.clone().unwrap_or_else(|| "image".to_owned());
-    let mut roots = spec.roots.clone();
     roots.sort();
     let doc = json!({
         "bomFormat": "CycloneDX",
@@ -195,5 +227,39 @@ mod tests {
         assert_eq!(app["version"], "1.0");
         assert_eq!(app["purl"], "pkg:nix/app@1.0");
         assert_eq!(app["properties"][1]["value"], "sha256:a");
+    }
+
+    #[test]
+    fn a_base_image_is_a_component_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = crate::image::tests::fixture(&dir.path().join("store"));
+        let pinned = format!("sha256:{}", "ab".repeat(32));
+        spec.from_image = Some(crate::spec::FromImage {
+            reference: format!("registry.lan/library/alpine:3.20@{pinned}"),
+            layout: Some("/nix/store/x-alpine-oci".into()),
+        });
+        let image = Digest::sha256(b"manifest");
+        let v: serde_json::Value = serde_json::from_slice(&cyclonedx(&spec, &image)).unwrap();
+        let components = v["components"].as_array().unwrap();
+        assert_eq!(
+            components.len(),
+            spec.closure.len() + 1,
+            "the closure's too"
+        );
+        let base = &components[0];
+        assert_eq!(base["type"], "container");
+        assert_eq!(base["name"], "registry.lan/library/alpine:3.20");
+        assert_eq!(base["version"], pinned.as_str());
+        assert_eq!(
+            base["purl"],
+            format!("pkg:oci/alpine@sha256%3A{}?tag=3.20", "ab".repeat(32))
+        );
+        let top = &v["dependencies"][0];
+        assert!(
+            top["dependsOn"]
+                .as_array()
+                .unwrap()
+                .contains(&base["bom-ref"])
+        );
     }
 }
