@@ -595,7 +595,11 @@ fn auth_file_credentials(args: &BuildArgs, registry: &str) -> Result<Credentials
     let file = args
         .authfile
         .clone()
-        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("REGISTRY_AUTH_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .or_else(|| {
             let p = PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json");
             p.exists().then_some(p)

@@ -14,6 +14,7 @@ mod bump;
 mod logging;
 mod mirror;
 mod progress;
+mod pull;
 mod serve;
 mod server;
 
@@ -31,6 +32,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Build a reproducible layered image from an image spec.
     Build(build::BuildArgs),
+    /// Fetch an image pinned by digest into an OCI image layout (a build's
+    /// base; what berth.lib.pullImage runs).
+    Pull(pull::PullArgs),
     /// Run the node mirror containerd pulls through (verified pull-through
     /// cache of the mirrored registries).
     Mirror(mirror::MirrorArgs),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Build(args) => build::run(args),
+        Command::Pull(args) => pull::run(args),
         Command::Mirror(args) => mirror::run(args),
         Command::Bump(args) => bump::run(args),
         Command::Bot(args) => bot::run(args),

@@ -136,6 +136,11 @@ let
       created ? "1970-01-01T00:00:01Z",
       # Manifest annotations (org.opencontainers.image.source, …).
       annotations ? { },
+      # A base image: a `pullImage` result, or a reference pinned by digest
+      # ("registry/repo:tag@sha256:…", which `berth build` then fetches).
+      # Its layers go under the closure's, byte for byte
+      # (docs/image-spec.md, "fromImage").
+      fromImage ? null,
     }:
     let
       files =
@@ -185,9 +190,26 @@ let
       inherit system;
       __structuredAttrs = true;
       exportReferencesGraph.closure = [ carrier ];
-      berthSpec = spec // {
-        rootsFrom = "${carrier}";
-      };
+      # The base is named here, not in the carrier: the build depends on
+      # it, but it is not part of the image's closure.
+      berthSpec =
+        spec
+        // {
+          rootsFrom = "${carrier}";
+        }
+        // (
+          if fromImage == null then
+            { }
+          else if builtins.isString fromImage then
+            { fromImage.reference = fromImage; }
+          else
+            {
+              fromImage = {
+                reference = fromImage.imageReference;
+                layout = "${fromImage}";
+              };
+            }
+        );
       builder = bb;
       # The spec is the derivation's own .attrs.json (berth reads the
       # `berthSpec` and `closure` keys of it); busybox sh reads $out from
@@ -207,6 +229,60 @@ let
       imageName = name;
       imageTag = tag;
     };
+
+  # A base image fetched by berth into an OCI image layout in the store, as
+  # a fixed-output derivation (dockerTools.pullImage's argument names):
+  # the layout is what the digest names, so its `hash` is the same on any
+  # machine, and a wrong one fails the build with Nix's own message. Only
+  # the image for `os`/`arch` is fetched from an index.
+  pullImage =
+    {
+      imageName,
+      imageDigest,
+      hash,
+      os ? "linux",
+      arch ? goArch,
+      # false: plain HTTP (a loopback registry falls back to it by itself).
+      tlsVerify ? true,
+      finalImageName ? imageName,
+      finalImageTag ? "latest",
+    }:
+    if berth == null then
+      throw "berth: pullImage needs the berth package (import nix/lib { berth = …; })"
+    else
+      builtins.derivation {
+        name =
+          let
+            base = builtins.baseNameOf finalImageName;
+          in
+          "${base}-${finalImageTag}-oci";
+        inherit system;
+        builder = bb;
+        args = [
+          "sh"
+          "-c"
+          ''
+            # Impure variables the daemon does not have arrive empty.
+            [ -n "''${SSL_CERT_FILE:-}" ] || unset SSL_CERT_FILE
+            [ -n "''${REGISTRY_AUTH_FILE:-}" ] || unset REGISTRY_AUTH_FILE
+            exec ${berth}/bin/berth pull "${imageName}@${imageDigest}" \
+              --os ${os} --arch ${arch} ${if tlsVerify then "" else "--plain-http"} \
+              -o "oci:$out"
+          ''
+        ];
+        outputHashMode = "recursive";
+        outputHash = hash;
+        preferLocalBuild = true;
+        # The registry's credentials and certificates, when the caller set
+        # them in the environment of the Nix daemon.
+        impureEnvVars = [
+          "REGISTRY_AUTH_FILE"
+          "SSL_CERT_FILE"
+        ];
+      }
+      // {
+        imageReference = "${imageName}@${imageDigest}";
+      };
 
   # A `nix run` program that builds one of `images` (an attribute set of
   # buildImage results) with `berth build`:
@@ -273,6 +349,7 @@ in
 {
   inherit
     buildImage
+    pullImage
     mkBuildImageApp
     writeText
     goArch

@@ -14,7 +14,7 @@ use crate::deploy::LowerDir;
 /// A base image in an OCI layout under `dir`: busybox as `/bin/sh`,
 /// `/etc/os-release`, `PATH=/bin`, `Cmd ["/bin/sh"]`. Its layout and
 /// manifest digest.
-fn base_layout(dir: &Path) -> (PathBuf, String) {
+pub(crate) fn base_layout(dir: &Path) -> (PathBuf, String) {
     require("umoci");
     let layout = dir.join("base");
     let img = format!("{}:1", layout.display());

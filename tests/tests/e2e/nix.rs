@@ -647,3 +647,135 @@ fn the_bot_module_renders_a_config_berth_bot_accepts() {
     );
     assert_refused("bot", &missing, "no credentials", "secret_file");
 }
+
+/// `berth.lib.pullImage` fetches a base from a registry as a fixed-output
+/// derivation (a wrong `hash` fails with Nix's own message), and
+/// `buildImage { fromImage = …; }` puts a Nix closure on it: the base
+/// stays out of the closure, and podman runs the result with both.
+#[test]
+fn pull_image_is_a_fixed_output_base_for_build_image() {
+    require("podman");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    busybox_dir(d);
+    let (layout, _) = crate::base::base_layout(d);
+    let server = berth_tests::Server::start(&d.join("registry"), &[]);
+    crate::clients::skopeo_push(&layout, "1", &format!("{}/library/base:1", server.host()));
+    let served = berth_tests::http(
+        "GET",
+        &format!("{}/v2/library/base/manifests/1", server.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    let digest = berth_tests::sha256(&served.body);
+    let write = |hash: &str| {
+        std::fs::write(
+            d.join("default.nix"),
+            format!(
+                r#"
+let
+  busybox = builtins.path {{ path = ./bbdir; name = "busybox-static"; }};
+  bb = "${{busybox}}/bin/busybox";
+  system = builtins.currentSystem;
+  mk = name: script: builtins.derivation {{
+    inherit name system; builder = bb; args = [ "sh" "-c" script ];
+  }};
+  # The berth under test (the sandbox is off on Debian's nix-bin).
+  berth = mk "berth-under-test" ''
+    ${{bb}} mkdir -p $out/bin
+    ${{bb}} printf '#!${{bb}} sh\nexec {bin} "$@"\n' > $out/bin/berth
+    ${{bb}} chmod 555 $out/bin/berth
+  '';
+  berthLib = import {lib} {{ inherit busybox berth system; }};
+in rec {{
+  base = berthLib.pullImage {{
+    imageName = "{host}/library/base";
+    imageDigest = "{digest}";
+    hash = "{hash}";
+    finalImageTag = "1";
+  }};
+  app = mk "on-base-app-1.0" ''
+    ${{bb}} mkdir -p $out/bin
+    ${{bb}} printf '#!/bin/sh\ncat /etc/os-release\necho app ran\n' > $out/bin/app
+    ${{bb}} chmod 555 $out/bin/app
+  '';
+  image = berthLib.buildImage {{
+    name = "on-base";
+    fromImage = base;
+    config.Entrypoint = [ "${{app}}/bin/app" ];
+  }};
+}}
+"#,
+                bin = berth_bin().display(),
+                lib = repo().join("nix/lib").display(),
+                host = server.host(),
+            ),
+        )
+        .unwrap();
+    };
+    // A wrong hash: Nix refuses the output and says what it got.
+    write("sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let wrong = nix("nix-build")
+        .arg(d)
+        .args(["-A", "base", "--no-out-link"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("hash mismatch"), "{said}");
+    let got = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("got:"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| panic!("no hash in Nix's message: {said}"));
+    // The right hash: the store path is an OCI layout of the base.
+    write(&got);
+    let base = run_text(
+        nix("nix-build")
+            .arg(d)
+            .args(["-A", "base", "--no-out-link"]),
+    )
+    .trim()
+    .to_owned();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&base).join("index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    // buildImage on it: the base is not in the closure.
+    let spec_path = run_text(
+        nix("nix-build")
+            .arg(d)
+            .args(["-A", "image", "--no-out-link"]),
+    )
+    .trim()
+    .to_owned();
+    let spec: Value = serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    assert_eq!(spec["berthSpec"]["fromImage"]["layout"], base.as_str());
+    assert!(
+        !spec["closure"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["path"] == base.as_str()),
+        "the base's layout is not part of the image's closure"
+    );
+    let archive = d.join("image.tar");
+    run(Command::new(berth_bin())
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .arg("build")
+        .arg(&spec_path)
+        .arg("-o")
+        .arg(format!(
+            "docker-archive:{}:berth-e2e/on-base:1",
+            archive.display()
+        )));
+    let root = d.join("podman");
+    run(&mut podman(
+        &root,
+        &["load", "--quiet", "-i", archive.to_str().unwrap()],
+    ));
+    let printed = berth_tests::podman_run(&root, "berth-e2e/on-base:1");
+    run(&mut podman(&root, &["rmi", "--all", "--force"]));
+    assert!(printed.contains("berth test base"), "{printed}");
+    assert!(printed.contains("app ran"), "{printed}");
+}
