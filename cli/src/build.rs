@@ -338,7 +338,11 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             plain_http: args.plain_http,
             credentials: credentials(&args, dest.registry())?,
             parallel: args.parallel.max(1),
-            mount_from: args.mount_from.clone(),
+            // A base in the same registry lends its layers by mount.
+            mount_from: args
+                .mount_from
+                .clone()
+                .or_else(|| same_registry_base(&specs, &dest)),
             progress: push_bar.as_ref().map(crate::progress::PushBar::hook),
             ..ClientOptions::default()
         });
@@ -516,6 +520,15 @@ fn store_path(arg: &str) -> Result<String> {
         };
     }
     bail!("--nix {arg}: too many symbolic links")
+}
+
+/// The repository of the first spec's base when it is in `dest`'s
+/// registry: the push offers to mount blobs from it.
+fn same_registry_base(specs: &[ImageSpec], dest: &Reference) -> Option<String> {
+    specs.iter().find_map(|s| {
+        let base: Reference = s.from_image.as_ref()?.reference.parse().ok()?;
+        (base.registry() == dest.registry()).then(|| base.repository().to_owned())
+    })
 }
 
 /// Fetch the base of every spec that names it only by reference into

@@ -399,3 +399,55 @@ fn a_base_named_by_reference_is_fetched_from_its_registry_and_copied_once() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!none.exists(), "nothing written");
 }
+
+#[test]
+fn a_push_into_the_bases_own_registry_mounts_the_base_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, _) = base_layout(d);
+    let server = berth_tests::Server::start(&d.join("registry"), &[]);
+    crate::clients::skopeo_push(&base, "1", &format!("{}/library/base:1", server.host()));
+    let served = berth_tests::http(
+        "GET",
+        &format!("{}/v2/library/base/manifests/1", server.url()),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    );
+    let base_digest = berth_tests::sha256(&served.body);
+    let base_manifest: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
+    let base_bytes: u64 = base_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("{}/library/base:1@{base_digest}", server.host()),
+    });
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let before = received(&server);
+    let o = Command::new(berth_bin())
+        .arg("build")
+        .arg(&spec_path)
+        .arg("--store-root")
+        .arg(&root)
+        .args(["-q", "--no-sbom", "--no-cache"])
+        .args(["--push", &format!("{}/apps/on-base:1", server.host())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stderr);
+    let sent = received(&server) - before;
+    let layers = base_manifest["layers"].as_array().unwrap().len();
+    assert!(
+        said.contains(&format!("{layers} mounted")),
+        "the base's {layers} layers are mounted: {said}"
+    );
+    assert!(
+        sent < base_bytes,
+        "the registry received {sent} bytes; the base's layers ({base_bytes} bytes) were mounted, not sent"
+    );
+}
