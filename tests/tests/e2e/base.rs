@@ -212,6 +212,20 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
     let (spec_path, root) = crate::newcomer::store_spec(d);
     let spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    // An artifact is not a base: the SBOM berth writes beside an image.
+    let plain = d.join("plain");
+    build(&spec_path, &root, &plain, &["--no-cache"]).unwrap();
+    let plain_index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain.join("index.json")).unwrap()).unwrap();
+    let sbom = plain_index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"].is_string())
+        .expect("the SBOM is in the layout")["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = d.join("out");
     let missing = format!("sha256:{}", "0".repeat(64));
     for (from, says) in [
@@ -222,6 +236,10 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
         (
             serde_json::json!({"reference": format!("registry.local/base:1@{missing}"), "layout": base}),
             "is not in the layout",
+        ),
+        (
+            serde_json::json!({"reference": format!("registry.local/sbom:1@{sbom}"), "layout": plain}),
+            "an artifact cannot be a base",
         ),
         // No layout and a registry that is down.
         (
@@ -450,4 +468,143 @@ fn a_push_into_the_bases_own_registry_mounts_the_base_layers() {
         sent < base_bytes,
         "the registry received {sent} bytes; the base's layers ({base_bytes} bytes) were mounted, not sent"
     );
+}
+
+/// A two-platform base: an OCI index over an amd64 and an arm64 image
+/// (each with a file naming its platform) in one layout. The layout and
+/// the index digest, and each platform's manifest.
+fn two_platform_base(dir: &Path) -> (PathBuf, String, [serde_json::Value; 2]) {
+    require("umoci");
+    let layout = dir.join("multi");
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    let mut entries = Vec::new();
+    let mut manifests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let img = format!("{}:{arch}", layout.display());
+        run(Command::new("umoci").args(["new", "--image", &img]));
+        let rootfs = dir.join(format!("root-{arch}"));
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::write(rootfs.join("etc/platform"), arch).unwrap();
+        run(Command::new("umoci")
+            .args(["insert", "--image", &img])
+            .arg(&rootfs)
+            .arg("/"));
+        run(Command::new("umoci").args(["config", "--image", &img, "--architecture", arch]));
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == arch)
+            .unwrap()
+            .clone();
+        manifests.push(blob(&layout, entry["digest"].as_str().unwrap()));
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": entry["digest"],
+            "size": entry["size"],
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = berth_tests::sha256(&bytes);
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+        &bytes,
+    )
+    .unwrap();
+    let [a, b]: [serde_json::Value; 2] = manifests.try_into().unwrap();
+    (layout, digest, [a, b])
+}
+
+#[test]
+fn a_two_platform_base_gives_each_image_its_platforms_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (layout, index_digest, [amd, arm]) = two_platform_base(d);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    let from = serde_json::json!({
+        "reference": format!("registry.local/multi:1@{index_digest}"),
+        "layout": layout.display().to_string(),
+    });
+    let mut specs = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let mut s = spec.clone();
+        s["architecture"] = arch.into();
+        s["fromImage"] = from.clone();
+        let p = d.join(format!("spec-{arch}.json"));
+        std::fs::write(&p, s.to_string()).unwrap();
+        specs.push(p);
+    }
+    let out = d.join("out");
+    let o = Command::new(berth_bin())
+        .arg("build")
+        .args(&specs)
+        .arg("--index")
+        .arg("--store-root")
+        .arg(&root)
+        .args([
+            "-q",
+            "--no-cache",
+            "-o",
+            &format!("oci:{}:v1", out.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let top = blob(&out, String::from_utf8_lossy(&o.stdout).trim());
+    let children = top["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 2);
+    for (child, base) in children.iter().zip([&amd, &arm]) {
+        let m = blob(&out, child["digest"].as_str().unwrap());
+        let want = &base["layers"][0]["digest"];
+        assert_eq!(&m["layers"][0]["digest"], want, "{}", child["platform"]);
+        let config = blob(&out, m["config"]["digest"].as_str().unwrap());
+        assert_eq!(config["architecture"], child["platform"]["architecture"]);
+    }
+    assert_ne!(amd["layers"][0]["digest"], arm["layers"][0]["digest"]);
+    // A platform the index lacks, and a base for another platform.
+    let mut s = spec.clone();
+    s["architecture"] = "riscv64".into();
+    s["fromImage"] = from.clone();
+    std::fs::write(&spec_path, s.to_string()).unwrap();
+    let err = build(&spec_path, &root, &d.join("none"), &["--no-cache"]).unwrap_err();
+    assert!(
+        err.contains("no image for linux/riscv64") && err.contains("linux/amd64, linux/arm64"),
+        "{err}"
+    );
+    let arm_in_layout = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(layout.join("index.json")).unwrap(),
+    )
+    .unwrap()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s["architecture"] = "amd64".into();
+    s["fromImage"]["reference"] = format!("registry.local/multi:arm@{arm_in_layout}").into();
+    std::fs::write(&spec_path, s.to_string()).unwrap();
+    let err = build(&spec_path, &root, &d.join("none"), &["--no-cache"]).unwrap_err();
+    assert!(
+        err.contains("it is for linux/arm64, the spec for linux/amd64"),
+        "{err}"
+    );
+    assert!(!d.join("none").exists(), "nothing written");
 }
