@@ -206,14 +206,28 @@ impl Base {
     }
 
     /// Put every base layer's blob into `out`, each verified against its
-    /// digest on the way (one already there is kept).
+    /// digest first (one already there is kept): a hard link where the
+    /// filesystem allows (no byte written), else a copy.
     pub fn copy_blobs(&self, out: &ImageLayout) -> Result<(), BuildError> {
         for l in &self.layers {
             if out.has_blob(&l.digest) {
                 continue;
             }
-            let reader = self.layout.open_blob(&l.digest)?;
-            let (_, size) = out.write_blob_from(reader, Some(&l.digest))?;
+            let mut reader = self.layout.open_blob(&l.digest)?;
+            let read = std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| {
+                BuildError::Base(format!(
+                    "fromImage {}: layer {} does not verify: {e}",
+                    self.name, l.digest
+                ))
+            })?;
+            let src = self.layout.blob_path(&l.digest);
+            let size =
+                if read == l.size && std::fs::hard_link(&src, out.blob_path(&l.digest)).is_ok() {
+                    read
+                } else {
+                    let reader = self.layout.open_blob(&l.digest)?;
+                    out.write_blob_from(reader, Some(&l.digest))?.1
+                };
             if size != l.size {
                 return Err(BuildError::Base(format!(
                     "fromImage {}: layer {} is {size} bytes, its manifest says {}",

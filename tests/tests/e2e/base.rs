@@ -255,6 +255,29 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(!out.join("index.json").exists(), "nothing written");
     }
+    // A layout whose layer bytes were changed: refused, nothing tagged.
+    let tampered = d.join("tampered");
+    run(Command::new("cp").arg("-r").arg(&base).arg(&tampered));
+    let layer = blob(&base, &base_digest)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let file = tampered.join("blobs/sha256").join(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let mut s = spec.clone();
+    s["fromImage"] = serde_json::json!({
+        "reference": format!("registry.local/base:1@{base_digest}"),
+        "layout": tampered,
+    });
+    std::fs::write(&spec_path, s.to_string()).unwrap();
+    let err = build(&spec_path, &root, &out, &["--no-cache"]).unwrap_err();
+    assert!(err.contains("does not verify"), "{err}");
+    let tagged = std::fs::read_to_string(out.join("index.json")).unwrap_or_default();
+    assert!(!tagged.contains("ref.name"), "nothing tagged: {tagged}");
 }
 
 /// `berth_registry_received_bytes_total` of `server`.
