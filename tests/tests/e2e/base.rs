@@ -32,7 +32,7 @@ pub(crate) fn base_layout(dir: &Path) -> (PathBuf, String) {
         crate::nix::NIX_HINT
     );
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for tool in ["sh", "cat", "ls"] {
+    for tool in ["sh", "cat", "ls", "head", "id"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
     }
     std::fs::write(

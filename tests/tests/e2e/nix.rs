@@ -704,6 +704,42 @@ in rec {{
     fromImage = base;
     config.Entrypoint = [ "${{app}}/bin/app" ];
   }};
+  # The seed's shapes: Ollama on a pinned Alpine, Forgejo on the Gitea
+  # image (here both on the local base), each a Nix closure and a config.
+  ollama-bin = mk "ollama-0.6.2" ''
+    ${{bb}} mkdir -p $out/bin
+    ${{bb}} printf '#!/bin/sh\necho "ollama $* on $(cat /etc/os-release | head -n 1) at $OLLAMA_HOST"\n' > $out/bin/ollama
+    ${{bb}} chmod 555 $out/bin/ollama
+  '';
+  ollama = berthLib.buildImage {{
+    name = "ollama";
+    fromImage = base;
+    contents = [ ollama-bin ];
+    config = {{
+      Entrypoint = [ "/bin/ollama" ];
+      Cmd = [ "serve" ];
+      Env = [ "OLLAMA_HOST=0.0.0.0:11434" ];
+      ExposedPorts."11434/tcp" = {{ }};
+    }};
+  }};
+  forgejo-bin = mk "forgejo-11.0.1" ''
+    ${{bb}} mkdir -p $out/bin
+    ${{bb}} printf '#!/bin/sh\necho "forgejo $* as $(id -u) in $GITEA_WORK_DIR"\n' > $out/bin/forgejo
+    ${{bb}} chmod 555 $out/bin/forgejo
+  '';
+  forgejo = berthLib.buildImage {{
+    name = "forgejo";
+    fromImage = base;
+    contents = [ forgejo-bin ];
+    users = [ {{ name = "git"; uid = 1000; home = "/data/git"; }} ];
+    config = {{
+      Entrypoint = [ "/bin/forgejo" ];
+      Cmd = [ "web" ];
+      Env = [ "USER=git" "GITEA_WORK_DIR=/data/gitea" ];
+      User = "1000:1000";
+      ExposedPorts = {{ "3000/tcp" = {{ }}; "22/tcp" = {{ }}; }};
+    }};
+  }};
 }}
 "#,
                 bin = berth_bin().display(),
@@ -775,7 +811,43 @@ in rec {{
         &["load", "--quiet", "-i", archive.to_str().unwrap()],
     ));
     let printed = berth_tests::podman_run(&root, "berth-e2e/on-base:1");
-    run(&mut podman(&root, &["rmi", "--all", "--force"]));
     assert!(printed.contains("berth test base"), "{printed}");
     assert!(printed.contains("app ran"), "{printed}");
+    // The seed's Ollama and Forgejo shapes: base + closure + config.
+    for (attr, says) in [
+        (
+            "ollama",
+            "ollama serve on NAME=\"berth test base\" at 0.0.0.0:11434",
+        ),
+        ("forgejo", "forgejo web as 1000 in /data/gitea"),
+    ] {
+        let spec = run_text(nix("nix-build").arg(d).args(["-A", attr, "--no-out-link"]))
+            .trim()
+            .to_owned();
+        let archive = d.join(format!("{attr}.tar"));
+        run(Command::new(berth_bin())
+            .env("XDG_CACHE_HOME", d.join("cache"))
+            .arg("build")
+            .arg(&spec)
+            .arg("-o")
+            .arg(format!("docker-archive:{}:berth-e2e/{attr}:1", archive.display())));
+        run(&mut podman(
+            &root,
+            &["load", "--quiet", "-i", archive.to_str().unwrap()],
+        ));
+        let image = format!("berth-e2e/{attr}:1");
+        let printed = berth_tests::podman_run(&root, &image);
+        assert_eq!(printed.trim(), says, "{attr}");
+        let config: Value = serde_json::from_str(&run_text(&mut podman(
+            &root,
+            &["image", "inspect", "--format", "{{json .Config}}", &image],
+        )))
+        .unwrap();
+        let env = config["Env"].to_string();
+        assert!(
+            env.contains("PATH=/bin") && env.contains("LANG=C.UTF-8"),
+            "{attr} keeps the base's environment: {env}"
+        );
+    }
+    run(&mut podman(&root, &["rmi", "--all", "--force"]));
 }
