@@ -830,7 +830,10 @@ in rec {{
             .arg("build")
             .arg(&spec)
             .arg("-o")
-            .arg(format!("docker-archive:{}:berth-e2e/{attr}:1", archive.display())));
+            .arg(format!(
+                "docker-archive:{}:berth-e2e/{attr}:1",
+                archive.display()
+            )));
         run(&mut podman(
             &root,
             &["load", "--quiet", "-i", archive.to_str().unwrap()],
