@@ -491,6 +491,40 @@ fn a_push_into_the_bases_own_registry_mounts_the_base_layers() {
         sent < base_bytes,
         "the registry received {sent} bytes; the base's layers ({base_bytes} bytes) were mounted, not sent"
     );
+    // --verify rebuilds the whole image, base included, and finds it.
+    let dest = format!("{}/apps/on-base:1", server.host());
+    let verify = |spec: &Path| {
+        Command::new(berth_bin())
+            .arg("build")
+            .arg(spec)
+            .arg("--store-root")
+            .arg(&root)
+            .args(["-q", "--no-sbom", "--no-cache", "--verify", &dest])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&spec_path);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The same closure on another base is not that image.
+    std::fs::create_dir_all(d.join("other")).unwrap();
+    let (other, other_digest) = base_layout(&d.join("other"));
+    assert_ne!(other_digest, base_digest, "umoci stamps each base apart");
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("registry.local/other:1@{other_digest}"),
+        "layout": other,
+    });
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let differs = verify(&spec_path);
+    assert_eq!(
+        differs.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&differs.stderr)
+    );
 }
 
 /// A two-platform base: an OCI index over an amd64 and an arm64 image
