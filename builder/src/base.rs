@@ -238,6 +238,45 @@ impl Base {
         Ok(())
     }
 
+    /// The files of the base that the spec's own files (`extraFiles`,
+    /// `users`, the links `contents` makes in `/`) replace in the image:
+    /// the top layer wins, so these are the base's files nobody will see.
+    /// Reads the base's tar headers (once per base: the list is kept in
+    /// the layer cache when there is one).
+    pub fn shadowed(
+        &self,
+        spec: &ImageSpec,
+        opts: &crate::image::BuildOptions,
+    ) -> Result<Vec<String>, BuildError> {
+        let ours = crate::jobs::extra_files_entries(spec, opts)?.non_dir_paths();
+        if ours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cached = opts.cache.as_ref().map(|c| {
+            c.dir()
+                .join("base-files")
+                .join(format!("{}.json", self.manifest.hex()))
+        });
+        let files: std::collections::BTreeSet<String> = match cached
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(list) => list,
+            None => {
+                let list = image_files(&self.layout, &self.layers)?;
+                if let Some(p) = &cached {
+                    if let Some(dir) = p.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let _ = std::fs::write(p, serde_json::to_vec(&list).unwrap_or_default());
+                }
+                list
+            }
+        };
+        Ok(ours.into_iter().filter(|p| files.contains(p)).collect())
+    }
+
     /// The base's history entries (one per layer and empty ones in
     /// between, as its config lists them).
     pub fn history(&self) -> Vec<Value> {
@@ -338,6 +377,107 @@ pub fn pull(
     desc.set_annotations(None);
     layout.add_manifest(desc, tag)?;
     Ok(pinned)
+}
+
+/// The file (not directory) paths of an image's layers, bottom first,
+/// with whiteouts applied: what its filesystem holds. Reads the tar
+/// headers only, through the layers' decompressors.
+pub fn image_files(
+    layout: &ImageLayout,
+    layers: &[BaseLayer],
+) -> Result<std::collections::BTreeSet<String>, BuildError> {
+    use std::io::Read;
+    let mut files = std::collections::BTreeSet::new();
+    for l in layers {
+        let blob = layout.open_blob(&l.digest)?;
+        let mut reader: Box<dyn Read> = if l.media_type.ends_with("zstd") {
+            Box::new(zstd::stream::read::Decoder::new(blob).map_err(|e| {
+                BuildError::Base(format!("layer {} does not decompress: {e}", l.digest))
+            })?)
+        } else if l.media_type.ends_with("gzip") {
+            Box::new(flate2::read::MultiGzDecoder::new(blob))
+        } else {
+            Box::new(blob)
+        };
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut long_name: Option<String> = None;
+        let mut header = [0u8; 512];
+        loop {
+            if read_full(&mut reader, &mut header)
+                .map_err(|e| BuildError::Base(format!("layer {}: {e}", l.digest)))?
+                == 0
+                || header.iter().all(|&b| b == 0)
+            {
+                break;
+            }
+            let field = |r: std::ops::Range<usize>| {
+                let f = &header[r];
+                let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+                String::from_utf8_lossy(&f[..end]).into_owned()
+            };
+            let size = u64::from_str_radix(field(124..136).trim(), 8).unwrap_or(0);
+            let kind = header[156];
+            let mut data = Vec::new();
+            let padded = size.div_ceil(512) * 512;
+            if kind == b'L' || kind == b'x' {
+                (&mut reader)
+                    .take(padded)
+                    .read_to_end(&mut data)
+                    .map_err(|e| BuildError::Base(format!("layer {}: {e}", l.digest)))?;
+                data.truncate(size as usize);
+                let text = String::from_utf8_lossy(&data);
+                long_name = if kind == b'L' {
+                    Some(text.trim_end_matches('\0').to_owned())
+                } else {
+                    text.lines()
+                        .find_map(|r| r.split_once(" path=").map(|(_, p)| p.to_owned()))
+                };
+                continue;
+            }
+            std::io::copy(&mut (&mut reader).take(padded), &mut std::io::sink())
+                .map_err(|e| BuildError::Base(format!("layer {}: {e}", l.digest)))?;
+            let name = long_name.take().unwrap_or_else(|| {
+                let prefix = field(345..500);
+                let name = field(0..100);
+                if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                }
+            });
+            let path = format!("/{}", name.trim_start_matches("./").trim_end_matches('/'));
+            let (dir, base) = path.rsplit_once('/').unwrap_or(("", &path));
+            if base == ".wh..wh..opq" {
+                removed.push(format!("{dir}/"));
+            } else if let Some(gone) = base.strip_prefix(".wh.") {
+                removed.push(format!("{dir}/{gone}"));
+            } else if kind != b'5' {
+                added.push(path);
+            }
+        }
+        for r in &removed {
+            if r.ends_with('/') {
+                files.retain(|f: &String| !f.starts_with(r.as_str()));
+            } else {
+                let under = format!("{r}/");
+                files.retain(|f: &String| f != r && !f.starts_with(&under));
+            }
+        }
+        files.extend(added);
+    }
+    Ok(files)
+}
+
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// `NAME` of a `NAME=value` entry.

@@ -37,6 +37,11 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
+    /// The cache's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// A cache in `dir` (created when first written).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }

@@ -157,6 +157,15 @@ impl LayerEntries {
         }
     }
 
+    /// The paths (absolute) of the entries that are not directories.
+    pub fn non_dir_paths(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.body != Body::Dir)
+            .map(|(p, _)| format!("/{}", String::from_utf8_lossy(p)))
+            .collect()
+    }
+
     /// Add the parents of `path` as directories with `mode`.
     fn parents(&mut self, path: &[u8], mode: u32) -> Result<(), TarError> {
         let mut end = 0;

@@ -18,7 +18,10 @@ pub(crate) fn source_of(opts: &BuildOptions, store_path: &str) -> PathBuf {
     opts.store_root.join(store_path.trim_start_matches('/'))
 }
 
-fn extra_files_entries(spec: &ImageSpec, opts: &BuildOptions) -> Result<LayerEntries, BuildError> {
+pub(crate) fn extra_files_entries(
+    spec: &ImageSpec,
+    opts: &BuildOptions,
+) -> Result<LayerEntries, BuildError> {
     let mut e = LayerEntries::new();
     // Directories first, so an explicit mode is not overridden by an
     // implied parent of a later file.

@@ -260,6 +260,18 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
     }
     let opts = build_options(&args)?;
+    // Files of a base that the image's own replace: said, not refused.
+    for spec in &specs {
+        if let Some(from) = &spec.from_image {
+            let base = berth_builder::base::Base::load(spec, from)?;
+            for path in base.shadowed(spec, &opts)? {
+                eprintln!(
+                    "berth: {path} of the base {} is replaced by the image's own (the top layer wins)",
+                    base.name
+                );
+            }
+        }
+    }
 
     // One uncompressed archive and nothing else: stream the layers straight
     // into it, each byte written once.

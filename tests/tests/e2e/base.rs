@@ -665,3 +665,59 @@ fn a_two_platform_base_gives_each_image_its_platforms_layers() {
     );
     assert!(!d.join("none").exists(), "nothing written");
 }
+
+#[test]
+fn files_of_the_base_that_the_image_replaces_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (base, base_digest) = base_layout(d);
+    let (spec_path, root) = crate::newcomer::store_spec(d);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    spec["fromImage"] = serde_json::json!({
+        "reference": format!("registry.local/base:1@{base_digest}"),
+        "layout": base.display().to_string(),
+    });
+    let run_build = |spec: &serde_json::Value, out: &str| {
+        std::fs::write(&spec_path, spec.to_string()).unwrap();
+        let o = Command::new(berth_bin())
+            .arg("build")
+            .arg(&spec_path)
+            .arg("--store-root")
+            .arg(&root)
+            .args(["-q", "--cache-dir"])
+            .arg(d.join("cache"))
+            .args(["-o", &format!("oci:{}:v1", d.join(out).display())])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Nothing collides: nothing said.
+    spec["extraFiles"] =
+        serde_json::json!([{"type": "file", "path": "/etc/app.conf", "contents": "x"}]);
+    let said = run_build(&spec, "a");
+    assert!(!said.contains("replaced"), "{said}");
+    // The image's own /etc/os-release hides the base's: said, twice the
+    // same (the second time from the cached list), and built anyway.
+    spec["extraFiles"] = serde_json::json!([
+        {"type": "file", "path": "/etc/os-release", "contents": "NAME=mine\n"},
+        {"type": "symlink", "path": "/bin/cat", "target": "/bin/busybox"},
+    ]);
+    for out in ["b", "c"] {
+        let said = run_build(&spec, out);
+        for path in ["/etc/os-release", "/bin/cat"] {
+            assert!(
+                said.contains(&format!(
+                    "{path} of the base registry.local/base:1 is replaced by the image's own"
+                )),
+                "{said}"
+            );
+        }
+        assert!(!said.contains("/bin/sh"), "{said}");
+    }
+    assert!(
+        d.join("cache/base-files").read_dir().unwrap().count() == 1,
+        "the base's file list is kept in the cache"
+    );
+}
