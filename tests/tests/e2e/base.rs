@@ -226,6 +226,10 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
         .as_str()
         .unwrap()
         .to_owned();
+    let base_config = blob(&base, &base_digest)["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = d.join("out");
     let missing = format!("sha256:{}", "0".repeat(64));
     for (from, says) in [
@@ -240,6 +244,11 @@ fn a_base_by_tag_or_missing_from_its_layout_is_refused_with_the_fix() {
         (
             serde_json::json!({"reference": format!("registry.local/sbom:1@{sbom}"), "layout": plain}),
             "an artifact cannot be a base",
+        ),
+        // A config blob's digest is not an image either.
+        (
+            serde_json::json!({"reference": format!("registry.local/base:1@{base_config}"), "layout": base}),
+            "not an image",
         ),
         // No layout and a registry that is down.
         (
