@@ -126,6 +126,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 registry
             }
         };
+        registry = registry.with_trusted_proxies(&config.trusted_proxies);
         if let Some(auth) = &config.auth {
             let gate = auth
                 .load(&config.data)

@@ -45,6 +45,10 @@ pub struct Config {
     pub gc: crate::gc::GcConfig,
     /// The web UI (`[ui]`).
     pub ui: UiConfig,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
+    /// the client: an Ingress or load balancer in front of the registry.
+    /// The throttle and the audit log then see the client, not the proxy.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[metadata]`: the metadata database. Without `postgres`, SQLite at
@@ -140,6 +144,7 @@ impl Default for Config {
             policies: Vec::new(),
             gc: crate::gc::GcConfig::default(),
             ui: UiConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -225,6 +230,13 @@ impl Config {
 
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for p in &self.trusted_proxies {
+            if crate::webhooks::Cidr::parse(p).is_none() {
+                return Err(ConfigError(format!(
+                    "trusted_proxies entry {p:?} is not an address or a network like 10.42.0.0/16"
+                )));
+            }
+        }
         if let Some(a) = &self.auth {
             a.validate().map_err(ConfigError)?;
         }

@@ -158,6 +158,8 @@ pub struct Registry {
     gate: Option<auth::gate::Gate>,
     /// Served over TLS (the token realm it derives is `https://`).
     https: bool,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<webhooks::Cidr>,
     /// Upload sessions idle for longer are freed.
     upload_expiry: Duration,
     /// Push webhook targets, if any.
@@ -234,6 +236,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             gate: None,
             https: false,
+            trusted_proxies: Vec::new(),
             upload_expiry: Duration::from_secs(24 * 3600),
             webhooks: None,
             policies: std::sync::RwLock::default(),
@@ -319,6 +322,17 @@ impl Registry {
     /// Keep audit events for `retention`.
     pub fn with_audit_retention(mut self, retention: Duration) -> Self {
         self.audit = audit::Audit::new(self.meta.clone(), retention);
+        self
+    }
+
+    /// Take the client's address from `X-Forwarded-For` when the request
+    /// comes from one of `proxies` (addresses or CIDRs, already
+    /// validated by the configuration).
+    pub fn with_trusted_proxies(mut self, proxies: &[String]) -> Self {
+        self.trusted_proxies = proxies
+            .iter()
+            .filter_map(|p| webhooks::Cidr::parse(p))
+            .collect();
         self
     }
 

@@ -86,15 +86,15 @@ pub struct WebhookPolicy {
     pub allow: Vec<String>,
 }
 
-/// An allowed network.
+/// A network: an address, or an address and a prefix length.
 #[derive(Debug, Clone)]
-struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     bits: u8,
 }
 
 impl Cidr {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let (ip, bits) = match s.split_once('/') {
             Some((ip, bits)) => (ip.parse().ok()?, bits.parse().ok()?),
             None => {
@@ -106,7 +106,7 @@ impl Cidr {
         (bits <= max).then_some(Self { net: ip, bits })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);

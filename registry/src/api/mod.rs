@@ -132,7 +132,59 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
+/// The request with the client's address in place of a trusted proxy's
+/// (`trusted_proxies`): `X-Forwarded-For` read from the right, past every
+/// trusted hop; the first address that is not a trusted proxy is the
+/// client. From any other peer the header is ignored, so a client cannot
+/// pick its own address; an entry that is not an address stops the walk.
+fn forwarded(registry: &Registry, mut req: Request) -> Request {
+    use std::net::{IpAddr, SocketAddr};
+    if registry.trusted_proxies.is_empty() {
+        return req;
+    }
+    let trusted = |ip: IpAddr| registry.trusted_proxies.iter().any(|c| c.contains(ip));
+    let Some(peer) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+    else {
+        return req;
+    };
+    if !trusted(peer.ip()) {
+        return req;
+    }
+    let hops: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        let ip = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        match ip {
+            Some(ip) if trusted(ip) => continue,
+            Some(ip) => {
+                client = Some(ip);
+                break;
+            }
+            None => break,
+        }
+    }
+    if let Some(ip) = client {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::new(ip, peer.port())));
+    }
+    req
+}
+
 async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next) -> Response {
+    let req = forwarded(&registry, req);
     let start = Instant::now();
     let method = req.method().clone();
     // The endpoints outside /v2 are named by their path (a scrape is not

@@ -416,3 +416,103 @@ fn a_registry_made_without_auth_keeps_its_content_when_auth_is_switched_on() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"made before auth");
 }
+
+/// Failed logins through a trusted proxy (`trusted_proxies`): the audit
+/// log and the throttle see the client `X-Forwarded-For` names; without
+/// the setting the header is ignored, so a client cannot choose its own
+/// address.
+#[test]
+fn a_trusted_proxys_forwarded_address_is_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.insert_str(0, "trusted_proxies = [\"127.0.0.1/32\"]\n");
+    let behind = dir.path().join("behind.toml");
+    std::fs::write(&behind, &text).unwrap();
+    let login = |server: &Server, forwarded: &str| {
+        let bad = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("mallory:guess")
+        );
+        let r = http(
+            "GET",
+            &format!("{}/token?service=berth-test", server.url()),
+            &[("Authorization", &bad), ("X-Forwarded-For", forwarded)],
+            b"",
+        );
+        assert_eq!(r.status, 401);
+    };
+    let failures = |server: &Server| -> Vec<(String, String)> {
+        let root = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("root:root-pw")
+        );
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            let r = http(
+                "GET",
+                &format!("{}/api/v1/audit?action=login.failure", server.url()),
+                &[("Authorization", &root)],
+                b"",
+            );
+            events = r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["client"].as_str().unwrap().to_owned(),
+                        e["detail"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            if !events.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        events
+    };
+    let server = Server::start(
+        &dir.path().join("data-behind"),
+        &["--config", behind.to_str().unwrap()],
+    );
+    // The proxy appended what it saw (198.51.100.7) after what the client
+    // claimed (203.0.113.9); only the proxy's own entry is believed, and
+    // trusted hops (127.0.0.1) are walked past.
+    login(&server, "203.0.113.9, 198.51.100.7, 127.0.0.1");
+    login(&server, "198.51.100.7");
+    login(&server, "192.0.2.44");
+    let mut seen = failures(&server);
+    for _ in 0..50 {
+        if seen.len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = failures(&server);
+    }
+    let mut clients: Vec<(String, String)> = seen
+        .into_iter()
+        .map(|(c, d)| (c, d.split(' ').next().unwrap().to_owned()))
+        .collect();
+    clients.sort();
+    assert_eq!(
+        clients,
+        [
+            ("192.0.2.44".to_owned(), "1".to_owned()),
+            ("198.51.100.7".to_owned(), "1".to_owned()),
+            ("198.51.100.7".to_owned(), "2".to_owned()),
+        ],
+        "each forwarded client counted on its own"
+    );
+    drop(server);
+    // Without trusted_proxies the header means nothing.
+    let server = Server::start(
+        &dir.path().join("data-direct"),
+        &["--config", config.to_str().unwrap()],
+    );
+    login(&server, "198.51.100.7");
+    let seen = failures(&server);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "127.0.0.1");
+}
