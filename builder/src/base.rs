@@ -73,47 +73,12 @@ impl Base {
                 .map_err(|e| bad(from, format!("its {what} {d} is not JSON: {e}")))
         };
         let top = read(&pinned, "manifest")?;
-        let (manifest, doc) = match top["mediaType"].as_str() {
-            Some(media_type::OCI_INDEX) | Some(media_type::DOCKER_MANIFEST_LIST) => {
-                let child = top["manifests"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|m| {
-                        m["platform"]["os"] == spec.os.as_str()
-                            && m["platform"]["architecture"] == spec.architecture.as_str()
-                    })
-                    .ok_or_else(|| {
-                        let offered: Vec<String> = top["manifests"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|m| {
-                                format!(
-                                    "{}/{}",
-                                    m["platform"]["os"].as_str().unwrap_or("?"),
-                                    m["platform"]["architecture"].as_str().unwrap_or("?")
-                                )
-                            })
-                            .collect();
-                        bad(
-                            from,
-                            format!(
-                                "the index has no image for {}/{} (it has {}); pick a base for this platform",
-                                spec.os,
-                                spec.architecture,
-                                offered.join(", ")
-                            ),
-                        )
-                    })?;
-                let d: Digest = child["digest"]
-                    .as_str()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or_else(|| bad(from, "its index lists a child without a digest"))?;
-                let doc = read(&d, "manifest")?;
-                (d, doc)
-            }
-            _ => (pinned.clone(), top),
+        let (manifest, doc) = if is_index(None, &top) {
+            let d = platform_child(&top, &spec.os, &spec.architecture).map_err(|e| bad(from, e))?;
+            let doc = read(&d, "manifest")?;
+            (d, doc)
+        } else {
+            (pinned.clone(), top)
         };
         match doc["mediaType"].as_str() {
             Some(media_type::OCI_MANIFEST) | Some(media_type::DOCKER_MANIFEST) | None => {}
@@ -293,6 +258,44 @@ impl Base {
     }
 }
 
+/// Whether `doc` (served as `served`, when known) is an index rather than
+/// an image manifest.
+fn is_index(served: Option<&str>, doc: &Value) -> bool {
+    let index = |t: &str| t == media_type::OCI_INDEX || t == media_type::DOCKER_MANIFEST_LIST;
+    served.is_some_and(index)
+        || doc["mediaType"].as_str().is_some_and(index)
+        || doc["manifests"].is_array()
+}
+
+/// The digest of index `doc`'s image for `os`/`architecture`, or why
+/// there is none (naming the platforms it has).
+fn platform_child(doc: &Value, os: &str, architecture: &str) -> Result<Digest, String> {
+    let children = doc["manifests"].as_array().map_or(&[][..], Vec::as_slice);
+    let Some(child) = children
+        .iter()
+        .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == architecture)
+    else {
+        let offered: Vec<String> = children
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap_or("?"),
+                    m["platform"]["architecture"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        return Err(format!(
+            "the index has no image for {os}/{architecture} (it has {}); pick a base for this platform",
+            offered.join(", ")
+        ));
+    };
+    child["digest"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| "its index lists a child without a digest".to_owned())
+}
+
 /// Fetch the base `reference` (pinned by digest) from its registry into
 /// `layout`, as much of it as a build for `os`/`architecture` needs: the
 /// pinned manifest (an index keeps only that platform's image), its
@@ -328,21 +331,9 @@ pub fn pull(
     layout.write_blob_from(top.as_slice(), Some(&pinned))?;
     let doc: Value =
         serde_json::from_slice(&top).map_err(|e| fail(format!("its manifest is not JSON: {e}")))?;
-    let image = if top_type == media_type::OCI_INDEX
-        || top_type == media_type::DOCKER_MANIFEST_LIST
-        || doc["manifests"].is_array()
-    {
-        let child = doc["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == architecture)
-            .and_then(|m| m["digest"].as_str()?.parse::<Digest>().ok())
-            .ok_or_else(|| {
-                fail(format!(
-                    "the index has no image for {os}/{architecture}; pick a base for this platform"
-                ))
-            })?;
+    let index = is_index(Some(&top_type), &doc);
+    let image = if index {
+        let child = platform_child(&doc, os, architecture).map_err(fail)?;
         let (_, bytes) = get_manifest(&child)?;
         layout.write_blob_from(bytes.as_slice(), Some(&child))?;
         serde_json::from_slice::<Value>(&bytes)
@@ -366,7 +357,7 @@ pub fn pull(
             .map_err(|e| fail(e.to_string()))?;
     }
     let mut desc = berth_oci::spec::Descriptor::new(
-        if top_type.contains("index") || top_type.contains("list") {
+        if index {
             berth_oci::spec::MediaType::ImageIndex
         } else {
             berth_oci::spec::MediaType::ImageManifest

@@ -228,12 +228,6 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let mut specs = load_specs(&args)?;
     // Bases named only by reference are fetched (once: into the cache).
     let _bases_tmp = fetch_bases(&args, &mut specs, push.as_ref())?;
-    // A base that cannot be used fails here, before any output exists.
-    for spec in &specs {
-        if let Some(from) = &spec.from_image {
-            berth_builder::base::Base::load(spec, from)?;
-        }
-    }
     for label in &args.labels {
         // check_flags made sure it is KEY=VALUE.
         let (key, value) = label.split_once('=').unwrap_or((label, ""));
@@ -260,7 +254,8 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         bail!("an index holds several images; write it with -o oci:DIR, not as an archive");
     }
     let opts = build_options(&args)?;
-    // Files of a base that the image's own replace: said, not refused.
+    // A base that cannot be used fails here, before any output exists;
+    // files of a base that the image's own replace are said, not refused.
     for spec in &specs {
         if let Some(from) = &spec.from_image {
             let base = berth_builder::base::Base::load(spec, from)?;
@@ -584,7 +579,7 @@ fn fetch_bases(
         let credentials = if same {
             credentials(args, base.registry())?
         } else {
-            auth_file_credentials(args, base.registry())?
+            auth_file_credentials(args.authfile.as_deref(), base.registry())?
         };
         let client = Client::new(ClientOptions {
             plain_http: args.plain_http && same,
@@ -611,15 +606,17 @@ fn credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
             password: p.clone(),
         });
     }
-    auth_file_credentials(args, registry)
+    auth_file_credentials(args.authfile.as_deref(), registry)
 }
 
-/// Credentials for `registry` from the auth file (`--authfile`,
-/// `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`), else anonymous.
-fn auth_file_credentials(args: &BuildArgs, registry: &str) -> Result<Credentials> {
-    let file = args
-        .authfile
-        .clone()
+/// Credentials for `registry` from the auth file (`authfile`, else
+/// `$REGISTRY_AUTH_FILE`, else `~/.docker/config.json`), or anonymous.
+pub(crate) fn auth_file_credentials(
+    authfile: Option<&std::path::Path>,
+    registry: &str,
+) -> Result<Credentials> {
+    let file = authfile
+        .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("REGISTRY_AUTH_FILE")
                 .filter(|v| !v.is_empty())

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use berth_oci::Reference;
-use berth_oci::client::{Client, ClientOptions, Credentials};
+use berth_oci::client::{Client, ClientOptions};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -57,25 +57,8 @@ pub(crate) fn run(args: PullArgs) -> Result<()> {
         Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t)),
         _ => (rest, None),
     };
-    let credentials = match args
-        .authfile
-        .clone()
-        .or_else(|| {
-            std::env::var_os("REGISTRY_AUTH_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .or_else(|| {
-            let p = PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json");
-            p.exists().then_some(p)
-        }) {
-        None => Credentials::Anonymous,
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read credentials file {}", path.display()))?;
-            Credentials::from_auth_json(&text, reference.registry(), &path.display().to_string())?
-        }
-    };
+    let credentials =
+        crate::build::auth_file_credentials(args.authfile.as_deref(), reference.registry())?;
     let client = Client::new(ClientOptions {
         plain_http: args.plain_http,
         credentials,

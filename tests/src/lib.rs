@@ -445,23 +445,27 @@ pub fn podman(root: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// The limits every container started here needs: this machine's hard
+/// limits are below podman's defaults.
+pub const PODMAN_LIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// Run `image` once with podman (storage under `root`, no network) and
 /// return what it printed.
 pub fn podman_run(root: &Path, image: &str) -> String {
-    run_text(&mut podman(
-        root,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            image,
-        ],
-    ))
+    podman_run_args(root, &[image])
+}
+
+/// [`podman_run`] with `args` (run flags, the image, its command).
+pub fn podman_run_args(root: &Path, args: &[&str]) -> String {
+    let mut all = vec!["run", "--rm", "--network", "none"];
+    all.extend(PODMAN_LIMITS);
+    all.extend_from_slice(args);
+    run_text(&mut podman(root, &all))
 }
 
 /// A containerd of the test's own: own root, state, socket, native

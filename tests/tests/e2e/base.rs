@@ -68,17 +68,25 @@ fn blob(layout: &Path, digest: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
 }
 
-/// `berth build` of `spec` into `oci:out:v1`: the digest, or the error.
-fn build(spec: &Path, root: &Path, out: &Path, extra: &[&str]) -> Result<String, String> {
-    let o = Command::new(berth_bin())
+/// `berth build -q --store-root ROOT SPEC… ARGS…`, as it ended.
+fn berth_build(specs: &[&Path], root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(berth_bin())
         .arg("build")
-        .arg(spec)
+        .args(specs)
         .arg("--store-root")
         .arg(root)
-        .args(["-q", "-o", &format!("oci:{}:v1", out.display())])
-        .args(extra)
+        .arg("-q")
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `berth build` of `spec` into `oci:out:v1`: the digest, or the error.
+fn build(spec: &Path, root: &Path, out: &Path, extra: &[&str]) -> Result<String, String> {
+    let oci = format!("oci:{}:v1", out.display());
+    let mut args = vec!["-o", oci.as_str()];
+    args.extend_from_slice(extra);
+    let o = berth_build(&[spec], root, &args);
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
     } else {
@@ -187,20 +195,10 @@ fn a_closure_on_a_base_keeps_the_bases_layers_and_runs_with_both() {
     ))
     .trim()
     .to_owned();
-    let limits = [
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-    ];
-    let mut args = vec!["run", "--rm", "--network", "none"];
-    args.extend(limits);
-    args.push(&id);
-    assert_eq!(run_text(&mut podman(&pm, &args)).trim(), "app");
-    let mut args = vec!["run", "--rm", "--network", "none"];
-    args.extend(limits);
-    args.extend(["--entrypoint", "/bin/cat", &id, "/etc/os-release"]);
-    assert!(run_text(&mut podman(&pm, &args)).contains("berth test base"));
+    assert_eq!(berth_tests::podman_run(&pm, &id).trim(), "app");
+    let os_release =
+        berth_tests::podman_run_args(&pm, &["--entrypoint", "/bin/cat", &id, "/etc/os-release"]);
+    assert!(os_release.contains("berth test base"));
     let _ = podman(&pm, &["rmi", "--all", "--force"]).output();
 }
 
@@ -315,20 +313,17 @@ fn an_image_on_a_base_pushes_once_and_again_sends_nothing() {
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let server = berth_tests::Server::start(&d.join("registry"), &[]);
     let push = || {
-        let o = Command::new(berth_bin())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("--store-root")
-            .arg(&root)
-            .args(["-q", "--cache-dir"])
-            .arg(d.join("cache"))
-            .args([
+        let o = berth_build(
+            &[&spec_path],
+            &root,
+            &[
+                "--cache-dir",
+                d.join("cache").to_str().unwrap(),
                 "--no-sbom",
                 "--push",
                 &format!("{}/apps/on-base:1", server.host()),
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
     };
@@ -398,17 +393,19 @@ fn a_base_named_by_reference_is_fetched_from_its_registry_and_copied_once() {
     let target = berth_tests::Server::start(&d.join("target"), &[]);
     let out = d.join("out");
     let before = received(&target);
-    let o = Command::new(berth_bin())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("--store-root")
-        .arg(&root)
-        .args(["-q", "--no-sbom", "--cache-dir"])
-        .arg(d.join("cache"))
-        .args(["-o", &format!("oci:{}:v1", out.display())])
-        .args(["--push", &format!("{}/apps/on-base:1", target.host())])
-        .output()
-        .unwrap();
+    let o = berth_build(
+        &[&spec_path],
+        &root,
+        &[
+            "--no-sbom",
+            "--cache-dir",
+            d.join("cache").to_str().unwrap(),
+            "-o",
+            &format!("oci:{}:v1", out.display()),
+            "--push",
+            &format!("{}/apps/on-base:1", target.host()),
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
     let sent = received(&target) - before;
@@ -479,15 +476,16 @@ fn a_push_into_the_bases_own_registry_mounts_the_base_layers() {
     });
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let before = received(&server);
-    let o = Command::new(berth_bin())
-        .arg("build")
-        .arg(&spec_path)
-        .arg("--store-root")
-        .arg(&root)
-        .args(["-q", "--no-sbom", "--no-cache"])
-        .args(["--push", &format!("{}/apps/on-base:1", server.host())])
-        .output()
-        .unwrap();
+    let o = berth_build(
+        &[&spec_path],
+        &root,
+        &[
+            "--no-sbom",
+            "--no-cache",
+            "--push",
+            &format!("{}/apps/on-base:1", server.host()),
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let said = String::from_utf8_lossy(&o.stderr);
     let sent = received(&server) - before;
@@ -503,14 +501,11 @@ fn a_push_into_the_bases_own_registry_mounts_the_base_layers() {
     // --verify rebuilds the whole image, base included, and finds it.
     let dest = format!("{}/apps/on-base:1", server.host());
     let verify = |spec: &Path| {
-        Command::new(berth_bin())
-            .arg("build")
-            .arg(spec)
-            .arg("--store-root")
-            .arg(&root)
-            .args(["-q", "--no-sbom", "--no-cache", "--verify", &dest])
-            .output()
-            .unwrap()
+        berth_build(
+            &[spec],
+            &root,
+            &["--no-sbom", "--no-cache", "--verify", &dest],
+        )
     };
     let ok = verify(&spec_path);
     assert!(
@@ -616,20 +611,16 @@ fn a_two_platform_base_gives_each_image_its_platforms_layers() {
         specs.push(p);
     }
     let out = d.join("out");
-    let o = Command::new(berth_bin())
-        .arg("build")
-        .args(&specs)
-        .arg("--index")
-        .arg("--store-root")
-        .arg(&root)
-        .args([
-            "-q",
+    let o = berth_build(
+        &specs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &root,
+        &[
+            "--index",
             "--no-cache",
             "-o",
             &format!("oci:{}:v1", out.display()),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let top = blob(&out, String::from_utf8_lossy(&o.stdout).trim());
     let children = top["manifests"].as_array().unwrap();
@@ -689,16 +680,16 @@ fn files_of_the_base_that_the_image_replaces_are_named() {
     });
     let run_build = |spec: &serde_json::Value, out: &str| {
         std::fs::write(&spec_path, spec.to_string()).unwrap();
-        let o = Command::new(berth_bin())
-            .arg("build")
-            .arg(&spec_path)
-            .arg("--store-root")
-            .arg(&root)
-            .args(["-q", "--cache-dir"])
-            .arg(d.join("cache"))
-            .args(["-o", &format!("oci:{}:v1", d.join(out).display())])
-            .output()
-            .unwrap();
+        let o = berth_build(
+            &[&spec_path],
+            &root,
+            &[
+                "--cache-dir",
+                d.join("cache").to_str().unwrap(),
+                "-o",
+                &format!("oci:{}:v1", d.join(out).display()),
+            ],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };

@@ -483,12 +483,7 @@ fn berths_image_is_reproducible_and_serves_under_podman() {
     ))
     .trim()
     .to_owned();
-    let limits = [
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-    ];
+    let limits = berth_tests::PODMAN_LIMITS;
     // As the Deployment runs it: non-root, read-only root filesystem.
     let port = berth_tests::free_port();
     let listen = format!("127.0.0.1:{port}");

@@ -17,7 +17,7 @@ use berth_tests::{
 
 use crate::clients::{layout_digest, skopeo_push};
 
-struct Mirror {
+pub(crate) struct Mirror {
     child: Child,
     addr: SocketAddr,
 }
@@ -33,6 +33,18 @@ impl Mirror {
     }
 
     fn start_at(listen: &str, data: &Path, registries: &[String], extra: &[String]) -> Self {
+        Self::start_env(listen, data, registries, extra, &[])
+    }
+
+    /// [`Mirror::start_at`] with more environment (`SSL_CERT_FILE` for a
+    /// registry with a test CA).
+    pub(crate) fn start_env(
+        listen: &str,
+        data: &Path,
+        registries: &[String],
+        extra: &[String],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let config = data.with_extension("toml");
         std::fs::write(&config, extra.join("\n")).unwrap();
         let mut cmd = Command::new(berth_bin());
@@ -46,6 +58,9 @@ impl Mirror {
             .stderr(Stdio::inherit());
         for r in registries {
             cmd.arg("--registry").arg(r);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn berth mirror");
         let mut line = String::new();
@@ -77,6 +92,33 @@ impl Drop for Mirror {
     }
 }
 
+/// `n` free loopback addresses for nodes' mirrors, as `http://` URLs.
+pub(crate) fn node_urls(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            format!("http://{addr}")
+        })
+        .collect()
+}
+
+/// Node `i`'s mirror config among `urls`: the other nodes as peers, its
+/// own URL advertised (cold-pull claims), and patient peer probes.
+pub(crate) fn peer_config(urls: &[String], i: usize) -> Vec<String> {
+    let peers: Vec<String> = (0..urls.len())
+        .filter(|&j| j != i)
+        .map(|j| format!("\"{}\"", urls[j]))
+        .collect();
+    vec![
+        format!("peers = [{}]", peers.join(", ")),
+        format!("advertise_url = \"{}\"", urls[i]),
+        "[upstream]\npeer_probe_ms = 3000".to_owned(),
+    ]
+}
+
 /// Blob bytes the registry has sent, from its /metrics.
 fn registry_blob_bytes(server: &Server) -> u64 {
     let text = String::from_utf8(http("GET", &format!("{}/metrics", server.url()), &[], b"").body)
@@ -84,7 +126,7 @@ fn registry_blob_bytes(server: &Server) -> u64 {
     metric(&text, "berth_registry_blob_sent_bytes_total")
 }
 
-fn metric(text: &str, name: &str) -> u64 {
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .map_or(0, |v| v.trim().parse().unwrap())
@@ -425,31 +467,15 @@ fn three_nodes_pulling_a_cold_image_at_once_take_each_blob_from_the_registry_onc
         .sum();
 
     // Three nodes; each mirror lists the other two and names itself.
-    let urls: Vec<String> = (0..3)
-        .map(|_| {
-            let addr = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            format!("http://{addr}")
-        })
-        .collect();
+    let urls = node_urls(3);
     let up = [format!("{registry}=http://{registry}")];
     let mirrors: Vec<Mirror> = (0..3)
         .map(|i| {
-            let peers: Vec<String> = (0..3)
-                .filter(|&j| j != i)
-                .map(|j| format!("\"{}\"", urls[j]))
-                .collect();
             Mirror::start_at(
                 urls[i].trim_start_matches("http://"),
                 &dir.path().join(format!("mirror-{i}")),
                 &up,
-                &[
-                    format!("peers = [{}]", peers.join(", ")),
-                    format!("advertise_url = \"{}\"", urls[i]),
-                    "[upstream]\npeer_probe_ms = 3000".to_owned(),
-                ],
+                &peer_config(&urls, i),
             )
         })
         .collect();

@@ -41,6 +41,17 @@ pub(crate) fn nix(cmd: &str) -> Command {
     c
 }
 
+/// `nix-build DIR -A ATTR --no-out-link`: the output path.
+fn nix_build(dir: &Path, attr: &str) -> String {
+    run_text(
+        nix("nix-build")
+            .arg(dir)
+            .args(["-A", attr, "--no-out-link"]),
+    )
+    .trim()
+    .to_owned()
+}
+
 pub(crate) fn busybox_dir(dir: &Path) -> PathBuf {
     let busybox = Path::new("/bin/busybox");
     assert!(busybox.exists(), "busybox is not installed: {NIX_HINT}");
@@ -125,15 +136,7 @@ in rec {{
         ),
     )
     .unwrap();
-    let build = |attr: &str| {
-        run_text(
-            nix("nix-build")
-                .arg(dir.path())
-                .args(["-A", attr, "--no-out-link"]),
-        )
-        .trim()
-        .to_owned()
-    };
+    let build = |attr: &str| nix_build(dir.path(), attr);
     let spec_path = build("image");
     let app = build("app");
     let liba = build("liba");
@@ -766,25 +769,13 @@ in rec {{
         .unwrap_or_else(|| panic!("no hash in Nix's message: {said}"));
     // The right hash: the store path is an OCI layout of the base.
     write(&got);
-    let base = run_text(
-        nix("nix-build")
-            .arg(d)
-            .args(["-A", "base", "--no-out-link"]),
-    )
-    .trim()
-    .to_owned();
+    let base = nix_build(d, "base");
     let index: Value =
         serde_json::from_slice(&std::fs::read(Path::new(&base).join("index.json")).unwrap())
             .unwrap();
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
     // buildImage on it: the base is not in the closure.
-    let spec_path = run_text(
-        nix("nix-build")
-            .arg(d)
-            .args(["-A", "image", "--no-out-link"]),
-    )
-    .trim()
-    .to_owned();
+    let spec_path = nix_build(d, "image");
     let spec: Value = serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
     assert_eq!(spec["berthSpec"]["fromImage"]["layout"], base.as_str());
     assert!(
@@ -821,9 +812,7 @@ in rec {{
         ),
         ("forgejo", "forgejo web as 1000 in /data/gitea"),
     ] {
-        let spec = run_text(nix("nix-build").arg(d).args(["-A", attr, "--no-out-link"]))
-            .trim()
-            .to_owned();
+        let spec = nix_build(d, attr);
         let archive = d.join(format!("{attr}.tar"));
         run(Command::new(berth_bin())
             .env("XDG_CACHE_HOME", d.join("cache"))

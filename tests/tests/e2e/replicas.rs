@@ -118,14 +118,20 @@ fn replica(c: &Cluster, i: usize) -> Server {
     )
 }
 
-#[test]
-fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
-    let c = cluster();
-    let replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
+/// `n` replicas of the cluster and haproxy in front of them.
+fn balanced(c: &Cluster, n: usize) -> (Vec<Server>, Haproxy) {
+    let replicas: Vec<Server> = (0..n).map(|i| replica(c, i)).collect();
     let lb = Haproxy::start(
         c.dir.path(),
         &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
     );
+    (replicas, lb)
+}
+
+#[test]
+fn three_replicas_serve_real_clients_and_a_chunked_upload_spread_over_them() {
+    let c = cluster();
+    let (replicas, lb) = balanced(&c, 3);
 
     // skopeo pushes through the balancer (every request to the next
     // replica) and pulls back the same image.
@@ -672,11 +678,7 @@ fn resilient_chunked_push(
 #[test]
 fn a_replica_killed_during_twenty_chunked_pushes_loses_none() {
     let c = cluster();
-    let mut replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
-    let lb = Haproxy::start(
-        c.dir.path(),
-        &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
-    );
+    let (mut replicas, lb) = balanced(&c, 3);
     let base = lb.url();
     let blobs: Vec<Vec<u8>> = (0..20u8)
         .map(|i| {
@@ -988,11 +990,7 @@ fn the_conformance_suite_passes_through_the_balancer() {
         )
     });
     let c = cluster();
-    let replicas: Vec<Server> = (0..3).map(|i| replica(&c, i)).collect();
-    let lb = Haproxy::start(
-        c.dir.path(),
-        &replicas.iter().map(|s| s.addr).collect::<Vec<_>>(),
-    );
+    let (_replicas, lb) = balanced(&c, 3);
     let work = c.dir.path().join("conformance");
     std::fs::create_dir_all(&work).unwrap();
     let out = Command::new(&suite)

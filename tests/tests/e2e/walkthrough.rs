@@ -11,10 +11,8 @@
 //! sends the image's bytes about once, every node holds that digest, and
 //! the pull request names the source revision from the image's labels.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use berth_tests::forge::{FakeForge, Flavor};
 use berth_tests::{Containerd, Server, TestCa, berth_bin, free_port, require, run, run_text};
@@ -34,47 +32,6 @@ fn curl(ca: &Path, url: &str) -> String {
             .arg(ca)
             .arg(url),
     )
-}
-
-/// The value of the unlabelled metric `name` in a scrape.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
-/// A node's mirror, trusting the test CA for the registry.
-struct MirrorProc(Child);
-
-impl Drop for MirrorProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mirror(dir: &Path, url: &str, config: &str, ca: &Path) -> MirrorProc {
-    let file = dir.with_extension("toml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(berth_bin())
-        .args(["mirror", "--listen", url.trim_start_matches("http://")])
-        .arg("--config")
-        .arg(&file)
-        .arg("--data")
-        .arg(dir)
-        .env("SSL_CERT_FILE", ca)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn berth mirror");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(url), "berth mirror printed {line:?}");
-    MirrorProc(child)
 }
 
 #[test]
@@ -321,31 +278,16 @@ in builtins.derivation {
         .chain(manifest["layers"].as_array().unwrap())
         .map(|b| b["size"].as_u64().unwrap())
         .sum();
-    let urls: Vec<String> = (0..3)
-        .map(|_| {
-            let addr = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            format!("http://{addr}")
-        })
-        .collect();
+    let urls = crate::mirror::node_urls(3);
     let mut mirrors = Vec::new();
     let mut nodes: Vec<(Containerd, PathBuf)> = Vec::new();
     for i in 0..3 {
-        let peers: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| format!("\"{}\"", urls[j]))
-            .collect();
-        mirrors.push(start_mirror(
+        mirrors.push(crate::mirror::Mirror::start_env(
+            urls[i].trim_start_matches("http://"),
             &d.join(format!("mirror-{i}")),
-            &urls[i],
-            &format!(
-                "registries = [\"{host}\"]\npeers = [{}]\nadvertise_url = \"{}\"\n[upstreams]\n\"{host}\" = \"https://{host}\"\n[upstream]\npeer_probe_ms = 3000\n",
-                peers.join(", "),
-                urls[i]
-            ),
-            &ca_file,
+            &[format!("{host}=https://{host}")],
+            &crate::mirror::peer_config(&urls, i),
+            &[("SSL_CERT_FILE", &ca_file)],
         ));
         // As the node's setup step writes it.
         let hosts = d.join(format!("node-{i}/certs.d"));
@@ -357,7 +299,7 @@ in builtins.derivation {
         let cd = berth_tests::start_cri_containerd(&d.join(format!("cd-{i}")), &hosts);
         nodes.push((cd, hosts));
     }
-    let sent = || metric(&metrics(), "berth_registry_blob_sent_bytes_total");
+    let sent = || crate::mirror::metric(&metrics(), "berth_registry_blob_sent_bytes_total");
     let before = sent();
     let barrier = std::sync::Barrier::new(3);
     std::thread::scope(|s| {
